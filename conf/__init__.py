@@ -1,0 +1,1 @@
+"""Hydra configs of cifarbench, shipped inside the package as `cifarbench.conf`."""

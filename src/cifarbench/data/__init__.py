@@ -1,0 +1,6 @@
+"""CIFAR-10 on the device: the official batches, preprocessing and a loader without per-image work."""
+from cifarbench.data.cifar10 import CLASSES, Cifar10, DatasetError, load_cifar10
+from cifarbench.data.loader import DeviceLoader
+from cifarbench.data.preprocess import PREPROCESSES, build_preprocess
+
+__all__ = ["CLASSES", "Cifar10", "DatasetError", "DeviceLoader", "PREPROCESSES", "build_preprocess", "load_cifar10"]
