@@ -1,6 +1,7 @@
 """`python -m cifarbench` / `cifarbench`: a thin Hydra wrapper around `trainer.train`."""
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -25,7 +26,14 @@ def run(cfg: DictConfig) -> float:
     return summary["best_test_acc"]
 
 
+# `cifarbench NAME ...` runs `python -m MODULE ...`; each module has main(argv).
+SUBCOMMANDS = {"models": "cifarbench.models.__main__", "report": "cifarbench.report",
+               "predict": "cifarbench.predict"}
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        sys.exit(importlib.import_module(SUBCOMMANDS[sys.argv[1]]).main(sys.argv[2:]))
     run()
 
 
