@@ -35,7 +35,7 @@ def translate_flip(images: torch.Tensor, generator: torch.Generator, max_shift: 
     """Translate each image by its own (dy, dx) in [-max_shift, max_shift] and mirror half of them.
 
     Same result as pad-by-max_shift then random crop, without materialising the padded batch: one
-    gather with per-image row and column indices (the mirror is a reversed column index).
+    gather over the flattened pixels with a per-image source index (the mirror reverses columns).
     """
     _check_pad_mode(pad_mode)
     n, c, h, w = images.shape
@@ -46,12 +46,8 @@ def translate_flip(images: torch.Tensor, generator: torch.Generator, max_shift: 
     if flip:
         mirrored = torch.rand(n, generator=generator, device=device) < 0.5
         cols = torch.where(mirrored[:, None], cols.flip(1), cols)
-    out = images[
-        torch.arange(n, device=device)[:, None, None, None],
-        torch.arange(c, device=device)[None, :, None, None],
-        _source_index(rows, h, pad_mode)[:, None, :, None],
-        _source_index(cols, w, pad_mode)[:, None, None, :],
-    ]
+    source = _source_index(rows, h, pad_mode)[:, :, None] * w + _source_index(cols, w, pad_mode)[:, None, :]
+    out = images.reshape(n, c, h * w).gather(2, source.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
     if pad_mode == "zeros":
         inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
         out = out * inside[:, None].to(out.dtype)

@@ -23,7 +23,7 @@ class Normalize(nn.Module):
         self.register_buffer("shift", (-mean / std).view(1, -1, 1, 1).float())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, images.float(), self.scale)
+        return images.float().mul_(self.scale).add_(self.shift)
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
