@@ -16,7 +16,8 @@ log = logging.getLogger("cifarbench")
 def run(cfg: DictConfig) -> float:
     """Train one job; returns the objective a Hydra sweeper maximises (best test accuracy)."""
     from cifarbench.data import DatasetError
-    from cifarbench.trainer import ConfigError, train
+    from cifarbench.registry import ConfigError
+    from cifarbench.trainer import train
 
     try:
         summary = train(cfg, HydraConfig.get().runtime.output_dir)

@@ -8,6 +8,10 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the allowed values."""
+
+
 class Registry:
     """A dict of builders with a decorator to fill it and errors that list what exists.
 
@@ -37,7 +41,7 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self._builders:
-            raise KeyError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
+            raise ConfigError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
         return self._builders[name]
 
     def build(self, name: str, *args, **fields) -> Any:
@@ -48,8 +52,8 @@ class Registry:
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             unknown = sorted(set(fields) - set(params))
             if unknown:
-                known = [p for p in params if params[p].kind is p.KEYWORD_ONLY or params[p].default is not p.empty]
-                raise TypeError(
+                known = [key for key, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty]
+                raise ConfigError(
                     f"{self.kind} {name!r} has no field(s) {', '.join(unknown)}; "
                     f"its fields are: {', '.join(known) or '(none)'}"
                 )

@@ -28,16 +28,13 @@ from cifarbench.data import DeviceLoader, build_preprocess, load_cifar10
 from cifarbench.files import atomic_write_json
 from cifarbench.models import build_model, count_params
 from cifarbench.optim import build_optimizer
+from cifarbench.registry import ConfigError
 from cifarbench.runlog import plot_curves, write_metrics
 from cifarbench.sched import build_schedule
 
 log = logging.getLogger(__name__)
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the allowed values."""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,0 +1,83 @@
+"""Shared fixtures.
+
+- `make_fake_cifar(root, n_train=200, n_test=100, seed=0)`: writes `root/cifar-10-batches-py/` in the
+  official python layout (5 train batches, test batch, batches.meta; pickles with byte-string keys)
+  holding learnable synthetic images (each class has its own colour and stripe pattern, plus noise).
+- `fake_cifar_root`: a tmp folder already holding such a dataset.
+- `real_cifar_root`: $CIFAR10_ROOT, or the test is skipped with the reason.
+- `run_cli(*overrides, cwd=None)`: runs `python -m cifarbench` in a subprocess, returns CompletedProcess.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CLASSES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+
+
+def fake_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N, 3072) uint8 images a small network can tell apart: class colour + class stripes + noise."""
+    n = len(labels)
+    colour = (labels[:, None] * np.array([25, 70, 115]) % 256)[:, :, None, None]
+    stripes = ((np.arange(32)[None, :] // (1 + labels[:, None] % 4)) % 2)[:, None, :, None] * 60
+    images = colour * 0.6 + stripes + rng.normal(0, 25, (n, 3, 32, 32))
+    return np.clip(images, 0, 255).astype(np.uint8).reshape(n, 3072)
+
+
+def _write_batch(path: Path, images: np.ndarray, labels: np.ndarray):
+    with open(path, "wb") as f:
+        pickle.dump({b"batch_label": path.name.encode(), b"labels": [int(v) for v in labels], b"data": images}, f,
+                    protocol=2)
+
+
+def make_fake_cifar(root: str | Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> Path:
+    """Write a synthetic CIFAR-10 in the official layout under `root`; returns `root`."""
+    root = Path(root)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    train_labels = rng.integers(0, 10, n_train)
+    train_images = fake_images(train_labels, rng)
+    for i, part in enumerate(np.array_split(np.arange(n_train), 5), start=1):
+        _write_batch(folder / f"data_batch_{i}", train_images[part], train_labels[part])
+    test_labels = rng.integers(0, 10, n_test)
+    _write_batch(folder / "test_batch", fake_images(test_labels, rng), test_labels)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": CLASSES, b"num_vis": 3072, b"num_cases_per_batch": n_train // 5}, f, protocol=2)
+    return root
+
+
+def make_archive(root: Path, dest: Path) -> str:
+    """Pack `root/cifar-10-batches-py` as `dest` (a .tar.gz like the official one); returns its MD5."""
+    with tarfile.open(dest, "w:gz") as tar:
+        tar.add(root / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return hashlib.md5(dest.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def fake_cifar_root(tmp_path) -> Path:
+    return make_fake_cifar(tmp_path / "data")
+
+
+@pytest.fixture
+def real_cifar_root() -> Path:
+    root = os.environ.get("CIFAR10_ROOT")
+    if not root or not (Path(root) / "cifar-10-batches-py").is_dir():
+        pytest.skip("real CIFAR-10 needed: set CIFAR10_ROOT to a folder holding cifar-10-batches-py/ "
+                    "(.ci/run makes one from ../shared/cifar10)")
+    return Path(root)
+
+
+def run_cli(*overrides: str, module: str = "cifarbench", cwd: str | Path | None = None, timeout: float = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m <module> overrides...` with progress bars off; output captured as text."""
+    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})

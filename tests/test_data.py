@@ -1,0 +1,111 @@
+"""CIFAR-10 files: download, checksum, extraction, decoding, cache, and the errors for bad input."""
+import pickle
+
+import numpy as np
+import pytest
+from conftest import make_archive, make_fake_cifar
+
+from cifarbench.data import DatasetError, load_cifar10
+from cifarbench.data import cifar10
+from cifarbench.data.cifar10 import ARCHIVE, CACHE, FOLDER
+
+
+@pytest.fixture
+def served_archive(tmp_path):
+    """A small official-format archive at a file:// URL, and its MD5."""
+    source = make_fake_cifar(tmp_path / "source", n_train=50, n_test=20)
+    archive = tmp_path / "served" / ARCHIVE
+    archive.parent.mkdir()
+    return archive.as_uri(), make_archive(source, archive), source
+
+
+def test_download_verifies_extracts_and_decodes(tmp_path, served_archive):
+    url, md5, source = served_archive
+    data = load_cifar10(tmp_path / "root", download=True, url=url, md5=md5)
+    assert data.train_images.shape == (50, 3, 32, 32) and data.train_images.dtype == np.uint8
+    assert data.test_images.shape == (20, 3, 32, 32) and data.test_labels.dtype == np.int64
+    with open(source / FOLDER / "data_batch_1", "rb") as f:
+        first = pickle.load(f, encoding="bytes")
+    np.testing.assert_array_equal(data.train_images[:10].reshape(10, -1), first[b"data"])
+    assert list(data.train_labels[:10]) == first[b"labels"]
+    assert (tmp_path / "root" / ARCHIVE).is_file() and (tmp_path / "root" / FOLDER).is_dir()
+    assert not [p for p in (tmp_path / "root").iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+def test_wrong_checksum_is_refused_and_nothing_is_kept(tmp_path, served_archive):
+    url, md5, _ = served_archive
+    with pytest.raises(DatasetError, match="checksum mismatch"):
+        load_cifar10(tmp_path / "root", download=True, url=url, md5="0" * 32)
+    assert list((tmp_path / "root").iterdir()) == []
+
+
+def test_offline_error_says_where_to_put_the_data(tmp_path):
+    url = "http://127.0.0.1:9/cifar-10-python.tar.gz"  # nothing listens on the discard port
+    with pytest.raises(DatasetError) as error:
+        load_cifar10(tmp_path / "root", download=True, url=url)
+    message = str(error.value)
+    assert url in message and ARCHIVE in message and FOLDER in message and str(tmp_path / "root") in message
+    assert list((tmp_path / "root").iterdir()) == []
+
+
+def test_missing_without_download_names_the_fix(tmp_path):
+    with pytest.raises(DatasetError, match="data.download=false.*data.root"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_corrupt_archive_in_root_is_reported(tmp_path):
+    (tmp_path / ARCHIVE).write_bytes(b"not a tarball")
+    with pytest.raises(DatasetError, match="checksum mismatch"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_truncated_batch_names_the_file(tmp_path):
+    root = make_fake_cifar(tmp_path)
+    batch = root / FOLDER / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:500])
+    with pytest.raises(DatasetError, match="data_batch_3.*not a readable CIFAR-10 batch"):
+        load_cifar10(root, download=False)
+
+
+def test_bad_labels_and_shapes_are_named(tmp_path):
+    root = make_fake_cifar(tmp_path)
+    with open(root / FOLDER / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 11]}, f, protocol=2)
+    with pytest.raises(DatasetError, match=r"test_batch: labels outside \[0, 9\]"):
+        load_cifar10(root, download=False)
+    with open(root / FOLDER / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((4, 100), np.float32), b"labels": [0, 1, 2, 3]}, f, protocol=2)
+    with pytest.raises(DatasetError, match="expected uint8"):
+        load_cifar10(root, download=False)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_batch_pickles_may_not_run_code(tmp_path):
+    root = make_fake_cifar(tmp_path)
+    with open(root / FOLDER / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Payload(), b"labels": []}, f, protocol=2)
+    with pytest.raises(DatasetError, match=r"unexpected object (__builtin__|builtins)\.print"):
+        load_cifar10(root, download=False)
+
+
+def test_decoded_cache_is_reused_and_refreshed(tmp_path, monkeypatch):
+    root = make_fake_cifar(tmp_path)
+    first = load_cifar10(root, download=False)
+    assert (root / CACHE).is_file()
+
+    def no_decoding(path):
+        raise AssertionError("the batches were decoded although the cache is fresh")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cifar10, "_read_batch", no_decoding)
+        cached = load_cifar10(root, download=False)
+    np.testing.assert_array_equal(first.train_images, cached.train_images)
+    np.testing.assert_array_equal(first.test_labels, cached.test_labels)
+
+    make_fake_cifar(tmp_path, seed=1)  # new pixels in the batch files: the cache must be rebuilt
+    refreshed = load_cifar10(root, download=False)
+    assert not np.array_equal(first.train_images, refreshed.train_images)

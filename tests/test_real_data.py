@@ -1,0 +1,18 @@
+"""Learning on real CIFAR-10 images (CIFAR10_ROOT; skipped with the reason when unset)."""
+import json
+
+from conftest import run_cli
+
+
+def test_lenet_adam_one_epoch_on_10k_images(tmp_path, real_cifar_root):
+    """LeNet + Adam, one epoch on the first 10,000 training images, scored on all 10,000 test images.
+
+    Measured here (JPEG-derived pixels, CPU, seed 0): 47.0% test accuracy. The bar is 30% (chance 10%),
+    a margin of 17 points for seeds and platforms, still far above what a broken loop reaches.
+    """
+    result = run_cli("model=lenet", "optim=adam", "aug=none", "trainer.epochs=1", "trainer.batch_size=64",
+                     "data.train_subset=10000", "trainer.progress=false", f"data.root={real_cifar_root}",
+                     f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["final_test_acc"] >= 0.30, summary["final_test_acc"]
