@@ -22,13 +22,15 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._builders: dict[str, Callable[..., Any]] = {}
+        self.info: dict[str, str] = {}  # a short note per entry, e.g. the SPEC section a model reproduces
 
-    def register(self, name: str | None = None):
+    def register(self, name: str | None = None, info: str = ""):
         def add(fn):
             key = name or fn.__name__
             if key in self._builders:
                 log.warning("%s %r registered twice; the later one wins", self.kind, key)
             self._builders[key] = fn
+            self.info[key] = info
             return fn
 
         return add

@@ -12,7 +12,9 @@ from cifarbench.registry import Registry
 MODELS = Registry("model")
 
 # Imported for their @MODELS.register side effect; the list is the zoo.
-from cifarbench.models import lenet  # noqa: E402,F401
+from cifarbench.models import (  # noqa: E402,F401
+    alexnet, chainer, keras_cnn, keras_resnet, lenet, resnet, resnet_cifar,
+)
 
 
 def list_models() -> list[str]:

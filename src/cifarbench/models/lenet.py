@@ -1,29 +1,86 @@
-"""LeNet as used in SPEC §1 ("CIFAR-10 in 10 minutes"): conv(20,5)-ReLU-pool, conv(50,5)-ReLU-pool,
-FC(500)-ReLU, FC(10), 'same' padding."""
+"""LeNet and the variants of SPEC §1 ("CIFAR-10 in 10 minutes"), and LeNet-5 of SPEC §4.
+
+One family with fields, so variants combine from the command line (`model.width=2 model.bn=true`):
+stages of `convs_per_stage` convolutions (each ReLU, then BN if `bn`), a 2×2 max-pool per stage,
+FC(hidden)-ReLU(-BN), FC(classes); `dropout` adds SPEC's 0.2 after each pool and 0.5 after the FC.
+`kernel` replaces every 5×5 conv by two 3×3 (`3x3`) or by two (1×3 then 3×1) pairs (`3x1`).
+"""
 from __future__ import annotations
+
+import inspect
 
 from torch import nn
 
 from cifarbench.models import MODELS
 
+KERNELS = {"5x5": [5], "3x3": [3, 3], "3x1": [(1, 3), (3, 1), (1, 3), (3, 1)]}
+
 
 class LeNet(nn.Module):
-    def __init__(self, num_classes: int = 10, channels: tuple[int, int] = (20, 50), hidden: int = 500):
+    def __init__(self, num_classes: int = 10, channels=(20, 50), hidden: int = 500, width: float = 1,
+                 convs_per_stage: int = 1, kernel: str = "5x5", bn: bool = False, dropout: bool = False):
         super().__init__()
-        c1, c2 = channels
-        self.features = nn.Sequential(
-            nn.Conv2d(3, c1, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        )
+        if kernel not in KERNELS:
+            raise ValueError(f"model.kernel={kernel!r}; choose one of {', '.join(KERNELS)}")
+        layers, in_ch = [], 3
+        for ch in channels:
+            ch = round(ch * width)
+            for _ in range(convs_per_stage):
+                for k in KERNELS[kernel]:
+                    layers += [nn.Conv2d(in_ch, ch, k, padding="same"), nn.ReLU(inplace=True)]
+                    layers += [nn.BatchNorm2d(ch)] if bn else []
+                    in_ch = ch
+            layers.append(nn.MaxPool2d(2))
+            layers += [nn.Dropout(0.2)] if dropout else []
+        hidden = round(hidden * width)
+        side = 32 // 2 ** len(channels)
+        self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(c2 * 8 * 8, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes),
+            nn.Flatten(), nn.Linear(in_ch * side * side, hidden), nn.ReLU(inplace=True),
+            *([nn.BatchNorm1d(hidden)] if bn else []), *([nn.Dropout(0.5)] if dropout else []),
+            nn.Linear(hidden, num_classes),
         )
 
     def forward(self, x):
         return self.classifier(self.features(x))
 
 
-@MODELS.register()
-def lenet(num_classes: int = 10) -> LeNet:
-    """SPEC §1 baseline: 1,632,080 parameters."""
-    return LeNet(num_classes)
+def _preset(name: str, info: str, **preset):
+    """Register a LeNet variant: the preset's fields, overridable by the config's."""
+    def build(num_classes: int = 10, **fields) -> LeNet:
+        return LeNet(num_classes, **{**preset, **fields})
+
+    build.__signature__ = inspect.signature(LeNet)  # so unknown fields are reported by name
+    MODELS.register(name, info)(build)
+
+
+_preset("lenet", "§1 LeNet baseline")
+_preset("lenet_bn", "§1 LeNet-BN", bn=True)
+_preset("lenet_wide", "§1 LeNet-4wide", width=4)
+_preset("lenet_deep", "§1 LeNet-2deep", channels=(20, 50, 50), convs_per_stage=2)
+_preset("lenet_3x3", "§1 LeNet-3x3", kernel="3x3")
+_preset("lenet_3x1", "§1 LeNet-3x1+1x3", kernel="3x1")
+_preset("lenet_dropout", "§1 LeNet-Dropout", dropout=True)
+
+
+class LeNet5(nn.Module):
+    """SPEC §4: conv(6,5, valid)-ReLU-pool, conv(16,5, valid)-ReLU-pool, FC(120), FC(84), FC(10)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(inplace=True), nn.Linear(120, 84), nn.ReLU(inplace=True),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+@MODELS.register(info="§4 LeNet-5")
+def lenet5(num_classes: int = 10) -> LeNet5:
+    return LeNet5(num_classes)

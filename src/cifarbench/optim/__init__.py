@@ -1,5 +1,7 @@
 """Optimizers by name. `build_optimizer(cfg, model)` applies weight decay to weight matrices and
-conv filters only (tensors of dim ≥ 2), never to biases or norm parameters."""
+conv filters only (tensors of dim ≥ 2), never to biases or norm parameters. A model with a
+`conv_weight_decay` attribute (Keras-style L2 on conv kernels) gets that decay on its conv weights
+instead of the optimizer's, so the two never add up."""
 from __future__ import annotations
 
 import torch
@@ -11,11 +13,20 @@ OPTIMIZERS = Registry("optimizer")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
+    conv_decay = getattr(model, "conv_weight_decay", None)
+    groups: dict[float, list] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            if param.ndim < 2:
+                decay = 0.0
+            elif conv_decay is not None and isinstance(module, nn.Conv2d):
+                decay = conv_decay
+            else:
+                decay = weight_decay
+            groups.setdefault(decay, []).append(param)
+    return [{"params": params, "weight_decay": decay} for decay, params in groups.items()]
 
 
 def _fused(params) -> bool:

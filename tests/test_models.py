@@ -1,0 +1,128 @@
+"""The model zoo: every registered network builds, trains, and matches SPEC's architecture."""
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from cifarbench.models import MODELS, build_model, count_params, list_models
+from cifarbench.models.layers import Residual, count_macs
+from cifarbench.optim import param_groups
+from cifarbench.registry import ConfigError
+
+# The costly ones fit fewer images in fewer steps, to keep the zoo test near a minute on two cores.
+BIG = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet74", "resnet74_sd", "lenet_wide",
+       "fashion_cnn", "vgg", "deep_cnn"}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_forwards_backwards_and_learns(name):
+    torch.manual_seed(0)
+    model = MODELS.build(name)
+    for block in model.modules():  # a dropped residual branch gets no gradient: tested on its own below
+        if isinstance(block, Residual):
+            block.drop_prob = 0.0
+    n, steps = (4, 12) if name in BIG else (8, 40)
+    images, labels = torch.randn(n, 3, 32, 32), torch.arange(n) % 10
+    model.eval()
+    assert model(images[:2]).shape == (2, 10)
+    model.train()
+    F.cross_entropy(model(images), labels).backward()
+    missing = [p for p, t in model.named_parameters() if t.grad is None]
+    assert not missing, f"no gradient reaches {missing}"
+    for module in model.modules():  # dropout makes single losses too noisy to compare
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], f"{name} did not fit {n} images: {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+@pytest.mark.parametrize("name, params", [
+    ("lenet", 1_632_080), ("lenet5", 62_006), ("cnn10", 2_972_298), ("resnet18", 11_173_962),
+    ("resnet34", 21_282_122), ("lenet_wide", 26_028_290),
+])
+def test_exact_parameter_counts(name, params):
+    assert count_params(MODELS.build(name)) == params
+
+
+def test_cnn10_counts_like_keras_and_has_spec_shapes():
+    model = MODELS.build("cnn10").eval()
+    running = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    assert running == 2_688
+    assert count_params(model) + running == 2_974_986
+    sides, x = [], torch.zeros(1, 3, 32, 32)
+    for layer in model.features:
+        x = layer(x)
+        if isinstance(layer, (torch.nn.Sequential, torch.nn.MaxPool2d)):
+            sides.append(x.shape[-1])
+    assert sides == [32, 30, 26, 13, 13, 11, 7, 7, 5, 1]
+
+
+@pytest.mark.parametrize("depth, millions", [(20, 0.27), (56, 0.85), (110, 1.7)])
+def test_cifar_resnets_match_he_et_al(depth, millions):
+    """He et al. 2016, Table 6, rounds to two significant digits: allow 3%."""
+    assert count_params(MODELS.build("resnet_cifar", depth=depth)) == pytest.approx(millions * 1e6, rel=0.03)
+
+
+def test_imagenet_stem_decays_conv_weights_only():
+    model = MODELS.build("resnet34", stem="imagenet", l2=1e-4)
+    assert count_params(model) > 21e6
+    groups = param_groups(model, weight_decay=5e-4)
+    by_decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in groups}
+    convs = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert by_decay[2e-4] == convs  # Keras L2 1e-4 on kernels = decay 2e-4, never doubled
+    assert by_decay[5e-4] == {id(model.head[-1].weight)}
+    assert sum(len(ids) for ids in by_decay.values()) == len(list(model.parameters()))
+
+
+def test_lenet_fields_combine_and_variants_differ():
+    cfg = OmegaConf.create({"name": "lenet", "width": 2, "bn": True, "kernel": "3x3"})
+    model = build_model(cfg)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 4
+    assert model.features[0].out_channels == 40 and model.features[0].kernel_size == (3, 3)
+    deep = MODELS.build("lenet_deep")
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in deep.modules()) == 6
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in MODELS.build("lenet_3x1").modules()) == 8
+
+
+def test_macs_are_counted_from_the_layers():
+    # conv1 20·3·25·32² + conv2 50·20·25·16² + FC 3200·500 + 500·10
+    assert count_macs(MODELS.build("lenet")) == 1_536_000 + 6_400_000 + 1_600_000 + 5_000
+
+
+def test_stochastic_depth_skip_rate_and_deterministic_eval():
+    torch.manual_seed(0)
+    model = MODELS.build("resnet74_sd")
+    blocks = [m for m in model.modules() if isinstance(m, Residual)]
+    probs = [b.drop_prob for b in blocks]
+    assert probs[0] == 0 and probs[-1] == pytest.approx(0.5)
+    assert all(p == 0 for b, p in zip(blocks, probs) if b.transition)
+    assert all(b <= a for a, b in zip(probs[::-1], probs[::-1][1:]) if a and b)  # linear, rising
+    last, calls = blocks[-1], []
+    last.branch.register_forward_hook(lambda *_: calls.append(1))
+    model.train()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for _ in range(200):
+            model(x)
+    assert 0.4 < 1 - len(calls) / 200 < 0.6  # skipped ~half the time (p_L = 0.5)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+def test_unknown_model_and_field_errors():
+    with pytest.raises(ConfigError, match="unknown model 'resnet9'; available: .*resnet18"):
+        MODELS.build("resnet9")
+    with pytest.raises(ConfigError, match="model 'resnet18' has no field\\(s\\) width; its fields are: .*stem"):
+        build_model(OmegaConf.create({"name": "resnet18", "width": 2}))
+    with pytest.raises(ValueError, match="model.depth=21; it must be 6n\\+2"):
+        MODELS.build("resnet_cifar", depth=21)
+    with pytest.raises(ValueError, match="model.kernel='7x7'"):
+        MODELS.build("lenet", kernel="7x7")
