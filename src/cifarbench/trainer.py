@@ -23,14 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from cifarbench import __version__
-from cifarbench.aug import build_augment
+from cifarbench.aug import build_augment, build_mix
 from cifarbench.data import DeviceLoader, build_preprocess, load_cifar10
 from cifarbench.files import atomic_write_json
 from cifarbench.models import build_model, count_params
 from cifarbench.optim import build_optimizer
 from cifarbench.registry import ConfigError
 from cifarbench.runlog import plot_curves, write_metrics
-from cifarbench.sched import build_schedule
+from cifarbench.sched import build_schedule, progress
 
 log = logging.getLogger(__name__)
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -81,6 +81,13 @@ def evaluate(model: torch.nn.Module, loader: DeviceLoader, autocast) -> tuple[fl
     return loss_sum.item() / n, correct.item() / n
 
 
+def build_criterion(mix: str | None, label_smoothing: float):
+    """Cross-entropy on hard or soft (mixed) targets; SPEC's BC-learning trains with KL divergence."""
+    if mix == "bc":
+        return lambda logits, targets: F.kl_div(F.log_softmax(logits.float(), 1), targets, reduction="batchmean")
+    return lambda logits, targets: F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
@@ -114,7 +121,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         raise ConfigError(f"data.train_subset={subset}; it must be in 1..{len(data.train_images)} or null")
     train_images = torch.from_numpy(data.train_images[:subset]).to(device)
     train_labels = torch.from_numpy(data.train_labels[:subset]).to(device)
-    preprocess = build_preprocess(cfg.data.preprocess, train_images).to(device)
+    preprocess = build_preprocess(cfg.data.preprocess, train_images, cache_dir=cfg.data.root).to(device)
     train_loader = DeviceLoader(train_images, train_labels, t.batch_size, preprocess, build_augment(cfg.aug),
                                 seed=t.seed, memory_format=memory_format)
     test_loader = DeviceLoader(torch.from_numpy(data.test_images).to(device),
@@ -125,6 +132,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     optimizer = build_optimizer(cfg.optim, model)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     schedule = build_schedule(cfg.sched)
+    mix = build_mix(cfg.aug, len(data.classes), train_loader.generator)
+    criterion = build_criterion(cfg.aug.get("mix"), t.label_smoothing)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     params = count_params(model)
 
@@ -175,12 +184,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             if elapsed >= budget_s:
                 stopped_by = "budget"
                 break
-            lr_scale = schedule(min(1.0, max(step / total_steps, elapsed / budget_s)))
+            lr_scale = schedule(progress(step, total_steps, elapsed, budget_s))
             for group, base_lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base_lr * lr_scale
+            targets = labels
+            if mix is not None:  # soft targets; accuracy counts the dominant label
+                images, targets, labels = mix(images, labels)
             with autocast:
                 logits = model(images)
-                loss = F.cross_entropy(logits, labels)
+                loss = criterion(logits, targets)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()

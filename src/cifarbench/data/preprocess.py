@@ -1,29 +1,66 @@
-"""Input preprocessing: statistics fitted on the training images, applied identically to every batch.
+"""Input preprocessing: statistics fitted on the training images, applied identically to every batch
+(train and test) after augmentation.
 
-`build_preprocess(name, train_images)` returns a module mapping a uint8 batch (N, 3, H, W) on any
-device to the float input of the network.
+`build_preprocess(name, train_images, cache_dir)` returns a module mapping a uint8 batch
+(N, 3, H, W) on any device to the float input of the network. Names (`data.preprocess`):
+meanstd (per-channel mean/std, the default), mean (SPEC §5: subtract the training set's mean image),
+contrast (per-image zero mean, unit std), zca (contrast, then ZCA whitening fitted on the training
+set and cached in `cache_dir`).
 """
 from __future__ import annotations
 
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
+from cifarbench.files import atomic_write
 from cifarbench.registry import Registry
 
+log = logging.getLogger(__name__)
 PREPROCESSES = Registry("preprocessing")
 
 
 class Normalize(nn.Module):
-    """(x / 255 − mean) / std per channel, with mean and std measured on the training images."""
+    """(x / 255 − mean) / std with per-channel (or per-pixel) statistics in [0, 1] units."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
+        shape = (1, -1, 1, 1) if mean.ndim == 1 else (1, *mean.shape)
         # Folded into one multiply-add on the raw bytes: x * scale + shift.
-        self.register_buffer("scale", (1 / (255 * std)).view(1, -1, 1, 1).float())
-        self.register_buffer("shift", (-mean / std).view(1, -1, 1, 1).float())
+        self.register_buffer("scale", (1 / (255 * std)).expand_as(mean).reshape(shape).float())
+        self.register_buffer("shift", (-mean / std).reshape(shape).float())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return images.float().mul_(self.scale).add_(self.shift)
+
+
+def contrast_normalize(images: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Each image to zero mean and unit standard deviation over all its pixels and channels."""
+    x = images.float().flatten(1)
+    x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + eps)
+    return x.view(images.shape)
+
+
+class ContrastNormalize(nn.Module):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return contrast_normalize(images)
+
+
+class ZCAWhiten(nn.Module):
+    """Contrast normalisation, then x ↦ (x − μ) W with W = U diag(1/√(λ + ε)) Uᵀ from the training covariance."""
+
+    def __init__(self, mean: torch.Tensor, whitening: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("whitening", whitening.float())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = contrast_normalize(images).flatten(1)
+        return ((x - self.mean) @ self.whitening).view(images.shape)
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 10_000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,10 +76,61 @@ def channel_stats(images: torch.Tensor, chunk: int = 10_000) -> tuple[torch.Tens
     return mean, (squares / count - mean.square()).clamp_min(0).sqrt()
 
 
-@PREPROCESSES.register("meanstd")
-def meanstd(train_images: torch.Tensor) -> nn.Module:
+def fit_zca(images: torch.Tensor, epsilon: float, chunk: int = 5_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and ZCA matrix of the contrast-normalised images (float64 covariance, by chunks)."""
+    d = images[0].numel()
+    total = torch.zeros(d, dtype=torch.float64)
+    outer = torch.zeros(d, d, dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        x = contrast_normalize(images[start:start + chunk].cpu()).flatten(1).double()
+        total += x.sum(0)
+        outer += x.T @ x
+    mean = total / len(images)
+    covariance = outer / len(images) - torch.outer(mean, mean)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    whitening = eigenvectors @ torch.diag(1 / torch.sqrt(eigenvalues.clamp_min(0) + epsilon)) @ eigenvectors.T
+    return mean, whitening
+
+
+@PREPROCESSES.register()
+def meanstd(train_images: torch.Tensor, cache_dir=None) -> nn.Module:
     return Normalize(*channel_stats(train_images))
 
 
-def build_preprocess(name: str, train_images: torch.Tensor) -> nn.Module:
-    return PREPROCESSES.build(name, train_images)
+@PREPROCESSES.register()
+def mean(train_images: torch.Tensor, cache_dir=None) -> nn.Module:
+    """SPEC §5: subtract the mean image of the training set (pixels in [0, 1])."""
+    mean_image = torch.zeros(train_images.shape[1:], dtype=torch.float64)
+    for start in range(0, len(train_images), 10_000):
+        mean_image += train_images[start:start + 10_000].cpu().double().sum(0) / 255
+    return Normalize(mean_image / len(train_images), torch.ones(1, dtype=torch.float64))
+
+
+@PREPROCESSES.register()
+def contrast(train_images: torch.Tensor, cache_dir=None) -> nn.Module:
+    return ContrastNormalize()
+
+
+@PREPROCESSES.register()
+def zca(train_images: torch.Tensor, cache_dir: str | Path | None = None, epsilon: float = 1e-2) -> nn.Module:
+    """Fitting costs seconds to minutes on a CPU, so the result is cached per training set and ε."""
+    key = hashlib.sha1(train_images.cpu().numpy().tobytes()).hexdigest()[:16]
+    cache = Path(cache_dir).expanduser() / f"zca-{key}-eps{epsilon:g}.npz" if cache_dir else None
+    if cache and cache.is_file():
+        with np.load(cache) as z:
+            return ZCAWhiten(torch.from_numpy(z["mean"]), torch.from_numpy(z["whitening"]))
+    mean_vector, whitening = fit_zca(train_images, epsilon)
+    if cache:
+        try:
+            def save(tmp: Path):
+                with open(tmp, "wb") as f:
+                    np.savez(f, mean=mean_vector.numpy(), whitening=whitening.numpy())
+
+            atomic_write(cache, save)
+        except OSError as e:
+            log.warning("could not cache the ZCA fit in %s (%s)", cache, e)
+    return ZCAWhiten(mean_vector, whitening)
+
+
+def build_preprocess(name: str, train_images: torch.Tensor, cache_dir: str | Path | None = None) -> nn.Module:
+    return PREPROCESSES.build(name, train_images, cache_dir=cache_dir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cifarbench.optim.adabound import AdaBound
 from cifarbench.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
@@ -46,9 +47,26 @@ def adam(params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), ep
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, fused=_fused(params) or None)
 
 
+@OPTIMIZERS.register()
+def adamw(params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+          ) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, fused=_fused(params) or None)
+
+
+@OPTIMIZERS.register()
+def adabound(params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), final_lr: float = 0.1,
+             gamma: float = 1e-3, eps: float = 1e-8, amsbound: bool = False) -> torch.optim.Optimizer:
+    return AdaBound(params, lr=lr, betas=tuple(betas), final_lr=final_lr, gamma=gamma, eps=eps, amsbound=amsbound)
+
+
+@OPTIMIZERS.register()
+def amsbound(params, **fields) -> torch.optim.Optimizer:
+    return adabound(params, **{**fields, "amsbound": True})
+
+
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     fields = {k: v for k, v in cfg.items() if k not in ("name", "weight_decay")}
     return OPTIMIZERS.build(cfg.name, param_groups(model, cfg.get("weight_decay") or 0.0), **fields)
 
 
-__all__ = ["OPTIMIZERS", "build_optimizer", "param_groups"]
+__all__ = ["OPTIMIZERS", "AdaBound", "build_optimizer", "param_groups"]
