@@ -1,0 +1,42 @@
+"""Preprocessing fitted on the training set: mean image, per-image contrast, ZCA whitening (cached)."""
+import torch
+
+from cifarbench.data import build_preprocess
+
+
+def correlated_images(n=2000, seed=0):
+    """Small images with strongly correlated pixels, as natural images have."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 1, 4, 4, generator=g) * 120
+    noise = torch.rand(n, 3, 4, 4, generator=g) * 60
+    return (base + noise + torch.linspace(0, 60, 16).view(1, 1, 4, 4)).round().to(torch.uint8)
+
+
+def test_zca_whitened_training_data_has_identity_covariance(tmp_path):
+    images = correlated_images()
+    zca = build_preprocess("zca", images, cache_dir=tmp_path)
+    x = zca(images).flatten(1).double()
+    covariance = (x - x.mean(0)).T @ (x - x.mean(0)) / len(x)
+    d = covariance.shape[0]
+    # ε = 1e-2 shrinks each eigenvalue λ to λ/(λ + ε); contrast normalisation removes one direction.
+    off_diagonal = covariance - torch.diag(torch.diagonal(covariance))
+    assert off_diagonal.abs().max() < 0.05, "decorrelated to within 0.05"
+    diagonal = torch.diagonal(covariance)
+    assert (diagonal > 0.7).float().mean() > 0.95 and (diagonal < 1.05).all(), "unit variance to within ~0.3"
+    raw = images.flatten(1).double()
+    raw_corr = torch.corrcoef(raw.T)
+    assert (raw_corr - torch.eye(d)).abs().max() > 0.5, "the raw pixels were strongly correlated"
+    assert len(list(tmp_path.glob("zca-*.npz"))) == 1
+    cached = build_preprocess("zca", images, cache_dir=tmp_path)
+    assert torch.equal(cached(images[:5]), zca(images[:5]))
+
+
+def test_contrast_and_mean_preprocessing():
+    images = correlated_images(500)
+    x = build_preprocess("contrast", images)(images).flatten(1)
+    assert torch.allclose(x.mean(1), torch.zeros(500), atol=1e-5)
+    assert torch.allclose(x.std(1), torch.ones(500), atol=1e-4)
+    centred = build_preprocess("mean", images)(images)
+    assert torch.allclose(centred.mean(0), torch.zeros(3, 4, 4), atol=1e-5)  # the mean image is gone
+    assert torch.allclose(centred[0], images[0].double().div(255).float() - images.double().div(255).mean(0).float(),
+                          atol=1e-5)
