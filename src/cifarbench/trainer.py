@@ -140,7 +140,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     budget_s = t.budget_min * 60 if t.budget_min else math.inf
     total_steps = t.epochs * len(train_loader)
     summary = {
-        "status": "running", "model": cfg.model.name, "optim": cfg.optim.name, "aug": cfg.aug.name,
+        "status": "running", "model": cfg.model.name, "optim": cfg.optim.name,
+        "aug": "+".join(filter(None, (cfg.aug.name, cfg.aug.get("mix")))),
         "params": params, "device": describe_device(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
         "command": " ".join(sys.argv), "versions": {"cifarbench": __version__, "torch": torch.__version__,
                                                     "python": platform.python_version()},
@@ -213,7 +214,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     if not rows or rows[-1]["step"] != step:  # the final evaluation always happens
         record()
 
-    plot_curves(run_dir / "curves.png", rows, title=f"{cfg.model.name} / {cfg.optim.name} / {cfg.aug.name}")
+    plot_curves(run_dir / "curves.png", rows, title=f"{cfg.model.name} / {cfg.optim.name} / {summary['aug']}")
     summary.update({
         "status": "completed", "stopped_by": stopped_by,
         "final_test_acc": rows[-1]["test_acc"], "final_test_loss": rows[-1]["test_loss"],
