@@ -136,6 +136,8 @@ def cutout(size: int = 16, max_shift: int = 4, flip: bool = True, pad_mode: str 
 
 def build_augment(cfg) -> Augment | None:
     fields = {k: v for k, v in cfg.items() if k not in ("name", "mix", "mix_alpha")}
+    if fields.get("flip") == "alternating":  # the DeviceLoader flips, by epoch parity
+        fields["flip"] = False
     return AUGMENTS.build(cfg.name, **fields)
 
 

@@ -1,35 +1,76 @@
-"""`python -m cifarbench` / `cifarbench`: a thin Hydra wrapper around `trainer.train`."""
+"""`python -m cifarbench` / `cifarbench`: a thin Hydra wrapper around `trainer.train`.
+
+A job that fails records the failure in its summary.json (status "failed" and the error's first
+line); inside a multirun the other jobs go on, a single run exits non-zero.
+"""
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import math
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("cifarbench")
 
 
+def record_failure(run_dir: Path, cfg: DictConfig, error: BaseException):
+    from cifarbench.files import atomic_write_json
+
+    summary_path = run_dir / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        summary = {"config": OmegaConf.to_container(cfg, resolve=True)}
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    summary.update(status="failed", error=f"{type(error).__name__}: {first_line}")
+    try:
+        atomic_write_json(summary_path, summary)
+    except OSError:
+        pass  # the failure may be that the folder is unwritable; the log still says it
+
+
 @hydra.main(version_base="1.3", config_path="pkg://cifarbench.conf", config_name="config")
 def run(cfg: DictConfig) -> float:
-    """Train one job; returns the objective a Hydra sweeper maximises (best test accuracy)."""
+    """Train one job; returns the objective a Hydra sweeper maximises (best test accuracy; NaN if failed)."""
+    from cifarbench.checkpoint import CheckpointError
     from cifarbench.data import DatasetError
+    from cifarbench.files import OutputError
     from cifarbench.registry import ConfigError
     from cifarbench.trainer import train
 
+    hydra_cfg = HydraConfig.get()
+    run_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        summary = train(cfg, HydraConfig.get().runtime.output_dir)
-    except (DatasetError, ConfigError) as e:
+        summary = train(cfg, run_dir)
+    except (DatasetError, ConfigError, CheckpointError, OutputError) as e:  # the message says it all
         log.error("%s", e)
+        record_failure(run_dir, cfg, e)
+        if multirun:
+            return math.nan
         sys.exit(2)
-    return summary["best_test_acc"]
+    except Exception as e:
+        record_failure(run_dir, cfg, e)
+        if not multirun:
+            raise
+        log.exception("job failed; the sweep goes on")
+        return math.nan
+    if summary["status"] == "interrupted":
+        sys.exit(130)  # Ctrl-C ends a sweep too
+    if summary["status"] == "diverged" and not multirun:
+        sys.exit(1)
+    return summary.get("best_test_acc", math.nan)
 
 
 # `cifarbench NAME ...` runs `python -m MODULE ...`; each module has main(argv).
 SUBCOMMANDS = {"models": "cifarbench.models.__main__", "report": "cifarbench.report",
-               "predict": "cifarbench.predict"}
+               "predict": "cifarbench.predict", "inspect": "cifarbench.diagnostics"}
 
 
 def main():

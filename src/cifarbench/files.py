@@ -11,18 +11,31 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+class OutputError(OSError):
+    """A file could not be written (unwritable folder, full disk); nothing partial was left behind."""
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Run `write(tmp_path)` on a temporary file beside `path`, then rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
         write(Path(tmp))
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OutputError):
+            raise
+        raise OutputError(e.errno, f"could not write {path} ({e.strerror or e}); check that the folder is "
+                                   f"writable and the disk has space") from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
 

@@ -11,11 +11,15 @@ from cifarbench.aug import Augment
 class DeviceLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, preprocess: nn.Module,
                  augment: Augment | None = None, shuffle: bool = True, seed: int = 0,
-                 memory_format: torch.memory_format = torch.contiguous_format):
+                 memory_format: torch.memory_format = torch.contiguous_format, alternating_flip: bool = False):
         self.images, self.labels = images, labels
         self.batch_size, self.preprocess, self.augment = batch_size, preprocess, augment
         self.shuffle, self.memory_format = shuffle, memory_format
         self.generator = torch.Generator(images.device).manual_seed(seed)
+        # Alternating flip (airbench): each image mirrored on every other epoch, from a random start,
+        # so every image is seen both ways in any two consecutive epochs.
+        self.flip_phase = (torch.rand(len(images), generator=self.generator, device=images.device) < 0.5
+                           if alternating_flip else None)
 
     def __len__(self) -> int:
         return len(self._bounds())
@@ -32,11 +36,15 @@ class DeviceLoader:
         return [(s, e) for s, e in zip(starts, starts[1:] + [n])]
 
     def __iter__(self):
+        if self.flip_phase is not None:
+            self.flip_phase = ~self.flip_phase
         order = (torch.randperm(len(self.images), generator=self.generator, device=self.images.device)
                  if self.shuffle else torch.arange(len(self.images), device=self.images.device))
         for start, end in self._bounds():
             index = order[start:end]
             images = self.images[index]
+            if self.flip_phase is not None:
+                images = torch.where(self.flip_phase[index].view(-1, 1, 1, 1), images.flip(3), images)
             if self.augment is not None:
                 images = self.augment(images, self.generator)
             yield self.preprocess(images).contiguous(memory_format=self.memory_format), self.labels[index]

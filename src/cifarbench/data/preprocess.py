@@ -132,5 +132,20 @@ def zca(train_images: torch.Tensor, cache_dir: str | Path | None = None, epsilon
     return ZCAWhiten(mean_vector, whitening)
 
 
+def preprocess_state(module: nn.Module) -> dict:
+    """What a checkpoint stores to rebuild the preprocessing without the training set."""
+    return {"kind": type(module).__name__, "buffers": dict(module.named_buffers())}
+
+
+def restore_preprocess(state: dict) -> nn.Module:
+    """Rebuild a preprocessing module from `preprocess_state`: its forward only reads its buffers."""
+    kinds = {cls.__name__: cls for cls in (Normalize, ContrastNormalize, ZCAWhiten)}
+    module = nn.Module.__new__(kinds[state["kind"]])
+    nn.Module.__init__(module)
+    for name, tensor in state["buffers"].items():
+        module.register_buffer(name, tensor)
+    return module
+
+
 def build_preprocess(name: str, train_images: torch.Tensor, cache_dir: str | Path | None = None) -> nn.Module:
     return PREPROCESSES.build(name, train_images, cache_dir=cache_dir)

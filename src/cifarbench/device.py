@@ -1,0 +1,40 @@
+"""The training device and precision, from `trainer.device` and `trainer.amp`."""
+from __future__ import annotations
+
+import platform
+
+import torch
+
+from cifarbench.registry import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise ConfigError(f"trainer.device={name!r}; choose one of {', '.join(DEVICES)}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda but PyTorch sees no CUDA GPU; use trainer.device=auto or cpu")
+    return torch.device(name)
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full fp32."""
+    if mode not in AMP_MODES:
+        raise ConfigError(f"trainer.amp={mode!r}; choose one of {', '.join(AMP_MODES)}")
+    if mode == "auto":  # on CPUs, bf16 autocast is slower than fp32 for these convnets
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if mode == "fp16" and device.type != "cuda":
+        raise ConfigError(f"trainer.amp=fp16 needs a CUDA device (got {device.type}); use trainer.amp=bf16 or off")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
