@@ -1,0 +1,93 @@
+"""Checkpoints: kill-and-resume gives exactly the uninterrupted metrics; loading is weights_only."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import make_fake_cifar
+
+from cifarbench.checkpoint import CheckpointError, load_checkpoint
+
+RUN = ("trainer.epochs=4", "trainer.batch_size=16", "trainer.deterministic=true", "trainer.progress=false",
+       "trainer.eval_batch_size=100", "data.preprocess=meanstd")
+TIMING = ("train_seconds", "images_per_s")
+
+
+def cli(*overrides):
+    return [sys.executable, "-m", "cifarbench", *overrides]
+
+
+def metrics_without_timing(path):
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+
+
+def test_killed_run_resumes_to_exactly_the_same_metrics(tmp_path):
+    root = make_fake_cifar(tmp_path / "data", n_train=1000, n_test=100)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run(cli(*RUN, f"data.root={root}", f"hydra.run.dir={tmp_path / 'whole'}"), env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(cli(*RUN, f"data.root={root}", f"hydra.run.dir={killed_dir}"), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed_dir / "checkpoints" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    summary = json.loads((killed_dir / "summary.json").read_text())
+    assert summary["status"] == "running", "the run must be killed before it finishes (make it longer)"
+    epochs_before = len(metrics_without_timing(killed_dir / "metrics.csv"))
+    assert epochs_before < 4
+
+    resumed = subprocess.run(cli(*RUN, "trainer.resume=auto", f"data.root={root}", f"hydra.run.dir={killed_dir}"),
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert metrics_without_timing(killed_dir / "metrics.csv") == metrics_without_timing(tmp_path / "whole" / "metrics.csv")
+    assert json.loads((killed_dir / "summary.json").read_text())["status"] == "completed"
+
+
+def test_checkpoints_hold_what_a_resume_needs(tmp_path, fake_cifar_root):
+    from conftest import run_cli
+
+    result = run_cli("trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false",
+                     f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["epoch"] == 2 and state["step"] == 14 and len(state["rows"]) == 2
+    assert {"model", "optimizer", "scaler", "rng", "config", "preprocess", "classes"} <= set(state)
+    assert state["config"]["model"]["name"] == "lenet" and isinstance(state["config"], dict)
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert best["rows"][-1]["test_acc"] == max(r["test_acc"] for r in state["rows"])
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp")), "no temporary files left behind"
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "cifarbench-checkpoint/1", "model": Payload()}, path)
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_checkpoint(path)
+
+
+def test_a_file_that_is_not_a_checkpoint_gets_a_clear_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "notes.txt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a cifarbench checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
