@@ -36,6 +36,14 @@ def record_failure(run_dir: Path, cfg: DictConfig, error: BaseException):
         pass  # the failure may be that the folder is unwritable; the log still says it
 
 
+def pin_gpu(job_num: int | None):
+    """On a box with several GPUs, job k of a (parallel) sweep trains on GPU k mod count."""
+    import torch
+
+    if job_num is not None and torch.cuda.device_count() > 1:
+        torch.cuda.set_device(job_num % torch.cuda.device_count())
+
+
 @hydra.main(version_base="1.3", config_path="pkg://cifarbench.conf", config_name="config")
 def run(cfg: DictConfig) -> float:
     """Train one job; returns the objective a Hydra sweeper maximises (best test accuracy; NaN if failed)."""
@@ -47,6 +55,7 @@ def run(cfg: DictConfig) -> float:
 
     hydra_cfg = HydraConfig.get()
     run_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
+    pin_gpu(hydra_cfg.job.get("num") if multirun else None)
     try:
         summary = train(cfg, run_dir)
     except (DatasetError, ConfigError, CheckpointError, OutputError) as e:  # the message says it all

@@ -56,6 +56,12 @@ def onecycle(peak: float = 0.25, initial: float = 0.0, final: float = 0.0) -> Sc
     return schedule
 
 
+@SCHEDULES.register()
+def inverse(k: float = 1.0) -> Schedule:
+    """1 / (1 + k·progress): Keras' time-based `decay` d over N steps is k = d·N (SPEC §3: d = 1e-4)."""
+    return lambda p: 1 / (1 + k * p)
+
+
 def with_warmup(schedule: Schedule, warmup: float) -> Schedule:
     """Linear ramp over the first `warmup` fraction of training, multiplying `schedule`."""
     if warmup <= 0:

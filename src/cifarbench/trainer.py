@@ -138,9 +138,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     train_loader = DeviceLoader(train_images, train_labels, t.batch_size, preprocess, build_augment(cfg.aug),
                                 seed=t.seed, memory_format=memory_format,
                                 alternating_flip=cfg.aug.get("flip") == "alternating")
-    test_loader = DeviceLoader(torch.from_numpy(data.test_images).to(device),
-                               torch.from_numpy(data.test_labels).to(device), t.eval_batch_size, preprocess,
-                               shuffle=False, memory_format=memory_format)
+    test_images, test_labels = data.test_images[:cfg.data.test_subset], data.test_labels[:cfg.data.test_subset]
+    test_loader = DeviceLoader(torch.from_numpy(test_images).to(device), torch.from_numpy(test_labels).to(device),
+                               t.eval_batch_size, preprocess, shuffle=False, memory_format=memory_format)
 
     # Model, optimizer, schedule, and the options a recipe may turn on.
     model = build_model(cfg.model, num_classes=len(data.classes)).to(device, memory_format=memory_format)
@@ -309,8 +309,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             "best_epoch": max(rows, key=lambda r: r["test_acc"])["epoch"], "epochs": rows[-1]["epoch"],
         })
     if final_predictions is not None and status != "diverged":
-        summary["per_class_acc"] = write_diagnostics(run_dir, data.test_images, data.test_labels,
-                                                     final_predictions.numpy(), data.classes)
+        summary["per_class_acc"] = write_diagnostics(run_dir, test_images, test_labels, final_predictions.numpy(),
+                                                     data.classes)
     summary.update(status=status, stopped_by=stopped_by if status == "completed" else status, steps=step,
                    train_seconds=round(train_seconds, 3), compile_seconds=round(compile_seconds, 3))
     atomic_write_json(run_dir / "summary.json", summary)

@@ -44,5 +44,8 @@ def validate_config(cfg: DictConfig):
     subset = cfg.data.train_subset
     if subset is not None and (not isinstance(subset, int) or not 0 < subset <= TRAIN_SIZE):
         raise ConfigError(f"data.train_subset={subset}; it must be an integer in 1..{TRAIN_SIZE} or null")
+    test_subset = cfg.data.test_subset
+    if test_subset is not None and (not isinstance(test_subset, int) or not 0 < test_subset <= 10_000):
+        raise ConfigError(f"data.test_subset={test_subset}; it must be an integer in 1..10000 or null")
     if not 0 <= cfg.trainer.label_smoothing < 1:
         raise ConfigError(f"trainer.label_smoothing={cfg.trainer.label_smoothing}; it must be in [0, 1)")

@@ -1,0 +1,103 @@
+"""Multirun sweeps end in a leaderboard and plots; every study composes and runs in debug mode."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+QUICK = ("trainer.epochs=1", "trainer.batch_size=64", "trainer.eval_batch_size=100", "trainer.progress=false")
+
+
+def test_two_by_two_multirun_writes_a_matching_leaderboard(tmp_path, fake_cifar_root):
+    result = run_cli("-m", "model=lenet,lenet_bn", "optim=sgd,adam", *QUICK, f"data.root={fake_cifar_root}",
+                     f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "leaderboard.csv") as f:
+        board = list(csv.DictReader(f))
+    assert len(board) == 4
+    assert {row["run"] for row in board} == {f"model={m} optim={o}" for m in ("lenet", "lenet_bn") for o in ("sgd", "adam")}
+    for row in board:
+        summary = json.loads((Path(row["path"]) / "summary.json").read_text())
+        assert float(row["best_test_acc"]) == pytest.approx(summary["best_test_acc"])
+        assert float(row["final_test_acc"]) == pytest.approx(summary["final_test_acc"])
+        assert (row["model"], row["optim"], row["status"]) == (summary["model"], summary["optim"], "completed")
+    accuracies = [float(row["best_test_acc"]) for row in board]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert (tmp_path / "leaderboard.md").read_text().count("\n") == 6
+    for name in ("compare_time.png", "compare_epoch.png", "final_acc.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.size[0] > 300
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, fake_cifar_root):
+    """resnet_cifar at depth 21 cannot be built: that job fails, the other one still trains."""
+    result = run_cli("-m", "model=resnet_cifar", "model.depth=20,21", *QUICK, f"data.root={fake_cifar_root}",
+                     f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    board = {row["run"]: row for row in csv.DictReader(open(tmp_path / "leaderboard.csv"))}
+    assert board["model.depth=20"]["status"] == "completed"
+    assert board["model.depth=21"]["status"] == "failed"
+    assert "model.depth=21; it must be 6n+2" in board["model.depth=21"]["error"]
+
+
+def test_report_on_failed_finished_and_killed_runs(tmp_path, fake_cifar_root):
+    finished = run_cli(*QUICK, f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path / 'good'}")
+    assert finished.returncode == 0
+    failed = run_cli(*QUICK, "trainer.device=tpu", f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert failed.returncode == 2
+    killed = tmp_path / "killed"  # what a SIGKILLed run leaves: status running, a partial metrics.csv
+    killed.mkdir()
+    (killed / "summary.json").write_text(json.dumps({"status": "running", "model": "lenet"}))
+    (killed / "metrics.csv").write_text((tmp_path / "good" / "metrics.csv").read_text())
+    result = run_cli(str(tmp_path), module="cifarbench.report")
+    assert result.returncode == 0, result.stderr
+    board = {Path(row["path"]).name: row for row in csv.DictReader(open(tmp_path / "leaderboard.csv"))}
+    assert board["good"]["status"] == "completed" and board["bad"]["status"] == "failed"
+    assert board["killed"]["status"] == "incomplete" and board["killed"]["best_test_acc"] != ""
+    assert "trainer.device='tpu'" in board["bad"]["error"]
+    assert "| completed |" in result.stdout
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_composes(experiment):
+    result = run_cli(f"experiment={experiment}", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "model:" in result.stdout
+
+
+@pytest.mark.parametrize("study, variants", [("tenminute", CONF / "tenminute"), ("chainer", CONF / "chainer")])
+def test_every_study_variant_composes(study, variants):
+    for variant in sorted(variants.glob("*.yaml")):
+        result = run_cli(f"experiment={study}", f"+{study}={variant.stem}", "--cfg", "job")
+        assert result.returncode == 0, f"{variant.name}: {result.stderr}"
+    sweep = run_cli(f"experiment={study}", "--cfg", "hydra").stdout
+    listed = sweep.split(f"+{study}:")[1].splitlines()[0]
+    assert sorted(listed.strip().split(",")) == sorted(p.stem for p in variants.glob("*.yaml")), "the sweep runs them all"
+
+
+def test_tenminute_study_runs_end_to_end_in_debug_mode(tmp_path, fake_cifar_root):
+    result = run_cli("experiment=tenminute", "+debug=quick", "data.train_subset=64", "data.test_subset=100",
+                     f"data.root={fake_cifar_root}", f"hydra.sweep.dir={tmp_path}", timeout=600)
+    assert result.returncode == 0, result.stderr
+    board = list(csv.DictReader(open(tmp_path / "leaderboard.csv")))
+    assert len(board) == len(list((CONF / "tenminute").glob("*.yaml")))
+    assert all(row["status"] == "completed" for row in board)
+
+
+@pytest.mark.parametrize("launcher, plugin", [("parallel", "hydra_plugins.hydra_joblib_launcher"),
+                                              ("slurm", "hydra_plugins.hydra_submitit_launcher")])
+def test_launcher_configs_compose(launcher, plugin):
+    pytest.importorskip(plugin, reason=f"install cifarbench[{launcher}] to use hydra/launcher={launcher}")
+    result = run_cli(f"hydra/launcher={launcher}", "--cfg", "hydra")
+    assert result.returncode == 0, result.stderr
+    assert "_target_: hydra_plugins" in result.stdout
+
+
+def test_optuna_search_composes():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="install cifarbench[search] for +hparams_search")
+    result = run_cli("+hparams_search=lenet_optuna", "--cfg", "hydra")
+    assert result.returncode == 0, result.stderr
+    assert "direction: maximize" in result.stdout and "optim.lr: tag(log, interval(1e-4, 3e-1))" in result.stdout
