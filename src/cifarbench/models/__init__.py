@@ -13,7 +13,7 @@ MODELS = Registry("model")
 
 # Imported for their @MODELS.register side effect; the list is the zoo.
 from cifarbench.models import (  # noqa: E402,F401
-    alexnet, chainer, keras_cnn, keras_resnet, lenet, resnet, resnet_cifar,
+    alexnet, chainer, keras_cnn, keras_resnet, lenet, resnet, resnet_cifar, speednet,
 )
 
 

@@ -1,0 +1,45 @@
+"""A speed-run network after Keller Jordan's airbench94 (the fastest published CIFAR-10 training):
+a 2×2 patch conv meant to be initialised as a whitening filter bank (`trainer.whiten_init=true`),
+then three blocks of conv-pool-BN-GELU-conv-BN-GELU at 64/256/256 channels, a 3×3 max-pool and a
+linear head whose logits are scaled down by 1/9."""
+from __future__ import annotations
+
+from torch import nn
+
+from cifarbench.models import MODELS
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """BN without a learned scale (fixed at 1), fast-moving statistics, as airbench uses."""
+    norm = nn.BatchNorm2d(channels, momentum=0.4, eps=1e-12)
+    norm.weight.requires_grad_(False)
+    return norm
+
+
+def block(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, padding="same", bias=False), nn.MaxPool2d(2), batch_norm(out_ch), nn.GELU(),
+        nn.Conv2d(out_ch, out_ch, 3, padding="same", bias=False), batch_norm(out_ch), nn.GELU(),
+    )
+
+
+class SpeedNet(nn.Module):
+    def __init__(self, num_classes: int = 10, widths=(64, 256, 256), whiten_width: int = 24,
+                 logit_scale: float = 1 / 9):
+        super().__init__()
+        self.whiten = nn.Conv2d(3, whiten_width, 2)  # 3·2·2 = 12 patch dims: 12 filters and their negatives
+        layers, in_ch = [], whiten_width
+        for width in widths:
+            layers.append(block(in_ch, width))
+            in_ch = width
+        self.blocks = nn.Sequential(nn.GELU(), *layers)
+        self.head = nn.Sequential(nn.MaxPool2d(3), nn.Flatten(), nn.Linear(in_ch, num_classes, bias=False))
+        self.logit_scale = logit_scale
+
+    def forward(self, x):
+        return self.head(self.blocks(self.whiten(x))) * self.logit_scale
+
+
+@MODELS.register(info="speed run (airbench94-style)")
+def speednet(num_classes: int = 10, widths=(64, 256, 256), whiten_width: int = 24) -> SpeedNet:
+    return SpeedNet(num_classes, tuple(widths), whiten_width)
