@@ -6,6 +6,7 @@
 - `fake_cifar_root`: a tmp folder already holding such a dataset.
 - `real_cifar_root`: $CIFAR10_ROOT, or the test is skipped with the reason.
 - `run_cli(*overrides, cwd=None)`: runs `python -m cifarbench` in a subprocess, returns CompletedProcess.
+- `compose_with(*overrides)`: the composed Hydra config, as the CLI would build it (for in-process `train`).
 """
 from __future__ import annotations
 
@@ -81,3 +82,14 @@ def run_cli(*overrides: str, module: str = "cifarbench", cwd: str | Path | None 
     """`python -m <module> overrides...` with progress bars off; output captured as text."""
     return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def compose_with():
+    from hydra import compose, initialize_config_module
+
+    def compose_config(*overrides):
+        with initialize_config_module("cifarbench.conf", version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    return compose_config

@@ -70,6 +70,8 @@ def test_missing_dataset_offline_says_where_to_put_it(tmp_path):
     ("cutout", ("optim=adabound", "sched=cosine", "aug=cutout", "data.preprocess=contrast")),
     ("flip_shift+mixup", ("optim=amsbound", "sched=onecycle", "aug=mixup", "data.preprocess=zca")),
     ("flip_shift+bc", ("optim=adam", "sched=multistep", "aug=bc", "aug.pad_mode=reflect", "sched.warmup=0.2")),
+    ("flip_shift", ("optim=muon", "sched=inverse", "aug=flip_shift", "optim.auxiliary.name=adamw",
+                    "~optim.auxiliary.momentum", "~optim.auxiliary.nesterov", "optim.auxiliary.lr=0.001")),
 ])
 def test_every_group_value_runs_from_the_cli(tmp_path, fake_cifar_root, augment, overrides):
     result = run_cli(*QUICK, *overrides, f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}")

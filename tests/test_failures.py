@@ -8,7 +8,6 @@ import time
 
 import pytest
 from conftest import run_cli
-from hydra import compose, initialize_config_module
 
 from cifarbench.files import OutputError, atomic_write_json
 from cifarbench.registry import ConfigError
@@ -69,14 +68,6 @@ def test_unwritable_run_folder_fails_the_cli_cleanly(tmp_path, fake_cifar_root):
     assert "could not write" in output and "checkpoints" in output and "Traceback" not in output
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
 
-
-@pytest.fixture(scope="module")
-def compose_with():
-    def compose_config(*overrides):
-        with initialize_config_module("cifarbench.conf", version_base="1.3"):
-            return compose("config", overrides=list(overrides))
-
-    return compose_config
 
 
 @pytest.mark.parametrize("override, message", [

@@ -27,7 +27,7 @@ def test_every_model_forwards_backwards_and_learns(name):
     assert model(images[:2]).shape == (2, 10)
     model.train()
     F.cross_entropy(model(images), labels).backward()
-    missing = [p for p, t in model.named_parameters() if t.grad is None]
+    missing = [p for p, t in model.named_parameters() if t.requires_grad and t.grad is None]
     assert not missing, f"no gradient reaches {missing}"
     for module in model.modules():  # dropout makes single losses too noisy to compare
         if isinstance(module, torch.nn.Dropout):
@@ -46,6 +46,9 @@ def test_every_model_forwards_backwards_and_learns(name):
 @pytest.mark.parametrize("name, params", [
     ("lenet", 1_632_080), ("lenet5", 62_006), ("cnn10", 2_972_298), ("resnet18", 11_173_962),
     ("resnet34", 21_282_122), ("lenet_wide", 26_028_290),
+    # 2x2 whitening conv 24·12+24, convs 24·64·9 + 64·64·9 + 64·256·9 + 3·256·256·9, BN shifts only
+    # (2·64 + 4·256), head 256·10: as airbench94's network.
+    ("speednet", 312 + 13_824 + 36_864 + 147_456 + 3 * 589_824 + 1_152 + 2_560),
 ])
 def test_exact_parameter_counts(name, params):
     assert count_params(MODELS.build(name)) == params
@@ -74,7 +77,9 @@ def test_imagenet_stem_decays_conv_weights_only():
     model = MODELS.build("resnet34", stem="imagenet", l2=1e-4)
     assert count_params(model) > 21e6
     groups = param_groups(model, weight_decay=5e-4)
-    by_decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in groups}
+    by_decay = {}
+    for group in groups:
+        by_decay.setdefault(group["weight_decay"], set()).update(id(p) for p in group["params"])
     convs = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
     assert by_decay[2e-4] == convs  # Keras L2 1e-4 on kernels = decay 2e-4, never doubled
     assert by_decay[5e-4] == {id(model.head[-1].weight)}

@@ -107,7 +107,8 @@ def test_every_optimizer_builds_from_its_config_and_steps(name):
     if "defaults" in cfg:  # amsbound inherits adabound's fields
         base = OmegaConf.load(conf.parent / f"{cfg.defaults[0]}.yaml")
         cfg = OmegaConf.merge(base, {k: v for k, v in cfg.items() if k != "defaults"})
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.ReLU(),
+                                torch.nn.Linear(8, 2))  # a hidden layer, for Muon
     optimizer = build_optimizer(cfg, model)
     before = [p.detach().clone() for p in model.parameters()]
     torch.nn.functional.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 2, (8,))).backward()

@@ -182,6 +182,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             lookahead.load_state_dict(state["lookahead"])
         restore_rng(state["rng"], train_loader.generator)
         rows, step, start_epoch, train_seconds = state["rows"], state["step"], state["epoch"], state["train_seconds"]
+        train_loader.epoch = start_epoch
         log.info("resumed from %s at epoch %d (step %d, %.1f s of training)", resume_from, start_epoch, step,
                  train_seconds)
     elif t.resume == "auto":

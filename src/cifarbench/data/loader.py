@@ -17,9 +17,11 @@ class DeviceLoader:
         self.shuffle, self.memory_format = shuffle, memory_format
         self.generator = torch.Generator(images.device).manual_seed(seed)
         # Alternating flip (airbench): each image mirrored on every other epoch, from a random start,
-        # so every image is seen both ways in any two consecutive epochs.
+        # so every image is seen both ways in any two consecutive epochs. `epoch` counts the passes
+        # (a resumed run sets it) so the parity survives a restart.
         self.flip_phase = (torch.rand(len(images), generator=self.generator, device=images.device) < 0.5
                            if alternating_flip else None)
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self._bounds())
@@ -36,15 +38,15 @@ class DeviceLoader:
         return [(s, e) for s, e in zip(starts, starts[1:] + [n])]
 
     def __iter__(self):
-        if self.flip_phase is not None:
-            self.flip_phase = ~self.flip_phase
+        self.epoch += 1
         order = (torch.randperm(len(self.images), generator=self.generator, device=self.images.device)
                  if self.shuffle else torch.arange(len(self.images), device=self.images.device))
         for start, end in self._bounds():
             index = order[start:end]
             images = self.images[index]
             if self.flip_phase is not None:
-                images = torch.where(self.flip_phase[index].view(-1, 1, 1, 1), images.flip(3), images)
+                flip = self.flip_phase[index] ^ bool(self.epoch % 2)
+                images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
             if self.augment is not None:
                 images = self.augment(images, self.generator)
             yield self.preprocess(images).contiguous(memory_format=self.memory_format), self.labels[index]

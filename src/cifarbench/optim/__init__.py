@@ -1,21 +1,24 @@
 """Optimizers by name. `build_optimizer(cfg, model)` applies weight decay to weight matrices and
 conv filters only (tensors of dim ≥ 2), never to biases or norm parameters. A model with a
 `conv_weight_decay` attribute (Keras-style L2 on conv kernels) gets that decay on its conv weights
-instead of the optimizer's, so the two never add up."""
+instead of the optimizer's, so the two never add up. Each group also says whether it holds the
+weight matrices of hidden layers (`hidden_matrix`), which `optim=muon` gives to Muon."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from cifarbench.optim.adabound import AdaBound
-from cifarbench.registry import Registry
+from cifarbench.optim.muon import MuonWithAuxiliary, hidden_matrices
+from cifarbench.registry import ConfigError, Registry
 
 OPTIMIZERS = Registry("optimizer")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     conv_decay = getattr(model, "conv_weight_decay", None)
-    groups: dict[float, list] = {}
+    hidden = {id(p) for p in hidden_matrices(model)}
+    groups: dict[tuple[float, bool], list] = {}
     for module in model.modules():
         for param in module.parameters(recurse=False):
             if not param.requires_grad:
@@ -26,8 +29,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
                 decay = conv_decay
             else:
                 decay = weight_decay
-            groups.setdefault(decay, []).append(param)
-    return [{"params": params, "weight_decay": decay} for decay, params in groups.items()]
+            groups.setdefault((decay, id(param) in hidden), []).append(param)
+    return [{"params": params, "weight_decay": decay, "hidden_matrix": matrix}
+            for (decay, matrix), params in groups.items()]
 
 
 def _fused(params) -> bool:
@@ -64,9 +68,27 @@ def amsbound(params, **fields) -> torch.optim.Optimizer:
     return adabound(params, **{**fields, "amsbound": True})
 
 
+@OPTIMIZERS.register(info="torch.optim.Muon on hidden-layer weight matrices, `auxiliary` on the rest")
+def muon(params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
+         adjust_lr_fn: str | None = None, auxiliary=None) -> MuonWithAuxiliary:
+    """Muon's weight decay is decoupled (each step scales the weights by 1 - lr·decay); `auxiliary`
+    ({name: sgd, lr: …} by default SGD with its defaults) decays the rest its own way."""
+    auxiliary = dict(auxiliary or {"name": "sgd"})
+    aux_name = auxiliary.pop("name", "sgd")
+    if aux_name == "muon":
+        raise ConfigError("optim.auxiliary.name=muon; the auxiliary optimizer must be another one, e.g. sgd or adamw")
+    matrices = [group for group in params if group["hidden_matrix"]]
+    if not matrices:
+        raise ConfigError("optim=muon: this model has no hidden weight matrices (only a first and a last layer); "
+                          "choose another optimizer")
+    rest = OPTIMIZERS.build(aux_name, [group for group in params if not group["hidden_matrix"]], **auxiliary)
+    return MuonWithAuxiliary(matrices, rest, lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                             adjust_lr_fn=adjust_lr_fn)
+
+
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     fields = {k: v for k, v in cfg.items() if k not in ("name", "weight_decay")}
     return OPTIMIZERS.build(cfg.name, param_groups(model, cfg.get("weight_decay") or 0.0), **fields)
 
 
-__all__ = ["OPTIMIZERS", "AdaBound", "build_optimizer", "param_groups"]
+__all__ = ["OPTIMIZERS", "AdaBound", "MuonWithAuxiliary", "build_optimizer", "param_groups"]

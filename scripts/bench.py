@@ -1,0 +1,227 @@
+"""Benchmarks behind the README's numbers (a script, not a test: it prints and records, it does not judge).
+
+Throughput, per model, in images per second of training on one device:
+  (a) cifarbench: the real `train()` loop with its device loader (the last epoch's window, from metrics.csv),
+  (b) floor: forward + backward + step on one fixed batch already on the device (same model, optimizer,
+      precision and memory format), i.e. what the loop would reach with a free loader,
+  (c) DataLoader: the common per-image `Dataset` (NumPy pad-crop-flip, normalise) + `DataLoader` loop,
+  and the ratios (a)/(b) (1.0: the loader costs nothing) and (a)/(c) (the gain over the usual loop).
+
+    python scripts/bench.py throughput --models lenet,cnn10,vgg,resnet18,resnet34
+    python scripts/bench.py throughput --models lenet --train-images 500 --epochs 2 --workers 0   # seconds, on CPU
+
+Time to accuracy: a recipe run for N seeds; mean ± std of the final test accuracy, median training seconds.
+
+    python scripts/bench.py accuracy --recipe speedrun94 --seeds 10 [--target 0.94] [hydra overrides ...]
+
+Both print a Markdown table and write JSON (--json, default outputs/bench/<mode>-<time>.json).
+Data: `data.root` as in the configs ($CIFAR10_ROOT or ~/.cache/cifarbench); --data overrides it.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_module
+from tqdm import tqdm
+
+from cifarbench.data import load_cifar10
+from cifarbench.device import describe_device, resolve_amp, resolve_device
+from cifarbench.files import atomic_write_json
+from cifarbench.models import build_model
+from cifarbench.optim import build_optimizer
+from cifarbench.trainer import train
+
+DEFAULT_MODELS = "lenet,cnn10,vgg,resnet18,resnet34"
+
+
+def config(overrides: list[str]):
+    with initialize_config_module("cifarbench.conf", version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def loop_images_per_s(cfg, run_dir: Path) -> float:
+    """(a): the trainer itself; its last metrics row covers the last epoch's training steps only."""
+    summary = train(cfg, run_dir)
+    if summary["status"] != "completed":
+        raise RuntimeError(f"{cfg.model.name}: the run ended {summary['status']}: {summary.get('error', '')}")
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return float(list(csv.DictReader(f))[-1]["images_per_s"])
+
+
+def step_images_per_s(cfg, batches, device: torch.device, warmup: int) -> float:
+    """Train on `batches` (an iterable of (images, labels) pairs, any source); images/s after `warmup` steps."""
+    t = cfg.trainer
+    amp_dtype = resolve_amp(t.amp, device)
+    memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+    model = build_model(cfg.model).to(device, memory_format=memory_format).train()
+    optimizer = build_optimizer(cfg.optim, model)
+    step_model = torch.compile(model) if t.compile else model
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    seen, start = 0, None
+    for step, (images, labels) in enumerate(batches):
+        if step == warmup:
+            synchronize(device)
+            start, seen = time.perf_counter(), 0
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = F.cross_entropy(step_model(images), labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        seen += len(labels)
+    synchronize(device)
+    if start is None:
+        raise ValueError(f"only {step + 1} batches: need more than warmup={warmup}")
+    return seen / (time.perf_counter() - start)
+
+
+class PerImageCifar(torch.utils.data.Dataset):
+    """The usual pipeline, one image at a time: pad 4 with zeros, random 32×32 crop, mirror with p=½, normalise."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+        self.mean = images.mean((0, 2, 3), keepdims=True)[0].astype(np.float32)
+        self.std = images.std((0, 2, 3), keepdims=True)[0].astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        padded = np.pad(self.images[i], ((0, 0), (4, 4), (4, 4)))
+        dy, dx = np.random.randint(0, 9, 2)
+        image = padded[:, dy:dy + 32, dx:dx + 32]
+        if np.random.rand() < 0.5:
+            image = image[:, :, ::-1]
+        return torch.from_numpy((image - self.mean) / self.std), int(self.labels[i])
+
+
+def throughput(args) -> list[dict]:
+    rows = []
+    for name in tqdm(args.models.split(","), desc="models", unit="model"):
+        cfg = config([f"model={name}", "optim=sgd", "aug=flip_shift", f"trainer.batch_size={args.batch_size}",
+                      f"trainer.epochs={args.epochs}", "trainer.eval_every=1", f"trainer.device={args.device}",
+                      f"trainer.amp={args.amp}", f"trainer.channels_last={str(args.channels_last).lower()}",
+                      f"trainer.compile={str(args.compile).lower()}", f"data.train_subset={args.train_images}",
+                      "data.test_subset=1000", "trainer.progress=false", *args.data_override, *args.overrides])
+        device = resolve_device(cfg.trainer.device)
+        loop = loop_images_per_s(cfg, args.out / name)
+
+        fixed = (torch.randn(args.batch_size, 3, 32, 32, device=device),
+                 torch.randint(0, 10, (args.batch_size,), device=device))
+        floor = step_images_per_s(cfg, [fixed] * (args.floor_steps + args.warmup), device, args.warmup)
+
+        data = load_cifar10(cfg.data.root, download=cfg.data.download, url=cfg.data.url)
+        dataset = PerImageCifar(data.train_images[:args.train_images], data.train_labels[:args.train_images])
+        loader = torch.utils.data.DataLoader(dataset, args.batch_size, shuffle=True, drop_last=True,
+                                             num_workers=args.workers, pin_memory=device.type == "cuda",
+                                             persistent_workers=False)
+        per_image = step_images_per_s(cfg, loader, device, min(args.warmup, len(loader) - 1))
+        rows.append({"model": name, "batch_size": args.batch_size, "loop_images_per_s": round(loop, 1),
+                     "floor_images_per_s": round(floor, 1), "dataloader_images_per_s": round(per_image, 1),
+                     "loop_vs_floor": round(loop / floor, 3), "loop_vs_dataloader": round(loop / per_image, 2)})
+    print_table(rows, ["model", "batch_size", "loop_images_per_s", "floor_images_per_s", "dataloader_images_per_s",
+                       "loop_vs_floor", "loop_vs_dataloader"])
+    return rows
+
+
+def accuracy(args) -> list[dict]:
+    rows = []
+    for seed in tqdm(range(args.seeds), desc=args.recipe, unit="seed"):
+        cfg = config([f"experiment={args.recipe}", f"trainer.seed={seed}", f"trainer.device={args.device}",
+                      "trainer.progress=false", *args.data_override, *args.overrides])
+        summary = train(cfg, args.out / f"seed{seed}")
+        rows.append({"seed": seed, "status": summary["status"], "test_acc": summary.get("final_test_acc"),
+                     "train_seconds": summary["train_seconds"], "compile_seconds": summary["compile_seconds"],
+                     "epochs": summary.get("epochs")})
+    accs = [r["test_acc"] for r in rows if r["test_acc"] is not None]
+    seconds = [r["train_seconds"] for r in rows]
+    aggregate = {
+        "recipe": args.recipe, "seeds": len(rows), "mean_test_acc": round(statistics.fmean(accs), 5),
+        "std_test_acc": round(statistics.stdev(accs), 5) if len(accs) > 1 else 0.0,
+        "median_train_seconds": round(statistics.median(seconds), 3),
+    }
+    if args.target is not None:
+        aggregate["target"] = args.target
+        aggregate["seeds_at_target"] = sum(a >= args.target for a in accs)
+    print_table(rows, ["seed", "status", "test_acc", "train_seconds", "compile_seconds", "epochs"])
+    print(f"\n{args.recipe}: {100 * aggregate['mean_test_acc']:.2f}% ± {100 * aggregate['std_test_acc']:.2f} "
+          f"mean test accuracy over {len(accs)} seeds, median {aggregate['median_train_seconds']:.2f} s of training")
+    return [aggregate, *rows]
+
+
+def print_table(rows: list[dict], columns: list[str]):
+    print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+
+
+def hardware(device: torch.device) -> str:
+    description = describe_device(device)
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        description += f"; host CPU {cpu} ({os.cpu_count()} cores)"
+    except (OSError, StopIteration):
+        pass
+    return description
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["throughput", "accuracy"])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run, e.g. trainer.amp=off")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--data", help="dataset folder (else data.root of the configs)")
+    parser.add_argument("--json", type=Path, help="where to write the results (default outputs/bench/...)")
+    parser.add_argument("--out", type=Path, help="run folders (default outputs/bench/<mode>-<time>/)")
+    throughput_args = parser.add_argument_group("throughput")
+    throughput_args.add_argument("--models", default=DEFAULT_MODELS)
+    throughput_args.add_argument("--batch-size", type=int, default=512)
+    throughput_args.add_argument("--train-images", type=int, default=50_000)
+    throughput_args.add_argument("--epochs", type=int, default=2, help="(a) reports the last one")
+    throughput_args.add_argument("--floor-steps", type=int, default=50)
+    throughput_args.add_argument("--warmup", type=int, default=5, help="steps not timed in (b) and (c)")
+    throughput_args.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                                 help="DataLoader workers for (c)")
+    throughput_args.add_argument("--amp", default="auto")
+    throughput_args.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    throughput_args.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    accuracy_args = parser.add_argument_group("accuracy")
+    accuracy_args.add_argument("--recipe", default="speedrun94", help="an experiment config")
+    accuracy_args.add_argument("--seeds", type=int, default=10)
+    accuracy_args.add_argument("--target", type=float, help="count the seeds at or above this accuracy")
+    args = parser.parse_intermixed_args(argv)
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    args.out = args.out or Path("outputs/bench") / f"{args.mode}-{stamp}"
+    args.json = args.json or args.out.with_suffix(".json")
+    args.data_override = [f"data.root={args.data}"] if args.data else []
+    device = resolve_device(args.device)
+    rows = throughput(args) if args.mode == "throughput" else accuracy(args)
+    atomic_write_json(args.json, {"mode": args.mode, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                                  "hardware": hardware(device), "torch": torch.__version__,
+                                  "python": platform.python_version(), "rows": rows})
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

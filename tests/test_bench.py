@@ -1,0 +1,44 @@
+"""scripts/bench.py runs end to end at toy size and records what it prints (its numbers are not judged)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_fake_cifar
+
+BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+
+
+def bench(*args, cwd):
+    result = subprocess.run([sys.executable, str(BENCH), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_throughput_compares_the_loop_with_its_floor_and_a_dataloader(tmp_path):
+    root = make_fake_cifar(tmp_path / "data", n_train=400, n_test=100)
+    out = bench("throughput", "--models", "lenet", "--train-images", "400", "--batch-size", "50", "--epochs", "2",
+                "--floor-steps", "3", "--warmup", "2", "--workers", "0", "--data", str(root),
+                "--json", str(tmp_path / "throughput.json"), cwd=tmp_path)
+    assert "| model | batch_size | loop_images_per_s |" in out and "| lenet | 50 |" in out
+    record = json.loads((tmp_path / "throughput.json").read_text())
+    assert record["mode"] == "throughput" and record["hardware"].startswith("cpu")
+    [row] = record["rows"]
+    assert row["loop_images_per_s"] > 0 and row["floor_images_per_s"] > 0 and row["dataloader_images_per_s"] > 0
+    assert row["loop_vs_floor"] == pytest.approx(row["loop_images_per_s"] / row["floor_images_per_s"], rel=1e-2)
+    assert (tmp_path / "outputs" / "bench").is_dir()  # the loop's own run folders land under outputs/
+
+
+def test_time_to_accuracy_aggregates_over_seeds(tmp_path):
+    root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
+    out = bench("accuracy", "--recipe", "speedrun94", "--seeds", "2", "--target", "0.2", "--data", str(root),
+                "+debug=quick", "data.train_subset=300", "data.test_subset=100",
+                "--json", str(tmp_path / "accuracy.json"), cwd=tmp_path)
+    record = json.loads((tmp_path / "accuracy.json").read_text())
+    aggregate, *seeds = record["rows"]
+    accs = [s["test_acc"] for s in seeds]
+    assert [s["seed"] for s in seeds] == [0, 1] and all(s["status"] == "completed" for s in seeds)
+    assert aggregate["mean_test_acc"] == pytest.approx(sum(accs) / 2, abs=1e-5)
+    assert aggregate["seeds_at_target"] == sum(a >= 0.2 for a in accs)
+    assert "mean test accuracy over 2 seeds" in out

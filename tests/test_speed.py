@@ -1,0 +1,197 @@
+"""Speed options, each checked for correctness on CPU: Muon, EMA, test-time augmentation, Lookahead,
+whitening initialisation, alternating flip; and the speed recipes (one compiled) run end to end."""
+import contextlib
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import fake_images, run_cli
+from omegaconf import OmegaConf
+from torch import nn
+
+from cifarbench.checkpoint import load_checkpoint
+from cifarbench.data import load_cifar10
+from cifarbench.data.loader import DeviceLoader
+from cifarbench.models import MODELS
+from cifarbench.optim import build_optimizer
+from cifarbench.predict import load_trained
+from cifarbench.registry import ConfigError
+from cifarbench.speedups import Lookahead, tta_views, whiten_first_conv
+from cifarbench.trainer import evaluate, train
+
+MUON = {"name": "muon", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01,
+        "auxiliary": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True}}
+
+
+def small_net() -> nn.Sequential:
+    """First conv, one hidden conv (Muon's), classifier."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_muon_steps_a_conv_filter_bank_as_torch_muon_steps_its_matrix(channels_last):
+    torch.manual_seed(0)
+    model = small_net()
+    reference = copy.deepcopy(model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(OmegaConf.create(MUON), model)
+
+    # By hand: torch.optim.Muon on a 2-D copy of the hidden conv, SGD on the rest (decay on weights only).
+    hidden = reference[2].weight
+    matrix = nn.Parameter(hidden.detach().reshape(16, -1).clone())
+    ref_muon = torch.optim.Muon([matrix], lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)
+    ref_sgd = torch.optim.SGD([{"params": [reference[0].weight, reference[6].weight], "weight_decay": 0.01},
+                               {"params": [reference[0].bias, reference[2].bias, reference[6].bias]}],
+                              lr=0.1, momentum=0.9, nesterov=True)
+    images, labels = torch.randn(16, 3, 8, 8), torch.arange(16) % 10
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    start = hidden.detach().clone()
+    for _ in range(3):
+        F.cross_entropy(model(images.contiguous(memory_format=layout)), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        F.cross_entropy(reference(images), labels).backward()
+        matrix.grad = hidden.grad.reshape(16, -1)
+        ref_muon.step()
+        ref_sgd.step()
+        with torch.no_grad():
+            hidden.copy_(matrix.view_as(hidden))
+        reference.zero_grad()
+    assert model[2].weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert (hidden - start).abs().max() > 1e-2  # the steps moved it
+    for (name, got), want in zip(model.named_parameters(), reference.parameters()):
+        assert torch.allclose(got, want, rtol=0, atol=1e-6), name  # (channels_last convs round differently)
+
+
+def test_muon_reads_the_unscaled_gradient_under_gradscaler():
+    torch.manual_seed(0)
+    model = small_net()
+    optimizer = build_optimizer(OmegaConf.create(MUON), model)
+    images, labels = torch.randn(8, 3, 8, 8), torch.arange(8)
+    expected = torch.autograd.grad(F.cross_entropy(model(images), labels), model[2].weight)[0]
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(F.cross_entropy(model(images), labels)).backward()
+    scaler.unscale_(optimizer)
+    view = optimizer.muon.param_groups[0]["params"][0]
+    assert torch.allclose(view.grad, expected.reshape(16, -1), rtol=1e-5, atol=1e-8)
+    scaler.step(optimizer)
+    scaler.update()
+    assert view.data_ptr() == model[2].weight.data_ptr()  # steps land in the real parameter
+
+
+def test_muon_state_round_trips_and_model_without_hidden_layers_is_refused():
+    model = small_net()
+    optimizer = build_optimizer(OmegaConf.create(MUON), model)
+    F.cross_entropy(model(torch.randn(4, 3, 8, 8)), torch.arange(4)).backward()
+    optimizer.step()
+    state = copy.deepcopy(optimizer.state_dict())
+    again = build_optimizer(OmegaConf.create(MUON), model)
+    again.load_state_dict(state)
+    assert torch.equal(again.muon.state_dict()["state"][0]["momentum_buffer"],
+                       state["muon"]["state"][0]["momentum_buffer"])
+    with pytest.raises(ConfigError, match="no hidden weight matrices"):
+        build_optimizer(OmegaConf.create(MUON), nn.Sequential(nn.Flatten(), nn.Linear(12, 4), nn.Linear(4, 2)))
+
+
+def test_ema_weights_differ_and_are_what_evaluation_uses(tmp_path, fake_cifar_root, compose_with):
+    cfg = compose_with(f"data.root={fake_cifar_root}", "trainer.epochs=2", "trainer.batch_size=32",
+                       "trainer.ema=0.9", "trainer.progress=false", "trainer.eval_batch_size=100",
+                       "data.preprocess=meanstd")
+    summary = train(cfg, tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    assert any(not torch.equal(averaged[k], v) for k, v in state["model"].items())
+
+    data = load_cifar10(fake_cifar_root)
+    trained = load_trained(tmp_path / "checkpoints" / "last.pt")  # the averaged weights
+    loader = DeviceLoader(torch.from_numpy(data.test_images), torch.from_numpy(data.test_labels), 100,
+                          trained.preprocess, shuffle=False)
+    ema_loss, _, _ = evaluate(trained.model, loader, contextlib.nullcontext())
+    trained.model.load_state_dict(state["model"])
+    raw_loss, _, _ = evaluate(trained.model, loader, contextlib.nullcontext())
+    assert ema_loss == pytest.approx(summary["final_test_loss"], rel=1e-5)
+    assert abs(raw_loss - ema_loss) > 1e-4
+
+
+def test_tta_averages_the_logits_of_the_mirrored_and_shifted_views():
+    torch.manual_seed(0)
+    images, labels = torch.randn(6, 3, 32, 32), torch.arange(6)
+    views = tta_views(images, "flip_translate")
+    assert len(views) == 4 and torch.equal(views[1], images.flip(3))
+    assert torch.equal(views[2][..., 1:, 1:], images[..., :-1, :-1])  # one pixel down and right
+    assert torch.equal(views[2][..., 0, 1:], images[..., 1, :-1])  # the new top row is reflected
+    assert torch.equal(views[3], tta_views(images.flip(3), "flip_translate")[2])
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 6))
+    loader = DeviceLoader(images, labels, 4, nn.Identity(), shuffle=False)
+    for mode, count in (("none", 1), ("flip", 2), ("flip_translate", 4)):
+        loss, _, predictions = evaluate(model, loader, contextlib.nullcontext(), mode)
+        with torch.no_grad():
+            logits = torch.stack([model(view) for view in views[:count]]).mean(0)
+        assert loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5), mode
+        assert torch.equal(predictions, logits.argmax(1))
+
+
+def test_lookahead_pulls_the_fast_weights_half_way_back_every_k_steps():
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    lookahead = Lookahead(model, k=2, alpha=0.5)
+    trace = []
+    for step, value in enumerate([1.0, 3.0, 4.0, 6.0], start=1):
+        with torch.no_grad():
+            model.weight.fill_(value)  # what the optimizer's step left
+        lookahead.after_step(step)
+        trace.append(model.weight.item())
+    # step 2: slow 0 → 1.5; step 4: slow 1.5 → (1.5 + 6) / 2 = 3.75
+    assert trace == [1.0, 1.5, 4.0, 3.75]
+
+
+def test_whitening_init_decorrelates_the_first_conv_outputs():
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(fake_images(rng.integers(0, 10, 400), rng).reshape(-1, 3, 32, 32)).float() / 255
+    model = MODELS.build("speednet")
+    whiten_first_conv(model, images, eps=1e-12)
+    weight = model.whiten.weight
+    assert torch.equal(weight[12:], -weight[:12])
+    with torch.no_grad():
+        out = F.conv2d(images.double(), weight[:12].double()).transpose(0, 1).flatten(1)
+    covariance = torch.cov(out)
+    assert torch.allclose(covariance, torch.eye(12, dtype=torch.float64), atol=1e-3)
+
+
+def test_alternating_flip_mirrors_each_image_on_every_other_epoch_and_survives_resume():
+    n = 40
+    images = torch.arange(n * 3 * 32 * 32, dtype=torch.float32).reshape(n, 3, 32, 32)  # each image asymmetric
+    loader = DeviceLoader(images, torch.arange(n), 16, nn.Identity(), alternating_flip=True)
+
+    def flipped_in_next_epoch(source) -> torch.Tensor:
+        flipped = torch.zeros(n, dtype=torch.bool)
+        for batch, labels in source:
+            flipped[labels] = (batch != images[labels]).flatten(1).any(1)
+            assert torch.equal(batch, torch.where(flipped[labels].view(-1, 1, 1, 1), images[labels].flip(3),
+                                                  images[labels]))
+        return flipped
+
+    epochs = [flipped_in_next_epoch(loader) for _ in range(3)]
+    assert 0 < epochs[0].sum() < n
+    assert torch.equal(epochs[1], ~epochs[0]) and torch.equal(epochs[2], epochs[0])
+    resumed = DeviceLoader(images, torch.arange(n), 16, nn.Identity(), alternating_flip=True)
+    resumed.epoch = 2  # as the trainer sets it when resuming after epoch 2
+    assert torch.equal(flipped_in_next_epoch(resumed), epochs[2])
+
+
+@pytest.mark.parametrize("recipe, model", [("speedrun94", "speednet"), ("resnet18_fast", "resnet18")])
+def test_speed_recipes_run_in_debug_mode(tmp_path, fake_cifar_root, recipe, model):
+    result = run_cli(f"experiment={recipe}", "+debug=quick", "data.train_subset=200", "data.test_subset=100",
+                     f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["model"] == model
+    if summary["config"]["trainer"]["compile"]:  # the compiling first step is reported apart, not as training
+        assert summary["compile_seconds"] > summary["train_seconds"]
