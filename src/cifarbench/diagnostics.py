@@ -86,14 +86,13 @@ def write_diagnostics(out_dir: str | Path, images: np.ndarray, labels: np.ndarra
 
 def main(argv: list[str] | None = None) -> int:
     """Diagnostics for a checkpoint on the test set of its config's data (or data.root=...)."""
+    import contextlib
     import json
 
+    import torch
     from omegaconf import OmegaConf
 
-    import contextlib
-
-    import torch
-
+    # (imported here: the trainer imports this module)
     from cifarbench.data import DeviceLoader, load_cifar10
     from cifarbench.predict import load_trained
     from cifarbench.trainer import evaluate
