@@ -9,6 +9,7 @@ Throughput, per model, in images per second of training on one device:
 
     python scripts/bench.py throughput --models lenet,cnn10,vgg,resnet18,resnet34
     python scripts/bench.py throughput --models lenet --train-images 500 --epochs 2 --workers 0   # seconds, on CPU
+    python scripts/bench.py throughput --models all --floor-only --floor-steps 3 --batch-size 128   # the zoo, (b) only
 
 Time to accuracy: a recipe run for N seeds; mean ± std of the final test accuracy, median training seconds.
 
@@ -38,7 +39,7 @@ from tqdm import tqdm
 from cifarbench.data import load_cifar10
 from cifarbench.device import describe_device, resolve_amp, resolve_device
 from cifarbench.files import atomic_write_json
-from cifarbench.models import build_model
+from cifarbench.models import build_model, list_models
 from cifarbench.optim import build_optimizer
 from cifarbench.trainer import train
 
@@ -115,18 +116,21 @@ class PerImageCifar(torch.utils.data.Dataset):
 
 def throughput(args) -> list[dict]:
     rows = []
-    for name in tqdm(args.models.split(","), desc="models", unit="model"):
+    names = list_models() if args.models == "all" else args.models.split(",")
+    for name in tqdm(names, desc="models", unit="model"):
         cfg = config([f"model={name}", "optim=sgd", "aug=flip_shift", f"trainer.batch_size={args.batch_size}",
                       f"trainer.epochs={args.epochs}", "trainer.eval_every=1", f"trainer.device={args.device}",
                       f"trainer.amp={args.amp}", f"trainer.channels_last={str(args.channels_last).lower()}",
                       f"trainer.compile={str(args.compile).lower()}", f"data.train_subset={args.train_images}",
                       "data.test_subset=1000", "trainer.progress=false", *args.data_override, *args.overrides])
         device = resolve_device(cfg.trainer.device)
-        loop = loop_images_per_s(cfg, args.out / name)
-
         fixed = (torch.randn(args.batch_size, 3, 32, 32, device=device),
                  torch.randint(0, 10, (args.batch_size,), device=device))
         floor = step_images_per_s(cfg, [fixed] * (args.floor_steps + args.warmup), device, args.warmup)
+        if args.floor_only:
+            rows.append({"model": name, "batch_size": args.batch_size, "floor_images_per_s": round(floor, 1)})
+            continue
+        loop = loop_images_per_s(cfg, args.out / name)
 
         data = load_cifar10(cfg.data.root, download=cfg.data.download, url=cfg.data.url)
         dataset = PerImageCifar(data.train_images[:args.train_images], data.train_labels[:args.train_images])
@@ -137,8 +141,9 @@ def throughput(args) -> list[dict]:
         rows.append({"model": name, "batch_size": args.batch_size, "loop_images_per_s": round(loop, 1),
                      "floor_images_per_s": round(floor, 1), "dataloader_images_per_s": round(per_image, 1),
                      "loop_vs_floor": round(loop / floor, 3), "loop_vs_dataloader": round(loop / per_image, 2)})
-    print_table(rows, ["model", "batch_size", "loop_images_per_s", "floor_images_per_s", "dataloader_images_per_s",
-                       "loop_vs_floor", "loop_vs_dataloader"])
+    print_table(rows, ["model", "batch_size", "floor_images_per_s"] if args.floor_only else
+                ["model", "batch_size", "loop_images_per_s", "floor_images_per_s", "dataloader_images_per_s",
+                 "loop_vs_floor", "loop_vs_dataloader"])
     return rows
 
 
@@ -193,7 +198,8 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, help="where to write the results (default outputs/bench/...)")
     parser.add_argument("--out", type=Path, help="run folders (default outputs/bench/<mode>-<time>/)")
     throughput_args = parser.add_argument_group("throughput")
-    throughput_args.add_argument("--models", default=DEFAULT_MODELS)
+    throughput_args.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated, or all")
+    throughput_args.add_argument("--floor-only", action="store_true", help="measure (b) only (the whole zoo in minutes)")
     throughput_args.add_argument("--batch-size", type=int, default=512)
     throughput_args.add_argument("--train-images", type=int, default=50_000)
     throughput_args.add_argument("--epochs", type=int, default=2, help="(a) reports the last one")

@@ -195,3 +195,14 @@ def test_speed_recipes_run_in_debug_mode(tmp_path, fake_cifar_root, recipe, mode
     assert summary["status"] == "completed" and summary["model"] == model
     if summary["config"]["trainer"]["compile"]:  # the compiling first step is reported apart, not as training
         assert summary["compile_seconds"] > summary["train_seconds"]
+
+
+def test_muon_leaves_exactly_the_input_layer_and_the_classifier_to_the_auxiliary_optimizer():
+    from cifarbench.models import list_models
+    from cifarbench.optim.muon import hidden_matrices
+
+    for name in list_models():
+        model = MODELS.build(name)
+        hidden = {id(p) for p in hidden_matrices(model)}
+        rest = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2 and id(p) not in hidden]
+        assert len(rest) == 2 and rest[0].shape[1] == 3 and rest[1].shape[0] == 10, (name, [p.shape for p in rest])

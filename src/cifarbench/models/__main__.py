@@ -1,8 +1,10 @@
 """`python -m cifarbench.models` / `cifarbench models`: every registered model with its trainable
-parameters, multiply–accumulates per 32×32 image, and the SPEC section it reproduces."""
+parameters, multiply–accumulates per 32×32 image, and the SPEC section it reproduces; with
+`--throughput BENCH.json` (written by scripts/bench.py) also its measured training images/s."""
 from __future__ import annotations
 
 import argparse
+import json
 
 from cifarbench.models import MODELS, count_params, list_models
 from cifarbench.models.layers import count_macs
@@ -17,13 +19,28 @@ def model_table(names: list[str]) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict], markdown: bool) -> str:
-    cells = [["model", "params", "MACs / image", "reproduces"]]
-    cells += [[r["model"], f"{r['params']:,}", f"{r['macs'] / 1e6:,.1f} M", r["reproduces"]] for r in rows]
+def read_throughput(path: str) -> tuple[str, dict[str, float]]:
+    """A column title and images/s per model from a bench JSON (the loop's figure, else the floor's)."""
+    with open(path) as f:
+        bench = json.load(f)
+    speeds = {row["model"]: row.get("loop_images_per_s") or row["floor_images_per_s"] for row in bench["rows"]}
+    batch = bench["rows"][0]["batch_size"] if bench["rows"] else "?"
+    return f"train img/s ({bench['hardware'].split(';')[0]}, batch {batch})", speeds
+
+
+def format_table(rows: list[dict], markdown: bool, throughput: tuple[str, dict[str, float]] | None = None) -> str:
+    header = ["model", "params", "MACs / image", "reproduces"]
+    cells = [[r["model"], f"{r['params']:,}", f"{r['macs'] / 1e6:,.1f} M", r["reproduces"]] for r in rows]
+    if throughput:
+        title, speeds = throughput
+        header.append(title)
+        for row in cells:
+            row.append(f"{speeds[row[0]]:,.0f}" if row[0] in speeds else "—")
+    cells.insert(0, header)
     if markdown:
         lines = ["| " + " | ".join(row) + " |" for row in cells]
-        return "\n".join([lines[0], "|---|--:|--:|---|", *lines[1:]])
-    widths = [max(len(row[i]) for row in cells) for i in range(4)]
+        return "\n".join([lines[0], "|---|--:|--:|---|" + "--:|" * (len(header) - 4), *lines[1:]])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
                      for row in cells)
 
@@ -32,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cifarbench models", description=__doc__)
     parser.add_argument("names", nargs="*", help="models to list (default: all)")
     parser.add_argument("--markdown", action="store_true", help="a Markdown table, as in the README")
+    parser.add_argument("--throughput", metavar="BENCH.json", help="add the images/s that scripts/bench.py measured")
     args = parser.parse_args(argv)
-    print(format_table(model_table(args.names or list_models()), args.markdown))
+    throughput = read_throughput(args.throughput) if args.throughput else None
+    print(format_table(model_table(args.names or list_models()), args.markdown, throughput))
     return 0
 
 
