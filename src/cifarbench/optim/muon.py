@@ -30,15 +30,15 @@ class MuonWithAuxiliary:
     `param_groups` are both optimizers' groups (Muon's first), so schedules and GradScaler see all."""
 
     def __init__(self, matrices: list[dict], auxiliary: torch.optim.Optimizer, **muon_options):
-        self.views: list[tuple[nn.Parameter, torch.Tensor]] = []
+        self.matrices: list[nn.Parameter] = [param for group in matrices for param in group["params"]]
         groups = []
         for group in matrices:
             views = []
             for param in group["params"]:
                 view = matrix_view(param.detach())
                 # Muon reads view.grad: point it at each fresh gradient (before GradScaler unscales it).
-                param.register_post_accumulate_grad_hook(lambda p, view=view: setattr(view, "grad", matrix_view(p.grad)))
-                self.views.append((param, view))
+                param.register_post_accumulate_grad_hook(
+                    lambda p, view=view: setattr(view, "grad", matrix_view(p.grad)))
                 views.append(view)
             groups.append({**group, "params": views})
         self.muon = torch.optim.Muon(groups, **muon_options)
@@ -53,7 +53,7 @@ class MuonWithAuxiliary:
         self.muon.zero_grad(set_to_none)
         self.auxiliary.zero_grad(set_to_none)
         if set_to_none:  # (otherwise zeroing the views zeroed these too)
-            for param, _ in self.views:
+            for param in self.matrices:
                 param.grad = None
 
     def state_dict(self) -> dict:
