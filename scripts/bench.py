@@ -90,7 +90,7 @@ def step_images_per_s(cfg, batches, device: torch.device, warmup: int) -> float:
         seen += len(labels)
     synchronize(device)
     if start is None:
-        raise ValueError(f"only {step + 1} batches: need more than warmup={warmup}")
+        raise ValueError(f"too few batches to time: need more than warmup={warmup} (lower --warmup or --batch-size)")
     return seen / (time.perf_counter() - start)
 
 

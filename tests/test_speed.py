@@ -104,11 +104,11 @@ def test_ema_weights_differ_and_are_what_evaluation_uses(tmp_path, fake_cifar_ro
                        "data.preprocess=meanstd")
     summary = train(cfg, tmp_path)
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
-    averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    trained = load_trained(tmp_path / "checkpoints" / "last.pt")  # the averaged weights
+    averaged = trained.model.state_dict()
     assert any(not torch.equal(averaged[k], v) for k, v in state["model"].items())
 
     data = load_cifar10(fake_cifar_root)
-    trained = load_trained(tmp_path / "checkpoints" / "last.pt")  # the averaged weights
     loader = DeviceLoader(torch.from_numpy(data.test_images), torch.from_numpy(data.test_labels), 100,
                           trained.preprocess, shuffle=False)
     ema_loss, _, _ = evaluate(trained.model, loader, contextlib.nullcontext())
