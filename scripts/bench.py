@@ -11,9 +11,15 @@ Throughput, per model, in images per second of training on one device:
     python scripts/bench.py throughput --models lenet --train-images 500 --epochs 2 --workers 0   # seconds, on CPU
     python scripts/bench.py throughput --models all --floor-only --floor-steps 3 --batch-size 128   # the zoo, (b) only
 
-Time to accuracy: a recipe run for N seeds; mean ± std of the final test accuracy, median training seconds.
+Time to accuracy: a recipe run for N seeds after one untimed warm-up run; mean ± std of the final test
+accuracy, median training seconds.
 
     python scripts/bench.py accuracy --recipe speedrun94 --seeds 10 [--target 0.94] [hydra overrides ...]
+
+A reference side by side (CUDA; `pip install airbench torchvision`): our recipe and the published
+airbench94 on the same data and GPU, timed the same way, and the ratio of their training times.
+
+    python scripts/bench.py reference --recipe speedrun94 --reference airbench94 --seeds 10
 
 Both print a Markdown table and write JSON (--json, default outputs/bench/<mode>-<time>.json).
 Data: `data.root` as in the configs ($CIFAR10_ROOT or ~/.cache/cifarbench); --data overrides it.
@@ -148,28 +154,95 @@ def throughput(args) -> list[dict]:
 
 
 def accuracy(args) -> list[dict]:
+    """The recipe over seeds 0..N-1 after `--warmup-runs` untimed runs (which absorb cuDNN autotuning and
+    compilation, as a reference run's warm-up does): mean ± std of the final test accuracy (fractions)
+    and the median training seconds (the clock counts data preparation on the device, the whitening
+    init and every step; not evaluation or compilation)."""
+    overrides = [f"experiment={args.recipe}", f"trainer.device={args.device}", "trainer.progress=false",
+                 *args.data_override, *args.overrides]
+    for run in range(args.warmup_runs):
+        train(config([*overrides, f"trainer.seed={10_000 + run}"]), args.out / f"warmup{run}")
     rows = []
     for seed in tqdm(range(args.seeds), desc=args.recipe, unit="seed"):
-        cfg = config([f"experiment={args.recipe}", f"trainer.seed={seed}", f"trainer.device={args.device}",
-                      "trainer.progress=false", *args.data_override, *args.overrides])
-        summary = train(cfg, args.out / f"seed{seed}")
+        summary = train(config([*overrides, f"trainer.seed={seed}"]), args.out / f"seed{seed}")
         rows.append({"seed": seed, "status": summary["status"], "test_acc": summary.get("final_test_acc"),
                      "train_seconds": summary["train_seconds"], "compile_seconds": summary["compile_seconds"],
                      "epochs": summary.get("epochs")})
-    accs = [r["test_acc"] for r in rows if r["test_acc"] is not None]
-    seconds = [r["train_seconds"] for r in rows]
-    aggregate = {
-        "recipe": args.recipe, "seeds": len(rows), "mean_test_acc": round(statistics.fmean(accs), 5),
-        "std_test_acc": round(statistics.stdev(accs), 5) if len(accs) > 1 else 0.0,
-        "median_train_seconds": round(statistics.median(seconds), 3),
-    }
-    if args.target is not None:
-        aggregate["target"] = args.target
-        aggregate["seeds_at_target"] = sum(a >= args.target for a in accs)
+    aggregate = {"recipe": args.recipe, **aggregate_seeds(rows, args.target)}
     print_table(rows, ["seed", "status", "test_acc", "train_seconds", "compile_seconds", "epochs"])
     print(f"\n{args.recipe}: {100 * aggregate['mean_test_acc']:.2f}% ± {100 * aggregate['std_test_acc']:.2f} "
-          f"mean test accuracy over {len(accs)} seeds, median {aggregate['median_train_seconds']:.2f} s of training")
+          f"mean test accuracy over {aggregate['seeds']} seeds, median {aggregate['median_train_seconds']:.2f} s "
+          f"of training")
     return [aggregate, *rows]
+
+
+def aggregate_seeds(rows: list[dict], target: float | None) -> dict:
+    """Mean ± std of test_acc over the rows that have one, median train_seconds, seeds at the target."""
+    accs = [r["test_acc"] for r in rows if r["test_acc"] is not None]
+    if not accs:
+        raise RuntimeError("no seed finished with a test accuracy: " + "; ".join(str(r.get("status")) for r in rows))
+    result = {"seeds": len(accs), "mean_test_acc": round(statistics.fmean(accs), 5),
+              "std_test_acc": round(statistics.stdev(accs), 5) if len(accs) > 1 else 0.0,
+              "median_train_seconds": round(statistics.median(r["train_seconds"] for r in rows), 3)}
+    if target is not None:
+        result.update(target=target, seeds_at_target=sum(a >= target for a in accs))
+    return result
+
+
+def airbench94(args) -> list[dict]:
+    """The published airbench94 (`pip install airbench`, which needs torchvision and a CUDA GPU) on this
+    runner's copy of CIFAR-10, timed as `accuracy` times ours: one untimed warm-up, then each seed's
+    `train94` call between two CUDA synchronisations (it includes airbench's whitening init and data
+    preparation, and no evaluation); accuracy from airbench's own evaluation at its TTA level 2."""
+    try:
+        import airbench
+    except ImportError as e:
+        raise SystemExit(f"the reference needs the airbench package and torchvision ({e}); on a CUDA machine: "
+                         f"pip install airbench torchvision") from None
+    if not torch.cuda.is_available():
+        raise SystemExit("the airbench94 reference runs on CUDA only (it loads its data onto GPU 0)")
+    data = load_cifar10(config(args.data_override).data.root, download=False)
+    work = (args.out / "airbench94").resolve()
+    (work / "cifar10").mkdir(parents=True, exist_ok=True)
+    for split, images, labels in (("train", data.train_images, data.train_labels),
+                                  ("test", data.test_images, data.test_labels)):
+        # airbench's CifarLoader reads cifar10/{train,test}.pt: uint8 NHWC images, labels, classes.
+        torch.save({"images": torch.from_numpy(images.transpose(0, 2, 3, 1).copy()),
+                    "labels": torch.from_numpy(labels), "classes": list(data.classes)}, work / "cifar10" / f"{split}.pt")
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
+        airbench.train94(verbose=False)
+        rows = []
+        for seed in tqdm(range(args.seeds), desc="airbench94", unit="seed"):
+            torch.manual_seed(seed)
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            model = airbench.train94(verbose=False)
+            torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            rows.append({"seed": seed, "status": "completed", "train_seconds": round(seconds, 3),
+                         "test_acc": round(airbench.evaluate(model, test_loader, tta_level=2), 5)})
+    finally:
+        os.chdir(cwd)
+    return rows
+
+
+def reference(args) -> list[dict]:
+    """Our recipe (`--recipe`) and the published reference (`--reference`) on the same GPU in one call:
+    both tables, then their accuracies and the time ratio ours / reference (< 1: ours is faster)."""
+    ours_aggregate, *ours = accuracy(args)
+    theirs = airbench94(args)
+    theirs_aggregate = {"recipe": args.reference, **aggregate_seeds(theirs, args.target)}
+    print_table(theirs, ["seed", "status", "test_acc", "train_seconds"])
+    ratio = ours_aggregate["median_train_seconds"] / theirs_aggregate["median_train_seconds"]
+    summary = [{**a, "time_vs_reference": round(a["median_train_seconds"] / theirs_aggregate["median_train_seconds"], 3)}
+               for a in (ours_aggregate, theirs_aggregate)]
+    print_table(summary, ["recipe", "seeds", "mean_test_acc", "std_test_acc", "median_train_seconds",
+                          "time_vs_reference"])
+    print(f"\n{args.recipe} / {args.reference} training time: {ratio:.3f}")
+    return [*summary, *[{"recipe": args.recipe, **r} for r in ours], *[{"recipe": args.reference, **r} for r in theirs]]
 
 
 def print_table(rows: list[dict], columns: list[str]):
@@ -191,7 +264,7 @@ def hardware(device: torch.device) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["throughput", "accuracy"])
+    parser.add_argument("mode", choices=["throughput", "accuracy", "reference"])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run, e.g. trainer.amp=off")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data", help="dataset folder (else data.root of the configs)")
@@ -214,6 +287,9 @@ def main(argv=None):
     accuracy_args.add_argument("--recipe", default="speedrun94", help="an experiment config")
     accuracy_args.add_argument("--seeds", type=int, default=10)
     accuracy_args.add_argument("--target", type=float, help="count the seeds at or above this accuracy")
+    accuracy_args.add_argument("--warmup-runs", type=int, default=1, help="untimed runs before the seeds")
+    accuracy_args.add_argument("--reference", default="airbench94", choices=["airbench94"],
+                               help="reference mode: the published recipe run beside --recipe")
     args = parser.parse_intermixed_args(argv)
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -222,7 +298,7 @@ def main(argv=None):
     args.json = args.json or args.out.with_suffix(".json")
     args.data_override = [f"data.root={args.data}"] if args.data else []
     device = resolve_device(args.device)
-    rows = throughput(args) if args.mode == "throughput" else accuracy(args)
+    rows = {"throughput": throughput, "accuracy": accuracy, "reference": reference}[args.mode](args)
     atomic_write_json(args.json, {"mode": args.mode, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                                   "hardware": hardware(device), "torch": torch.__version__,
                                   "python": platform.python_version(), "rows": rows})

@@ -62,11 +62,12 @@ def test_checkpoints_hold_what_a_resume_needs(tmp_path, fake_cifar_root):
                      f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
-    assert state["epoch"] == 2 and state["step"] == 14 and len(state["rows"]) == 2
-    assert {"model", "optimizer", "scaler", "rng", "config", "preprocess", "classes"} <= set(state)
+    assert state["loader"]["epoch"] == 2 and state["state"]["step"] == 14 and len(state["state"]["rows"]) == 2
+    assert {"model", "optimizer", "scaler", "loader", "window", "state", "rng", "config", "preprocess",
+            "classes"} <= set(state)
     assert state["config"]["model"]["name"] == "lenet" and isinstance(state["config"], dict)
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
-    assert best["rows"][-1]["test_acc"] == max(r["test_acc"] for r in state["rows"])
+    assert best["state"]["rows"][-1]["test_acc"] == max(r["test_acc"] for r in state["state"]["rows"])
     assert not list((tmp_path / "checkpoints").glob(".*.tmp")), "no temporary files left behind"
 
 

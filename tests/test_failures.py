@@ -25,12 +25,25 @@ def test_divergence_stops_with_step_and_lr_and_keeps_the_last_good_checkpoint(tm
     assert "loss became non-finite at step" in output and "(lr 1e+06)" in output
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["error"].startswith("loss became non-finite at step")
+    last_pt = tmp_path / "checkpoints" / "last.pt"
+    assert summary["error"].endswith(f"the last good checkpoint is {last_pt}")
     import torch
 
     from cifarbench.checkpoint import load_checkpoint
 
-    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
-    assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values())
+    last = load_checkpoint(last_pt)
+    assert last["state"]["step"] == 7 and last["loader"]["epoch"] == 1  # 200 images / 32: 7 steps an epoch
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def test_divergence_before_the_first_evaluation_says_there_is_no_checkpoint(tmp_path, fake_cifar_root):
+    """Seen: the message named a last.pt that did not exist."""
+    result = run_cli(*QUICK, "trainer.epochs=1", "optim.lr=1e12", f"data.root={fake_cifar_root}",
+                     f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["error"].endswith("no checkpoint was written yet")
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_non_zero(tmp_path, fake_cifar_root):

@@ -46,12 +46,25 @@ def test_every_model_forwards_backwards_and_learns(name):
 @pytest.mark.parametrize("name, params", [
     ("lenet", 1_632_080), ("lenet5", 62_006), ("cnn10", 2_972_298), ("resnet18", 11_173_962),
     ("resnet34", 21_282_122), ("lenet_wide", 26_028_290),
-    # 2x2 whitening conv 24·12+24, convs 24·64·9 + 64·64·9 + 64·256·9 + 3·256·256·9, BN shifts only
-    # (2·64 + 4·256), head 256·10: as airbench94's network.
-    ("speednet", 312 + 13_824 + 36_864 + 147_456 + 3 * 589_824 + 1_152 + 2_560),
+    # 2x2 whitening conv 24·12+24, convs 24·64·9 + 64·64·9 + 64·256·9 + 3·256·256·9, BN scales and
+    # shifts 2·(2·64 + 4·256), head 256·10.
+    ("speednet", 312 + 13_824 + 36_864 + 147_456 + 3 * 589_824 + 2 * 1_152 + 2_560),
 ])
 def test_exact_parameter_counts(name, params):
     assert count_params(MODELS.build(name)) == params
+
+
+def test_speedrun94_model_fields_give_airbench94s_network(compose_with):
+    """norm_weight=false leaves BN shifts only (as airbench94); momentum, eps and Dirac init land in every layer."""
+    cfg = compose_with("experiment=speedrun94").model
+    model = build_model(cfg)
+    assert count_params(model) == 312 + 13_824 + 36_864 + 147_456 + 3 * 589_824 + 1_152 + 2_560
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 6 and all(m.momentum == 0.4 and m.eps == 1e-12 for m in norms)
+    conv = model.blocks[1][0]  # the first block's first conv, 24 → 64
+    identity = torch.zeros(24, 24, 3, 3)
+    identity[range(24), range(24), 1, 1] = 1
+    assert torch.equal(conv.weight[:24].detach(), identity) and conv.weight[24:].abs().sum() > 0
 
 
 def test_cnn10_counts_like_keras_and_has_spec_shapes():

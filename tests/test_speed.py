@@ -19,8 +19,10 @@ from cifarbench.models import MODELS
 from cifarbench.optim import build_optimizer
 from cifarbench.predict import load_trained
 from cifarbench.registry import ConfigError
-from cifarbench.speedups import Lookahead, tta_views, whiten_first_conv
-from cifarbench.trainer import evaluate, train
+from cifarbench.averaging import EMA, Lookahead
+from cifarbench.evaluate import evaluate, tta_views
+from cifarbench.models.init import whiten_first_conv
+from cifarbench.trainer import train
 
 MUON = {"name": "muon", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01,
         "auxiliary": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True}}
@@ -118,21 +120,26 @@ def test_ema_weights_differ_and_are_what_evaluation_uses(tmp_path, fake_cifar_ro
     assert abs(raw_loss - ema_loss) > 1e-4
 
 
-def test_tta_averages_the_logits_of_the_mirrored_and_shifted_views():
+def test_tta_weights_the_mirrored_and_shifted_views_as_airbench94_level_2():
     torch.manual_seed(0)
     images, labels = torch.randn(6, 3, 32, 32), torch.arange(6)
     views = tta_views(images, "flip_translate")
-    assert len(views) == 4 and torch.equal(views[1], images.flip(3))
-    assert torch.equal(views[2][..., 1:, 1:], images[..., :-1, :-1])  # one pixel down and right
-    assert torch.equal(views[2][..., 0, 1:], images[..., 1, :-1])  # the new top row is reflected
-    assert torch.equal(views[3], tta_views(images.flip(3), "flip_translate")[2])
+    assert [w for w, _ in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    assert torch.equal(views[1][1], images.flip(3))
+    down_right, up_left = views[2][1], views[4][1]
+    assert torch.equal(down_right[..., 1:, 1:], images[..., :-1, :-1])  # one pixel down and right
+    assert torch.equal(down_right[..., 0, 1:], images[..., 1, :-1])  # the new top row is reflected
+    assert torch.equal(up_left[..., :-1, :-1], images[..., 1:, 1:])
+    assert torch.equal(views[3][1], down_right.flip(3)) and torch.equal(views[5][1], up_left.flip(3))
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 6))
     loader = DeviceLoader(images, labels, 4, nn.Identity(), shuffle=False)
-    for mode, count in (("none", 1), ("flip", 2), ("flip_translate", 4)):
+    for mode, count in (("none", 1), ("flip", 2), ("flip_translate", 6)):
         loss, _, predictions = evaluate(model, loader, contextlib.nullcontext(), mode)
         with torch.no_grad():
-            logits = torch.stack([model(view) for view in views[:count]]).mean(0)
+            chosen = tta_views(images, mode)
+            assert len(chosen) == count and sum(w for w, _ in chosen) == 1
+            logits = sum(w * model(view) for w, view in chosen)
         assert loss == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5), mode
         assert torch.equal(predictions, logits.argmax(1))
 
@@ -141,15 +148,49 @@ def test_lookahead_pulls_the_fast_weights_half_way_back_every_k_steps():
     model = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(0.0)
-    lookahead = Lookahead(model, k=2, alpha=0.5)
+    lookahead = Lookahead(model, every=2, decay=0.5)
     trace = []
     for step, value in enumerate([1.0, 3.0, 4.0, 6.0], start=1):
         with torch.no_grad():
             model.weight.fill_(value)  # what the optimizer's step left
-        lookahead.after_step(step)
+        lookahead.after_step(step, progress=step / 4)
         trace.append(model.weight.item())
     # step 2: slow 0 → 1.5; step 4: slow 1.5 → (1.5 + 6) / 2 = 3.75
     assert trace == [1.0, 1.5, 4.0, 3.75]
+
+
+def test_lookahead_decay_follows_progress_as_airbench94_and_finishes_on_the_slow_weights():
+    model = nn.BatchNorm1d(1)  # a weight, a bias and running statistics, all averaged
+    lookahead = Lookahead(model, every=1, decay=0.95 ** 5, decay_power=3)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+        model.running_mean.fill_(4.0)
+    lookahead.after_step(1, progress=0.5)  # d = 0.95**5 · 0.125: slow moves 1 − d of the way
+    d = 0.95 ** 5 * 0.125
+    assert model.weight.item() == pytest.approx(1 + (2 - 1) * (1 - d))
+    assert model.running_mean.item() == pytest.approx(4 * (1 - d))
+    slow = model.weight.item()
+    with torch.no_grad():
+        model.weight.fill_(7.0)
+    lookahead.finish()
+    assert model.weight.item() == pytest.approx(slow)
+
+
+def test_ema_decay_warms_up_as_timm_and_averages_buffers():
+    model = nn.BatchNorm1d(1)
+    ema, plain = EMA(model, decay=0.999), EMA(model, decay=0.999, warmup=False)
+    assert [ema.decay_at(n) for n in (1, 10, 10_000)] == [2 / 11, 11 / 20, 0.999]
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+        model.running_var.fill_(5.0)
+    ema.update(model)
+    assert ema.module.weight.item() == pytest.approx(1 + 2 * (1 - 2 / 11))
+    assert ema.module.running_var.item() == pytest.approx(1 + 4 * (1 - 2 / 11))
+    assert ema.module.num_batches_tracked.item() == model.num_batches_tracked.item()
+    plain.update(model)
+    assert plain.module.weight.item() == pytest.approx(1 + 2 * 0.001)
+    with pytest.raises(ValueError, match=r"trainer.ema=1.5; it must be a decay in \(0, 1\)"):
+        EMA(model, 1.5)
 
 
 def test_whitening_init_decorrelates_the_first_conv_outputs():

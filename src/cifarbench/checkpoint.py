@@ -25,10 +25,12 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, state: dict):
+    """Write `state` (tensors and plain containers) to `path` atomically; raises OutputError."""
     atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """The state saved at `path`, loaded with weights_only=True; raises CheckpointError naming the problem."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -44,29 +46,47 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return state
 
 
-def rng_state(loader_generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "loader": loader_generator.get_state()}
+def rng_state() -> dict:
+    """The global RNG states (CPU, and every CUDA device when there is one) as CPU byte tensors."""
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(state: dict, loader_generator: torch.Generator):
-    torch.set_rng_state(state["torch"])
-    loader_generator.set_state(state["loader"])
+def restore_rng(state: dict):
+    """Undo `rng_state`. The setters take CPU byte tensors only, so tensors a checkpoint loaded with
+    `map_location="cuda"` are moved back first."""
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _same_run(a: dict, b: dict) -> bool:
-    """Configs equal apart from trainer.resume and the data location."""
-    def strip(cfg):
-        cfg = json.loads(json.dumps(cfg))
-        cfg.get("trainer", {}).pop("resume", None)
-        cfg.get("data", {}).pop("root", None)
-        return cfg
+# What may differ between a checkpoint's config and the run resuming it: where things are and how the
+# run is watched, plus how long it trains (trainer.epochs re-plans the schedule). Any other key changes
+# what a step means.
+RESUMABLE_CHANGES = {"trainer.resume", "trainer.epochs", "trainer.budget_min", "trainer.progress",
+                     "trainer.eval_every", "trainer.eval_batch_size", "trainer.device", "trainer.compile",
+                     "trainer.plots", "data.root", "data.download", "data.url"}
 
-    return strip(a) == strip(b)
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(saved: dict, current: dict, allowed=frozenset()) -> list[str]:
+    """'key: saved → current' for every dotted key whose value differs, except the `allowed` ones."""
+    old, new = _flatten(saved), _flatten(current)
+    missing = object()
+    return [f"{key}: {old.get(key, missing)!r} → {new.get(key, missing)!r}".replace(repr(missing), "(absent)")
+            for key in sorted(old.keys() | new.keys())
+            if key not in allowed and old.get(key, missing) != new.get(key, missing)]
 
 
 def find_resumable(run_dir: Path, config: dict) -> Path | None:
@@ -84,7 +104,8 @@ def find_resumable(run_dir: Path, config: dict) -> Path | None:
             info = json.loads(summary.read_text())
         except (OSError, ValueError):
             continue
-        if info.get("status") in ("running", "interrupted") and _same_run(info.get("config", {}), config):
+        if (info.get("status") in ("running", "interrupted")
+                and not config_changes(info.get("config", {}), config, {"trainer.resume", "data.root"})):
             found.append((checkpoint.stat().st_mtime, checkpoint))
     return max(found)[1] if found else None
 

@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from omegaconf import OmegaConf
 
-    # (imported here: the trainer imports this module)
+    # (imported here: the training modules import this one)
     from cifarbench.data import DeviceLoader, load_cifar10
     from cifarbench.predict import load_trained
-    from cifarbench.trainer import evaluate
+    from cifarbench.evaluate import evaluate
 
     args = OmegaConf.from_dotlist(list(argv if argv is not None else sys.argv[1:]))
     if "ckpt" not in args:

@@ -36,10 +36,7 @@ def load_trained(path: str | Path, device: str = "cpu") -> Trained:
     state = load_checkpoint(path, map_location=device)
     config = state["config"]
     model = build_model(OmegaConf.create(config["model"]), num_classes=len(state["classes"]))
-    weights = state["model"]
-    if state.get("ema"):
-        weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
-    model.load_state_dict(weights)
+    model.load_state_dict(state["ema"]["module"] if state.get("ema") else state["model"])
     return Trained(model.to(device).eval(), restore_preprocess(state["preprocess"]).to(device), state["classes"],
                    config)
 

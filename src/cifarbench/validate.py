@@ -7,6 +7,8 @@ import importlib.resources
 from omegaconf import DictConfig, OmegaConf
 
 from cifarbench.device import resolve_amp, resolve_device
+from cifarbench.evaluate import TTA_MODES
+from cifarbench.recorder import PLOTS
 from cifarbench.registry import ConfigError
 
 TRAIN_SIZE = 50_000  # CIFAR-10's training set
@@ -47,5 +49,11 @@ def validate_config(cfg: DictConfig):
     test_subset = cfg.data.test_subset
     if test_subset is not None and (not isinstance(test_subset, int) or not 0 < test_subset <= 10_000):
         raise ConfigError(f"data.test_subset={test_subset}; it must be an integer in 1..10000 or null")
+    if cfg.trainer.tta not in TTA_MODES:
+        raise ConfigError(f"trainer.tta={cfg.trainer.tta!r}; choose one of {', '.join(TTA_MODES)}")
+    if cfg.trainer.plots not in PLOTS:
+        raise ConfigError(f"trainer.plots={cfg.trainer.plots!r}; choose one of {', '.join(PLOTS)}")
+    _positive(cfg, "trainer.lookahead.every", optional=True)
+    _positive(cfg, "trainer.whiten_bias_epochs", optional=True)
     if not 0 <= cfg.trainer.label_smoothing < 1:
         raise ConfigError(f"trainer.label_smoothing={cfg.trainer.label_smoothing}; it must be in [0, 1)")

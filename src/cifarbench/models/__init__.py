@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from cifarbench.models.init import configure_norms, dirac_init
 from cifarbench.registry import Registry
 
 MODELS = Registry("model")
@@ -21,9 +22,20 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
+# Fields every model takes (models/init.py); null keeps the family's choice.
+COMMON_FIELDS = ("norm_momentum", "norm_eps", "norm_weight", "dirac_init")
+
+
 def build_model(cfg, num_classes: int = 10) -> nn.Module:
-    fields = {k: v for k, v in cfg.items() if k != "name"}
-    return MODELS.build(cfg.name, num_classes=num_classes, **fields)
+    """`cfg.name` built with the config's other fields; the common fields set batch-norm momentum,
+    eps and scale training, and Dirac init of the convolutions (see `cifarbench.models.init`).
+    Raises ConfigError for an unknown name or field."""
+    fields = {k: v for k, v in cfg.items() if k not in ("name", *COMMON_FIELDS)}
+    model = MODELS.build(cfg.name, num_classes=num_classes, **fields)
+    configure_norms(model, cfg.get("norm_momentum"), cfg.get("norm_eps"), cfg.get("norm_weight"))
+    if cfg.get("dirac_init"):
+        dirac_init(model)
+    return model
 
 
 def count_params(model: nn.Module, trainable_only: bool = True) -> int:

@@ -1,7 +1,8 @@
 """A speed-run network after Keller Jordan's airbench94 (the fastest published CIFAR-10 training):
 a 2×2 patch conv meant to be initialised as a whitening filter bank (`trainer.whiten_init=true`),
 then three blocks of conv-pool-BN-GELU-conv-BN-GELU at 64/256/256 channels, a 3×3 max-pool and a
-linear head whose logits are scaled down by 1/9."""
+linear head whose logits are scaled down by 1/9. airbench's batch-norm settings (momentum, eps, no
+learned scale) and Dirac init are config fields any model takes (conf/experiment/speedrun94.yaml)."""
 from __future__ import annotations
 
 from torch import nn
@@ -9,17 +10,10 @@ from torch import nn
 from cifarbench.models import MODELS
 
 
-def batch_norm(channels: int) -> nn.BatchNorm2d:
-    """BN without a learned scale (fixed at 1), fast-moving statistics, as airbench uses."""
-    norm = nn.BatchNorm2d(channels, momentum=0.4, eps=1e-12)
-    norm.weight.requires_grad_(False)
-    return norm
-
-
 def block(in_ch: int, out_ch: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, 3, padding="same", bias=False), nn.MaxPool2d(2), batch_norm(out_ch), nn.GELU(),
-        nn.Conv2d(out_ch, out_ch, 3, padding="same", bias=False), batch_norm(out_ch), nn.GELU(),
+        nn.Conv2d(in_ch, out_ch, 3, padding="same", bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(out_ch), nn.GELU(),
+        nn.Conv2d(out_ch, out_ch, 3, padding="same", bias=False), nn.BatchNorm2d(out_ch), nn.GELU(),
     )
 
 

@@ -13,14 +13,22 @@ from cifarbench.optim.muon import MuonWithAuxiliary, hidden_matrices
 from cifarbench.registry import ConfigError, Registry
 
 OPTIMIZERS = Registry("optimizer")
+NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, norm_bias_lr_scale: float = 1.0,
+                 train_epochs: dict[int, float] | None = None) -> list[dict]:
+    """The model's trainable parameters in optimizer groups, each with `weight_decay`, `hidden_matrix`
+    (Muon's), `lr_scale` (a multiplier of the scheduled lr: `norm_bias_lr_scale` for the biases of
+    norm layers, airbench94's ×64) and `train_epochs` (the parameter trains during the first so many
+    epochs only; `train_epochs` maps id(param) → epochs, e.g. the whitening conv's bias, 3)."""
     conv_decay = getattr(model, "conv_weight_decay", None)
     hidden = {id(p) for p in hidden_matrices(model)}
-    groups: dict[tuple[float, bool], list] = {}
+    train_epochs = train_epochs or {}
+    groups: dict[tuple, list] = {}
     for module in model.modules():
-        for param in module.parameters(recurse=False):
+        norm = isinstance(module, NORMS)
+        for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
             if param.ndim < 2:
@@ -29,9 +37,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
                 decay = conv_decay
             else:
                 decay = weight_decay
-            groups.setdefault((decay, id(param) in hidden), []).append(param)
-    return [{"params": params, "weight_decay": decay, "hidden_matrix": matrix}
-            for (decay, matrix), params in groups.items()]
+            lr_scale = norm_bias_lr_scale if norm and name == "bias" else 1.0
+            key = (decay, id(param) in hidden, lr_scale, train_epochs.get(id(param)))
+            groups.setdefault(key, []).append(param)
+    return [{"params": params, "weight_decay": decay, "hidden_matrix": matrix, "lr_scale": lr_scale,
+             "train_epochs": epochs} for (decay, matrix, lr_scale, epochs), params in groups.items()]
 
 
 def _fused(params) -> bool:
@@ -86,9 +96,11 @@ def muon(params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True
                              adjust_lr_fn=adjust_lr_fn)
 
 
-def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    fields = {k: v for k, v in cfg.items() if k not in ("name", "weight_decay")}
-    return OPTIMIZERS.build(cfg.name, param_groups(model, cfg.get("weight_decay") or 0.0), **fields)
+def build_optimizer(cfg, model: nn.Module, train_epochs: dict[int, float] | None = None) -> torch.optim.Optimizer:
+    """`cfg.name` over `param_groups(model, ...)`; raises ConfigError for an unknown name or field."""
+    fields = {k: v for k, v in cfg.items() if k not in ("name", "weight_decay", "norm_bias_lr_scale")}
+    groups = param_groups(model, cfg.get("weight_decay") or 0.0, cfg.get("norm_bias_lr_scale") or 1.0, train_epochs)
+    return OPTIMIZERS.build(cfg.name, groups, **fields)
 
 
 __all__ = ["OPTIMIZERS", "AdaBound", "MuonWithAuxiliary", "build_optimizer", "param_groups"]

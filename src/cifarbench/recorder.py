@@ -1,0 +1,93 @@
+"""What a run leaves in its folder, written by one object: metrics.csv (a row per evaluation),
+checkpoints/last.pt and best.pt, curves.png, confusion.png, samples.png and summary.json.
+
+Every file is written atomically; accuracies are fractions in [0, 1]; seconds are wall-clock seconds.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from cifarbench.checkpoint import save_checkpoint
+from cifarbench.clock import RunState
+from cifarbench.files import atomic_write_json
+from cifarbench.registry import ConfigError
+from cifarbench.runlog import plot_curves, write_metrics
+
+log = logging.getLogger("cifarbench.trainer")
+PLOTS = ("all", "end", "none")  # curves at every evaluation and figures at the end | figures at the end | none
+
+
+class Recorder:
+    """Writes the run folder `run_dir`. `summary` is the summary.json being built (written at once,
+    so a killed run says what it was); `plots` is one of PLOTS. Raises ConfigError for another value,
+    OutputError (from the first write) if the folder is not writable."""
+
+    def __init__(self, run_dir: Path, summary: dict, plots: str = "end"):
+        if plots not in PLOTS:
+            raise ConfigError(f"trainer.plots={plots!r}; choose one of {', '.join(PLOTS)}")
+        self.run_dir, self.summary, self.plots = run_dir, summary, plots
+        self.last, self.best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+        self.write_summary()
+
+    def write_summary(self, **updates):
+        self.summary.update(updates)
+        atomic_write_json(self.run_dir / "summary.json", self.summary)
+
+    def add_row(self, state: RunState, row: dict):
+        """Append an evaluation's metrics to metrics.csv and the log."""
+        state.rows.append(row)
+        write_metrics(self.run_dir / "metrics.csv", state.rows)
+        log.info("epoch %6.2f  train loss %.4f acc %5.2f%%  test loss %.4f acc %5.2f%%  %8.0f img/s  %6.1fs",
+                 row["epoch"], row["train_loss"], 100 * row["train_acc"], row["test_loss"], 100 * row["test_acc"],
+                 row["images_per_s"], row["train_seconds"])
+        if self.plots == "all":
+            self.draw_curves(state)
+
+    def save(self, checkpoint: dict, best: bool = False):
+        """last.pt always; best.pt too when this evaluation is the best so far."""
+        save_checkpoint(self.last, checkpoint)
+        if best:
+            save_checkpoint(self.best, checkpoint)
+
+    def last_good(self) -> str:
+        """For messages: the checkpoint a user can resume from, or that there is none yet."""
+        return f"the last good checkpoint is {self.last}" if self.last.is_file() else "no checkpoint was written yet"
+
+    def draw_curves(self, state: RunState):
+        plot_curves(self.run_dir / "curves.png", state.rows,
+                    title=f"{self.summary['model']} / {self.summary['optim']} / {self.summary['aug']}")
+
+    def finish(self, state: RunState, status: str, stopped_by: str, diagnostics=None) -> dict:
+        """Final figures (unless plots=none), then summary.json with the final and best metrics.
+        `diagnostics()` draws confusion.png and samples.png and returns the per-class accuracy."""
+        rows = state.rows
+        if rows:
+            if self.plots != "none":
+                self.draw_curves(state)
+            best = max(rows, key=lambda r: r["test_acc"])
+            self.summary.update({
+                "final_test_acc": rows[-1]["test_acc"], "final_test_loss": rows[-1]["test_loss"],
+                # Chosen on the test set, so optimistic: the honest headline is final_test_acc.
+                "best_test_acc": best["test_acc"], "best_epoch": best["epoch"], "epochs": rows[-1]["epoch"],
+            })
+        if diagnostics is not None and self.plots != "none":
+            self.summary["per_class_acc"] = diagnostics()
+        self.write_summary(status=status, stopped_by=stopped_by, steps=state.step,
+                           train_seconds=round(state.train_seconds, 3),
+                           compile_seconds=round(state.compile_seconds, 3))
+        if rows:
+            log.info("%s: final test accuracy %.2f%% (best %.2f%%) after %.2f epochs, %.1f s of training", status,
+                     100 * self.summary["final_test_acc"], 100 * self.summary["best_test_acc"],
+                     self.summary["epochs"], state.train_seconds)
+        return self.summary
+
+
+def metrics_row(state: RunState, steps_per_epoch: int, lr: float, window: dict, test_loss: float,
+                test_acc: float) -> dict:
+    """One metrics.csv row; `window` is TrainStep.window() (training metrics since the last row)."""
+    return {"epoch": round(state.step / steps_per_epoch, 4), "step": state.step,
+            "train_seconds": round(state.train_seconds, 3), "lr": lr, "train_loss": window["train_loss"],
+            "train_acc": window["train_acc"], "test_loss": test_loss, "test_acc": test_acc,
+            "images_per_s": round(window["seen"] / state.window_seconds, 1) if state.window_seconds else 0.0}
+

@@ -1,0 +1,119 @@
+"""One training step, built once before the loop: set the scheduled lr, (mix,) forward, loss,
+backward, optimizer step, weight averaging; the running training metrics stay on the device."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifarbench.averaging import EMA, Lookahead
+from cifarbench.sched import Schedule, progress
+
+DIVERGENCE_CHECK_EVERY = 50  # steps; each check is one host–device sync
+
+
+def build_criterion(mix: str | None, label_smoothing: float):
+    """Cross-entropy on hard or soft (mixed) targets, mean over the batch; SPEC's BC-learning trains
+    with the KL divergence to its mixed targets."""
+    if mix == "bc":
+        return lambda logits, targets: F.kl_div(F.log_softmax(logits.float(), 1), targets, reduction="batchmean")
+    return lambda logits, targets: F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+
+
+@dataclass
+class Plan:
+    """How long training runs: `total_steps` optimizer steps of `steps_per_epoch`, or `budget_s`
+    seconds of training, whichever ends first."""
+    total_steps: int
+    steps_per_epoch: int
+    budget_s: float = math.inf
+
+
+class TrainStep:
+    """`step(images, labels, step, elapsed_s)` trains on one batch: images (B, C, H, W) float as the
+    loader yields them, labels (B,) int64; `step` is the number of steps done before this one and
+    `elapsed_s` the training seconds so far (both decide the lr).
+
+    The lr of each optimizer group is base lr × schedule × the group's `lr_scale`, and 0 once the
+    group's `train_epochs` are over. Training loss and accuracy since the last `reset()` accumulate on
+    the device; a divergence check reads the window's losses once every DIVERGENCE_CHECK_EVERY steps.
+    """
+
+    def __init__(self, model: nn.Module, compiled: nn.Module, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, criterion, autocast, schedule: Schedule, plan: Plan,
+                 mix=None, ema: EMA | None = None, lookahead: Lookahead | None = None):
+        self.model, self.compiled, self.optimizer, self.scaler = model, compiled, optimizer, scaler
+        self.criterion, self.autocast, self.schedule, self.plan = criterion, autocast, schedule, plan
+        self.mix, self.ema, self.lookahead = mix, ema, lookahead
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        device = next(model.parameters()).device
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.seen = 0
+        self.recent_losses = torch.zeros(DIVERGENCE_CHECK_EVERY, device=device)
+        self.recent_lrs: dict[int, float] = {}
+
+    def set_lr(self, step: int, elapsed_s: float) -> float:
+        """Set every group's lr for step `step`; returns the schedule's multiplier."""
+        scale = self.schedule(step, self.plan.total_steps, elapsed_s, self.plan.budget_s)
+        epoch = step // self.plan.steps_per_epoch
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            trains = group.get("train_epochs") is None or epoch < group["train_epochs"]
+            group["lr"] = base_lr * scale * group.get("lr_scale", 1.0) * trains
+        return scale
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, step: int, elapsed_s: float):
+        self.set_lr(step, elapsed_s)
+        targets = labels
+        if self.mix is not None:  # soft targets; accuracy counts the dominant label
+            images, targets, labels = self.mix(images, labels)
+        with self.autocast:
+            logits = self.compiled(images)
+            loss = self.criterion(logits, targets)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        if self.ema is not None:
+            self.ema.update(self.model)
+        if self.lookahead is not None:
+            self.lookahead.after_step(done, progress(done, self.plan.total_steps, elapsed_s, self.plan.budget_s))
+        self.seen += len(labels)
+        self.loss_sum += loss.detach().float() * len(labels)
+        self.correct += (logits.argmax(1) == labels).sum()
+        self.recent_losses[step % DIVERGENCE_CHECK_EVERY] = loss.detach()
+        self.recent_lrs[done] = self.optimizer.param_groups[0]["lr"]
+
+    def diverged(self, steps_done: int) -> str | None:
+        """One sync: the first step of the current check window whose loss was not finite, with its lr."""
+        bad = (~torch.isfinite(self.recent_losses)).nonzero()
+        if not len(bad):
+            if steps_done % DIVERGENCE_CHECK_EVERY == 0:  # a clean full window: start the next
+                self.recent_losses.zero_()
+                self.recent_lrs.clear()
+            return None
+        bad_step = (steps_done - 1) // DIVERGENCE_CHECK_EVERY * DIVERGENCE_CHECK_EVERY + bad[0].item() + 1
+        return f"loss became non-finite at step {bad_step} (lr {self.recent_lrs.get(bad_step, math.nan):.3g})"
+
+    def window(self) -> dict:
+        """Training metrics since the last reset (one sync): mean loss and accuracy (fractions), images."""
+        seen = self.seen
+        return {"seen": seen, "train_loss": self.loss_sum.item() / seen if seen else math.nan,
+                "train_acc": self.correct.item() / seen if seen else math.nan}
+
+    def reset(self):
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        self.seen = 0
+
+    def state_dict(self) -> dict:
+        return {"loss_sum": self.loss_sum.cpu(), "correct": self.correct.cpu(), "seen": self.seen}
+
+    def load_state_dict(self, state: dict):
+        self.loss_sum.copy_(state["loss_sum"])
+        self.correct.copy_(state["correct"])
+        self.seen = state["seen"]
