@@ -159,7 +159,7 @@ def accuracy(args) -> list[dict]:
     and the median training seconds (the clock counts data preparation on the device, the whitening
     init and every step; not evaluation or compilation)."""
     overrides = [f"experiment={args.recipe}", f"trainer.device={args.device}", "trainer.progress=false",
-                 *args.data_override, *args.overrides]
+                 "trainer.plots=none", *args.data_override, *args.overrides]
     for run in range(args.warmup_runs):
         train(config([*overrides, f"trainer.seed={10_000 + run}"]), args.out / f"warmup{run}")
     rows = []
