@@ -189,11 +189,8 @@ def aggregate_seeds(rows: list[dict], target: float | None) -> dict:
     return result
 
 
-def airbench94(args) -> list[dict]:
-    """The published airbench94 (`pip install airbench`, which needs torchvision and a CUDA GPU) on this
-    runner's copy of CIFAR-10, timed as `accuracy` times ours: one untimed warm-up, then each seed's
-    `train94` call between two CUDA synchronisations (it includes airbench's whitening init and data
-    preparation, and no evaluation); accuracy from airbench's own evaluation at its TTA level 2."""
+def import_airbench():
+    """The `airbench` module, or SystemExit saying what is missing (checked before any run starts)."""
     try:
         import airbench
     except ImportError as e:
@@ -201,6 +198,15 @@ def airbench94(args) -> list[dict]:
                          f"pip install airbench torchvision") from None
     if not torch.cuda.is_available():
         raise SystemExit("the airbench94 reference runs on CUDA only (it loads its data onto GPU 0)")
+    return airbench
+
+
+def airbench94(args) -> list[dict]:
+    """The published airbench94 (`pip install airbench`, which needs torchvision and a CUDA GPU) on this
+    runner's copy of CIFAR-10, timed as `accuracy` times ours: one untimed warm-up, then each seed's
+    `train94` call between two CUDA synchronisations (it includes airbench's whitening init and data
+    preparation, and no evaluation); accuracy from airbench's own evaluation at its TTA level 2."""
+    airbench = import_airbench()
     data = load_cifar10(config(args.data_override).data.root, download=False)
     work = (args.out / "airbench94").resolve()
     (work / "cifar10").mkdir(parents=True, exist_ok=True)
@@ -232,6 +238,7 @@ def airbench94(args) -> list[dict]:
 def reference(args) -> list[dict]:
     """Our recipe (`--recipe`) and the published reference (`--reference`) on the same GPU in one call:
     both tables, then their accuracies and the time ratio ours / reference (< 1: ours is faster)."""
+    import_airbench()
     ours_aggregate, *ours = accuracy(args)
     theirs = airbench94(args)
     theirs_aggregate = {"recipe": args.reference, **aggregate_seeds(theirs, args.target)}
