@@ -3,7 +3,7 @@
 - `make_fake_cifar(root, n_train=200, n_test=100, seed=0)`: writes `root/cifar-10-batches-py/` in the
   official python layout (5 train batches, test batch, batches.meta; pickles with byte-string keys)
   holding learnable synthetic images (each class has its own colour and stripe pattern, plus noise).
-- `fake_cifar_root`: a tmp folder already holding such a dataset.
+- `fake_cifar_root`: a tmp folder already holding such a dataset; `shared_fake_root`: one for the session.
 - `real_cifar_root`: $CIFAR10_ROOT, or the test is skipped with the reason.
 - `run_cli(*overrides, cwd=None)`: runs `python -m cifarbench` in a subprocess, returns CompletedProcess.
 - `compose_with(*overrides)`: the composed Hydra config, as the CLI would build it (for in-process `train`).
@@ -66,6 +66,12 @@ def make_archive(root: Path, dest: Path) -> str:
 @pytest.fixture
 def fake_cifar_root(tmp_path) -> Path:
     return make_fake_cifar(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def shared_fake_root(tmp_path_factory) -> Path:
+    """One synthetic dataset for many tests, so caches fitted on it (the ZCA statistics) are fitted once."""
+    return make_fake_cifar(tmp_path_factory.mktemp("shared") / "data")
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def metrics_without_timing(path):
 
 
 def test_killed_run_resumes_to_exactly_the_same_metrics(tmp_path):
-    root = make_fake_cifar(tmp_path / "data", n_train=1000, n_test=100)
+    root = make_fake_cifar(tmp_path / "data", n_train=480, n_test=100)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole = subprocess.run(cli(*RUN, f"data.root={root}", f"hydra.run.dir={tmp_path / 'whole'}"), env=env,
                            capture_output=True, text=True, timeout=300)

@@ -1,9 +1,11 @@
 """The real CLI, end to end, on a small synthetic CIFAR-10 in the official format."""
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from omegaconf import OmegaConf
 from PIL import Image
 
 QUICK = ("trainer.epochs=1", "trainer.batch_size=32", "trainer.eval_batch_size=100", "trainer.progress=false")
@@ -35,11 +37,12 @@ def test_one_epoch_writes_metrics_curves_and_summary(tmp_path, fake_cifar_root):
     assert (run / ".hydra" / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
 
 
-def test_budget_stops_training_and_still_evaluates(tmp_path, fake_cifar_root):
-    result = run_cli(*QUICK, "trainer.epochs=1000", "trainer.budget_min=0.02", f"data.root={fake_cifar_root}",
-                     f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
+def test_budget_stops_training_and_still_evaluates(tmp_path, fake_cifar_root, compose_with):
+    from cifarbench.trainer import train
+
+    summary = train(compose_with(*QUICK, "trainer.epochs=1000", "trainer.budget_min=0.02",
+                                 f"data.root={fake_cifar_root}"), tmp_path)
+    assert summary == json.loads((tmp_path / "summary.json").read_text())
     assert summary["stopped_by"] == "budget"
     assert 0 < summary["epochs"] < 1000 and summary["train_seconds"] >= 0.02 * 60
     assert summary["final_test_acc"] is not None
@@ -65,19 +68,43 @@ def test_missing_dataset_offline_says_where_to_put_it(tmp_path):
     assert "Traceback" not in output
 
 
-@pytest.mark.parametrize("augment, overrides", [
-    ("keras", ("optim=adamw", "sched=step", "aug=keras", "data.preprocess=mean", "trainer.label_smoothing=0.1")),
-    ("cutout", ("optim=adabound", "sched=cosine", "aug=cutout", "data.preprocess=contrast")),
-    ("flip_shift+mixup", ("optim=amsbound", "sched=onecycle", "aug=mixup", "data.preprocess=zca")),
-    ("flip_shift+bc", ("optim=adam", "sched=multistep", "aug=bc", "aug.pad_mode=reflect", "sched.warmup=0.2")),
-    ("flip_shift", ("optim=muon", "sched=inverse", "aug=flip_shift", "optim.auxiliary.name=adamw",
-                    "~optim.auxiliary.momentum", "~optim.auxiliary.nesterov", "optim.auxiliary.lr=0.001")),
-])
-def test_every_group_value_runs_from_the_cli(tmp_path, fake_cifar_root, augment, overrides):
-    result = run_cli(*QUICK, *overrides, f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stdout + result.stderr
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("optim", "sched", "aug")
+
+
+def group_entries(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def registry_rows() -> list[tuple[str, ...]]:
+    """Overrides that together use every entry of every group and every preprocessing at least once
+    (row i takes entry i of each, wrapping around), so a new entry is trained the day it is added."""
+    from cifarbench.data import PREPROCESSES
+
+    entries = {group: group_entries(group) for group in GROUPS}
+    entries["data.preprocess"] = PREPROCESSES.names()
+    rows = max(len(e) for e in entries.values())
+    return [tuple(f"{group}={names[i % len(names)]}" for group, names in entries.items()) for i in range(rows)]
+
+
+def test_every_registered_entry_has_a_config():
+    from cifarbench.aug import AUGMENTS
+    from cifarbench.optim import OPTIMIZERS
+    from cifarbench.sched import SCHEDULES
+
+    for group, registry in (("optim", OPTIMIZERS), ("sched", SCHEDULES), ("aug", AUGMENTS)):
+        names = {OmegaConf.load(CONF / group / f"{entry}.yaml").get("name", entry) for entry in group_entries(group)}
+        assert set(registry.names()) <= names, (group, set(registry.names()) - names)
+
+
+@pytest.mark.parametrize("overrides", registry_rows(), ids=lambda o: ",".join(v.split("=")[1] for v in o))
+def test_every_group_entry_trains(tmp_path, shared_fake_root, compose_with, overrides):
+    from cifarbench.trainer import train
+
+    cfg = compose_with(*QUICK, *overrides, "model=lenet5", "trainer.plots=none", f"data.root={shared_fake_root}")
+    summary = train(cfg, tmp_path)
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert len(rows) == 2 and "nan" not in rows[1]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [summary["optim"], summary["config"]["sched"]["name"], summary["aug"]] == [
-        overrides[0].split("=")[1], overrides[1].split("=")[1], augment]
+    assert summary["status"] == "completed"
+    assert [summary["optim"], summary["config"]["sched"]["name"], summary["config"]["data"]["preprocess"]] == [
+        cfg.optim.name, cfg.sched.name, cfg.data.preprocess]
