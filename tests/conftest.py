@@ -5,6 +5,7 @@
   holding learnable synthetic images (each class has its own colour and stripe pattern, plus noise).
 - `fake_cifar_root`: a tmp folder already holding such a dataset; `shared_fake_root`: one for the session.
 - `real_cifar_root`: $CIFAR10_ROOT, or the test is skipped with the reason.
+- `damage(path, how)`: spoils a file as disks, crashes and people do, `how` one of `DAMAGES`.
 - `run_cli(*overrides, cwd=None)`: runs `python -m cifarbench` in a subprocess, returns CompletedProcess.
 - `compose_with(*overrides)`: the composed Hydra config, as the CLI would build it (for in-process `train`).
 """
@@ -61,6 +62,23 @@ def make_archive(root: Path, dest: Path) -> str:
     with tarfile.open(dest, "w:gz") as tar:
         tar.add(root / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     return hashlib.md5(dest.read_bytes()).hexdigest()
+
+
+DAMAGES = ("truncated", "garbage", "bit-rot", "empty", "foreign")
+
+
+def damage(path: Path, how: str):
+    """truncated: cut in half (`truncate -s`); garbage: random bytes; bit-rot: zeros over the middle
+    (the zip index still reads); empty: 0 bytes; foreign: a well-formed .npz holding something else."""
+    data = path.read_bytes()
+    n = len(data)
+    if how == "foreign":
+        with open(path, "wb") as f:
+            np.savez(f, something_else=np.arange(3))
+        return
+    spoilt = {"truncated": data[:n // 2], "garbage": np.random.default_rng(0).bytes(n), "empty": b"",
+              "bit-rot": data[:n // 3] + bytes(n // 3) + data[2 * (n // 3):]}[how]
+    path.write_bytes(spoilt)
 
 
 @pytest.fixture

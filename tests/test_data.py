@@ -1,9 +1,10 @@
 """CIFAR-10 files: download, checksum, extraction, decoding, cache, and the errors for bad input."""
 import pickle
+import re
 
 import numpy as np
 import pytest
-from conftest import make_archive, make_fake_cifar
+from conftest import DAMAGES, damage, make_archive, make_fake_cifar
 
 from cifarbench.data import DatasetError, load_cifar10
 from cifarbench.data import cifar10
@@ -53,18 +54,45 @@ def test_missing_without_download_names_the_fix(tmp_path):
         load_cifar10(tmp_path, download=False)
 
 
-def test_corrupt_archive_in_root_is_reported(tmp_path):
+def test_corrupt_archive_in_root_offline_names_the_file_to_delete(tmp_path):
     (tmp_path / ARCHIVE).write_bytes(b"not a tarball")
-    with pytest.raises(DatasetError, match="checksum mismatch"):
+    with pytest.raises(DatasetError) as error:
         load_cifar10(tmp_path, download=False)
+    assert str(error.value).startswith(f"{tmp_path / ARCHIVE}: checksum mismatch") and "Delete it" in str(error.value)
+    assert (tmp_path / ARCHIVE).read_bytes() == b"not a tarball"  # left for the user to look at
+
+
+def test_corrupt_archive_in_root_is_moved_aside_and_downloaded_again(tmp_path, served_archive, caplog):
+    url, md5, source = served_archive
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / ARCHIVE).write_bytes(b"half a download")
+    data = load_cifar10(root, download=True, url=url, md5=md5)
+    assert data.train_images.shape == (50, 3, 32, 32)
+    assert (root / ARCHIVE).read_bytes() == (tmp_path / "served" / ARCHIVE).read_bytes()
+    assert (root / f"{ARCHIVE}.corrupt").read_bytes() == b"half a download"
+    assert f"{root / ARCHIVE}: checksum mismatch" in caplog.text and "downloading it again" in caplog.text
+    load_cifar10(root, download=True, url="http://127.0.0.1:9/unused", md5=md5)  # repaired: no download now
+
+
+def test_unreadable_batches_are_extracted_again_from_the_archive(tmp_path, served_archive, caplog):
+    url, md5, source = served_archive
+    root = tmp_path / "root"
+    first = load_cifar10(root, download=True, url=url, md5=md5)
+    batch = root / FOLDER / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:500])  # a stale cache: the batches are read again
+    again = load_cifar10(root, download=False, md5=md5)
+    np.testing.assert_array_equal(again.train_images, first.train_images)
+    assert batch.read_bytes() == (source / FOLDER / "data_batch_3").read_bytes()
+    assert "data_batch_3 is not a readable CIFAR-10 batch" in caplog.text and "extracting" in caplog.text
 
 
 def test_truncated_batch_names_the_file(tmp_path):
     root = make_fake_cifar(tmp_path)
     batch = root / FOLDER / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:500])
-    with pytest.raises(DatasetError, match="data_batch_3.*not a readable CIFAR-10 batch"):
-        load_cifar10(root, download=False)
+    with pytest.raises(DatasetError, match=f"data_batch_3 is not a readable CIFAR-10 batch.*Replace {re.escape(str(root / FOLDER))}"):
+        load_cifar10(root, download=False)  # no archive to extract again: the user must replace them
 
 
 def test_bad_labels_and_shapes_are_named(tmp_path):
@@ -109,3 +137,23 @@ def test_decoded_cache_is_reused_and_refreshed(tmp_path, monkeypatch):
     make_fake_cifar(tmp_path, seed=1)  # new pixels in the batch files: the cache must be rebuilt
     refreshed = load_cifar10(root, download=False)
     assert not np.array_equal(first.train_images, refreshed.train_images)
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_cache_is_decoded_again_and_replaced(tmp_path, how, caplog):
+    root = make_fake_cifar(tmp_path)
+    first = load_cifar10(root, download=False)
+    damage(root / CACHE, how)
+    again = load_cifar10(root, download=False)
+    for name in ("train_images", "train_labels", "test_images", "test_labels"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    assert f"the cache {root / CACHE} is unreadable" in caplog.text
+    caplog.clear()
+
+    def no_decoding(path):
+        raise AssertionError("the batches were decoded although the cache was rebuilt")
+
+    with pytest.MonkeyPatch.context() as patch:  # the rewritten cache is whole again
+        patch.setattr(cifar10, "_read_batch", no_decoding)
+        np.testing.assert_array_equal(load_cifar10(root, download=False).train_images, first.train_images)
+    assert "unreadable" not in caplog.text

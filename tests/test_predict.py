@@ -54,3 +54,137 @@ def test_run_writes_diagnostics_and_inspect_rebuilds_them(tmp_path, trained_run)
     assert report["test_acc"] == pytest.approx(summary["final_test_acc"])
     assert report["per_class_acc"] == pytest.approx(per_class, nan_ok=True)
     assert (tmp_path / "confusion.png").is_file() and (tmp_path / "samples.png").is_file()
+
+
+# read_image on what photo libraries write: each file is made with Pillow (16-bit RGB(A) PNGs, which
+# Pillow cannot write, by hand) and decoded to the 8-bit RGB image a viewer shows, within ±1.
+def smooth_rgb(seed: int = 0) -> np.ndarray:
+    """(32, 32, 3) uint8: random colours smoothed over 4×4 blocks, so JPEG keeps them to a few levels."""
+    blocks = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    return blocks.repeat(4, axis=0).repeat(4, axis=1)
+
+
+def write_png16(path, samples: np.ndarray):
+    """A 16-bit PNG of (H, W, C) uint16 samples, C = 3 (RGB) or 4 (RGBA)."""
+    import struct
+    import zlib
+
+    height, width, channels = samples.shape
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in samples)  # filter type 0 on each row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, {3: 2, 4: 6}[channels], 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+
+
+def on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The expected composite of colour over a white background, exact in float."""
+    a = alpha[..., None] / 255
+    return rgb * a + 255 * (1 - a)
+
+
+def assert_image(path, expected_hwc: np.ndarray, tolerance: float = 1):
+    from cifarbench.predict import read_image
+
+    decoded = read_image(path)
+    assert decoded.shape == (3, 32, 32) and decoded.dtype == np.uint8
+    error = np.abs(decoded.transpose(1, 2, 0).astype(float) - np.asarray(expected_hwc, float))
+    assert error.max() <= tolerance, f"off by up to {error.max()}"
+
+
+def test_16_bit_greyscale_png_is_scaled_not_clipped(tmp_path):
+    grey = smooth_rgb()[..., 0]
+    low_bytes = np.random.default_rng(1).integers(0, 256, grey.shape)
+    Image.fromarray((grey.astype(np.uint16) << 8) + low_bytes.astype(np.uint16)).save(tmp_path / "grey16.png")
+    with Image.open(tmp_path / "grey16.png") as image:
+        assert image.mode in ("I;16", "I")  # the case that used to read as all 255
+    assert_image(tmp_path / "grey16.png", np.repeat(grey[..., None], 3, axis=2))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16_bit_rgb_and_rgba_png(tmp_path, channels):
+    rgb, alpha = smooth_rgb(2), smooth_rgb(3)[..., 0]
+    eight_bit = np.dstack([rgb, alpha])[..., :channels]
+    write_png16(tmp_path / "deep.png", eight_bit.astype(np.uint16) * 257)
+    assert_image(tmp_path / "deep.png", rgb if channels == 3 else on_white(rgb, alpha))
+
+
+def test_palette_with_a_transparent_entry_shows_white_there(tmp_path):
+    indices = np.arange(32 * 32).reshape(32, 32) % 3
+    image = Image.fromarray(indices.astype(np.uint8), mode="P")
+    image.putpalette([200, 10, 20, 5, 90, 250, 0, 0, 0])
+    image.save(tmp_path / "palette.png", transparency=2)  # entry 2 (black) is transparent
+    expected = np.array([[200, 10, 20], [5, 90, 250], [255, 255, 255]])[indices]
+    assert_image(tmp_path / "palette.png", expected, tolerance=0)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_composited_on_white(tmp_path, mode):
+    rgb, alpha = smooth_rgb(4), smooth_rgb(5)[..., 1]
+    colour = rgb if mode == "RGBA" else rgb[..., :1]
+    Image.fromarray(np.dstack([colour, alpha]), mode=mode).save(tmp_path / "alpha.png")
+    assert_image(tmp_path / "alpha.png", on_white(np.broadcast_to(colour, rgb.shape), alpha))
+
+
+def test_cmyk_jpeg_reads_as_its_rgb(tmp_path):
+    rgb = smooth_rgb(6)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "print.jpg", quality=100)
+    with Image.open(tmp_path / "print.jpg") as image:
+        assert image.mode == "CMYK"
+    assert_image(tmp_path / "print.jpg", rgb, tolerance=3)  # JPEG's own loss, not inverted or swapped colours
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    upright = smooth_rgb(7)
+    stored = Image.fromarray(np.rot90(upright).copy())  # a camera held sideways stores the pixels turned
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90° clockwise to display
+    stored.save(tmp_path / "phone.jpg", quality=100, subsampling=0, exif=exif)  # 4:4:4: sharp colour edges
+    assert_image(tmp_path / "phone.jpg", upright, tolerance=3)
+    assert np.abs(np.asarray(stored, float) - upright).max() > 100  # unrotated would fail the check above
+
+
+@pytest.mark.parametrize("name", ["anim.gif", "anim.png"])
+def test_an_animation_gives_its_first_frame(tmp_path, name):
+    first, second = smooth_rgb(8) // 64 * 64, 255 - smooth_rgb(9) // 64 * 64  # ≤ 64 colours: GIF keeps them
+    frames = [Image.fromarray(first), Image.fromarray(second)]
+    frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with Image.open(tmp_path / name) as image:
+        assert image.n_frames == 2
+    assert_image(tmp_path / name, first, tolerance=0)
+
+
+def test_non_images_floats_and_decompression_bombs_are_one_line_naming_the_file(tmp_path, monkeypatch):
+    from cifarbench.predict import read_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow warns above this and refuses above twice it
+    Image.new("RGB", (40, 40)).save(tmp_path / "warned.png")  # 1600 pixels: only a warning in Pillow
+    Image.new("RGB", (50, 50)).save(tmp_path / "refused.png")  # 2500 pixels: an error in Pillow
+    Image.new("F", (20, 20)).save(tmp_path / "float.tif")
+    (tmp_path / "notes.png").write_bytes(b"\x89PNG\r\n\x1a\n but not really")
+    for name, reason in [("warned.png", "decompression bomb"), ("refused.png", "decompression bomb"),
+                         ("float.tif", "floating-point pixels"), ("notes.png", "not an image")]:
+        with pytest.raises(ValueError) as error:
+            read_image(tmp_path / name)
+        message = str(error.value)
+        assert message.startswith(f"{tmp_path / name}: ") and reason in message and "\n" not in message
+
+
+def test_predict_skips_a_decompression_bomb_and_classifies_the_rest(tmp_path, trained_run, monkeypatch, capsys):
+    from cifarbench.predict import main
+
+    run, _ = trained_run
+    pixels = fake_images(np.array([3]), np.random.default_rng(5)).reshape(3, 32, 32).transpose(1, 2, 0)
+    Image.fromarray(pixels).save(tmp_path / "cat.png")  # 1024 pixels, under the limit below
+    Image.new("RGB", (60, 60)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    code = main([f"ckpt={run / 'checkpoints' / 'best.pt'}", f"images=[{tmp_path / 'bomb.png'},{tmp_path / 'cat.png'}]",
+                 f"json={tmp_path / 'out.json'}"])
+    assert code == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"error: {tmp_path / 'bomb.png'}: refused as a possible")
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out[str(tmp_path / "cat.png")]["prediction"] == "cat" and "error" in out[str(tmp_path / "bomb.png")]

@@ -1,7 +1,9 @@
 """Preprocessing fitted on the training set: mean image, per-image contrast, ZCA whitening (cached)."""
+import pytest
 import torch
+from conftest import DAMAGES, damage
 
-from cifarbench.data import build_preprocess
+from cifarbench.data import build_preprocess, preprocess
 
 
 def correlated_images(n=2000, seed=0):
@@ -40,3 +42,20 @@ def test_contrast_and_mean_preprocessing():
     assert torch.allclose(centred.mean(0), torch.zeros(3, 4, 4), atol=1e-5)  # the mean image is gone
     assert torch.allclose(centred[0], images[0].double().div(255).float() - images.double().div(255).mean(0).float(),
                           atol=1e-5)
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_zca_cache_is_fitted_again_and_replaced(tmp_path, how, caplog, monkeypatch):
+    images = correlated_images(300)
+    fitted = build_preprocess("zca", images, cache_dir=tmp_path)
+    (cache,) = tmp_path.glob("zca-*.npz")
+    damage(cache, how)
+    refitted = build_preprocess("zca", images, cache_dir=tmp_path)
+    assert torch.equal(refitted(images[:5]), fitted(images[:5]))
+    assert f"the cache {cache} is unreadable" in caplog.text
+
+    def no_fit(*args):
+        raise AssertionError("fitted again although the cache was rebuilt")
+
+    monkeypatch.setattr(preprocess, "fit_zca", no_fit)  # the rewritten cache is whole again
+    assert torch.equal(build_preprocess("zca", images, cache_dir=tmp_path)(images[:5]), fitted(images[:5]))

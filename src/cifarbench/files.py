@@ -1,12 +1,16 @@
-"""Atomic file writes: a reader (or a crash) never sees half a file."""
+"""Atomic file writes: a reader (or a crash) never sees half a file; caches that repair themselves."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
+log = logging.getLogger(__name__)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -46,3 +50,31 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_cache(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """The arrays `names` of an .npz cache, read in full; None if the file is absent or unreadable.
+
+    An unreadable cache (truncated, overwritten, foreign: BadZipFile, EOFError, ValueError, ...) is
+    only a warning: the caller computes the arrays again and `write_cache` replaces the file.
+    """
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in names}
+    except Exception as e:  # a damaged zip or .npy raises many different things
+        log.warning("the cache %s is unreadable (%s: %s); computing it again", path, type(e).__name__, e)
+        return None
+
+
+def write_cache(path: Path, arrays: dict[str, np.ndarray]):
+    """Save `arrays` as the .npz cache `path`, atomically; a folder that cannot hold it is only a warning."""
+    def save(tmp: Path):
+        with open(tmp, "wb") as f:  # a file object, so NumPy does not append ".npz" to the name
+            np.savez(f, **arrays)
+
+    try:
+        atomic_write(path, save)
+    except OSError as e:  # a read-only dataset folder still works, just without the cache
+        log.warning("could not write the cache %s (%s)", path, e)

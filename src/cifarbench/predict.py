@@ -5,10 +5,17 @@
 Each image is converted to RGB, resized to 32×32 (Lanczos) and normalised exactly as in training
 (the checkpoint carries the fitted normalisation). A missing or unreadable file is reported and the
 others are still classified; the exit code is 1 if any failed.
+
+What photo libraries write is read as it looks: the EXIF orientation is applied; 16-bit channels
+are scaled to 8 bits (not clipped); palette, CMYK and greyscale images become RGB; transparent
+pixels are composited on white (a viewer shows them on white; dropping alpha would expose whatever
+colour the editor left under them); an animation (GIF, APNG) gives its first frame. Images larger
+than Pillow's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`) are refused, not decoded.
 """
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,17 +49,47 @@ def load_trained(path: str | Path, device: str = "cpu") -> Trained:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """(3, 32, 32) uint8 RGB, resized with Lanczos as SPEC §3 does."""
-    from PIL import Image, UnidentifiedImageError
+    """(3, 32, 32) uint8 RGB of an image file as a viewer shows it, resized with Lanczos as SPEC §3 does.
+
+    Raises ValueError with one line naming the file when it is missing, not an image, in a form
+    with no defined 8-bit meaning, or a possible decompression bomb.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB").resize((32, 32), Image.Resampling.LANCZOS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # over the limit: refuse, don't decode
+            with Image.open(path) as image:  # positioned on the first frame of an animation
+                rgb = _to_rgb(ImageOps.exif_transpose(image)).resize((32, 32), Image.Resampling.LANCZOS)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"{path}: refused as a possible decompression bomb ({e})") from None
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path}: not an image that Pillow can read ({e})") from None
+    except ValueError as e:  # a mode Pillow opens but cannot convert to RGB
+        raise ValueError(f"{path}: {e}") from None
     return np.asarray(rgb).transpose(2, 0, 1).copy()
+
+
+# Pillow's modes for 16-bit greyscale (PNG, TIFF); 32-bit "I" is read on the same 16-bit scale.
+_SIXTEEN_BIT_GREY = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _to_rgb(image):
+    """8-bit RGB of a decoded PIL image: 16-bit grey scaled by 255/65535, transparency composited on white."""
+    from PIL import Image
+
+    if image.mode == "F":
+        raise ValueError("floating-point pixels have no standard range; save it with 8 or 16 bits per channel")
+    if image.mode in _SIXTEEN_BIT_GREY:
+        grey = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+        image = Image.fromarray(np.rint(grey / 257).astype(np.uint8))
+    # (16-bit RGB(A) and grey+alpha PNGs are already 8-bit here: Pillow keeps their high bytes.)
+    if image.has_transparency_data:  # an alpha channel, or a transparent palette entry or colour
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 @torch.no_grad()

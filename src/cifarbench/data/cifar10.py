@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cifarbench.files import atomic_write
+from cifarbench.files import atomic_write, read_cache, write_cache
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ FOLDER = "cifar-10-batches-py"
 CACHE = "cifar-10-uint8.npz"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
+CACHED_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")  # the fields of Cifar10
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
@@ -47,35 +48,39 @@ class Cifar10:
 
 
 def load_cifar10(root: str | Path, download: bool = True, url: str = URL, md5: str = MD5) -> Cifar10:
-    """Return CIFAR-10 as uint8 arrays, fetching and decoding it into `root` first if needed."""
+    """Return CIFAR-10 as uint8 arrays, fetching and decoding it into `root` first if needed.
+
+    What is derived repairs itself: an unreadable decoded cache is decoded again, and unreadable
+    batches are extracted again when the archive is in `root` (a corrupt archive is replaced).
+    """
     root = Path(root).expanduser()
+    if not all((root / FOLDER / name).is_file() for name in (*TRAIN_FILES, TEST_FILE)):
+        _extract(_archive(root, download, url, md5), root)
+    try:
+        return _decoded(root)
+    except DatasetError as e:
+        if not (root / ARCHIVE).is_file():  # batches put there by hand: only the user can replace them
+            raise DatasetError(f"{e}. Replace {root / FOLDER} with a good copy, or delete it (with "
+                               f"data.download=true CIFAR-10 is then downloaded again)") from e
+        log.warning("%s; extracting %s again", e, root / ARCHIVE)
+        _extract(_archive(root, download, url, md5), root)
+        return _decoded(root)
+
+
+def _decoded(root: Path) -> Cifar10:
+    """The batches in `root`, from the decoded cache when it is readable and as new as they are."""
     folder = root / FOLDER
-    if not all((folder / name).is_file() for name in (*TRAIN_FILES, TEST_FILE)):
-        _extract(_archive(root, download, url, md5), root, md5)
     fingerprint = np.array(_fingerprint(folder))
-    cache = root / CACHE
-    if cache.is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                if str(z["fingerprint"]) == str(fingerprint):
-                    return Cifar10(z["train_images"], z["train_labels"], z["test_images"], z["test_labels"])
-        except (OSError, ValueError, KeyError) as e:
-            log.warning("ignoring unreadable cache %s (%s); decoding the batches again", cache, e)
+    cached = read_cache(root / CACHE, ("fingerprint", *CACHED_ARRAYS))
+    if cached and str(cached["fingerprint"]) == str(fingerprint):
+        return Cifar10(**{name: cached[name] for name in CACHED_ARRAYS})
     train = [_read_batch(folder / name) for name in TRAIN_FILES]
     data = Cifar10(
         np.concatenate([images for images, _ in train]),
         np.concatenate([labels for _, labels in train]),
         *_read_batch(folder / TEST_FILE),
     )
-    def save(tmp: Path):
-        with open(tmp, "wb") as f:  # a file object, so NumPy does not append ".npz" to the name
-            np.savez(f, fingerprint=fingerprint, train_images=data.train_images, train_labels=data.train_labels,
-                     test_images=data.test_images, test_labels=data.test_labels)
-
-    try:
-        atomic_write(cache, save)
-    except OSError as e:  # a read-only dataset folder still works, just without the cache
-        log.warning("could not write the decoded cache %s (%s)", cache, e)
+    write_cache(root / CACHE, {"fingerprint": fingerprint, **{name: getattr(data, name) for name in CACHED_ARRAYS}})
     return data
 
 
@@ -91,10 +96,24 @@ def _where_to_put_it(root: Path) -> str:
 
 
 def _archive(root: Path, download: bool, url: str, md5: str) -> Path:
+    """The verified archive in `root`: the one there, else downloaded. A corrupt one there is moved
+    aside to `*.corrupt` and downloaded again (with data.download=false the error names it)."""
     archive = root / ARCHIVE
     if archive.is_file():
-        return archive
-    if not download:
+        digest = _md5(archive)
+        if digest == md5:
+            return archive
+        problem = f"{archive}: checksum mismatch (MD5 {digest}, expected {md5}), the archive is corrupt or incomplete"
+        if not download:
+            raise DatasetError(f"{problem}. Delete it and run again with data.download=true, or replace it "
+                               f"with a good copy from {url}")
+        aside = archive.with_name(f"{ARCHIVE}.corrupt")
+        try:
+            archive.replace(aside)
+        except OSError as e:
+            raise DatasetError(f"{problem}, and it could not be moved aside ({e}); delete it") from e
+        log.warning("%s; moved it to %s and downloading it again", problem, aside)
+    elif not download:
         raise DatasetError(f"CIFAR-10 not found in {root} and data.download=false. {_where_to_put_it(root)}")
     root.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", url, archive)
@@ -110,31 +129,30 @@ def _archive(root: Path, download: bool, url: str, md5: str) -> Path:
                     bar.update(len(chunk))
         except (urllib.error.URLError, OSError) as e:
             raise DatasetError(f"could not download CIFAR-10 from {url} ({e}). {_where_to_put_it(root)}") from e
-        _verify(tmp, md5, source=url)
+        if (digest := _md5(tmp)) != md5:
+            raise DatasetError(f"checksum mismatch for {url}: MD5 {digest}, expected {md5}. "
+                               f"The download is corrupt or incomplete; nothing was kept from it.")
 
     return atomic_write(archive, fetch)  # only a verified archive ever gets the real name
 
 
-def _verify(archive: Path, md5: str, source: str):
+def _md5(path: Path) -> str:
     digest = hashlib.md5()
-    with open(archive, "rb") as f:
+    with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-    if digest.hexdigest() != md5:
-        raise DatasetError(f"checksum mismatch for {source}: MD5 {digest.hexdigest()}, expected {md5}. "
-                           f"The archive is corrupt or incomplete; nothing was kept from it.")
+    return digest.hexdigest()
 
 
-def _extract(archive: Path, root: Path, md5: str):
-    """Verify, unpack into a temporary folder, then rename: a half extraction is never trusted."""
-    _verify(archive, md5, source=str(archive))
+def _extract(archive: Path, root: Path):
+    """Unpack a verified archive into a temporary folder, then rename: a half extraction is never trusted."""
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
     try:
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(tmp, filter="data")
         if not (tmp / FOLDER).is_dir():
             raise DatasetError(f"{archive} holds no {FOLDER}/ folder; it is not the CIFAR-10 python archive")
-        shutil.rmtree(root / FOLDER, ignore_errors=True)  # an incomplete folder from elsewhere
+        shutil.rmtree(root / FOLDER, ignore_errors=True)  # an incomplete or damaged folder
         (tmp / FOLDER).rename(root / FOLDER)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise DatasetError(f"could not extract {archive} ({e}); delete it and try again") from e
@@ -161,8 +179,7 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as f:
             batch = _BatchUnpickler(f, encoding="bytes").load()
     except Exception as e:  # truncated or foreign files raise many different things
-        raise DatasetError(f"{path} is not a readable CIFAR-10 batch ({type(e).__name__}: {e}); "
-                           f"delete {path.parent} to extract it again") from e
+        raise DatasetError(f"{path} is not a readable CIFAR-10 batch ({type(e).__name__}: {e})") from e
     if not isinstance(batch, dict):
         raise DatasetError(f"{path}: expected a dict, found {type(batch).__name__}")
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}

@@ -10,17 +10,14 @@ set and cached in `cache_dir`).
 from __future__ import annotations
 
 import hashlib
-import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from cifarbench.files import atomic_write
+from cifarbench.files import read_cache, write_cache
 from cifarbench.registry import Registry
 
-log = logging.getLogger(__name__)
 PREPROCESSES = Registry("preprocessing")
 
 
@@ -113,22 +110,15 @@ def contrast(train_images: torch.Tensor, cache_dir=None) -> nn.Module:
 
 @PREPROCESSES.register()
 def zca(train_images: torch.Tensor, cache_dir: str | Path | None = None, epsilon: float = 1e-2) -> nn.Module:
-    """Fitting costs seconds to minutes on a CPU, so the result is cached per training set and ε."""
+    """Fitting costs seconds to minutes on a CPU, so the result is cached per training set and ε
+    (an unreadable cache file is fitted again and replaced)."""
     key = hashlib.sha1(train_images.cpu().numpy().tobytes()).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() / f"zca-{key}-eps{epsilon:g}.npz" if cache_dir else None
-    if cache and cache.is_file():
-        with np.load(cache) as z:
-            return ZCAWhiten(torch.from_numpy(z["mean"]), torch.from_numpy(z["whitening"]))
+    if cache and (cached := read_cache(cache, ("mean", "whitening"))):
+        return ZCAWhiten(torch.from_numpy(cached["mean"]), torch.from_numpy(cached["whitening"]))
     mean_vector, whitening = fit_zca(train_images, epsilon)
     if cache:
-        try:
-            def save(tmp: Path):
-                with open(tmp, "wb") as f:
-                    np.savez(f, mean=mean_vector.numpy(), whitening=whitening.numpy())
-
-            atomic_write(cache, save)
-        except OSError as e:
-            log.warning("could not cache the ZCA fit in %s (%s)", cache, e)
+        write_cache(cache, {"mean": mean_vector.numpy(), "whitening": whitening.numpy()})
     return ZCAWhiten(mean_vector, whitening)
 
 

@@ -1,0 +1,51 @@
+"""Run-folder names that cannot collide or be refused by the file system.
+
+Two OmegaConf resolvers, registered when `cifarbench` is imported (before Hydra composes), used by
+`hydra.run.dir`, `hydra.sweep.dir` and `hydra.sweep.subdir` in conf/config.yaml:
+
+- `${cifarbench.run_id:}`: an id unique to this process, `<pid>-<6 random hex digits>`, drawn once
+  per process, so every folder a process names agrees and two runs started in the same second
+  get two folders. Set the environment variable `CIFARBENCH_RUN_ID` to choose it instead: the
+  processes of one run (e.g. torchrun's ranks) must all set the same value to share a folder.
+- `${cifarbench.short:TEXT}`: TEXT as one folder name of at most 120 bytes: `/` becomes `_`, and a
+  longer name is cut and ends in a hash of the whole, so distinct override sets stay distinct.
+  (The full overrides of a job are in its `.hydra/overrides.yaml`.)
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import secrets
+
+from omegaconf import OmegaConf
+
+RUN_ID_ENV = "CIFARBENCH_RUN_ID"
+MAX_NAME_BYTES = 120  # file systems allow 255 per name; room for Hydra's "<job number>_" and more
+
+
+def short_name(text: str, limit: int = MAX_NAME_BYTES) -> str:
+    """`text` as a single folder name of at most `limit` UTF-8 bytes; unchanged when it already is one."""
+    name = text.replace("/", "_")
+    if len(name.encode()) <= limit:
+        return name
+    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+    head = name.encode()[:limit - len(digest) - 1].decode(errors="ignore")  # never half a character
+    return f"{head}-{digest}"
+
+
+@functools.cache
+def run_id() -> str:
+    """This process's run id: $CIFARBENCH_RUN_ID if set, else `<pid>-<random hex>`; the same on every call."""
+    return short_name(os.environ.get(RUN_ID_ENV) or f"{os.getpid()}-{secrets.token_hex(3)}")
+
+
+def register_resolvers():
+    """Make `cifarbench.run_id` and `cifarbench.short` available to every config composed afterwards.
+
+    The run id is a cached resolution (use_cache): the cache travels with the config Hydra hands to
+    each job of a sweep, so launchers that run jobs in other processes (joblib, submitit) still
+    put them all in the one sweep folder.
+    """
+    OmegaConf.register_new_resolver("cifarbench.run_id", run_id, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("cifarbench.short", short_name, replace=True)
