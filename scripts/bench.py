@@ -234,7 +234,7 @@ def profile_job(args, top: int = 10) -> list[dict]:
     entries = [{"function": f"{Path(file).relative_to(package.parent)}:{name}", "calls": calls,
                 "cumulative_seconds": round(cumulative, 3)}
                for (file, _, name), (_, calls, _, cumulative, _) in pstats.Stats(profiler).stats.items()
-               if file.startswith(str(package))]
+               if file.startswith(str(package)) and not name.startswith("<")]  # not lambdas, comprehensions
     return sorted(entries, key=lambda e: -e["cumulative_seconds"])[:top]
 
 
