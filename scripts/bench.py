@@ -239,6 +239,7 @@ def profile_job(args, top: int = 10) -> list[dict]:
 
 
 def overhead(args) -> list[dict]:
+    """Both sweeps' rows (each with the fresh-process import seconds), then the profiled job's top functions."""
     startup = round(import_seconds(), 2)
     rows = [{**sweep_overhead(launcher, args), "import_seconds": startup} for launcher in tqdm(LAUNCHERS, desc="sweeps")]
     print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "train_seconds_sum", "overhead_per_job_seconds"])

@@ -1,6 +1,7 @@
 """What a run leaves behind: metrics.csv (one row per evaluation), curves.png, summary.json.
 
-Every file is written atomically; accuracies are fractions in [0, 1].
+Every file is written atomically; accuracies are fractions in [0, 1]. `new_figure` and `save_png` are the
+pyplot-free matplotlib helpers every figure of a run and of a report is drawn with.
 """
 from __future__ import annotations
 
