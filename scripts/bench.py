@@ -21,17 +21,32 @@ airbench94 on the same data and GPU, timed the same way, and the ratio of their 
 
     python scripts/bench.py reference --recipe speedrun94 --reference airbench94 --seeds 10
 
-Both print a Markdown table and write JSON (--json, default outputs/bench/<mode>-<time>.json).
+Per-job overhead: N tiny jobs (LeNet, 1 epoch on 256 images, 500 test images, seeds 0..N-1) as one multirun
+in a subprocess, with the default (in-process) launcher and with hydra/launcher=parallel (joblib); per launcher
+the wall seconds, the summed train_seconds of the jobs' summary.json, and the overhead per job,
+(wall − summed train_seconds) / N: everything a job costs beyond its training steps (process start and
+imports shared out over the jobs, data loading, evaluation, checkpoints, figures, the sweep's leaderboard).
+Beside it: the import time of a fresh process (`python -c "import cifarbench.cli, torch, hydra"`, interpreter
+start included), and a cProfile of one tiny job in this process (after an unprofiled one, so like jobs 2..N of
+an in-process sweep): the cifarbench functions with the most cumulative seconds.
+
+    python scripts/bench.py overhead [--jobs 8] [hydra overrides ...]
+
+All four print Markdown tables and write JSON (--json, default outputs/bench/<mode>-<time>.json).
 Data: `data.root` as in the configs ($CIFAR10_ROOT or ~/.cache/cifarbench); --data overrides it.
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
 import csv
+import json
 import logging
 import os
 import platform
+import pstats
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +57,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from tqdm import tqdm
 
+import cifarbench
 from cifarbench.data import load_cifar10
 from cifarbench.device import describe_device, resolve_amp, resolve_device
 from cifarbench.files import atomic_write_json
@@ -50,6 +66,8 @@ from cifarbench.optim import build_optimizer
 from cifarbench.trainer import train
 
 DEFAULT_MODELS = "lenet,cnn10,vgg,resnet18,resnet34"
+TINY_JOB = ["model=lenet", "trainer.epochs=1", "data.train_subset=256", "data.test_subset=500", "trainer.progress=false"]
+LAUNCHERS = {"basic": [], "parallel": ["hydra/launcher=parallel"]}  # Hydra overrides that pick the launcher
 
 
 def config(overrides: list[str]):
@@ -250,6 +268,63 @@ def reference(args) -> list[dict]:
                           "time_vs_reference"])
     print(f"\n{args.recipe} / {args.reference} training time: {ratio:.3f}")
     return [*summary, *[{"recipe": args.recipe, **r} for r in ours], *[{"recipe": args.reference, **r} for r in theirs]]
+def import_seconds(repeats: int = 3) -> float:
+    """Wall seconds of a fresh `python -c "import cifarbench.cli, torch, hydra"` (interpreter start
+    included), best of `repeats`: what each process of a sweep pays before its first job."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import cifarbench.cli, torch, hydra"], check=True)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def sweep_overhead(launcher: str, args) -> dict:
+    """Run args.jobs tiny jobs as one `python -m cifarbench -m` with `launcher`; seconds of wall and of
+    training, and the overhead per job, (wall − summed train_seconds) / jobs."""
+    sweep_dir = args.out / launcher
+    command = [sys.executable, "-m", "cifarbench", "-m", *TINY_JOB, f"trainer.seed={','.join(map(str, range(args.jobs)))}",
+               f"trainer.device={args.device}", f"hydra.sweep.dir={sweep_dir}", *LAUNCHERS[launcher],
+               *args.data_override, *args.overrides]
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise SystemExit(f"the {launcher} sweep exited with {result.returncode}: {last}")
+    summaries = [json.loads(path.read_text()) for path in sweep_dir.glob("*/summary.json")]
+    if len(summaries) != args.jobs:
+        raise SystemExit(f"the {launcher} sweep left {len(summaries)} summary.json files in {sweep_dir}, not {args.jobs}")
+    train_seconds = sum(s["train_seconds"] for s in summaries)
+    return {"launcher": launcher, "jobs": args.jobs, "completed": sum(s["status"] == "completed" for s in summaries),
+            "wall_seconds": round(wall, 2), "train_seconds_sum": round(train_seconds, 2),
+            "overhead_per_job_seconds": round((wall - train_seconds) / args.jobs, 3)}
+
+
+def profile_job(args, top: int = 10) -> list[dict]:
+    """cProfile one tiny job in this process, after an unprofiled one (imports and caches warm, as for jobs
+    2..N of an in-process sweep); the `top` cifarbench functions by cumulative seconds (the job's total first)."""
+    cfg = config([*TINY_JOB, f"trainer.device={args.device}", *args.data_override, *args.overrides])
+    train(cfg, args.out / "profile-warmup")
+    profiler = cProfile.Profile()
+    profiler.runcall(train, cfg, args.out / "profile")
+    package = Path(cifarbench.__file__).parent
+    entries = [{"function": f"{Path(file).relative_to(package.parent)}:{name}", "calls": calls,
+                "cumulative_seconds": round(cumulative, 3)}
+               for (file, _, name), (_, calls, _, cumulative, _) in pstats.Stats(profiler).stats.items()
+               if file.startswith(str(package)) and not name.startswith("<")]  # not lambdas, comprehensions
+    return sorted(entries, key=lambda e: -e["cumulative_seconds"])[:top]
+
+
+def overhead(args) -> list[dict]:
+    """Both sweeps' rows (each with the fresh-process import seconds), then the profiled job's top functions."""
+    startup = round(import_seconds(), 2)
+    rows = [{**sweep_overhead(launcher, args), "import_seconds": startup} for launcher in tqdm(LAUNCHERS, desc="sweeps")]
+    print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "train_seconds_sum", "overhead_per_job_seconds"])
+    print(f"\nimports of a fresh process (cifarbench.cli, torch, hydra; interpreter start included): {startup:.2f} s")
+    profile = profile_job(args)
+    print_table(profile, ["function", "calls", "cumulative_seconds"])
+    return rows + profile
 
 
 def print_table(rows: list[dict], columns: list[str]):
@@ -271,7 +346,7 @@ def hardware(device: torch.device) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["throughput", "accuracy", "reference"])
+    parser.add_argument("mode", choices=["throughput", "accuracy", "reference", "overhead"])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run, e.g. trainer.amp=off")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data", help="dataset folder (else data.root of the configs)")
@@ -297,6 +372,8 @@ def main(argv=None):
     accuracy_args.add_argument("--warmup-runs", type=int, default=1, help="untimed runs before the seeds")
     accuracy_args.add_argument("--reference", default="airbench94", choices=["airbench94"],
                                help="reference mode: the published recipe run beside --recipe")
+    overhead_args = parser.add_argument_group("overhead")
+    overhead_args.add_argument("--jobs", type=int, default=8, help="tiny jobs per sweep")
     args = parser.parse_intermixed_args(argv)
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -305,7 +382,7 @@ def main(argv=None):
     args.json = args.json or args.out.with_suffix(".json")
     args.data_override = [f"data.root={args.data}"] if args.data else []
     device = resolve_device(args.device)
-    rows = {"throughput": throughput, "accuracy": accuracy, "reference": reference}[args.mode](args)
+    rows = {"throughput": throughput, "accuracy": accuracy, "reference": reference, "overhead": overhead}[args.mode](args)
     atomic_write_json(args.json, {"mode": args.mode, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                                   "hardware": hardware(device), "torch": torch.__version__,
                                   "python": platform.python_version(), "rows": rows})

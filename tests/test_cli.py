@@ -30,6 +30,8 @@ def test_one_epoch_writes_metrics_curves_and_summary(tmp_path, fake_cifar_root):
     assert summary["steps"] == int(last["step"]) == 2 * 7  # 200 images at batch 32: 6 full + 1 remainder
     assert summary["params"] == 1_632_080 and summary["device"].startswith("cpu")
     assert summary["config"]["model"]["name"] == "lenet" and summary["config"]["trainer"]["epochs"] == 2
+    assert summary["command"].startswith("python -m cifarbench ") and "trainer.epochs=2" in summary["command"]
+    assert set(summary["git"]) == {"revision", "dirty"}
     assert 0 <= summary["final_test_acc"] <= 1
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
     with Image.open(run / "curves.png") as image:

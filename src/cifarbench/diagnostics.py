@@ -10,7 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarbench.files import atomic_write
+from cifarbench.runlog import DPI, new_figure, save_png
+
+FRAME = 4  # pixels of margin around each sample tile, red for a wrong prediction
+RED = (220, 20, 20, 255)  # RGBA
+CAPTION = 30  # pixels of white band above each sample tile for its caption
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -19,65 +23,76 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 
 
 def per_class_accuracy(confusion: np.ndarray, classes) -> dict[str, float]:
+    """Fraction of each true class predicted right (NaN for a class with no test images)."""
     totals = confusion.sum(1)
     return {c: float(confusion[i, i] / totals[i]) if totals[i] else float("nan") for i, c in enumerate(classes)}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path):
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    _pyplot().close(fig)
+def confusion_figure(confusion: np.ndarray, classes):
+    """Heat map of `confusion` (rows: true class), 750 × 600 px. Cell numbers and colour bar share one
+    unit, percent of the true class (each row sums to 100; cells under 0.5 % are left blank); each row's
+    label gives its number of test images."""
+    totals = confusion.sum(1, keepdims=True)
+    percent = 100 * confusion / np.maximum(totals, 1)
+    fig = new_figure(7.5, 6)
+    axis = fig.add_axes((0.25, 0.17, 0.58, 0.76))
+    image = axis.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+    for (i, j), value in np.ndenumerate(percent.round().astype(int)):
+        if value:  # figure-level texts placed in data coordinates: unlike axis.text, no clip path to build
+            fig.text(j, i, value, transform=axis.transData, ha="center", va="center", fontsize=7,
+                     color="white" if value > 50 else "black")
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), [f"{c} ({n})" for c, n in zip(classes, totals[:, 0])])
+    axis.set(xlabel="predicted (blank: under 0.5 %)", ylabel="true (test images)",
+             title=f"test accuracy {np.trace(confusion) / max(confusion.sum(), 1):.2%}")
+    fig.colorbar(image, cax=fig.add_axes((0.86, 0.17, 0.03, 0.76)), label="% of the true class")
+    return fig
 
 
 def plot_confusion(path: str | Path, confusion: np.ndarray, classes):
-    plt = _pyplot()
-    fig, axis = plt.subplots(figsize=(7, 6), constrained_layout=True)
-    rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
-    image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for i, j in np.ndindex(confusion.shape):
-        axis.text(j, i, confusion[i, j], ha="center", va="center", fontsize=7,
-                  color="white" if rates[i, j] > 0.5 else "black")
-    axis.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true",
-             title=f"test accuracy {np.trace(confusion) / confusion.sum():.2%}")
-    axis.set_xticklabels(classes, rotation=45, ha="right")
-    axis.set_yticklabels(classes)
-    fig.colorbar(image, ax=axis, label="fraction of the true class")
-    _save(fig, Path(path))
+    """confusion_figure as a PNG."""
+    save_png(confusion_figure(confusion, classes), path)
+
+
+def montage(images: np.ndarray, wrong: np.ndarray, columns: int, scale: int) -> np.ndarray:
+    """One uint8 RGBA picture of `images` (N, 3, 32, 32) in rows of `columns` tiles: each image enlarged
+    `scale` times (nearest pixel) under a CAPTION-pixel white band, inside a FRAME-pixel margin that is red
+    where `wrong` is true and white otherwise; unused tiles stay white. RGBA because Agg draws it as is."""
+    size = 32 * scale
+    tile_h, tile_w = CAPTION + size + 2 * FRAME, size + 2 * FRAME
+    rows = -(-len(images) // columns)
+    picture = np.full((rows, columns, tile_h, tile_w, 4), 255, np.uint8)
+    tiles = picture.reshape(rows * columns, tile_h, tile_w, 4)[:len(images)]
+    tiles[wrong, CAPTION:] = RED
+    tiles[:, CAPTION + FRAME:-FRAME, FRAME:-FRAME, :3] = images.transpose(0, 2, 3, 1).repeat(scale, 1).repeat(scale, 2)
+    return picture.transpose(0, 2, 1, 3, 4).reshape(rows * tile_h, columns * tile_w, 4)
 
 
 def plot_samples(path: str | Path, images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes,
-                 count: int = 32, seed: int = 0):
-    """A grid of random test images, 'true → predicted', wrong ones in red with a red frame."""
-    plt = _pyplot()
+                 count: int = 32, seed: int = 0, columns: int = 8, scale: int = 5):
+    """`count` random test images (the same pick for the same seed and test set) captioned
+    'true → predicted', wrong ones framed and captioned in red: one montage drawn one picture pixel per
+    PNG pixel (each tile 32·scale + 8 px wide, 1344 px for 8 columns at scale 5), one caption artist per tile."""
     pick = np.random.default_rng(seed).choice(len(images), size=min(count, len(images)), replace=False)
-    columns = 8
-    fig, axes = plt.subplots(-(-len(pick) // columns), columns, figsize=(2 * columns, 2.3 * -(-len(pick) // columns)),
-                             squeeze=False, constrained_layout=True)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, i in zip(axes.flat, pick):
-        wrong = predictions[i] != labels[i]
-        axis.imshow(images[i].transpose(1, 2, 0))
-        axis.set_title(f"{classes[labels[i]]}\n→ {classes[predictions[i]]}", fontsize=8, color="red" if wrong else "black")
-        if wrong:
-            axis.axis("on")
-            axis.set(xticks=[], yticks=[])
-            for spine in axis.spines.values():
-                spine.set(color="red", linewidth=3)
-    _save(fig, Path(path))
+    wrong = predictions[pick] != labels[pick]
+    picture = montage(images[pick], wrong, columns, scale)
+    height, width = picture.shape[:2]
+    fig = new_figure(width / DPI, height / DPI)
+    axis = fig.add_axes((0, 0, 1, 1))
+    axis.imshow(picture, interpolation="none")
+    axis.set_axis_off()
+    tile_h, tile_w = height // -(-len(pick) // columns), width // columns
+    for k, i in enumerate(pick):
+        row, column = divmod(k, columns)
+        fig.text((column + 0.5) * tile_w, row * tile_h + CAPTION / 2, f"{classes[labels[i]]} → {classes[predictions[i]]}",
+                 transform=axis.transData, ha="center", va="center", fontsize=9,
+                 color=np.divide(RED, 255) if wrong[k] else "black")
+    save_png(fig, path)
 
 
 def write_diagnostics(out_dir: str | Path, images: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
                       classes) -> dict[str, float]:
-    """confusion.png and samples.png into `out_dir`; returns per-class accuracy."""
+    """confusion.png and samples.png into `out_dir`; returns the accuracy (fraction) of each true class."""
     confusion = confusion_matrix(labels, predictions, len(classes))
     plot_confusion(Path(out_dir) / "confusion.png", confusion, classes)
     plot_samples(Path(out_dir) / "samples.png", images, labels, predictions, classes)

@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-from cifarbench.files import atomic_write, atomic_write_text
-from cifarbench.runlog import read_metrics
+from cifarbench.files import atomic_write_text
+from cifarbench.runlog import new_figure, read_metrics, save_png
 
 log = logging.getLogger(__name__)
 THRESHOLDS = (0.5, 0.7, 0.9)  # time-to-accuracy columns
@@ -127,17 +127,11 @@ def to_csv(table: list[dict]) -> str:
 
 
 def plot_comparisons(folder: Path, runs: list[Run], labels: list[str]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def save(fig, name):
-        atomic_write(folder / name, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-        plt.close(fig)
-
+    """Test accuracy (fraction) against training seconds and against epoch, one line per run
+    (compare_time.png, compare_epoch.png: 900 × 500 px), and final test accuracy per run as bars (final_acc.png)."""
     for x, name in (("train_seconds", "compare_time.png"), ("epoch", "compare_epoch.png")):
-        fig, axis = plt.subplots(figsize=(9, 5), constrained_layout=True)
+        fig = new_figure(9, 5)
+        axis = fig.add_axes((0.08, 0.11, 0.9, 0.86))
         for run, label in zip(runs, labels):
             if run.rows:
                 axis.plot([r[x] for r in run.rows], [r["test_acc"] for r in run.rows], "o-", ms=3, label=label)
@@ -145,10 +139,12 @@ def plot_comparisons(folder: Path, runs: list[Run], labels: list[str]):
         axis.grid(alpha=0.3)
         if any(run.rows for run in runs):
             axis.legend(fontsize=7, loc="lower right")
-        save(fig, name)
+        save_png(fig, folder / name)
 
     ordered = sorted(zip(runs, labels), key=lambda p: p[0].summary.get("final_test_acc") or 0)
-    fig, axis = plt.subplots(figsize=(9, 1 + 0.35 * len(ordered)), constrained_layout=True)
+    fig = new_figure(9, 1 + 0.35 * len(ordered))
+    fig.set_layout_engine("constrained")  # the bar labels are run labels of any length
+    axis = fig.add_subplot()
     finals = [run.summary.get("final_test_acc") or 0 for run, _ in ordered]
     colours = ["tab:blue" if run.status == "completed" else "tab:red" for run, _ in ordered]
     axis.barh([f"{label} ({run.status})" if run.status != "completed" else label for run, label in ordered], finals,
@@ -156,7 +152,7 @@ def plot_comparisons(folder: Path, runs: list[Run], labels: list[str]):
     for i, value in enumerate(finals):
         axis.text(value, i, f" {value:.1%}", va="center", fontsize=8)
     axis.set(xlabel="final test accuracy", xlim=(0, 1))
-    save(fig, "final_acc.png")
+    save_png(fig, folder / "final_acc.png")
 
 
 def write_report(folder: str | Path) -> list[dict]:

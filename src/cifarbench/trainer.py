@@ -19,8 +19,6 @@ import math
 import os
 import platform
 import signal
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from cifarbench.evaluate import evaluate, tta_views
 from cifarbench.models import build_model, count_params
 from cifarbench.models.init import whiten_first_conv
 from cifarbench.optim import build_optimizer
+from cifarbench.provenance import command_line, git_state
 from cifarbench.recorder import Recorder, metrics_row
 from cifarbench.registry import ConfigError
 from cifarbench.sched import build_schedule
@@ -61,15 +60,6 @@ def configure_determinism(deterministic: bool, device: torch.device):
     if torch.are_deterministic_algorithms_enabled() != deterministic:
         torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not deterministic  # autotuned kernels are faster but not reproducible
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 @contextlib.contextmanager
@@ -205,9 +195,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     np.random.seed(t.seed)
     recorder = Recorder(run_dir, {
         "status": "running", "model": cfg.model.name, "optim": cfg.optim.name,
-        "aug": "+".join(filter(None, (cfg.aug.name, cfg.aug.get("mix")))), "command": " ".join(sys.argv),
+        "aug": "+".join(filter(None, (cfg.aug.name, cfg.aug.get("mix")))), "command": command_line(),
         "versions": {"cifarbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "git": git_revision(), "config": config,
+        "git": git_state(), "config": config,
     }, t.plots)
 
     # Data (decoded once, to the device once as uint8), model and whitening init: a speed run's clock

@@ -1,0 +1,51 @@
+"""What a job costs besides training: no torch or matplotlib for the CLI's help and config printing, and
+scripts/bench.py overhead end to end at toy size."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_fake_cifar
+
+BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+
+
+def imported_modules(*args: str) -> tuple[set[str], str]:
+    """Top-level names of the modules `python -X importtime -m cifarbench *args` imports, and its stdout."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "cifarbench", *args], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("import time:") and "|" in line]
+    names = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines[1:]}  # [0] is the header
+    assert "hydra" in names and "cifarbench" in names  # the parsing sees imports at all
+    return names, result.stdout
+
+
+@pytest.mark.parametrize("args, shows", [(["--help"], "Powered by Hydra"), (["--cfg", "job"], "name: lenet")])
+def test_help_and_config_printing_import_neither_torch_nor_matplotlib(args, shows):
+    names, stdout = imported_modules(*args)
+    assert shows in stdout
+    assert not names & {"torch", "matplotlib", "PIL", "torchvision"}
+
+
+def test_overhead_bench_runs_both_sweeps_and_profiles_a_job(tmp_path):
+    root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
+    result = subprocess.run([sys.executable, str(BENCH), "overhead", "--jobs", "2", "--device", "cpu", "--data",
+                             str(root), "--json", str(tmp_path / "overhead.json")], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| launcher | jobs | completed | wall_seconds |" in result.stdout
+    rows = json.loads((tmp_path / "overhead.json").read_text())["rows"]
+    sweeps = [r for r in rows if "launcher" in r]
+    profile = [r for r in rows if "function" in r]
+    assert [s["launcher"] for s in sweeps] == ["basic", "parallel"]
+    for sweep in sweeps:
+        assert sweep["jobs"] == sweep["completed"] == 2 and sweep["import_seconds"] > 0
+        assert 0 < sweep["train_seconds_sum"] < sweep["wall_seconds"]
+        assert sweep["overhead_per_job_seconds"] == pytest.approx(
+            (sweep["wall_seconds"] - sweep["train_seconds_sum"]) / 2, abs=0.01)
+        assert len(list((tmp_path / "outputs" / "bench").glob(f"overhead-*/{sweep['launcher']}/*/summary.json"))) == 2
+    assert profile[0]["function"] == "cifarbench/trainer.py:train" and profile[0]["calls"] == 1
+    assert len(profile) == 10 and all(p["function"].startswith("cifarbench/") for p in profile)
+    assert profile == sorted(profile, key=lambda p: -p["cumulative_seconds"])
