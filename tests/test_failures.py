@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
@@ -84,22 +85,94 @@ def test_unwritable_run_folder_fails_the_cli_cleanly(tmp_path, fake_cifar_root):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("trainer.batch_size=0", "trainer.batch_size=0; it must be a positive number"),
-    ("trainer.batch_size=-8", "trainer.batch_size=-8; it must be a positive number"),
+    ("trainer.batch_size=0", "trainer.batch_size=0; it must be a positive integer"),
+    ("trainer.batch_size=-8", "trainer.batch_size=-8; it must be a positive integer"),
     ("trainer.epochs=0", "trainer.epochs=0; it must be a positive number"),
     ("trainer.budget_min=-1", "trainer.budget_min=-1; it must be a positive number or null"),
     ("optim.lr=0", "optim.lr=0; it must be a positive number"),
-    ("trainer.device=tpu", "trainer.device='tpu'; choose one of auto, cpu, cuda"),
-    ("trainer.amp=fp8", "trainer.amp='fp8'; choose one of auto, bf16, fp16, off"),
+    ("trainer.device=tpu", "trainer.device='tpu'; it must be one of auto, cpu, cuda"),
+    ("trainer.amp=fp8", "trainer.amp='fp8'; it must be one of auto, bf16, fp16, off"),
     ("data.train_subset=60000", "data.train_subset=60000; it must be an integer in 1..50000 or null"),
-    ("+trainer.epoch=3", "unknown key(s) trainer.epoch; trainer has"),
-    ("+data.subset=3", "unknown key(s) data.subset; data has"),
-    ("+lr=0.1", "unknown top-level key(s) lr"),
+    ("+trainer.epoch=3", "trainer has no field(s) epoch (did you mean epochs?); its fields are: epochs, batch_size,"),
+    ("+data.subset=3", "data has no field(s) subset (did you mean test_subset?); its fields are: root, download, url, train_subset, test_subset, "
+                       "preprocess"),
+    ("+trainer.lookahead.evry=5", "trainer.lookahead has no field(s) evry (did you mean every?); its fields are: "
+                                  "every, decay, decay_power"),
+    ("+lr=0.1", "unknown top-level key(s) lr; the config has data, model, optim, sched, aug, trainer"),
+    ("+optim.learning_rate=0.1", "optim 'sgd' has no field(s) learning_rate (did you mean lr?); its fields are: "
+                                 "name, weight_decay, norm_bias_lr_scale, lr, momentum, nesterov"),
+    ("+model.depth=3", "model 'lenet' has no field(s) depth (did you mean width?); its fields are: name, "
+                       "norm_momentum, norm_eps, norm_weight, dirac_init, channels, hidden,"),
+    ("+aug.pad=reflect", "aug 'flip_shift' has no field(s) pad (did you mean pad_mode?); its fields are: name, mix, "
+                         "mix_alpha, max_shift, flip, pad_mode"),
+    ("optim=muon +optim.auxiliary.weight_decay=0.1", "optim.auxiliary 'sgd' has no field(s) weight_decay; its fields "
+                                                     "are: name, lr, momentum, nesterov"),
+    # every group's numeric and enum fields, declared once in validate.py
+    ("aug=mixup aug.mix_alpha=-1", "aug.mix_alpha=-1; it must be a positive number"),
+    ("aug.max_shift=-1", "aug.max_shift=-1; it must be an integer >= 0"),
+    ("aug.max_shift=1.5", "aug.max_shift=1.5; it must be an integer >= 0"),
+    ("aug.flip=sometimes", "aug.flip='sometimes'; it must be one of true, false, alternating"),
+    ("aug.pad_mode=wrap", "aug.pad_mode='wrap'; it must be one of zeros, reflect, edge"),
+    ("aug.mix=cutmix", "aug.mix='cutmix'; it must be one of mixup, bc"),
+    ("aug=cutout aug.size=0", "aug.size=0; it must be a positive integer"),
+    ("aug=keras aug.width_shift=1.5", "aug.width_shift=1.5; it must be a number in [0, 1]"),
+    ("aug=keras aug.horizontal_flip=maybe", "aug.horizontal_flip='maybe'; it must be true or false"),
+    ("optim.momentum=1", "optim.momentum=1; it must be a number in [0, 1)"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay=-0.1; it must be a number >= 0"),
+    ("optim.nesterov=yes", "optim.nesterov='yes'; it must be true or false"),
+    ("optim=adam optim.betas=[0.9,1.0]", "optim.betas=[0.9, 1.0]; it must be a list of 2 values, each a number in [0, 1)"),
+    ("optim=adam optim.betas=[0.9]", "optim.betas=[0.9]; it must be a list of 2 values, each a number in [0, 1)"),
+    ("optim=adamw optim.eps=0", "optim.eps=0; it must be a positive number"),
+    ("optim=adabound optim.final_lr=-1", "optim.final_lr=-1; it must be a positive number"),
+    ("optim=muon optim.ns_steps=0", "optim.ns_steps=0; it must be a positive integer"),
+    ("optim=muon optim.auxiliary.lr=-1", "optim.auxiliary.lr=-1; it must be a positive number"),
+    ("optim=muon optim.adjust_lr_fn=fast", "optim.adjust_lr_fn='fast'; it must be one of original, match_rms_adamw"),
+    ("sched=step sched.gamma=0", "sched.gamma=0; it must be a positive number"),
+    ("sched=step sched.every=0", "sched.every=0; it must be a number in (0, 1]"),
+    ("sched=multistep sched.milestones=[0.5,2]", "sched.milestones=[0.5, 2]; it must be a list of values, each a "
+                                                 "number in [0, 1]"),
+    ("sched=onecycle sched.peak=1.5", "sched.peak=1.5; it must be a number in [0, 1]"),
+    ("sched.warmup=1", "sched.warmup=1; it must be a number in [0, 1)"),
+    ("model=speednet model.norm_momentum=2", "model.norm_momentum=2; it must be a number in [0, 1]"),
+    ("model=speednet model.norm_eps=0", "model.norm_eps=0; it must be a positive number"),
+    ("trainer.lookahead.every=2.5", "trainer.lookahead.every=2.5; it must be a positive integer or null"),
+    ("trainer.lookahead.decay=2", "trainer.lookahead.decay=2; it must be a number in [0, 1]"),
+    ("trainer.ema=1", "trainer.ema=1; it must be a number in [0, 1) or null"),
+    ("trainer.seed=x", "trainer.seed='x'; it must be an integer"),
+    ("trainer.tta=all", "trainer.tta='all'; it must be one of none, flip, flip_translate"),
+    ("data.preprocess=pca", "data.preprocess='pca'; it must be one of "),
 ])
 def test_each_bad_value_is_named(compose_with, override, message):
     with pytest.raises(ConfigError) as error:
-        validate_config(compose_with(override))
-    assert message in str(error.value)
+        validate_config(compose_with(*override.split()))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_every_field_of_every_group_is_declared_once():
+    """The YAML fields of trainer and data are exactly their schemas; every field a builder of optim,
+    sched or aug takes has a declaration, so a new entry's field cannot go unchecked."""
+    from omegaconf import OmegaConf
+
+    from cifarbench.validate import AUG, DATA, OPTIM, SCHED, TRAINER
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    assert list(OmegaConf.load(conf / "trainer" / "default.yaml")) == list(TRAINER.fields)
+    assert list(OmegaConf.load(conf / "data" / "cifar10.yaml")) == list(DATA.fields)
+    for entries in (OPTIM, SCHED, AUG):
+        for name in entries.registry.names():
+            undeclared = set(entries.fields(name)) - set(entries.table) - {"name"}
+            assert not undeclared, (entries.registry.kind, name, undeclared)
+
+
+@pytest.mark.parametrize("overrides, warning", [
+    (("trainer.batch_size=512", "data.train_subset=300"),
+     "trainer.batch_size=512 is larger than the 300 training images: every epoch is a single smaller batch"),
+    (("optim.lr=20",), "optim.lr=20 is above 10, where sgd usually diverges"),
+    (("optim=adam", "optim.lr=0.5"), "optim.lr=0.5 is above 0.1, where adam usually diverges"),
+])
+def test_questionable_values_warn_with_the_reason(compose_with, caplog, overrides, warning):
+    validate_config(compose_with(*overrides))
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [warning]
 
 
 def test_cuda_and_fp16_need_a_gpu(compose_with):

@@ -136,7 +136,7 @@ def test_stochastic_depth_skip_rate_and_deterministic_eval():
 
 
 def test_unknown_model_and_field_errors():
-    with pytest.raises(ConfigError, match="unknown model 'resnet9'; available: .*resnet18"):
+    with pytest.raises(ConfigError, match="unknown model 'resnet9' \\(did you mean resnet74\\?\\); available: .*resnet18"):
         MODELS.build("resnet9")
     with pytest.raises(ConfigError, match="model 'resnet18' has no field\\(s\\) width; its fields are: .*stem"):
         build_model(OmegaConf.create({"name": "resnet18", "width": 2}))

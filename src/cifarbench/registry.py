@@ -1,6 +1,7 @@
 """Name → builder registries, so configs name models, optimizers, schedules and augmentations by string."""
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 from typing import Any, Callable
@@ -10,6 +11,26 @@ log = logging.getLogger(__name__)
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and the allowed values."""
+
+
+def _initials(name: str) -> str:
+    return "".join(part[:1] for part in name.split("_"))
+
+
+def did_you_mean(name: str, known) -> str:
+    """' (did you mean X?)' for the known name closest to `name`: one that abbreviates it (learning_rate
+    → lr), else one it begins (pad → pad_mode), else the closest spelling; '' when none is close."""
+    known = list(known)
+    close = ([k for k in known if "_" in name and k == _initials(name)] or [k for k in known if k.startswith(name)]
+             or difflib.get_close_matches(name, known, n=1))
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def unknown_fields(where: str, unknown, known) -> ConfigError:
+    """The error for fields `unknown` of `where` (e.g. "optim 'sgd'"): each with its nearest known
+    name, then every field `where` has."""
+    named = ", ".join(f"{field}{did_you_mean(field, known)}" for field in unknown)
+    return ConfigError(f"{where} has no field(s) {named}; its fields are: {', '.join(known) or '(none)'}")
 
 
 class Registry:
@@ -43,20 +64,21 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self._builders:
-            raise ConfigError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
+            raise ConfigError(f"unknown {self.kind} {name!r}{did_you_mean(str(name), self.names())}; "
+                              f"available: {', '.join(self.names())}")
         return self._builders[name]
+
+    def fields(self, name: str) -> list[str] | None:
+        """The config fields builder `name` takes (its keyword arguments), or None if it takes any."""
+        params = inspect.signature(self.get(name)).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return None
+        return [key for key, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty]
 
     def build(self, name: str, *args, **fields) -> Any:
         """Call the builder `name` with the given fields, None-valued ones dropped."""
-        builder = self.get(name)
+        known = self.fields(name)
         fields = {k: v for k, v in fields.items() if v is not None}
-        params = inspect.signature(builder).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            unknown = sorted(set(fields) - set(params))
-            if unknown:
-                known = [key for key, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty]
-                raise ConfigError(
-                    f"{self.kind} {name!r} has no field(s) {', '.join(unknown)}; "
-                    f"its fields are: {', '.join(known) or '(none)'}"
-                )
-        return builder(*args, **fields)
+        if known is not None and set(fields) - set(known):
+            raise unknown_fields(f"{self.kind} {name!r}", sorted(set(fields) - set(known)), known)
+        return self.get(name)(*args, **fields)

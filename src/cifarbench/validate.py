@@ -1,59 +1,241 @@
-"""Config checks that run before any data is loaded: each failure is one line naming the key, the
-bad value and what is allowed."""
+"""Config checks that run before any data is loaded, from one declaration per field.
+
+Each group's fields are declared once below as `Field`s (a type, and a range or the allowed values);
+`trainer` and `data` are fixed `Schema`s, while `model`, `optim`, `sched` and `aug` are `Entries`: the
+chosen entry's builder signature (its registry) says which fields it has, the group's table says what
+each may hold. A failure raises ConfigError with one line naming the key, its value and what is
+allowed; an unknown field lists the fields there are, with the nearest as "did you mean". Values that
+work but are likely mistakes are logged as warnings that say why.
+"""
 from __future__ import annotations
 
-import importlib.resources
+import logging
+from dataclasses import dataclass
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from cifarbench.device import resolve_amp, resolve_device
+from cifarbench.aug import AUGMENTS, MIXES, PAD_MODES
+from cifarbench.data import PREPROCESSES
+from cifarbench.device import AMP_MODES, DEVICES, resolve_amp, resolve_device
 from cifarbench.evaluate import TTA_MODES
+from cifarbench.models import COMMON_FIELDS, MODELS
+from cifarbench.optim import OPTIMIZERS
 from cifarbench.recorder import PLOTS
-from cifarbench.registry import ConfigError
+from cifarbench.registry import ConfigError, Registry, did_you_mean, unknown_fields
+from cifarbench.sched import SCHEDULES
 
-TRAIN_SIZE = 50_000  # CIFAR-10's training set
-GROUPS_WITH_ONE_SCHEMA = ("trainer", "data")  # their default YAML lists every key they may have
-TOP_LEVEL = {"data", "model", "optim", "sched", "aug", "trainer"}
+log = logging.getLogger(__name__)
 
-
-def _known_keys(group: str) -> set[str]:
-    path = importlib.resources.files("cifarbench.conf") / group / ("default.yaml" if group == "trainer" else "cifar10.yaml")
-    return set(OmegaConf.load(str(path)).keys())
+TRAIN_SIZE, TEST_SIZE = 50_000, 10_000  # CIFAR-10's training and test sets
 
 
-def _positive(cfg: DictConfig, key: str, optional: bool = False):
-    value = OmegaConf.select(cfg, key)
-    if value is None and optional:
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        allowed = "a positive number" + (" or null" if optional else "")
-        raise ConfigError(f"{key}={value}; it must be {allowed}")
+def _show(value: Any) -> str:
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value)
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Field:
+    """What one config field may hold: `kind` is "number", "integer", "bool", "text" or "choice";
+    numbers lie in [low, high] (an end is open when its flag says so, absent when None); a "choice"
+    is one of `choices`; `items` > 0 makes the field a list of that many such values (-1: any number)."""
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple = ()
+    nullable: bool = False
+    items: int = 0
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            text = "one of " + ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices)
+        elif self.kind == "bool":
+            text = "true or false"
+        elif self.kind == "text":
+            text = "a string"
+        else:
+            noun = "an integer" if self.kind == "integer" else "a number"
+            if self.low == 0 and self.low_open and self.high is None:
+                text = f"a positive {noun.split()[-1]}"
+            elif self.high is None:
+                text = noun if self.low is None else f"{noun} {'>' if self.low_open else '>='} {self.low:g}"
+            elif self.kind == "integer":
+                text = f"an integer in {self.low:g}..{self.high:g}"
+            else:
+                text = f"{noun} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.items:
+            count = "" if self.items < 0 else f"{self.items} "
+            text = f"a list of {count}values, each {text}"
+        return text + (" or null" if self.nullable else "")
+
+    def _fits(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return any(value == c and type(value) is type(c) for c in self.choices)
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "text":
+            return isinstance(value, str)
+        if not _is_number(value) or (self.kind == "integer" and not isinstance(value, int)):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def check(self, key: str, value: Any, nullable: bool = False):
+        """Raise ConfigError unless `value` fits (None fits when the field or the caller allows it)."""
+        if value is None and (self.nullable or nullable):
+            return
+        if self.items:
+            fits = isinstance(value, (list, tuple, ListConfig)) and (self.items < 0 or len(value) == self.items) \
+                and all(value is not None and self._fits(v) for v in value)
+        else:
+            fits = self._fits(value)
+        if not fits:
+            raise ConfigError(f"{key}={_show(value)}; it must be {self.describe()}")
+
+
+def positive(integer: bool = False, nullable: bool = False) -> Field:
+    return Field("integer" if integer else "number", low=0, low_open=True, nullable=nullable)
+
+
+def at_least(low: float, integer: bool = False) -> Field:
+    return Field("integer" if integer else "number", low=low)
+
+
+def between(low: float, high: float, high_open: bool = False, low_open: bool = False, integer: bool = False,
+            nullable: bool = False, items: int = 0) -> Field:
+    return Field("integer" if integer else "number", low, high, low_open, high_open, nullable=nullable, items=items)
+
+
+def one_of(*choices, nullable: bool = False) -> Field:
+    return Field("choice", choices=choices, nullable=nullable)
+
+
+FLAG, TEXT, INTEGER = Field("bool"), Field("text"), Field("integer")
+FRACTION = between(0, 1)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A group (or sub-group) with a fixed set of fields, each declared here."""
+    name: str
+    fields: dict[str, Any]  # field name → Field, or a Schema for a nested group
+
+    def check(self, key: str, cfg: Any, nullable: bool = False):
+        if not isinstance(cfg, DictConfig):
+            raise ConfigError(f"{key}={_show(cfg)}; it must be a group of fields: {', '.join(self.fields)}")
+        unknown = [k for k in cfg if k not in self.fields]
+        if unknown:
+            raise unknown_fields(key, unknown, list(self.fields))
+        for field, value in cfg.items():
+            self.fields[field].check(f"{key}.{field}", value)
+
+
+@dataclass(frozen=True)
+class Entries:
+    """A group whose entry (`name`) is a registry builder: the builder's keyword arguments and the
+    group's `common` fields are the fields an entry has, less `supplied` (arguments the code passes
+    itself); `table` declares what each holds (a builder field missing from it is passed unchecked).
+    Every field but `name` may be null: the builder's default."""
+    registry: Registry
+    common: tuple[str, ...]
+    table: dict[str, Any]
+    supplied: tuple[str, ...] = ()
+
+    def fields(self, name: str) -> list[str] | None:
+        own = self.registry.fields(name)
+        return None if own is None else [*self.common, *(f for f in own if f not in self.supplied)]
+
+    def check(self, key: str, cfg: Any, nullable: bool = False):
+        if cfg is None and nullable:
+            return
+        if not isinstance(cfg, DictConfig) or "name" not in cfg:
+            raise ConfigError(f"{key}={_show(cfg)}; it must be a group of fields with a name")
+        known = self.fields(cfg.name)  # an unknown name: "unknown <kind> ...; available: ..."
+        unknown = [k for k in cfg if known is not None and k not in known]
+        if unknown:
+            raise unknown_fields(f"{key} {cfg.name!r}", unknown, known)
+        for field, value in cfg.items():
+            if field != "name" and field in self.table:
+                self.table[field].check(f"{key}.{field}", value, nullable=True)
+
+
+TRAINER = Schema("trainer", {
+    "epochs": positive(), "batch_size": positive(integer=True), "drop_last": FLAG,
+    "budget_min": positive(nullable=True), "device": one_of(*DEVICES), "amp": one_of(*AMP_MODES),
+    "seed": INTEGER, "channels_last": FLAG, "eval_every": positive(), "eval_batch_size": positive(integer=True),
+    "progress": FLAG, "plots": one_of(*PLOTS), "label_smoothing": between(0, 1, high_open=True),
+    "deterministic": FLAG, "resume": Field("text", nullable=True), "compile": FLAG,
+    "ema": between(0, 1, high_open=True, nullable=True), "ema_warmup": FLAG,
+    "lookahead": Schema("lookahead", {"every": positive(integer=True, nullable=True), "decay": FRACTION,
+                                      "decay_power": at_least(0)}),
+    "tta": one_of(*TTA_MODES), "whiten_init": FLAG, "whiten_freeze": FLAG,
+    "whiten_bias_epochs": positive(nullable=True),
+})
+DATA = Schema("data", {
+    "root": TEXT, "download": FLAG, "url": TEXT,
+    "train_subset": between(1, TRAIN_SIZE, integer=True, nullable=True),
+    "test_subset": between(1, TEST_SIZE, integer=True, nullable=True),
+    "preprocess": one_of(*PREPROCESSES.names()),
+})
+_OPTIMIZER_FIELDS = {
+    "lr": positive(), "momentum": between(0, 1, high_open=True), "nesterov": FLAG,
+    "betas": between(0, 1, high_open=True, items=2), "eps": positive(), "final_lr": positive(), "gamma": positive(),
+    "amsbound": FLAG, "ns_steps": positive(integer=True), "adjust_lr_fn": one_of("original", "match_rms_adamw"),
+}
+OPTIM = Entries(OPTIMIZERS, ("name", "weight_decay", "norm_bias_lr_scale"), {
+    **_OPTIMIZER_FIELDS, "weight_decay": at_least(0), "norm_bias_lr_scale": positive(),
+    "auxiliary": Entries(OPTIMIZERS, ("name",), _OPTIMIZER_FIELDS),  # muon's optimizer for the other tensors
+})
+SCHED = Entries(SCHEDULES, ("name", "warmup"), {
+    "warmup": between(0, 1, high_open=True), "milestones": between(0, 1, items=-1), "gamma": positive(),
+    "every": between(0, 1, low_open=True), "final": at_least(0), "peak": FRACTION, "initial": at_least(0),
+    "k": at_least(0),
+})
+AUG = Entries(AUGMENTS, ("name", "mix", "mix_alpha"), {
+    "mix": one_of(*MIXES), "mix_alpha": positive(), "max_shift": at_least(0, integer=True),
+    "flip": one_of(True, False, "alternating"), "pad_mode": one_of(*PAD_MODES), "size": positive(integer=True),
+    "rotation": between(0, 180), "width_shift": FRACTION, "height_shift": FRACTION, "shear": between(0, 90),
+    "zoom": between(0, 1, high_open=True), "channel_shift": between(0, 255), "horizontal_flip": FLAG,
+})
+MODEL = Entries(MODELS, ("name", *COMMON_FIELDS), {  # a family's own fields are checked by its builder
+    "norm_momentum": FRACTION, "norm_eps": positive(), "norm_weight": FLAG, "dirac_init": FLAG,
+}, supplied=("num_classes",))
+GROUPS = {"data": DATA, "model": MODEL, "optim": OPTIM, "sched": SCHED, "aug": AUG, "trainer": TRAINER}
+
+# Above these learning rates an optimizer usually diverges (a warning, not an error).
+USUAL_MAX_LR = {"sgd": 10.0, "muon": 10.0, "adam": 0.1, "adamw": 0.1, "adabound": 0.1, "amsbound": 0.1}
+
+
+def warnings_for(cfg: DictConfig) -> list[str]:
+    """Legal values that are probably mistakes, each with the reason."""
+    found = []
+    train_size = cfg.data.train_subset or TRAIN_SIZE
+    if cfg.trainer.batch_size > train_size:
+        found.append(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the {train_size} training images: "
+                     "every epoch is a single smaller batch")
+    usual = USUAL_MAX_LR.get(cfg.optim.name)
+    if usual is not None and cfg.optim.lr > usual:
+        found.append(f"optim.lr={cfg.optim.lr} is above {usual:g}, where {cfg.optim.name} usually diverges")
+    return found
 
 
 def validate_config(cfg: DictConfig):
-    unknown = sorted(set(cfg.keys()) - TOP_LEVEL)
+    """Check every field of every group (see the module's docstring); raises ConfigError, logs warnings."""
+    unknown = [k for k in cfg if k not in GROUPS]
     if unknown:
-        raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; the config has {', '.join(sorted(TOP_LEVEL))}")
-    for group in GROUPS_WITH_ONE_SCHEMA:
-        extra = sorted(set(cfg[group].keys()) - _known_keys(group))
-        if extra:
-            raise ConfigError(f"unknown key(s) {', '.join(f'{group}.{k}' for k in extra)}; "
-                              f"{group} has {', '.join(sorted(_known_keys(group)))}")
-    for key in ("trainer.batch_size", "trainer.epochs", "trainer.eval_every", "trainer.eval_batch_size", "optim.lr"):
-        _positive(cfg, key)
-    _positive(cfg, "trainer.budget_min", optional=True)
+        named = ", ".join(f"{k}{did_you_mean(k, GROUPS)}" for k in unknown)
+        raise ConfigError(f"unknown top-level key(s) {named}; the config has {', '.join(GROUPS)}")
+    for group, schema in GROUPS.items():
+        schema.check(group, cfg.get(group))
     resolve_amp(cfg.trainer.amp, resolve_device(cfg.trainer.device))
-    subset = cfg.data.train_subset
-    if subset is not None and (not isinstance(subset, int) or not 0 < subset <= TRAIN_SIZE):
-        raise ConfigError(f"data.train_subset={subset}; it must be an integer in 1..{TRAIN_SIZE} or null")
-    test_subset = cfg.data.test_subset
-    if test_subset is not None and (not isinstance(test_subset, int) or not 0 < test_subset <= 10_000):
-        raise ConfigError(f"data.test_subset={test_subset}; it must be an integer in 1..10000 or null")
-    if cfg.trainer.tta not in TTA_MODES:
-        raise ConfigError(f"trainer.tta={cfg.trainer.tta!r}; choose one of {', '.join(TTA_MODES)}")
-    if cfg.trainer.plots not in PLOTS:
-        raise ConfigError(f"trainer.plots={cfg.trainer.plots!r}; choose one of {', '.join(PLOTS)}")
-    _positive(cfg, "trainer.lookahead.every", optional=True)
-    _positive(cfg, "trainer.whiten_bias_epochs", optional=True)
-    if not 0 <= cfg.trainer.label_smoothing < 1:
-        raise ConfigError(f"trainer.label_smoothing={cfg.trainer.label_smoothing}; it must be in [0, 1)")
+    for warning in warnings_for(cfg):
+        log.warning("%s", warning)

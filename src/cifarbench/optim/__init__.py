@@ -5,6 +5,8 @@ instead of the optimizer's, so the two never add up. Each group also says whethe
 weight matrices of hidden layers (`hidden_matrix`), which `optim=muon` gives to Muon."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -73,9 +75,7 @@ def adabound(params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999)
     return AdaBound(params, lr=lr, betas=tuple(betas), final_lr=final_lr, gamma=gamma, eps=eps, amsbound=amsbound)
 
 
-@OPTIMIZERS.register()
-def amsbound(params, **fields) -> torch.optim.Optimizer:
-    return adabound(params, **{**fields, "amsbound": True})
+OPTIMIZERS.register("amsbound")(functools.partial(adabound, amsbound=True))  # AdaBound's fields, amsbound on
 
 
 @OPTIMIZERS.register(info="torch.optim.Muon on hidden-layer weight matrices, `auxiliary` on the rest")
