@@ -37,6 +37,8 @@ def test_one_epoch_writes_metrics_curves_and_summary(tmp_path, fake_cifar_root):
     with Image.open(run / "curves.png") as image:
         assert image.size[0] > 300 and image.size[1] > 200
     assert (run / ".hydra" / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
+    log = result.stdout + result.stderr  # the run folder, at the start and at the end
+    assert f"- run folder: {run}\n" in log and f"- run folder: {run} (the run's files)\n" in log
 
 
 def test_budget_stops_training_and_still_evaluates(tmp_path, fake_cifar_root, compose_with):
@@ -110,3 +112,94 @@ def test_every_group_entry_trains(tmp_path, shared_fake_root, compose_with, over
     assert summary["status"] == "completed"
     assert [summary["optim"], summary["config"]["sched"]["name"], summary["config"]["data"]["preprocess"]] == [
         cfg.optim.name, cfg.sched.name, cfg.data.preprocess]
+
+
+# The CLI explains itself ----------------------------------------------------------------------------
+def cli_main(monkeypatch, capsys, *argv: str) -> tuple[int | None, str, str]:
+    """`cifarbench argv...` in-process: (exit code, None if it returned; stdout; stderr)."""
+    from cifarbench import cli
+
+    monkeypatch.setattr("sys.argv", ["cifarbench", *argv])
+    try:
+        cli.main()
+        code = None
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_the_commands_the_common_overrides_and_where_outputs_go(monkeypatch, capsys):
+    code, out, _ = cli_main(monkeypatch, capsys, "--help")
+    assert code in (None, 0)
+    assert out.startswith("usage: cifarbench COMMAND [--help | ARGS...]\n")
+    for line in ("  models    list the models: parameters, MACs, the SPEC section each reproduces",
+                 "  report    leaderboard and comparison plots of a folder of runs",
+                 "  predict   classify image files, folders or glob patterns with a checkpoint",
+                 "  inspect   confusion matrix, sample predictions and per-class accuracy of a checkpoint",
+                 "outputs, relative to the current folder:",
+                 "  outputs/runs/<date>/<time>_<model>_<optim>_<run id>/     one run (printed at its start and end)",
+                 "  -m optim=sgd,adam model=lenet,resnet18                   a sweep: one job per combination"):
+        assert line + "\n" in out
+    assert "cifarbench is powered by Hydra." in out and "optim: adabound, adam, adamw, amsbound, muon, sgd" in out
+
+
+@pytest.mark.parametrize("command", ["models", "report", "predict", "inspect"])
+def test_each_command_has_help(monkeypatch, capsys, command):
+    code, out, _ = cli_main(monkeypatch, capsys, command, "--help")
+    assert code == 0 and out.startswith(f"usage: cifarbench {command}")
+
+
+@pytest.mark.parametrize("word, message", [
+    ("reprot", "cifarbench: unknown command 'reprot' (did you mean report?); commands: models, report, predict, "
+               "inspect (or none, to train; cifarbench --help)\n"),
+    ("train", "cifarbench: unknown command 'train'; commands: models, report, predict, inspect (or none, to train; "
+              "cifarbench --help)\n"),
+])
+def test_an_unknown_command_lists_the_commands(monkeypatch, capsys, word, message):
+    assert cli_main(monkeypatch, capsys, word, "model=lenet") == (2, "", message)
+
+
+def test_only_a_bare_first_word_is_a_command():
+    from cifarbench.cli import is_command
+
+    assert is_command("reprot") and is_command("models")
+    assert not any(map(is_command, ["model=vgg", "-m", "--cfg", "+model.depth=3", "~trainer.ema", "-sc"]))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model=no_such_net"], "error: Could not find 'model/no_such_net'; available: alexnet, chainer_cnn, "),
+    (["optim=sgdd"], "error: Could not find 'optim/sgdd' (did you mean sgd?); available: adabound, adam, adamw, "
+                     "amsbound, muon, sgd\n"),
+    (["optim.learning_rate=3"], "error: optim 'sgd' has no field(s) learning_rate (did you mean lr?); its fields are: "
+                                "name, lr, momentum, nesterov, weight_decay, norm_bias_lr_scale (to add a new field: "
+                                "+optim.learning_rate=VALUE)\n"),
+    (["trainer.epochs=["], "error: cannot parse the override 'trainer.epochs=[': no viable alternative at input '['"),
+])
+def test_a_config_that_does_not_compose_is_one_line_and_exit_2(monkeypatch, capsys, overrides, message):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    code, out, err = cli_main(monkeypatch, capsys, *overrides)
+    assert code == 2 and out == "" and err.startswith(message) and err.count("\n") == 1
+
+
+def test_hydra_full_error_still_raises_with_the_traceback(monkeypatch, capsys):
+    from hydra.errors import ConfigCompositionException
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ConfigCompositionException, match="Could not override 'optim.learning_rate'"):
+        cli_main(monkeypatch, capsys, "optim.learning_rate=3")
+
+
+def test_a_bad_checkpoint_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    code, out, err = cli_main(monkeypatch, capsys, "predict", f"ckpt={tmp_path / 'garbage.pt'}",
+                              f"images={tmp_path}")
+    assert code == 2 and err.startswith(f"error: {tmp_path / 'garbage.pt'} holds objects other than tensors and plain "
+                                        "containers; refusing to unpickle it")
+    assert err.count("\n") == 1
+
+
+def test_bash_completion_completes_groups_and_fields():
+    result = run_cli("-sc", "query=bash", env={"COMP_LINE": "cifarbench optim=a", "COMP_POINT": "19"})
+    assert result.returncode == 0 and result.stdout.split() == ["optim=adabound", "optim=adam", "optim=adamw",
+                                                                "optim=amsbound"]

@@ -1,21 +1,30 @@
-"""`python -m cifarbench` / `cifarbench`: a thin Hydra wrapper around `trainer.train`.
+"""`python -m cifarbench` / `cifarbench`: a thin Hydra wrapper around `trainer.train`, and its commands.
 
 A job that fails records the failure in its summary.json (status "failed" and the error's first
-line); inside a multirun the other jobs go on, a single run exits non-zero.
+line); inside a multirun the other jobs go on, a single run exits non-zero. An error the user
+caused (a bad value, a config that does not compose, an unknown override key, a bad checkpoint)
+prints one line and exits 2; with HYDRA_FULL_ERROR=1 it raises, traceback and all.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
+from unittest import mock
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from cifarbench.registry import did_you_mean, unknown_fields
 
 log = logging.getLogger("cifarbench")
 
@@ -44,23 +53,32 @@ def pin_gpu(job_num: int | None):
         torch.cuda.set_device(job_num % torch.cuda.device_count())
 
 
-@hydra.main(version_base="1.3", config_path="pkg://cifarbench.conf", config_name="config")
-def run(cfg: DictConfig) -> float:
-    """Train one job; returns the objective a Hydra sweeper maximises (best test accuracy; NaN if failed)."""
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message says all a user needs (a value, a file, a folder): shown as one line."""
     from cifarbench.checkpoint import CheckpointError
     from cifarbench.data import DatasetError
     from cifarbench.files import OutputError
     from cifarbench.registry import ConfigError
+
+    return DatasetError, ConfigError, CheckpointError, OutputError
+
+
+@hydra.main(version_base="1.3", config_path="pkg://cifarbench.conf", config_name="config")
+def run(cfg: DictConfig) -> float:
+    """Train one job; returns the objective a Hydra sweeper maximises (best test accuracy; NaN if failed)."""
     from cifarbench.trainer import train
 
     hydra_cfg = HydraConfig.get()
     run_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
     pin_gpu(hydra_cfg.job.get("num") if multirun else None)
+    log.info("run folder: %s", run_dir)
     try:
         summary = train(cfg, run_dir)
-    except (DatasetError, ConfigError, CheckpointError, OutputError) as e:  # the message says it all
+    except user_errors() as e:  # the message says it all
         log.error("%s", e)
         record_failure(run_dir, cfg, e)
+        if not multirun and tracebacks_wanted():
+            raise
         if multirun:
             return math.nan
         sys.exit(2)
@@ -70,6 +88,8 @@ def run(cfg: DictConfig) -> float:
             raise
         log.exception("job failed; the sweep goes on")
         return math.nan
+    finally:
+        log.info("run folder: %s (the run's files)", run_dir)
     if summary["status"] == "interrupted":
         sys.exit(130)  # Ctrl-C ends a sweep too
     if summary["status"] == "diverged" and not multirun:
@@ -77,16 +97,124 @@ def run(cfg: DictConfig) -> float:
     return summary.get("best_test_acc", math.nan)
 
 
-# `cifarbench NAME ...` runs `python -m MODULE ...`; each module has main(argv).
-SUBCOMMANDS = {"models": "cifarbench.models.__main__", "report": "cifarbench.report",
-               "predict": "cifarbench.predict", "inspect": "cifarbench.diagnostics"}
+# `cifarbench NAME ...` runs `python -m MODULE ...`; each module has main(argv), which takes --help.
+COMMANDS = {
+    "models": ("cifarbench.models.__main__", "list the models: parameters, MACs, the SPEC section each reproduces"),
+    "report": ("cifarbench.report", "leaderboard and comparison plots of a folder of runs"),
+    "predict": ("cifarbench.predict", "classify image files, folders or glob patterns with a checkpoint"),
+    "inspect": ("cifarbench.diagnostics", "confusion matrix, sample predictions and per-class accuracy of a checkpoint"),
+}
+
+HELP = """usage: cifarbench COMMAND [--help | ARGS...]
+       cifarbench [OVERRIDE...] [-m] [--cfg job] [--help]     train (Hydra overrides, below)
+
+commands:
+{commands}
+
+common overrides (`cifarbench --cfg job ...` prints the composed config and runs nothing):
+  model=lenet optim=sgd sched=constant aug=flip_shift     pick a group's entry (lists below)
+  experiment=speedrun94                                    a whole recipe
+  trainer.epochs=20 trainer.batch_size=128 trainer.budget_min=10 trainer.device=auto
+  data.root=DIR data.train_subset=10000 optim.lr=0.05     change one field
+  +model.norm_momentum=0.1                                 add a field the YAML lacks
+  -m optim=sgd,adam model=lenet,resnet18                   a sweep: one job per combination
+
+outputs, relative to the current folder:
+  outputs/runs/<date>/<time>_<model>_<optim>_<run id>/     one run (printed at its start and end)
+  outputs/multirun/<date>/<time>_<run id>/<job>_<overrides>/   a sweep's jobs, leaderboard.md beside them
+
+shell completion: eval "$(cifarbench -sc install=bash)"   (see README, "Shell completion")
+"""
+
+
+def usage() -> str:
+    return HELP.format(commands="\n".join(f"  {name:<9} {summary}" for name, (_, summary) in COMMANDS.items()))
+
+
+def is_command(word: str) -> bool:
+    """A bare first word is a command: Hydra's overrides hold '=' and its options start with '-'
+    (overrides may also start with '+' or '~', which hold '=' or name a key to delete)."""
+    return "=" not in word and not word.startswith(("-", "+", "~"))
+
+
+def one_line(error: BaseException) -> str:
+    """A Hydra or OmegaConf error as one line: an unknown key lists the group's fields with the
+    nearest one, a missing config lists the options; otherwise the message's lines joined."""
+    cause = error.__cause__
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and isinstance(cause.parent_node, DictConfig) \
+            and cause.full_key:
+        group, key = cause.full_key.rpartition(".")[::2]
+        name = cause.parent_node.get("name")
+        where = f"{group} {name!r}" if isinstance(name, str) else group or "the config"
+        return f"{unknown_fields(where, [key], list(cause.parent_node))} (to add a new field: +{cause.full_key}=VALUE)"
+    if isinstance(error, MissingConfigException) and error.options:
+        first = str(error).splitlines()[0].removeprefix("In 'config': ")
+        missing = (error.missing_cfg_file or "").rpartition("/")[2]
+        return f"{first}{did_you_mean(missing, error.options)}; available: {', '.join(error.options)}"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if isinstance(error, OverrideParseException):
+        lines.insert(0, f"cannot parse the override {error.override!r}:")
+    if isinstance(cause, OmegaConfBaseException):
+        lines.append(str(cause).splitlines()[0])
+    return " ".join(lines)
+
+
+def tracebacks_wanted() -> bool:
+    """Whether the user set HYDRA_FULL_ERROR=1 (`main` sets it for Hydra's sake, keeping the user's
+    value in CIFARBENCH_FULL_ERROR)."""
+    return os.environ.get("CIFARBENCH_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
+@contextlib.contextmanager
+def errors_in_one_line(kinds: tuple[type[BaseException], ...]):
+    """Errors of `kinds` print `error: <one line>` and exit 2, unless tracebacks are wanted (then they raise)."""
+    try:
+        yield
+    except kinds as e:
+        if tracebacks_wanted():
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    module = importlib.import_module(COMMANDS[name][0])
+    with errors_in_one_line(user_errors()):
+        return module.main(argv)
+
+
+def key_value_args(argv: list[str], usage_line: str, required: tuple[str, ...]) -> DictConfig:
+    """The `key=value` arguments of a command, as a config. `-h`/`--help` prints `usage_line` and exits
+    0; a missing required key or an argument that is not `key=value` prints it and exits 2."""
+    if {"-h", "--help"} & set(argv):
+        print(usage_line)
+        sys.exit(0)
+    bad = [arg for arg in argv if "=" not in arg]
+    args = OmegaConf.from_dotlist([arg for arg in argv if "=" in arg])
+    missing = [key for key in required if not args.get(key)]
+    if bad or missing:
+        problem = f"not key=value: {' '.join(bad)}" if bad else f"missing {', '.join(missing)}"
+        print(f"{usage_line}\n({problem})", file=sys.stderr)
+        sys.exit(2)
+    return args
 
 
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
-        sys.exit(importlib.import_module(SUBCOMMANDS[sys.argv[1]]).main(sys.argv[2:]))
-    run()
-
+    """Dispatch `cifarbench COMMAND ...`, explain an unknown command, else train under Hydra."""
+    argv = sys.argv[1:]
+    if argv and argv[0] in COMMANDS:
+        sys.exit(run_command(argv[0], argv[1:]))
+    if argv and is_command(argv[0]):
+        print(f"cifarbench: unknown command {argv[0]!r}{did_you_mean(argv[0], COMMANDS)}; "
+              f"commands: {', '.join(COMMANDS)} (or none, to train; cifarbench --help)", file=sys.stderr)
+        sys.exit(2)
+    if {"-h", "--help"} & set(argv):
+        print(usage())
+    # Hydra prints its own errors in several lines, unless HYDRA_FULL_ERROR=1: then it raises them to us.
+    with mock.patch.dict(os.environ, {"CIFARBENCH_FULL_ERROR": str(int(tracebacks_wanted())),
+                                      "HYDRA_FULL_ERROR": "1"}):
+        with errors_in_one_line((HydraException, OmegaConfBaseException)):
+            run()
 
 if __name__ == "__main__":
     main()

@@ -112,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     from cifarbench.predict import load_trained
     from cifarbench.evaluate import evaluate
 
-    args = OmegaConf.from_dotlist(list(argv if argv is not None else sys.argv[1:]))
-    if "ckpt" not in args:
-        print("usage: cifarbench inspect ckpt=PATH [out=DIR] [data.root=DIR]", file=sys.stderr)
-        return 2
+    from cifarbench.cli import key_value_args
+
+    args = key_value_args(list(argv if argv is not None else sys.argv[1:]),
+                          "usage: cifarbench inspect ckpt=PATH [out=DIR] [data.root=DIR]", required=("ckpt",))
     trained = load_trained(args.ckpt)
     root = OmegaConf.select(args, "data.root") or trained.config["data"]["root"]
     data = load_cifar10(root, download=False)

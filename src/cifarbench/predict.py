@@ -2,7 +2,10 @@
 
     python -m cifarbench.predict ckpt=outputs/.../checkpoints/best.pt images=[car.jpg,jet.png] [topk=3] [json=out.json]
 
-Each image is converted to RGB, resized to 32×32 (Lanczos) and normalised exactly as in training
+`images` takes files, folders (their image files, by extension) and glob patterns (`'photos/*.jpg'`,
+`photos/**/*.png`), each expanded in sorted order; at the end a line counts what was classified and
+what was skipped (files of a folder or pattern that are not images by their extension, and files
+that could not be read). Each image is converted to RGB, resized to 32×32 (Lanczos) and normalised exactly as in training
 (the checkpoint carries the fitted normalisation). A missing or unreadable file is reported and the
 others are still classified; the exit code is 1 if any failed.
 
@@ -14,6 +17,7 @@ than Pillow's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`) are refuse
 """
 from __future__ import annotations
 
+import glob
 import sys
 import warnings
 from dataclasses import dataclass
@@ -100,30 +104,62 @@ def classify(trained: Trained, images: np.ndarray, topk: int = 3) -> list[list[t
     return [[(trained.classes[i], p) for p, i in zip(ps.tolist(), idx.tolist())] for ps, idx in zip(*top)]
 
 
+USAGE = "usage: cifarbench predict ckpt=PATH images=[a.jpg,photos/,'photos/*.png'] [topk=3] [json=out.json]"
+
+
+def expand_images(specs: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Files, folders and glob patterns → (files to read, in order; files passed over because their
+    extension is not an image format's; one-line errors for folders and patterns that give nothing).
+    A folder gives its image files, a pattern its matches (`**` recursive), each sorted; a plain
+    path is kept as it is (read_image reports it if it is missing or not an image)."""
+    from PIL import Image
+
+    image_suffixes = set(Image.registered_extensions())
+    files, passed_over, errors = [], [], []
+    for spec in specs:
+        if Path(spec).is_dir():
+            found = sorted(str(p) for p in Path(spec).iterdir() if p.is_file())
+        elif glob.has_magic(spec):
+            found = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        else:
+            files.append(spec)
+            continue
+        images = [p for p in found if Path(p).suffix.lower() in image_suffixes]
+        files += images
+        passed_over += [p for p in found if p not in images]
+        if not images:
+            errors.append(f"{spec}: no image files {'in this folder' if Path(spec).is_dir() else 'match'}")
+    return files, passed_over, errors
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = OmegaConf.from_dotlist(list(argv if argv is not None else sys.argv[1:]))
-    if "ckpt" not in args or not args.get("images"):
-        print("usage: cifarbench predict ckpt=PATH images=[a.jpg,b.png] [topk=3] [json=out.json]", file=sys.stderr)
-        return 2
-    paths = [str(p) for p in (args.images if OmegaConf.is_list(args.images) else [args.images])]
+    """Classify the images of `images=` with `ckpt=`; exit 1 if any could not be read."""
+    from cifarbench.cli import key_value_args
+
+    args = key_value_args(list(argv if argv is not None else sys.argv[1:]), USAGE, required=("ckpt", "images"))
+    specs = [str(p) for p in (args.images if OmegaConf.is_list(args.images) else [args.images])]
+    paths, passed_over, errors = expand_images(specs)
     trained = load_trained(args.ckpt)
-    results, failures, images, readable = {}, 0, [], []
+    results, images, readable = {}, [], []
     for path in paths:
         try:
             images.append(read_image(path))
             readable.append(path)
         except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
+            errors.append(str(e))
             results[path] = {"error": str(e)}
-            failures += 1
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
     if images:
         for path, top in zip(readable, classify(trained, np.stack(images), int(args.get("topk", 3)))):
             results[path] = {"prediction": top[0][0], "top": [{"class": c, "probability": p} for c, p in top]}
             print(f"{path}: {top[0][0]}   " + "  ".join(f"{c} {p:.1%}" for c, p in top))
+    unreadable = len(paths) - len(readable)
+    print(f"classified {len(readable)} image(s); skipped {unreadable} unreadable and {len(passed_over)} not an "
+          f"image by extension" + (f" ({', '.join(passed_over)})" if passed_over else ""))
     if args.get("json"):
         atomic_write_json(args.json, {p: results[p] for p in paths})
-    return 1 if failures else 0
-
+    return 1 if errors else 0
 
 if __name__ == "__main__":
     raise SystemExit(main())
