@@ -188,3 +188,39 @@ def test_predict_skips_a_decompression_bomb_and_classifies_the_rest(tmp_path, tr
     assert len(errors) == 1 and errors[0].startswith(f"error: {tmp_path / 'bomb.png'}: refused as a possible")
     out = json.loads((tmp_path / "out.json").read_text())
     assert out[str(tmp_path / "cat.png")]["prediction"] == "cat" and "error" in out[str(tmp_path / "bomb.png")]
+
+
+def test_images_expand_folders_and_glob_patterns_in_sorted_order(tmp_path):
+    from cifarbench.predict import expand_images
+
+    photos = tmp_path / "photos"
+    (photos / "deeper").mkdir(parents=True)
+    for name in ("b.png", "a.JPG", "notes.txt", "deeper/c.png"):
+        (photos / name).write_bytes(b"")
+    files, passed_over, errors = expand_images([str(photos), str(photos / "**" / "*.png"), str(tmp_path / "x.png"),
+                                                str(tmp_path / "*.gif"), str(tmp_path)])
+    assert files == [str(photos / "a.JPG"), str(photos / "b.png"),  # the folder: its image files, not deeper
+                     str(photos / "b.png"), str(photos / "deeper" / "c.png"),  # the pattern, ** recursive
+                     str(tmp_path / "x.png")]  # a plain path as it is (read_image says it is missing)
+    assert passed_over == [str(photos / "notes.txt")]
+    assert errors == [f"{tmp_path / '*.gif'}: no image files match", f"{tmp_path}: no image files in this folder"]
+
+
+def test_predict_on_a_folder_counts_what_it_read_and_skipped(tmp_path, trained_run, capsys):
+    from cifarbench.predict import main
+
+    run, _ = trained_run
+    pixels = fake_images(np.array([3, 7]), np.random.default_rng(5)).reshape(2, 3, 32, 32).transpose(0, 2, 3, 1)
+    Image.fromarray(pixels[0]).save(tmp_path / "cat.png")
+    Image.fromarray(pixels[1]).save(tmp_path / "horse.png")
+    (tmp_path / "broken.jpg").write_text("this is not an image")
+    (tmp_path / "notes.txt").write_text("a list of photos")
+    code = main([f"ckpt={run / 'checkpoints' / 'best.pt'}", f"images={tmp_path}", "topk=1"])
+    out, err = capsys.readouterr()
+    assert code == 1 and err.startswith(f"error: {tmp_path / 'broken.jpg'}: not an image that Pillow can read")
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(f"{tmp_path / 'cat.png'}: cat   cat ") and lines[0].endswith("%")
+    assert lines[1].startswith(f"{tmp_path / 'horse.png'}: horse   horse ")
+    assert lines[2] == (f"classified 2 image(s); skipped 1 unreadable and 1 not an image by extension "
+                        f"({tmp_path / 'notes.txt'})")
