@@ -203,3 +203,51 @@ def test_bash_completion_completes_groups_and_fields():
     result = run_cli("-sc", "query=bash", env={"COMP_LINE": "cifarbench optim=a", "COMP_POINT": "19"})
     assert result.returncode == 0 and result.stdout.split() == ["optim=adabound", "optim=adam", "optim=adamw",
                                                                 "optim=amsbound"]
+
+
+# The README's CLI and "Adding a model" sections are what the code does -----------------------------
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_section(heading: str) -> str:
+    """From `heading` to the next heading of level 2 or 3 (code comments start with "# ")."""
+    text = README.read_text()
+    start = text.index(f"\n{heading}\n") + len(heading) + 2
+    ends = [i for i in (text.find("\n## ", start), text.find("\n### ", start)) if i >= 0]
+    return text[start:min(ends, default=len(text))]
+
+
+def fenced(section: str, language: str) -> str:
+    """The first ```language block of `section`."""
+    start = section.index(f"```{language}\n") + len(language) + 4
+    return section[start:section.index("```", start)]
+
+
+def test_readme_command_line_section_is_the_help_text():
+    from cifarbench.cli import usage
+
+    assert fenced(readme_section("## Command line"), "text") == usage().rstrip("\n") + "\n"
+
+
+def test_readme_adding_a_model_example_registers_composes_and_trains(tmp_path, fake_cifar_root, compose_with,
+                                                                    monkeypatch):
+    from omegaconf import open_dict
+
+    from cifarbench.models import MODELS, list_models
+    from cifarbench.trainer import train
+
+    section = readme_section("### Adding a model")
+    source, yaml = fenced(section, "python"), fenced(section, "yaml")
+    config = OmegaConf.create(yaml)
+    assert source.startswith("# src/cifarbench/models/") and yaml.startswith(f"# conf/model/{config.name}.yaml\n")
+    assert "add `tiny` to the imports of `src/cifarbench/models/__init__.py`" in " ".join(section.split())
+    monkeypatch.setattr(MODELS, "_builders", dict(MODELS._builders))  # the example's registration ends here
+    monkeypatch.setattr(MODELS, "info", dict(MODELS.info))
+    exec(compile(source, "README.md: Adding a model", "exec"), {})
+    assert config.name in list_models()
+    cfg = compose_with(*QUICK, "trainer.plots=none", "data.train_subset=32", f"data.root={fake_cifar_root}")
+    with open_dict(cfg):
+        cfg.model = config
+    summary = train(cfg, tmp_path)
+    assert summary["status"] == "completed" and summary["steps"] == 1
+    assert summary["config"]["model"] == OmegaConf.to_container(config)
