@@ -251,3 +251,16 @@ def test_readme_adding_a_model_example_registers_composes_and_trains(tmp_path, f
     summary = train(cfg, tmp_path)
     assert summary["status"] == "completed" and summary["steps"] == 1
     assert summary["config"]["model"] == OmegaConf.to_container(config)
+
+
+def test_a_config_error_raised_inside_training_keeps_its_traceback(monkeypatch, capsys, tmp_path):
+    """Only composing the config is the user's doing; an OmegaConf error from inside a job is a bug."""
+    from omegaconf.errors import ConfigKeyError
+
+    def buggy_train(cfg, run_dir):
+        raise ConfigKeyError("a key the trainer looked up wrongly")
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr("cifarbench.trainer.train", buggy_train)
+    with pytest.raises(ConfigKeyError, match="a key the trainer looked up wrongly"):
+        cli_main(monkeypatch, capsys, f"hydra.run.dir={tmp_path}")

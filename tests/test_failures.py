@@ -94,8 +94,8 @@ def test_unwritable_run_folder_fails_the_cli_cleanly(tmp_path, fake_cifar_root):
     ("trainer.amp=fp8", "trainer.amp='fp8'; it must be one of auto, bf16, fp16, off"),
     ("data.train_subset=60000", "data.train_subset=60000; it must be an integer in 1..50000 or null"),
     ("+trainer.epoch=3", "trainer has no field(s) epoch (did you mean epochs?); its fields are: epochs, batch_size,"),
-    ("+data.subset=3", "data has no field(s) subset (did you mean test_subset?); its fields are: root, download, url, train_subset, test_subset, "
-                       "preprocess"),
+    ("+data.subset=3", "data has no field(s) subset (did you mean test_subset?); its fields are: root, download, "
+                       "url, train_subset, test_subset, preprocess"),
     ("+trainer.lookahead.evry=5", "trainer.lookahead has no field(s) evry (did you mean every?); its fields are: "
                                   "every, decay, decay_power"),
     ("+lr=0.1", "unknown top-level key(s) lr; the config has data, model, optim, sched, aug, trainer"),
@@ -120,7 +120,8 @@ def test_unwritable_run_folder_fails_the_cli_cleanly(tmp_path, fake_cifar_root):
     ("optim.momentum=1", "optim.momentum=1; it must be a number in [0, 1)"),
     ("optim.weight_decay=-0.1", "optim.weight_decay=-0.1; it must be a number >= 0"),
     ("optim.nesterov=yes", "optim.nesterov='yes'; it must be true or false"),
-    ("optim=adam optim.betas=[0.9,1.0]", "optim.betas=[0.9, 1.0]; it must be a list of 2 values, each a number in [0, 1)"),
+    ("optim=adam optim.betas=[0.9,1.0]", "optim.betas=[0.9, 1.0]; it must be a list of 2 values, each a number in "
+                                         "[0, 1)"),
     ("optim=adam optim.betas=[0.9]", "optim.betas=[0.9]; it must be a list of 2 values, each a number in [0, 1)"),
     ("optim=adamw optim.eps=0", "optim.eps=0; it must be a positive number"),
     ("optim=adabound optim.final_lr=-1", "optim.final_lr=-1; it must be a positive number"),

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import sys
+import traceback
 from pathlib import Path
 from unittest import mock
 
@@ -102,7 +103,8 @@ COMMANDS = {
     "models": ("cifarbench.models.__main__", "list the models: parameters, MACs, the SPEC section each reproduces"),
     "report": ("cifarbench.report", "leaderboard and comparison plots of a folder of runs"),
     "predict": ("cifarbench.predict", "classify image files, folders or glob patterns with a checkpoint"),
-    "inspect": ("cifarbench.diagnostics", "confusion matrix, sample predictions and per-class accuracy of a checkpoint"),
+    "inspect": ("cifarbench.diagnostics",
+                "confusion matrix, sample predictions and per-class accuracy of a checkpoint"),
 }
 
 HELP = """usage: cifarbench COMMAND [--help | ARGS...]
@@ -165,13 +167,20 @@ def tracebacks_wanted() -> bool:
     return os.environ.get("CIFARBENCH_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR")) == "1"
 
 
+def raised_in_a_job(error: BaseException) -> bool:
+    """Whether `error` came from inside `run` (a bug in training, whose traceback matters), not from
+    composing the config."""
+    return any(frame.f_code is run.__wrapped__.__code__ for frame, _ in traceback.walk_tb(error.__traceback__))
+
+
 @contextlib.contextmanager
-def errors_in_one_line(kinds: tuple[type[BaseException], ...]):
-    """Errors of `kinds` print `error: <one line>` and exit 2, unless tracebacks are wanted (then they raise)."""
+def errors_in_one_line(kinds: tuple[type[BaseException], ...], unless=lambda error: False):
+    """Errors of `kinds` print `error: <one line>` and exit 2, unless tracebacks are wanted or
+    `unless(error)` holds (then they raise)."""
     try:
         yield
     except kinds as e:
-        if tracebacks_wanted():
+        if tracebacks_wanted() or unless(e):
             raise
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
@@ -213,8 +222,9 @@ def main():
     # Hydra prints its own errors in several lines, unless HYDRA_FULL_ERROR=1: then it raises them to us.
     with mock.patch.dict(os.environ, {"CIFARBENCH_FULL_ERROR": str(int(tracebacks_wanted())),
                                       "HYDRA_FULL_ERROR": "1"}):
-        with errors_in_one_line((HydraException, OmegaConfBaseException)):
+        with errors_in_one_line((HydraException, OmegaConfBaseException), unless=raised_in_a_job):
             run()
+
 
 if __name__ == "__main__":
     main()

@@ -70,7 +70,8 @@ class Field:
             elif self.kind == "integer":
                 text = f"an integer in {self.low:g}..{self.high:g}"
             else:
-                text = f"{noun} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+                opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+                text = f"{noun} in {opening}{self.low:g}, {self.high:g}{closing}"
         if self.items:
             count = "" if self.items < 0 else f"{self.items} "
             text = f"a list of {count}values, each {text}"
@@ -126,10 +127,9 @@ FRACTION = between(0, 1)
 @dataclass(frozen=True)
 class Schema:
     """A group (or sub-group) with a fixed set of fields, each declared here."""
-    name: str
     fields: dict[str, Any]  # field name → Field, or a Schema for a nested group
 
-    def check(self, key: str, cfg: Any, nullable: bool = False):
+    def check(self, key: str, cfg: Any):
         if not isinstance(cfg, DictConfig):
             raise ConfigError(f"{key}={_show(cfg)}; it must be a group of fields: {', '.join(self.fields)}")
         unknown = [k for k in cfg if k not in self.fields]
@@ -168,19 +168,19 @@ class Entries:
                 self.table[field].check(f"{key}.{field}", value, nullable=True)
 
 
-TRAINER = Schema("trainer", {
+TRAINER = Schema({
     "epochs": positive(), "batch_size": positive(integer=True), "drop_last": FLAG,
     "budget_min": positive(nullable=True), "device": one_of(*DEVICES), "amp": one_of(*AMP_MODES),
     "seed": INTEGER, "channels_last": FLAG, "eval_every": positive(), "eval_batch_size": positive(integer=True),
     "progress": FLAG, "plots": one_of(*PLOTS), "label_smoothing": between(0, 1, high_open=True),
     "deterministic": FLAG, "resume": Field("text", nullable=True), "compile": FLAG,
     "ema": between(0, 1, high_open=True, nullable=True), "ema_warmup": FLAG,
-    "lookahead": Schema("lookahead", {"every": positive(integer=True, nullable=True), "decay": FRACTION,
-                                      "decay_power": at_least(0)}),
+    "lookahead": Schema({"every": positive(integer=True, nullable=True), "decay": FRACTION,
+                         "decay_power": at_least(0)}),
     "tta": one_of(*TTA_MODES), "whiten_init": FLAG, "whiten_freeze": FLAG,
     "whiten_bias_epochs": positive(nullable=True),
 })
-DATA = Schema("data", {
+DATA = Schema({
     "root": TEXT, "download": FLAG, "url": TEXT,
     "train_subset": between(1, TRAIN_SIZE, integer=True, nullable=True),
     "test_subset": between(1, TEST_SIZE, integer=True, nullable=True),
