@@ -1,10 +1,8 @@
 """Schedules: exact in integer steps at every milestone, ramps that never train at lr 0, and progress
 that follows steps or the wall-clock budget."""
-import json
 import math
 
 import pytest
-from conftest import run_cli
 from omegaconf import OmegaConf
 
 from cifarbench.registry import ConfigError
@@ -72,12 +70,13 @@ def test_progress_by_steps_or_budget():
     assert progress(10, 10_000, elapsed_s=90.0, budget_s=60.0) == 1.0
 
 
-def test_a_budgeted_run_anneals_towards_its_final_lr(tmp_path, fake_cifar_root):
+def test_a_budgeted_run_anneals_towards_its_final_lr(tmp_path, fake_cifar_root, compose_with):
     """With a budget, the last logged lr sits near the schedule's end although epochs are far from done."""
-    result = run_cli("trainer.epochs=10000", "trainer.budget_min=0.05", "sched=cosine", "trainer.batch_size=16",
-                     "trainer.progress=false", f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    from cifarbench.trainer import train
+
+    summary = train(compose_with("trainer.epochs=10000", "trainer.budget_min=0.05", "sched=cosine",
+                                 "trainer.batch_size=16", "trainer.progress=false", "trainer.plots=none",
+                                 f"data.root={fake_cifar_root}"), tmp_path)
     last_lr = float((tmp_path / "metrics.csv").read_text().splitlines()[-1].split(",")[3])
     assert summary["stopped_by"] == "budget" and summary["epochs"] < 10000
     assert last_lr < 0.01 * 0.05  # under 5% of the base lr: the cosine ran (almost) to its end
