@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 from cifarbench.files import atomic_write, atomic_write_text
 
+# val_loss and val_acc are empty cells (None in memory) when the run holds out no validation split.
 METRICS = ("epoch", "step", "train_seconds", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-           "images_per_s")
+           "images_per_s", "val_loss", "val_acc")
 
 
 def write_metrics(path: str | Path, rows: list[dict]):
@@ -24,8 +26,21 @@ def write_metrics(path: str | Path, rows: list[dict]):
 
 
 def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a metrics.csv as floats; an empty cell (no validation split) reads as None."""
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: float(v) if v != "" else None for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def objective(summary: dict) -> float:
+    """The number a sweep maximises and leaderboards rank by, from a run's summary.json: the value of
+    the key its `selection.objective` names (`final_val_acc` with a validation split, else
+    `final_test_acc`; a fraction), or -inf for a run that did not complete (failed, diverged,
+    interrupted, killed) or has no such value, so it ranks below every completed run. Never NaN:
+    Hydra's Optuna sweeper fails the whole search on a NaN return."""
+    value = summary.get(summary.get("selection", {}).get("objective", "final_test_acc"))
+    if summary.get("status") != "completed" or value is None or math.isnan(value):
+        return -math.inf
+    return float(value)
 
 
 DPI = 100  # figure pixels per inch: a figure of w × h inches is saved as a (100·w) × (100·h) pixel PNG
