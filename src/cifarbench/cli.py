@@ -46,11 +46,14 @@ def pin_gpu(job_num: int | None):
 
 @hydra.main(version_base="1.3", config_path="pkg://cifarbench.conf", config_name="config")
 def run(cfg: DictConfig) -> float:
-    """Train one job; returns the objective a Hydra sweeper maximises (best test accuracy; NaN if failed)."""
+    """Train one job; returns the objective a Hydra sweeper maximises (`runlog.objective`): the final
+    validation accuracy with `data.val_split`, else the final test accuracy (fractions); -inf for a job
+    that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search)."""
     from cifarbench.checkpoint import CheckpointError
     from cifarbench.data import DatasetError
     from cifarbench.files import OutputError
     from cifarbench.registry import ConfigError
+    from cifarbench.runlog import objective
     from cifarbench.trainer import train
 
     hydra_cfg = HydraConfig.get()
@@ -62,19 +65,19 @@ def run(cfg: DictConfig) -> float:
         log.error("%s", e)
         record_failure(run_dir, cfg, e)
         if multirun:
-            return math.nan
+            return -math.inf
         sys.exit(2)
     except Exception as e:
         record_failure(run_dir, cfg, e)
         if not multirun:
             raise
         log.exception("job failed; the sweep goes on")
-        return math.nan
+        return -math.inf
     if summary["status"] == "interrupted":
         sys.exit(130)  # Ctrl-C ends a sweep too
     if summary["status"] == "diverged" and not multirun:
         sys.exit(1)
-    return summary.get("best_test_acc", math.nan)
+    return objective(summary)
 
 
 # `cifarbench NAME ...` runs `python -m MODULE ...`; each module has main(argv).
