@@ -10,7 +10,7 @@ from cifarbench.data import validation_split
 from cifarbench.registry import ConfigError
 
 QUICK = ("model=lenet_bn", "trainer.batch_size=32", "trainer.eval_batch_size=64", "trainer.progress=false",
-         "trainer.plots=none", "trainer.deterministic=true")
+         "trainer.deterministic=true")
 
 
 def test_the_split_is_stratified_by_largest_remainder_and_deterministic():
@@ -32,6 +32,12 @@ def test_a_split_that_leaves_nothing_to_train_is_one_line(size):
         validation_split(np.zeros(200, np.int64), size)
     assert str(error.value) == (f"data.val_split={size}; it must be an integer in 0..199 (the held-out part of "
                                 f"the 200 training images, data.train_subset included)")
+
+
+@pytest.mark.parametrize("seed", [-1, 0.5, "a"])
+def test_a_bad_seed_is_one_line(seed):
+    with pytest.raises(ConfigError, match=f"^data.val_seed={seed}; it must be a non-negative integer$"):
+        validation_split(np.zeros(10, np.int64), 2, seed)
 
 
 def test_the_split_comes_out_of_train_subset(tmp_path, fake_cifar_root, compose_with):
@@ -70,3 +76,4 @@ def test_validation_chooses_best_pt_and_is_never_trained_on(tmp_path, fake_cifar
     saved_mean = (-buffers["shift"] / (255 * buffers["scale"])).flatten().double().numpy()
     assert saved_mean == pytest.approx(mean / 255, rel=1e-5)
     assert json.loads((tmp_path / "summary.json").read_text())["best_val_acc"] == summary["best_val_acc"]
+    assert (tmp_path / "curves.png").is_file()  # drawn with the validation curves

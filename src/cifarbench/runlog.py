@@ -64,15 +64,16 @@ def save_png(fig, path: str | Path):
 
 
 def plot_curves(path: str | Path, rows: list[dict], title: str = ""):
-    """Accuracy (fraction) and loss (mean cross-entropy) against epoch, train and test, in two panels
-    (1000 × 400 px); `rows` as written to metrics.csv."""
+    """Accuracy (fraction) and loss (mean cross-entropy) against epoch, train, validation (when the
+    run holds out a split) and test, in two panels (1000 × 400 px); `rows` as written to metrics.csv."""
     fig = new_figure(10, 4)
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.12, top=0.88 if title else 0.96, wspace=0.2)
     acc, loss = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in rows]
+    parts = ("train", "val", "test") if rows and rows[-1].get("val_acc") is not None else ("train", "test")
     for axis, key, label in ((acc, "acc", "accuracy"), (loss, "loss", "loss")):
-        axis.plot(epochs, [r[f"train_{key}"] for r in rows], "o-", ms=3, label="train")
-        axis.plot(epochs, [r[f"test_{key}"] for r in rows], "o-", ms=3, label="test")
+        for part in parts:
+            axis.plot(epochs, [r[f"{part}_{key}"] for r in rows], "o-", ms=3, label=part)
         axis.set(xlabel="epoch", ylabel=label)
         axis.grid(alpha=0.3)
         axis.locator_params(nbins=5)  # each tick is a handful of artists: most of the drawing time

@@ -15,9 +15,11 @@ def validation_split(labels: np.ndarray, size: int, seed: int = 0) -> tuple[np.n
     `numpy.random.default_rng(seed)`: the same labels, size and seed give the same split. size=0
     holds out nothing (training indices 0..N-1).
 
-    Raises ConfigError (one line) unless `size` is an integer in 0..N-1.
+    Raises ConfigError (one line) unless `size` is an integer in 0..N-1 and `seed` a non-negative integer.
     """
     n = len(labels)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"data.val_seed={seed}; it must be a non-negative integer")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 0 <= size < n:
         raise ConfigError(f"data.val_split={size}; it must be an integer in 0..{n - 1} (the held-out part of the "
                           f"{n} training images, data.train_subset included)")
