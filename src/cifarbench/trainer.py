@@ -141,7 +141,7 @@ def warm_up_compiled(training: Training, autocast, tta: str):
     training.optimizer.zero_grad(set_to_none=True)
     training.eval_model.eval()
     with torch.no_grad():
-        for loader in filter(None, (training.test_loader, training.val_loader)):
+        for loader in [loader for loader in (training.test_loader, training.val_loader) if loader is not None]:
             for size in sorted({end - start for start, end in loader.bounds}):
                 for _, view in tta_views(inputs(loader, size), tta):
                     with autocast:
@@ -155,7 +155,8 @@ def evaluate_and_save(training: Training, state: RunState, recorder: Recorder, a
     """Evaluate on the validation split (if any) and the test set, the same way; add a metrics row;
     checkpoint (last.pt, and best.pt at a new best by the recorder's selection accuracy); returns the
     test predictions ((N,) int64, CPU)."""
-    val = evaluate(training.eval_model, training.val_loader, autocast, tta)[:2] if training.val_loader else (None, None)
+    val = ((None, None) if training.val_loader is None
+           else evaluate(training.eval_model, training.val_loader, autocast, tta)[:2])
     test_loss, test_acc, predictions = evaluate(training.eval_model, training.test_loader, autocast, tta)
     best = recorder.add_row(state, metrics_row(state, len(training.train_loader),
                                                training.optimizer.param_groups[0]["lr"], training.step.window(),
