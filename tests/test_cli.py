@@ -18,13 +18,16 @@ def test_one_epoch_writes_metrics_curves_and_summary(tmp_path, fake_cifar_root):
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["epoch", "step", "train_seconds", "lr", "train_loss", "train_acc", "test_loss",
-                             "test_acc", "images_per_s"]
+                             "test_acc", "images_per_s", "val_loss", "val_acc"]
+    assert {(r["val_loss"], r["val_acc"]) for r in rows} == {("", "")}  # no validation split: empty cells
     assert [float(r["epoch"]) for r in rows] == [1.0, 2.0]
     summary = json.loads((run / "summary.json").read_text())
     last = rows[-1]
     assert summary["status"] == "completed" and summary["stopped_by"] == "epochs"
     assert summary["final_test_acc"] == pytest.approx(float(last["test_acc"]))
     assert summary["best_test_acc"] == pytest.approx(max(float(r["test_acc"]) for r in rows))
+    assert summary["selection"] == {"best_checkpoint": "test_acc", "objective": "final_test_acc"}
+    assert "final_val_acc" not in summary
     assert summary["epochs"] == pytest.approx(float(last["epoch"]))
     assert summary["train_seconds"] == pytest.approx(float(last["train_seconds"]), abs=1e-3)
     assert summary["steps"] == int(last["step"]) == 2 * 7  # 200 images at batch 32: 6 full + 1 remainder

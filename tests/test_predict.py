@@ -224,3 +224,55 @@ def test_predict_on_a_folder_counts_what_it_read_and_skipped(tmp_path, trained_r
     assert lines[1].startswith(f"{tmp_path / 'horse.png'}: horse   horse ")
     assert lines[2] == (f"classified 2 image(s); skipped 1 unreadable and 1 not an image by extension "
                         f"({tmp_path / 'notes.txt'})")
+
+
+@pytest.fixture(scope="module")
+def ema_tta_run(tmp_path_factory, compose_with):
+    """A run that evaluates with EMA weights and flip TTA (the issue's `lenet_bn … trainer.tta=flip`)."""
+    from conftest import make_fake_cifar
+
+    from cifarbench.trainer import train
+
+    base = tmp_path_factory.mktemp("ema_tta")
+    root = make_fake_cifar(base / "data", n_train=300, n_test=150)
+    summary = train(compose_with("model=lenet_bn", "trainer.epochs=1", "trainer.batch_size=32", "trainer.ema=0.9",
+                                 "trainer.tta=flip", "trainer.eval_batch_size=64", "data.test_subset=130",
+                                 "trainer.progress=false", f"data.root={root}"), base / "run")
+    return base / "run", root, summary
+
+
+def test_inspect_evaluates_a_checkpoint_exactly_as_its_run_did(ema_tta_run, capsys):
+    from cifarbench.diagnostics import main as inspect
+
+    run, root, summary = ema_tta_run
+    figures = {name: (run / name).read_bytes() for name in ("confusion.png", "samples.png")}
+    assert inspect([f"ckpt={run / 'checkpoints' / 'last.pt'}", f"data.root={root}"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[:out.rindex("}") + 1])
+    # exactly: the same weights, views, inputs and images (the loss also shows the TTA views)
+    assert (report["test_acc"], report["test_loss"]) == (summary["final_test_acc"], summary["final_test_loss"])
+    assert report["test_images"] == 130
+    assert report["per_class_acc"] == pytest.approx(summary["per_class_acc"], nan_ok=True)
+    assert "EMA weights, trainer.tta=flip, data.preprocess=meanstd" in report["evaluated_as"]
+    assert (run / "inspect" / "confusion.png").is_file() and (run / "inspect" / "samples.png").is_file()
+    assert figures == {name: (run / name).read_bytes() for name in figures}  # the run's own figures untouched
+
+
+def test_predict_classifies_as_the_run_evaluates(ema_tta_run):
+    """classify's probabilities are the softmax of the run's evaluation logits: EMA weights, flip TTA."""
+    import torch
+
+    from cifarbench.data import load_cifar10
+    from cifarbench.evaluate import tta_logits
+    from cifarbench.predict import classify, load_trained
+
+    run, root, _ = ema_tta_run
+    trained = load_trained(run / "checkpoints" / "last.pt")
+    assert (trained.weights, trained.tta) == ("ema", "flip")
+    images = load_cifar10(root, download=False).test_images[:8]
+    with torch.no_grad():
+        inputs = trained.preprocess(torch.from_numpy(images))
+        expected, without_tta = (tta_logits(trained.model, inputs, tta).softmax(1).max(1) for tta in ("flip", "none"))
+    top = [t[0] for t in classify(trained, images, topk=1)]
+    assert top == [(trained.classes[i], p) for p, i in zip(expected.values.tolist(), expected.indices.tolist())]
+    assert [p for _, p in top] != without_tta.values.tolist()  # so the check above could fail without TTA

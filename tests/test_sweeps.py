@@ -15,17 +15,20 @@ def test_two_by_two_multirun_writes_a_matching_leaderboard(tmp_path, fake_cifar_
     result = run_cli("-m", "model=lenet,lenet_bn", "optim=sgd,adam", *QUICK, f"data.root={fake_cifar_root}",
                      f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
-    with open(tmp_path / "leaderboard.csv") as f:
+    with open(tmp_path / "leaderboard_runs.csv") as f:
         board = list(csv.DictReader(f))
     assert len(board) == 4
     assert {row["run"] for row in board} == {f"model={m} optim={o}" for m in ("lenet", "lenet_bn") for o in ("sgd", "adam")}
     for row in board:
         summary = json.loads((Path(row["path"]) / "summary.json").read_text())
         assert float(row["best_test_acc"]) == pytest.approx(summary["best_test_acc"])
-        assert float(row["final_test_acc"]) == pytest.approx(summary["final_test_acc"])
+        assert float(row["final_test_acc"]) == float(row["objective"]) == pytest.approx(summary["final_test_acc"])
         assert (row["model"], row["optim"], row["status"]) == (summary["model"], summary["optim"], "completed")
-    accuracies = [float(row["best_test_acc"]) for row in board]
+    accuracies = [float(row["objective"]) for row in board]  # no validation split: the final test accuracy
     assert accuracies == sorted(accuracies, reverse=True)
+    with open(tmp_path / "leaderboard.csv") as f:
+        settings = list(csv.DictReader(f))
+    assert [(s["setting"], s["n"], s["final_test_acc_std"]) for s in settings] == [(r["run"], "1", "") for r in board]
     assert (tmp_path / "leaderboard.md").read_text().count("\n") == 6
     for name in ("compare_time.png", "compare_epoch.png", "final_acc.png"):
         with Image.open(tmp_path / name) as image:
@@ -37,7 +40,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, fake_cifar_ro
     result = run_cli("-m", "model=resnet_cifar", "model.depth=20,21", *QUICK, f"data.root={fake_cifar_root}",
                      f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
-    board = {row["run"]: row for row in csv.DictReader(open(tmp_path / "leaderboard.csv"))}
+    board = {row["setting"]: row for row in csv.DictReader(open(tmp_path / "leaderboard.csv"))}
     assert board["model.depth=20"]["status"] == "completed"
     assert board["model.depth=21"]["status"] == "failed"
     assert "model.depth=21; it must be 6n+2" in board["model.depth=21"]["error"]
@@ -54,10 +57,13 @@ def test_report_on_failed_finished_and_killed_runs(tmp_path, fake_cifar_root):
     (killed / "metrics.csv").write_text((tmp_path / "good" / "metrics.csv").read_text())
     result = run_cli(str(tmp_path), module="cifarbench.report")
     assert result.returncode == 0, result.stderr
-    board = {Path(row["path"]).name: row for row in csv.DictReader(open(tmp_path / "leaderboard.csv"))}
+    board = {Path(row["path"]).name: row for row in csv.DictReader(open(tmp_path / "leaderboard_runs.csv"))}
     assert board["good"]["status"] == "completed" and board["bad"]["status"] == "failed"
     assert board["killed"]["status"] == "incomplete" and board["killed"]["best_test_acc"] != ""
     assert "trainer.device='tpu'" in board["bad"]["error"]
+    assert board["good"]["objective"] == board["good"]["final_test_acc"]
+    assert board["bad"]["objective"] == board["killed"]["objective"] == "-inf"  # ranked last
+    assert list(board)[0] == "good"
     assert "| completed |" in result.stdout
 
 

@@ -66,7 +66,10 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 @hydra.main(version_base="1.3", config_path="pkg://cifarbench.conf", config_name="config")
 def run(cfg: DictConfig) -> float:
-    """Train one job; returns the objective a Hydra sweeper maximises (best test accuracy; NaN if failed)."""
+    """Train one job; returns the objective a Hydra sweeper maximises (`runlog.objective`): the final
+    validation accuracy with `data.val_split`, else the final test accuracy (fractions); -inf for a job
+    that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search)."""
+    from cifarbench.runlog import objective
     from cifarbench.trainer import train
 
     hydra_cfg = HydraConfig.get()
@@ -81,21 +84,21 @@ def run(cfg: DictConfig) -> float:
         if not multirun and tracebacks_wanted():
             raise
         if multirun:
-            return math.nan
+            return -math.inf
         sys.exit(2)
     except Exception as e:
         record_failure(run_dir, cfg, e)
         if not multirun:
             raise
         log.exception("job failed; the sweep goes on")
-        return math.nan
+        return -math.inf
     finally:
         log.info("run folder: %s (the run's files)", run_dir)
     if summary["status"] == "interrupted":
         sys.exit(130)  # Ctrl-C ends a sweep too
     if summary["status"] == "diverged" and not multirun:
         sys.exit(1)
-    return summary.get("best_test_acc", math.nan)
+    return objective(summary)
 
 
 # `cifarbench NAME ...` runs `python -m MODULE ...`; each module has main(argv), which takes --help.

@@ -18,7 +18,8 @@ class RunState:
 
     step: optimizer steps done; train_seconds / compile_seconds: seconds of training / compilation so
     far; window_seconds: training seconds since the last evaluation (for images/s); rows: the
-    metrics rows written so far; best_acc: the best evaluated accuracy (fraction; -1 before any).
+    metrics rows written so far; best_acc: the best selection accuracy so far (validation accuracy with
+    a validation split, else test accuracy; a fraction; -1 before any).
     """
     step: int = 0
     train_seconds: float = 0.0

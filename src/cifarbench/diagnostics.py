@@ -1,7 +1,8 @@
 """What a trained model gets right and wrong: confusion.png, samples.png and per-class accuracy.
 
 Written at the end of every run from the final test predictions; `python -m cifarbench.diagnostics
-ckpt=PATH [out=DIR]` (or `cifarbench inspect ...`) does the same for any checkpoint.
+ckpt=PATH [out=DIR]` (or `cifarbench inspect ...`) does the same for any checkpoint, evaluated as its
+run evaluated it, into `<run>/inspect/` unless `out` says where.
 """
 from __future__ import annotations
 
@@ -100,8 +101,13 @@ def write_diagnostics(out_dir: str | Path, images: np.ndarray, labels: np.ndarra
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Diagnostics for a checkpoint on the test set of its config's data (or data.root=...)."""
-    import contextlib
+    """Diagnostics for a checkpoint on the test set of its config's data (or data.root=...), evaluated
+    exactly as its run evaluated: its EMA weights if it had them, its trainer.tta, its fitted
+    preprocessing, memory format, evaluation batch size and data.test_subset. Prints the test
+    accuracy (fraction), loss (mean cross-entropy, nats), per-class accuracy and how it evaluated as
+    JSON; writes confusion.png and samples.png into `out` (default: `inspect/` in the checkpoint's
+    run folder, so the run's own figures stay as they are). Returns 0, or 2 without ckpt=; raises
+    CheckpointError or DatasetError."""
     import json
 
     import torch
@@ -119,13 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     trained = load_trained(args.ckpt)
     root = OmegaConf.select(args, "data.root") or trained.config["data"]["root"]
     data = load_cifar10(root, download=False)
-    loader = DeviceLoader(torch.from_numpy(data.test_images), torch.from_numpy(data.test_labels), 1000,
-                          trained.preprocess, shuffle=False)
-    images, labels = data.test_images, data.test_labels
-    predictions = evaluate(trained.model, loader, contextlib.nullcontext())[2].numpy()
-    out = Path(args.get("out") or Path(args.ckpt).resolve().parent.parent)
-    accuracy = write_diagnostics(out, images, labels, predictions, trained.classes)
-    print(json.dumps({"test_acc": float((predictions == labels).mean()), "per_class_acc": accuracy}, indent=2))
+    test_subset = trained.config["data"].get("test_subset")
+    images, labels = data.test_images[:test_subset], data.test_labels[:test_subset]
+    loader = DeviceLoader(torch.from_numpy(images), torch.from_numpy(labels), trained.config["trainer"]["eval_batch_size"],
+                          trained.preprocess, shuffle=False, memory_format=trained.memory_format)
+    loss, acc, predictions = evaluate(trained.model, loader, tta=trained.tta)
+    out = Path(args.get("out") or Path(args.ckpt).resolve().parent.parent / "inspect")
+    accuracy = write_diagnostics(out, images, labels, predictions.numpy(), trained.classes)
+    print(json.dumps({"test_acc": acc, "test_loss": loss, "test_images": len(labels),
+                      "evaluated_as": trained.describe(), "per_class_acc": accuracy}, indent=2))
     print(f"wrote {out / 'confusion.png'} and {out / 'samples.png'}")
     return 0
 

@@ -39,6 +39,12 @@ def tta_views(images: torch.Tensor, mode: str) -> list[tuple[float, torch.Tensor
     return [(weight / 2, view) for weight, source in pairs for view in (source, source.flip(3))]
 
 
+def tta_logits(model: nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """(N, classes) float32 logits of `model` on `images` (network inputs), summed over the TTA views
+    of `tta_views` with their weights. Raises ValueError for an unknown mode."""
+    return sum(weight * model(view).float() for weight, view in tta_views(images, tta))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, autocast=None, tta: str = "none") -> tuple[float, float, torch.Tensor]:
     """Mean cross-entropy (nats), accuracy (fraction) and predicted classes ((N,) int64 on the CPU) of
@@ -50,7 +56,7 @@ def evaluate(model: nn.Module, loader, autocast=None, tta: str = "none") -> tupl
     predictions = []
     for images, labels in loader:
         with autocast:
-            logits = sum(weight * model(view).float() for weight, view in tta_views(images, tta))
+            logits = tta_logits(model, images, tta)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         predictions.append(logits.argmax(1))
     predictions = torch.cat(predictions)

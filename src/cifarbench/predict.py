@@ -30,26 +30,43 @@ from torch import nn
 
 from cifarbench.checkpoint import load_checkpoint
 from cifarbench.data.preprocess import restore_preprocess
+from cifarbench.evaluate import tta_logits
 from cifarbench.files import atomic_write_json
 from cifarbench.models import build_model
 
 
 @dataclass
 class Trained:
+    """A checkpoint's model set up to evaluate as its run did: `weights` "ema" (the averaged weights,
+    which the run evaluated) or "model", the run's `tta` mode, its fitted `preprocess` and its
+    `memory_format` (the inputs' layout, channels_last or not)."""
     model: nn.Module
     preprocess: nn.Module
     classes: list[str]
     config: dict
+    weights: str
+    tta: str
+    memory_format: torch.memory_format
+
+    def describe(self) -> str:
+        """One line saying how this model evaluates, for the output of inspect and predict."""
+        return (f"evaluated as its run did: {'EMA' if self.weights == 'ema' else 'trained'} weights, "
+                f"trainer.tta={self.tta}, data.preprocess={self.config['data']['preprocess']} "
+                f"(statistics fitted by the run)")
 
 
 def load_trained(path: str | Path, device: str = "cpu") -> Trained:
-    """The model of a checkpoint (its averaged weights when it was trained with EMA), in eval mode."""
+    """The model of a checkpoint, in eval mode, as its run evaluated it: its EMA weights when it was
+    trained with EMA, its TTA mode and memory format. Raises CheckpointError for an unusable file."""
     state = load_checkpoint(path, map_location=device)
     config = state["config"]
     model = build_model(OmegaConf.create(config["model"]), num_classes=len(state["classes"]))
-    model.load_state_dict(state["ema"]["module"] if state.get("ema") else state["model"])
-    return Trained(model.to(device).eval(), restore_preprocess(state["preprocess"]).to(device), state["classes"],
-                   config)
+    weights = "ema" if state.get("ema") else "model"
+    model.load_state_dict(state["ema"]["module"] if weights == "ema" else state["model"])
+    memory_format = torch.channels_last if config["trainer"].get("channels_last") else torch.contiguous_format
+    return Trained(model.to(device, memory_format=memory_format).eval(),
+                   restore_preprocess(state["preprocess"]).to(device), state["classes"], config, weights,
+                   config["trainer"].get("tta", "none"), memory_format)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -98,8 +115,11 @@ def _to_rgb(image):
 
 @torch.no_grad()
 def classify(trained: Trained, images: np.ndarray, topk: int = 3) -> list[list[tuple[str, float]]]:
+    """The `topk` (class, probability) pairs of each of `images` ((N, 3, 32, 32) uint8), best first:
+    softmax of the logits summed over the run's TTA views, as the run's evaluation computes them."""
     batch = torch.from_numpy(images).to(next(trained.model.parameters()).device)
-    probabilities = trained.model(trained.preprocess(batch)).float().softmax(1)
+    inputs = trained.preprocess(batch).contiguous(memory_format=trained.memory_format)
+    probabilities = tta_logits(trained.model, inputs, trained.tta).softmax(1)
     top = probabilities.topk(min(topk, probabilities.shape[1]), dim=1)
     return [[(trained.classes[i], p) for p, i in zip(ps.tolist(), idx.tolist())] for ps, idx in zip(*top)]
 
@@ -140,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = [str(p) for p in (args.images if OmegaConf.is_list(args.images) else [args.images])]
     paths, passed_over, errors = expand_images(specs)
     trained = load_trained(args.ckpt)
+    print(f"{args.ckpt}: {trained.describe()}")
     results, images, readable = {}, [], []
     for path in paths:
         try:

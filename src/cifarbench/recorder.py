@@ -20,13 +20,19 @@ PLOTS = ("all", "end", "none")  # curves at every evaluation and figures at the 
 
 class Recorder:
     """Writes the run folder `run_dir`. `summary` is the summary.json being built (written at once,
-    so a killed run says what it was); `plots` is one of PLOTS. Raises ConfigError for another value,
-    OutputError (from the first write) if the folder is not writable."""
+    so a killed run says what it was); `plots` is one of PLOTS. `validation`: the run holds out a
+    validation split, and then best.pt and the summary's best_* are chosen on validation accuracy and
+    the objective is the final validation accuracy; without one, best_* are chosen on test accuracy
+    (optimistic) and the objective is the final test accuracy. summary.json's `selection` says which.
+    Raises ConfigError for another `plots` value, OutputError (from the first write) if the folder is
+    not writable."""
 
-    def __init__(self, run_dir: Path, summary: dict, plots: str = "end"):
+    def __init__(self, run_dir: Path, summary: dict, plots: str = "end", validation: bool = False):
         if plots not in PLOTS:
             raise ConfigError(f"trainer.plots={plots!r}; choose one of {', '.join(PLOTS)}")
         self.run_dir, self.summary, self.plots = run_dir, summary, plots
+        self.selected_by = "val_acc" if validation else "test_acc"
+        summary["selection"] = {"best_checkpoint": self.selected_by, "objective": f"final_{self.selected_by}"}
         self.last, self.best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
         self.write_summary()
 
@@ -34,15 +40,21 @@ class Recorder:
         self.summary.update(updates)
         atomic_write_json(self.run_dir / "summary.json", self.summary)
 
-    def add_row(self, state: RunState, row: dict):
-        """Append an evaluation's metrics to metrics.csv and the log."""
+    def add_row(self, state: RunState, row: dict) -> bool:
+        """Append an evaluation's metrics to metrics.csv and the log; returns whether it is the best
+        so far by the selection accuracy (and then records it in `state.best_acc`)."""
         state.rows.append(row)
         write_metrics(self.run_dir / "metrics.csv", state.rows)
-        log.info("epoch %6.2f  train loss %.4f acc %5.2f%%  test loss %.4f acc %5.2f%%  %8.0f img/s  %6.1fs",
-                 row["epoch"], row["train_loss"], 100 * row["train_acc"], row["test_loss"], 100 * row["test_acc"],
-                 row["images_per_s"], row["train_seconds"])
+        val = (f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:5.2f}%"
+               if row["val_acc"] is not None else "")
+        log.info("epoch %6.2f  train loss %.4f acc %5.2f%%%s  test loss %.4f acc %5.2f%%  %8.0f img/s  %6.1fs",
+                 row["epoch"], row["train_loss"], 100 * row["train_acc"], val, row["test_loss"],
+                 100 * row["test_acc"], row["images_per_s"], row["train_seconds"])
         if self.plots == "all":
             self.draw_curves(state)
+        best = row[self.selected_by] > state.best_acc
+        state.best_acc = max(state.best_acc, row[self.selected_by])
+        return best
 
     def save(self, checkpoint: dict, best: bool = False):
         """last.pt always; best.pt too when this evaluation is the best so far."""
@@ -65,12 +77,15 @@ class Recorder:
         if rows:
             if self.plots != "none":
                 self.draw_curves(state)
-            best = max(rows, key=lambda r: r["test_acc"])
+            best = max(rows, key=lambda r: r[self.selected_by])  # the first of equals, as best.pt
             self.summary.update({
                 "final_test_acc": rows[-1]["test_acc"], "final_test_loss": rows[-1]["test_loss"],
-                # Chosen on the test set, so optimistic: the honest headline is final_test_acc.
+                # The evaluation of best.pt; without a validation split chosen on the test set, so optimistic.
                 "best_test_acc": best["test_acc"], "best_epoch": best["epoch"], "epochs": rows[-1]["epoch"],
             })
+            if self.selected_by == "val_acc":
+                self.summary.update(final_val_acc=rows[-1]["val_acc"], final_val_loss=rows[-1]["val_loss"],
+                                    best_val_acc=best["val_acc"])
         if diagnostics is not None and self.plots != "none":
             self.summary["per_class_acc"] = diagnostics()
         self.write_summary(status=status, stopped_by=stopped_by, steps=state.step,
@@ -83,11 +98,13 @@ class Recorder:
         return self.summary
 
 
-def metrics_row(state: RunState, steps_per_epoch: int, lr: float, window: dict, test_loss: float,
-                test_acc: float) -> dict:
-    """One metrics.csv row; `window` is TrainStep.window() (training metrics since the last row)."""
+def metrics_row(state: RunState, steps_per_epoch: int, lr: float, window: dict, test: tuple[float, float],
+                val: tuple[float, float] | tuple[None, None] = (None, None)) -> dict:
+    """One metrics.csv row; `window` is TrainStep.window() (training metrics since the last row);
+    `test` and `val` are (mean cross-entropy, accuracy as a fraction), `val` (None, None) without a split."""
     return {"epoch": round(state.step / steps_per_epoch, 4), "step": state.step,
             "train_seconds": round(state.train_seconds, 3), "lr": lr, "train_loss": window["train_loss"],
-            "train_acc": window["train_acc"], "test_loss": test_loss, "test_acc": test_acc,
-            "images_per_s": round(window["seen"] / state.window_seconds, 1) if state.window_seconds else 0.0}
+            "train_acc": window["train_acc"], "test_loss": test[0], "test_acc": test[1],
+            "images_per_s": round(window["seen"] / state.window_seconds, 1) if state.window_seconds else 0.0,
+            "val_loss": val[0], "val_acc": val[1]}
 

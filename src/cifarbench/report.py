@@ -1,11 +1,15 @@
 """Turn a folder of runs — a finished or half-finished sweep, or single runs — into a comparison:
-leaderboard.csv, leaderboard.md, compare_time.png, compare_epoch.png and final_acc.png.
+leaderboard.csv and leaderboard.md (one row per setting: runs whose configs differ only in
+`trainer.seed` share a row), leaderboard_runs.csv (one row per run), compare_time.png,
+compare_epoch.png and final_acc.png.
 
     python -m cifarbench.report outputs/multirun/2026-11-24/10-00-00      (or: cifarbench report PATH)
 
 A multirun writes them into its sweep folder when it ends (LeaderboardCallback, registered in the
-root config). Accuracies are fractions; the leaderboard is sorted by best test accuracy, which is
-chosen on the test set (the honest number is final_test_acc, shown beside it).
+root config). Accuracies are fractions; seconds are training seconds. Runs are ranked by the value
+the sweeper maximises (`runlog.objective`: final validation accuracy with a validation split, else
+final test accuracy; -inf for a run that did not complete), settings by the mean of their runs'
+values, so a setting with a failed, diverged or unfinished seed ranks below every fully completed one.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import io
 import json
 import logging
 import math
+import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +28,19 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from cifarbench.files import atomic_write_text
-from cifarbench.runlog import new_figure, read_metrics, save_png
+from cifarbench.runlog import new_figure, objective, read_metrics, save_png
 
 log = logging.getLogger(__name__)
-THRESHOLDS = (0.5, 0.7, 0.9)  # time-to-accuracy columns
-COLUMNS = ("run", "model", "optim", "aug", "params", "best_test_acc", "final_test_acc", "epochs", "train_seconds",
-           *(f"seconds_to_{int(100 * a)}" for a in THRESHOLDS), "status", "error", "path")
+SEED = "trainer.seed"
+THRESHOLDS = (0.5, 0.7, 0.9)  # time-to-accuracy columns (test accuracy)
+SECONDS_TO = tuple(f"seconds_to_{int(100 * a)}" for a in THRESHOLDS)
+RUN_COLUMNS = ("run", "seed", "model", "optim", "aug", "params", "objective", "best_test_acc", "final_test_acc",
+               "final_val_acc", "epochs", "train_seconds", *SECONDS_TO, "status", "error", "path")
+# One row per setting: mean and sample standard deviation over its completed runs (n of them; no std
+# for n = 1), medians of seconds (a run that never reached an accuracy counts as never reaching it).
+COLUMNS = ("setting", "model", "optim", "aug", "params", "seeds", "n", "objective", "final_test_acc_mean",
+           "final_test_acc_std", "final_val_acc_mean", "final_val_acc_std", "train_seconds_median",
+           *(f"{c}_median" for c in SECONDS_TO), "status", "error")
 
 
 @dataclass
@@ -42,6 +55,15 @@ class Run:
         status = self.summary.get("status")
         # "running" in a finished report means the process died (killed) or is still going.
         return "incomplete" if status in (None, "running") else status
+
+    @property
+    def setting(self) -> str:
+        """What the run's config is apart from its seed (its folder when there is no config)."""
+        config = self.summary.get("config")
+        if not config:
+            return f"path:{self.path}"
+        return json.dumps({**config, "trainer": {k: v for k, v in config.get("trainer", {}).items() if k != "seed"}},
+                          sort_keys=True)
 
 
 def find_runs(folder: str | Path) -> list[Run]:
@@ -72,35 +94,87 @@ def seconds_to(rows: list[dict], accuracy: float) -> float | None:
 
 
 def label_runs(runs: list[Run]) -> list[str]:
-    """Each run's overrides that not every run shares (what distinguishes it), else its folder name."""
-    common = set.intersection(*(set(r.overrides) for r in runs)) if runs else set()
-    return [" ".join(o for o in r.overrides if o not in common and not o.startswith("hydra.")) or r.path.name
-            for r in runs]
+    """Each run's overrides that not every run shares (what distinguishes it), its seed left out; else
+    its folder name."""
+    def distinguishing(run: Run) -> list[str]:
+        return [o for o in run.overrides if not o.startswith(("hydra.", f"{SEED}="))]
+
+    common = set.intersection(*(set(distinguishing(r)) for r in runs)) if runs else set()
+    return [" ".join(o for o in distinguishing(r) if o not in common) or r.path.name for r in runs]
 
 
-def leaderboard(runs: list[Run]) -> list[dict]:
-    table = []
+def run_row(run: Run, label: str) -> dict:
+    """The leaderboard_runs.csv row of one run (from its summary, else from its metrics)."""
+    s, rows = run.summary, run.rows
+    config = s.get("config", {})
+    return {
+        "run": label, "seed": config.get("trainer", {}).get("seed"),
+        "model": s.get("model", config.get("model", {}).get("name")),
+        "optim": s.get("optim", config.get("optim", {}).get("name")), "aug": s.get("aug"),
+        "params": s.get("params"), "objective": objective(s),
+        "best_test_acc": s.get("best_test_acc", max((r["test_acc"] for r in rows), default=None)),
+        "final_test_acc": s.get("final_test_acc", rows[-1]["test_acc"] if rows else None),
+        "final_val_acc": s.get("final_val_acc"),
+        "epochs": s.get("epochs", rows[-1]["epoch"] if rows else None),
+        "train_seconds": s.get("train_seconds", rows[-1]["train_seconds"] if rows else None),
+        **{column: seconds_to(rows, a) for column, a in zip(SECONDS_TO, THRESHOLDS)},
+        "status": run.status, "error": s.get("error", ""), "path": str(run.path),
+    }
+
+
+def _median_seconds(values: list[float | None]) -> float | None:
+    """Median where None (never reached) counts as infinitely late; None when the median is never."""
+    median = statistics.median([math.inf if v is None else v for v in values]) if values else math.inf
+    return None if math.isinf(median) else median
+
+
+def setting_row(label: str, rows: list[dict]) -> dict:
+    """One leaderboard.csv row from the run rows of one setting (its seeds)."""
+    done = [r for r in rows if r["status"] == "completed"]
+
+    def spread(column: str) -> dict:
+        values = [r[column] for r in done if r[column] is not None]
+        return {f"{column}_mean": statistics.fmean(values) if values else None,
+                f"{column}_std": statistics.stdev(values) if len(values) > 1 else None}
+
+    statuses = Counter(r["status"] for r in rows)
+    return {
+        "setting": label, **{k: rows[0][k] for k in ("model", "optim", "aug", "params")},
+        "seeds": ",".join(str(r["seed"]) for r in rows if r["seed"] is not None), "n": len(done),
+        "objective": statistics.fmean(r["objective"] for r in rows),
+        **spread("final_test_acc"), **spread("final_val_acc"),
+        "train_seconds_median": _median_seconds([r["train_seconds"] for r in done]) if done else None,
+        **{f"{c}_median": _median_seconds([r[c] for r in done]) if done else None for c in SECONDS_TO},
+        "status": ", ".join(f"{n} {status}" for status, n in statuses.items()) if len(statuses) > 1 else rows[0]["status"],
+        "error": next((r["error"] for r in rows if r["error"]), ""),
+    }
+
+
+def group_runs(runs: list[Run]) -> list[tuple[str, list[Run]]]:
+    """(label, runs) per setting, in the order settings first appear; a setting's label is its first run's."""
+    groups: dict[str, tuple[str, list[Run]]] = {}
     for run, label in zip(runs, label_runs(runs)):
-        s, rows = run.summary, run.rows
-        best = s.get("best_test_acc", max((r["test_acc"] for r in rows), default=None))
-        final = s.get("final_test_acc", rows[-1]["test_acc"] if rows else None)
-        config = s.get("config", {})
-        table.append({
-            "run": label, "model": s.get("model", config.get("model", {}).get("name")),
-            "optim": s.get("optim", config.get("optim", {}).get("name")), "aug": s.get("aug"),
-            "params": s.get("params"), "best_test_acc": best, "final_test_acc": final,
-            "epochs": s.get("epochs", rows[-1]["epoch"] if rows else None),
-            "train_seconds": s.get("train_seconds", rows[-1]["train_seconds"] if rows else None),
-            **{f"seconds_to_{int(100 * a)}": seconds_to(rows, a) for a in THRESHOLDS},
-            "status": run.status, "error": s.get("error", ""), "path": str(run.path),
-        })
-    return sorted(table, key=lambda r: -1 if r["best_test_acc"] is None else r["best_test_acc"], reverse=True)
+        groups.setdefault(run.setting, (label, []))[1].append(run)
+    return list(groups.values())
+
+
+def leaderboards(runs: list[Run]) -> tuple[list[dict], list[dict]]:
+    """(setting rows, run rows), each best first by the objective (settings: its mean over the runs,
+    then the mean final test accuracy)."""
+    run_table, setting_table = [], []
+    for label, members in group_runs(runs):
+        rows = [run_row(run, label) for run in members]
+        run_table += rows
+        setting_table.append(setting_row(label, rows))
+    run_table.sort(key=lambda r: r["objective"], reverse=True)
+    setting_table.sort(key=lambda r: (r["objective"], r["final_test_acc_mean"] or -1), reverse=True)
+    return setting_table, run_table
 
 
 def _cell(column: str, value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
-    if column.endswith("_acc"):
+    if column.endswith(("_acc", "_acc_mean", "_acc_std", "objective")):
         return f"{value:.4f}"
     if column == "epochs":
         return f"{value:g}"
@@ -112,57 +186,85 @@ def _cell(column: str, value) -> str:
 
 
 def to_markdown(table: list[dict]) -> str:
-    columns = [c for c in COLUMNS if c != "path"]
+    """The setting rows as a Markdown table, each mean with its spread (mean ± std)."""
+    columns = [c for c in COLUMNS if not c.endswith("_std")]
+
+    def cell(row: dict, column: str) -> str:
+        text = _cell(column, row[column])
+        spread = _cell(column, row.get(column.replace("_mean", "_std")) if column.endswith("_mean") else None)
+        return f"{text} ± {spread}" if text and spread else text
+
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(c, row[c]).replace("|", "\\|") for c in columns) + " |" for row in table]
+    lines += ["| " + " | ".join(cell(row, c).replace("|", "\\|") for c in columns) + " |" for row in table]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(table: list[dict]) -> str:
+def to_csv(table: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(table)
     return buffer.getvalue()
 
 
-def plot_comparisons(folder: Path, runs: list[Run], labels: list[str]):
-    """Test accuracy (fraction) against training seconds and against epoch, one line per run
-    (compare_time.png, compare_epoch.png: 900 × 500 px), and final test accuracy per run as bars (final_acc.png)."""
+def mean_band(runs: list[Run], x: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Test accuracy of the seeds of one setting against `x` (a metrics column: "epoch" or
+    "train_seconds"): at each evaluation k, the mean of x, and the mean, min and max of test_acc over
+    the runs that have metrics, up to the shortest of them (no curve: four empty lists)."""
+    curves = [run.rows for run in runs if run.rows]
+    length = min((len(rows) for rows in curves), default=0)
+    points = [[rows[k] for rows in curves] for k in range(length)]
+    accuracies = [[r["test_acc"] for r in point] for point in points]
+    return ([statistics.fmean(r[x] for r in point) for point in points], [statistics.fmean(a) for a in accuracies],
+            [min(a) for a in accuracies], [max(a) for a in accuracies])
+
+
+def plot_comparisons(folder: Path, settings: list[tuple[str, list[Run]]]):
+    """Per setting, the mean test accuracy (fraction) of its seeds with their min–max band, against
+    training seconds and against epoch (compare_time.png, compare_epoch.png: 900 × 500 px); and the
+    mean final test accuracy of its completed seeds as a bar with ± one standard deviation (final_acc.png)."""
     for x, name in (("train_seconds", "compare_time.png"), ("epoch", "compare_epoch.png")):
         fig = new_figure(9, 5)
         axis = fig.add_axes((0.08, 0.11, 0.9, 0.86))
-        for run, label in zip(runs, labels):
-            if run.rows:
-                axis.plot([r[x] for r in run.rows], [r["test_acc"] for r in run.rows], "o-", ms=3, label=label)
+        for label, runs in settings:
+            xs, mean, low, high = mean_band(runs, x)
+            if xs:
+                seeds = sum(bool(run.rows) for run in runs)
+                line, = axis.plot(xs, mean, "o-", ms=3, label=f"{label} (mean of {seeds})" if seeds > 1 else label)
+                axis.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         axis.set(xlabel="training seconds" if x == "train_seconds" else "epoch", ylabel="test accuracy")
         axis.grid(alpha=0.3)
-        if any(run.rows for run in runs):
+        if any(run.rows for _, runs in settings for run in runs):
             axis.legend(fontsize=7, loc="lower right")
         save_png(fig, folder / name)
 
-    ordered = sorted(zip(runs, labels), key=lambda p: p[0].summary.get("final_test_acc") or 0)
-    fig = new_figure(9, 1 + 0.35 * len(ordered))
+    bars = []
+    for label, runs in settings:
+        row = setting_row(label, [run_row(run, label) for run in runs])
+        bars.append((row["final_test_acc_mean"] or 0, row["final_test_acc_std"] or 0,
+                     label if row["status"] == "completed" else f"{label} ({row['status']})", row["status"] == "completed"))
+    bars.sort(key=lambda bar: bar[0])
+    fig = new_figure(9, 1 + 0.35 * len(bars))
     fig.set_layout_engine("constrained")  # the bar labels are run labels of any length
     axis = fig.add_subplot()
-    finals = [run.summary.get("final_test_acc") or 0 for run, _ in ordered]
-    colours = ["tab:blue" if run.status == "completed" else "tab:red" for run, _ in ordered]
-    axis.barh([f"{label} ({run.status})" if run.status != "completed" else label for run, label in ordered], finals,
-              color=colours)
-    for i, value in enumerate(finals):
-        axis.text(value, i, f" {value:.1%}", va="center", fontsize=8)
-    axis.set(xlabel="final test accuracy", xlim=(0, 1))
+    axis.barh([label for _, _, label, _ in bars], [mean for mean, *_ in bars], xerr=[std for _, std, *_ in bars],
+              color=["tab:blue" if ok else "tab:red" for *_, ok in bars])
+    for i, (mean, *_) in enumerate(bars):
+        axis.text(mean, i, f" {mean:.1%}", va="center", fontsize=8)
+    axis.set(xlabel="final test accuracy (mean ± std over seeds)", xlim=(0, 1))
     save_png(fig, folder / "final_acc.png")
 
 
 def write_report(folder: str | Path) -> list[dict]:
+    """Write the report files into `folder`; returns the setting rows (best first)."""
     folder = Path(folder)
     runs = find_runs(folder)
-    table = leaderboard(runs)
-    atomic_write_text(folder / "leaderboard.csv", to_csv(table))
-    atomic_write_text(folder / "leaderboard.md", to_markdown(table))
-    plot_comparisons(folder, runs, label_runs(runs))
-    return table
+    settings, run_table = leaderboards(runs)
+    atomic_write_text(folder / "leaderboard.csv", to_csv(settings))
+    atomic_write_text(folder / "leaderboard.md", to_markdown(settings))
+    atomic_write_text(folder / "leaderboard_runs.csv", to_csv(run_table, RUN_COLUMNS))
+    plot_comparisons(folder, group_runs(runs))
+    return settings
 
 
 class LeaderboardCallback(Callback):
@@ -170,7 +272,7 @@ class LeaderboardCallback(Callback):
 
     def on_multirun_end(self, config, **kwargs):
         table = write_report(config.hydra.sweep.dir)
-        log.info("leaderboard of %d runs: %s", len(table), Path(config.hydra.sweep.dir) / "leaderboard.md")
+        log.info("leaderboard of %d settings: %s", len(table), Path(config.hydra.sweep.dir) / "leaderboard.md")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no runs (folders with summary.json or metrics.csv) under {args.path}")
         return 1
     print(to_markdown(table))
-    print(f"wrote leaderboard.csv, leaderboard.md, compare_time.png, compare_epoch.png, final_acc.png to {args.path}")
+    print(f"wrote leaderboard.csv, leaderboard.md, leaderboard_runs.csv, compare_time.png, compare_epoch.png, "
+          f"final_acc.png to {args.path}")
     return 0
 
 

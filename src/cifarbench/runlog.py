@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 from cifarbench.files import atomic_write, atomic_write_text
 
+# val_loss and val_acc are empty cells (None in memory) when the run holds out no validation split.
 METRICS = ("epoch", "step", "train_seconds", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-           "images_per_s")
+           "images_per_s", "val_loss", "val_acc")
 
 
 def write_metrics(path: str | Path, rows: list[dict]):
@@ -24,8 +26,21 @@ def write_metrics(path: str | Path, rows: list[dict]):
 
 
 def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a metrics.csv as floats; an empty cell (no validation split) reads as None."""
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: float(v) if v != "" else None for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def objective(summary: dict) -> float:
+    """The number a sweep maximises and leaderboards rank by, from a run's summary.json: the value of
+    the key its `selection.objective` names (`final_val_acc` with a validation split, else
+    `final_test_acc`; a fraction), or -inf for a run that did not complete (failed, diverged,
+    interrupted, killed) or has no such value, so it ranks below every completed run. Never NaN:
+    Hydra's Optuna sweeper fails the whole search on a NaN return."""
+    value = summary.get(summary.get("selection", {}).get("objective", "final_test_acc"))
+    if summary.get("status") != "completed" or value is None or math.isnan(value):
+        return -math.inf
+    return float(value)
 
 
 DPI = 100  # figure pixels per inch: a figure of w × h inches is saved as a (100·w) × (100·h) pixel PNG
@@ -49,15 +64,16 @@ def save_png(fig, path: str | Path):
 
 
 def plot_curves(path: str | Path, rows: list[dict], title: str = ""):
-    """Accuracy (fraction) and loss (mean cross-entropy) against epoch, train and test, in two panels
-    (1000 × 400 px); `rows` as written to metrics.csv."""
+    """Accuracy (fraction) and loss (mean cross-entropy) against epoch, train, validation (when the
+    run holds out a split) and test, in two panels (1000 × 400 px); `rows` as written to metrics.csv."""
     fig = new_figure(10, 4)
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.12, top=0.88 if title else 0.96, wspace=0.2)
     acc, loss = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in rows]
+    parts = ("train", "val", "test") if rows and rows[-1].get("val_acc") is not None else ("train", "test")
     for axis, key, label in ((acc, "acc", "accuracy"), (loss, "loss", "loss")):
-        axis.plot(epochs, [r[f"train_{key}"] for r in rows], "o-", ms=3, label="train")
-        axis.plot(epochs, [r[f"test_{key}"] for r in rows], "o-", ms=3, label="test")
+        for part in parts:
+            axis.plot(epochs, [r[f"{part}_{key}"] for r in rows], "o-", ms=3, label=part)
         axis.set(xlabel="epoch", ylabel=label)
         axis.grid(alpha=0.3)
         axis.locator_params(nbins=5)  # each tick is a handful of artists: most of the drawing time

@@ -34,7 +34,7 @@ from cifarbench.aug import build_augment, build_mix
 from cifarbench.checkpoint import (RESUMABLE_CHANGES, config_changes, find_resumable, load_checkpoint,
                                    plain_config, restore_rng, rng_state)
 from cifarbench.clock import Clock, RunState
-from cifarbench.data import DeviceLoader, build_preprocess, load_cifar10
+from cifarbench.data import DeviceLoader, build_preprocess, load_cifar10, validation_split
 from cifarbench.data.preprocess import preprocess_state
 from cifarbench.device import describe_device, resolve_amp, resolve_device
 from cifarbench.diagnostics import write_diagnostics
@@ -88,7 +88,7 @@ def deferred_interrupt():
 class Training:
     """Everything the loop works with, built before it starts. `compiled` is `model` or its
     torch.compile wrapper (same parameters); `eval_model` is what evaluation reads (the EMA's
-    weights when there is one)."""
+    weights when there is one); `val_loader` holds the validation split (None without one)."""
     model: torch.nn.Module
     compiled: torch.nn.Module
     eval_model: torch.nn.Module
@@ -97,6 +97,7 @@ class Training:
     step: TrainStep
     train_loader: DeviceLoader
     test_loader: DeviceLoader
+    val_loader: DeviceLoader | None
     ema: EMA | None
     lookahead: Lookahead | None
 
@@ -140,25 +141,28 @@ def warm_up_compiled(training: Training, autocast, tta: str):
     training.optimizer.zero_grad(set_to_none=True)
     training.eval_model.eval()
     with torch.no_grad():
-        for size in sorted({end - start for start, end in training.test_loader.bounds}):
-            for _, view in tta_views(inputs(training.test_loader, size), tta):
-                with autocast:
-                    training.eval_model(view)
+        for loader in [loader for loader in (training.test_loader, training.val_loader) if loader is not None]:
+            for size in sorted({end - start for start, end in loader.bounds}):
+                for _, view in tta_views(inputs(loader, size), tta):
+                    with autocast:
+                        training.eval_model(view)
     training.model.load_state_dict(saved)
     restore_rng(rng)
 
 
 def evaluate_and_save(training: Training, state: RunState, recorder: Recorder, autocast, tta: str,
                       extra: dict) -> torch.Tensor:
-    """Evaluate, add a metrics row, checkpoint (last.pt, and best.pt at a new best); returns the
+    """Evaluate on the validation split (if any) and the test set, the same way; add a metrics row;
+    checkpoint (last.pt, and best.pt at a new best by the recorder's selection accuracy); returns the
     test predictions ((N,) int64, CPU)."""
+    val = ((None, None) if training.val_loader is None
+           else evaluate(training.eval_model, training.val_loader, autocast, tta)[:2])
     test_loss, test_acc, predictions = evaluate(training.eval_model, training.test_loader, autocast, tta)
-    recorder.add_row(state, metrics_row(state, len(training.train_loader), training.optimizer.param_groups[0]["lr"],
-                                        training.step.window(), test_loss, test_acc))
+    best = recorder.add_row(state, metrics_row(state, len(training.train_loader),
+                                               training.optimizer.param_groups[0]["lr"], training.step.window(),
+                                               (test_loss, test_acc), val))
     training.step.reset()
     state.window_seconds = 0.0
-    best = test_acc > state.best_acc
-    state.best_acc = max(state.best_acc, test_acc)
     recorder.save(training.checkpoint(state, extra), best)
     return predictions
 
@@ -166,7 +170,9 @@ def evaluate_and_save(training: Training, state: RunState, recorder: Recorder, a
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train `cfg.model` per the config; write metrics.csv, curves.png, confusion.png, samples.png,
     checkpoints/ and summary.json into `run_dir`; return the summary (accuracies as fractions,
-    seconds of training and of compilation apart).
+    seconds of training and of compilation apart). With `data.val_split=N`, N of the training images
+    (stratified by class, drawn with `data.val_seed`) are held out: never trained on, not used to fit
+    the preprocessing, evaluated beside the test set at every evaluation, and they choose best.pt.
 
     Raises ConfigError (a bad value, or a resume under a config that changes what a step means),
     CheckpointError, DatasetError or OutputError, each with a one-line message.
@@ -193,12 +199,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     configure_determinism(t.deterministic, device)
     torch.manual_seed(t.seed)
     np.random.seed(t.seed)
+    val_split = cfg.data.val_split
     recorder = Recorder(run_dir, {
         "status": "running", "model": cfg.model.name, "optim": cfg.optim.name,
         "aug": "+".join(filter(None, (cfg.aug.name, cfg.aug.get("mix")))), "command": command_line(),
         "versions": {"cifarbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git": git_state(), "config": config,
-    }, t.plots)
+    }, t.plots, validation=val_split != 0)
 
     # Data (decoded once, to the device once as uint8), model and whitening init: a speed run's clock
     # counts the on-device preparation, so these are training seconds (a resume restores its own).
@@ -206,7 +213,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     subset = cfg.data.train_subset
     if subset is not None and subset > len(data.train_images):
         raise ConfigError(f"data.train_subset={subset}; this dataset has {len(data.train_images)} training images")
-    train_size = len(data.train_images[:subset])
+    train_part, val_part = validation_split(data.train_labels[:subset], val_split, cfg.data.val_seed)
+    train_size = len(train_part)
     if t.drop_last and t.batch_size > train_size:
         raise ConfigError(f"trainer.batch_size={t.batch_size} with trainer.drop_last=true: {train_size} training "
                           f"images make no full batch; lower the batch size or set trainer.drop_last=false")
@@ -214,8 +222,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     state = RunState()
     clock = Clock(device, state, t.budget_min * 60 if t.budget_min else math.inf)
     with clock.training():
-        train_images = torch.from_numpy(data.train_images[:subset]).to(device)
-        train_labels = torch.from_numpy(data.train_labels[:subset]).to(device)
+        train_images = torch.from_numpy(data.train_images[train_part]).to(device)
+        train_labels = torch.from_numpy(data.train_labels[train_part]).to(device)
         preprocess = build_preprocess(cfg.data.preprocess, train_images, cache_dir=cfg.data.root).to(device)
         model = build_model(cfg.model, num_classes=len(data.classes)).to(device, memory_format=memory_format)
         first_conv = whiten_first_conv(model, preprocess(train_images[:5000])) if t.whiten_init else None
@@ -228,8 +236,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     train_loader = DeviceLoader(train_images, train_labels, t.batch_size, preprocess, build_augment(cfg.aug),
                                 seed=t.seed, memory_format=memory_format,
                                 alternating_flip=cfg.aug.get("flip") == "alternating", drop_last=t.drop_last)
-    test_loader = DeviceLoader(torch.from_numpy(test_images).to(device), torch.from_numpy(test_labels).to(device),
-                               t.eval_batch_size, preprocess, shuffle=False, memory_format=memory_format)
+    def evaluation_loader(images: np.ndarray, labels: np.ndarray) -> DeviceLoader:
+        return DeviceLoader(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device),
+                            t.eval_batch_size, preprocess, shuffle=False, memory_format=memory_format)
+
+    test_loader = evaluation_loader(test_images, test_labels)
+    val_loader = evaluation_loader(data.train_images[val_part], data.train_labels[val_part]) if len(val_part) else None
     plan = Plan(math.ceil(t.epochs * len(train_loader)), len(train_loader), clock.budget_s)
     optimizer = build_optimizer(cfg.optim, model, bias_epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -241,7 +253,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                      autocast, build_schedule(cfg.sched), plan, build_mix(cfg.aug, len(data.classes), train_loader.generator),
                      ema, lookahead)
     training = Training(model, compiled, ema.module if ema else compiled, optimizer, scaler, step, train_loader,
-                        test_loader, ema, lookahead)
+                        test_loader, val_loader, ema, lookahead)
     extra = {"config": config, "preprocess": preprocess_state(preprocess), "classes": list(data.classes)}
     if checkpoint is not None:
         state = clock.state = training.restore(checkpoint)
@@ -256,8 +268,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     params = count_params(model)
     recorder.summary.update(params=params, device=describe_device(device),
                             amp=str(amp_dtype).removeprefix("torch.") if amp_dtype else "off")
-    log.info("%s: %s parameters, %d training images, %d steps/epoch, %d steps on %s (amp: %s)", cfg.model.name,
-             f"{params:,}", len(train_images), len(train_loader), plan.total_steps, recorder.summary["device"],
+    log.info("%s: %s parameters, %d training images (%d held out for validation), %d steps/epoch, %d steps on %s (amp: %s)", cfg.model.name,
+             f"{params:,}", len(train_images), len(val_part), len(train_loader), plan.total_steps, recorder.summary["device"],
              recorder.summary["amp"])
 
     stopped_by, predictions = "epochs", None
