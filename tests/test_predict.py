@@ -218,7 +218,8 @@ def test_predict_on_a_folder_counts_what_it_read_and_skipped(tmp_path, trained_r
     code = main([f"ckpt={run / 'checkpoints' / 'best.pt'}", f"images={tmp_path}", "topk=1"])
     out, err = capsys.readouterr()
     assert code == 1 and err.startswith(f"error: {tmp_path / 'broken.jpg'}: not an image that Pillow can read")
-    lines = out.splitlines()
+    how, *lines = out.splitlines()
+    assert how.startswith(f"{run / 'checkpoints' / 'best.pt'}: evaluated as its run did")
     assert len(lines) == 3
     assert lines[0].startswith(f"{tmp_path / 'cat.png'}: cat   cat ") and lines[0].endswith("%")
     assert lines[1].startswith(f"{tmp_path / 'horse.png'}: horse   horse ")

@@ -184,6 +184,8 @@ DATA = Schema({
     "root": TEXT, "download": FLAG, "url": TEXT,
     "train_subset": between(1, TRAIN_SIZE, integer=True, nullable=True),
     "test_subset": between(1, TEST_SIZE, integer=True, nullable=True),
+    # (the split's upper bound, the training set's size, is checked once the data is loaded)
+    "val_split": at_least(0, integer=True), "val_seed": at_least(0, integer=True),
     "preprocess": one_of(*PREPROCESSES.names()),
 })
 _OPTIMIZER_FIELDS = {
