@@ -96,7 +96,7 @@ def test_unwritable_run_folder_fails_the_cli_cleanly(tmp_path, fake_cifar_root):
     ("data.train_subset=60000", "data.train_subset=60000; it must be an integer in 1..50000 or null"),
     ("+trainer.epoch=3", "trainer has no field(s) epoch (did you mean epochs?); its fields are: epochs, batch_size,"),
     ("+data.subset=3", "data has no field(s) subset (did you mean test_subset?); its fields are: root, download, "
-                       "url, train_subset, test_subset, preprocess"),
+                       "url, train_subset, test_subset, val_split, val_seed, preprocess"),
     ("+trainer.lookahead.evry=5", "trainer.lookahead has no field(s) evry (did you mean every?); its fields are: "
                                   "every, decay, decay_power"),
     ("+lr=0.1", "unknown top-level key(s) lr; the config has data, model, optim, sched, aug, trainer"),

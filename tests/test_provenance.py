@@ -22,6 +22,9 @@ def test_command_line_quotes_each_override_for_the_shell():
 
 
 def test_command_line_outside_hydra_uses_sys_argv(monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: False))  # (earlier tests ran Hydra jobs)
     monkeypatch.setattr(sys, "argv", ["/site-packages/cifarbench/__main__.py", "model=lenet_bn", "optim.lr=0.1"])
     assert command_line() == "python -m cifarbench model=lenet_bn optim.lr=0.1"
 

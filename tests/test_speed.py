@@ -1,14 +1,14 @@
 """Speed options, each checked for correctness on CPU: Muon, EMA, test-time augmentation, Lookahead,
-whitening initialisation, alternating flip; and the speed recipes (one compiled) run end to end."""
+whitening initialisation, alternating flip. (The recipes run in tests/test_sweeps.py, compile in
+tests/test_engine.py.)"""
 import contextlib
 import copy
-import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import fake_images, run_cli
+from conftest import fake_images
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -225,17 +225,6 @@ def test_alternating_flip_mirrors_each_image_on_every_other_epoch_and_survives_r
     resumed = DeviceLoader(images, torch.arange(n), 16, nn.Identity(), alternating_flip=True)
     resumed.epoch = 2  # as the trainer sets it when resuming after epoch 2
     assert torch.equal(flipped_in_next_epoch(resumed), epochs[2])
-
-
-@pytest.mark.parametrize("recipe, model", [("speedrun94", "speednet"), ("resnet18_fast", "resnet18")])
-def test_speed_recipes_run_in_debug_mode(tmp_path, fake_cifar_root, recipe, model):
-    result = run_cli(f"experiment={recipe}", "+debug=quick", "data.train_subset=200", "data.test_subset=100",
-                     f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stdout + result.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["model"] == model
-    if summary["config"]["trainer"]["compile"]:  # the compiling first step is reported apart, not as training
-        assert summary["compile_seconds"] > summary["train_seconds"]
 
 
 def test_muon_leaves_exactly_the_input_layer_and_the_classifier_to_the_auxiliary_optimizer():
