@@ -1,6 +1,5 @@
 """Failing well: divergence, Ctrl-C, unwritable output, and config errors before any data loads."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -167,6 +167,55 @@ def evaluate_and_save(training: Training, state: RunState, recorder: Recorder, a
     return predictions
 
 
+def checkpoint_to_resume(resume: str | None, run_dir: Path, config: dict) -> tuple[str | None, dict | None]:
+    """`trainer.resume` (null, auto or a path) → (path, loaded checkpoint), or (None, None) to start afresh.
+    Raises ConfigError when the checkpoint's config differs in a key that changes what a step means."""
+    resume_from = find_resumable(run_dir, config) if resume == "auto" else resume
+    if not resume_from:
+        if resume == "auto":
+            log.info("trainer.resume=auto: no unfinished run with this config; starting afresh")
+        return None, None
+    checkpoint = load_checkpoint(resume_from)
+    changes = config_changes(checkpoint["config"], config, RESUMABLE_CHANGES)
+    if changes:
+        raise ConfigError(f"cannot resume {resume_from}: the config changes what a step means "
+                          f"({'; '.join(changes)}); set these back or start a new run")
+    return str(resume_from), checkpoint
+
+
+def build_training(cfg: DictConfig, model: torch.nn.Module, first_conv: torch.nn.Conv2d | None,
+                   preprocess: torch.nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,
+                   evaluation_sets: list[tuple[np.ndarray, np.ndarray]], autocast, amp_dtype, num_classes: int,
+                   budget_s: float) -> tuple[Training, Plan]:
+    """The loaders (training; test, then validation if given, from uint8 NCHW arrays), optimizer,
+    scaler, averaging, compiled model and step of a run, and its Plan; every decision before the loop."""
+    t = cfg.trainer
+    device, memory_format = train_images.device, torch.channels_last if t.channels_last else torch.contiguous_format
+    if first_conv is not None and t.whiten_freeze:
+        first_conv.weight.requires_grad_(False)
+    bias_epochs = ({id(first_conv.bias): t.whiten_bias_epochs}
+                   if first_conv is not None and first_conv.bias is not None and t.whiten_bias_epochs is not None
+                   else None)
+    train_loader = DeviceLoader(train_images, train_labels, t.batch_size, preprocess, build_augment(cfg.aug),
+                                seed=t.seed, memory_format=memory_format,
+                                alternating_flip=cfg.aug.get("flip") == "alternating", drop_last=t.drop_last)
+    test_loader, val_loader = [DeviceLoader(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device),
+                                            t.eval_batch_size, preprocess, shuffle=False, memory_format=memory_format)
+                               for images, labels in evaluation_sets] + [None] * (2 - len(evaluation_sets))
+    plan = Plan(math.ceil(t.epochs * len(train_loader)), len(train_loader), budget_s)
+    optimizer = build_optimizer(cfg.optim, model, bias_epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    ema = EMA(model, t.ema, warmup=t.ema_warmup) if t.ema else None
+    lookahead = (Lookahead(model, t.lookahead.every, t.lookahead.decay, t.lookahead.decay_power)
+                 if t.lookahead.every else None)
+    compiled = torch.compile(model, dynamic=False) if t.compile else model
+    step = TrainStep(model, compiled, optimizer, scaler, build_criterion(cfg.aug.get("mix"), t.label_smoothing),
+                     autocast, build_schedule(cfg.sched), plan, build_mix(cfg.aug, num_classes, train_loader.generator),
+                     ema, lookahead)
+    return Training(model, compiled, ema.module if ema else compiled, optimizer, scaler, step, train_loader,
+                    test_loader, val_loader, ema, lookahead), plan
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train `cfg.model` per the config; write metrics.csv, curves.png, confusion.png, samples.png,
     checkpoints/ and summary.json into `run_dir`; return the summary (accuracies as fractions,
@@ -181,16 +230,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     t = cfg.trainer
     run_dir = Path(run_dir)
     config = plain_config(cfg)
-    # Which checkpoint to continue is decided before this run writes into its folder.
-    resume_from = find_resumable(run_dir, config) if t.resume == "auto" else t.resume
-    checkpoint = load_checkpoint(resume_from) if resume_from else None
-    if checkpoint is not None:
-        changes = config_changes(checkpoint["config"], config, RESUMABLE_CHANGES)
-        if changes:
-            raise ConfigError(f"cannot resume {resume_from}: the config changes what a step means "
-                              f"({'; '.join(changes)}); set these back or start a new run")
-    elif t.resume == "auto":
-        log.info("trainer.resume=auto: no unfinished run with this config; starting afresh")
+    resume_from, checkpoint = checkpoint_to_resume(t.resume, run_dir, config)  # before this run writes anything
 
     device = resolve_device(t.device)
     amp_dtype = resolve_amp(t.amp, device)
@@ -227,33 +267,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         preprocess = build_preprocess(cfg.data.preprocess, train_images, cache_dir=cfg.data.root).to(device)
         model = build_model(cfg.model, num_classes=len(data.classes)).to(device, memory_format=memory_format)
         first_conv = whiten_first_conv(model, preprocess(train_images[:5000])) if t.whiten_init else None
-    if first_conv is not None and t.whiten_freeze:
-        first_conv.weight.requires_grad_(False)
-    bias_epochs = ({id(first_conv.bias): t.whiten_bias_epochs}
-                   if first_conv is not None and first_conv.bias is not None and t.whiten_bias_epochs is not None
-                   else None)
-
-    train_loader = DeviceLoader(train_images, train_labels, t.batch_size, preprocess, build_augment(cfg.aug),
-                                seed=t.seed, memory_format=memory_format,
-                                alternating_flip=cfg.aug.get("flip") == "alternating", drop_last=t.drop_last)
-    def evaluation_loader(images: np.ndarray, labels: np.ndarray) -> DeviceLoader:
-        return DeviceLoader(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device),
-                            t.eval_batch_size, preprocess, shuffle=False, memory_format=memory_format)
-
-    test_loader = evaluation_loader(test_images, test_labels)
-    val_loader = evaluation_loader(data.train_images[val_part], data.train_labels[val_part]) if len(val_part) else None
-    plan = Plan(math.ceil(t.epochs * len(train_loader)), len(train_loader), clock.budget_s)
-    optimizer = build_optimizer(cfg.optim, model, bias_epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    ema = EMA(model, t.ema, warmup=t.ema_warmup) if t.ema else None
-    lookahead = (Lookahead(model, t.lookahead.every, t.lookahead.decay, t.lookahead.decay_power)
-                 if t.lookahead.every else None)
-    compiled = torch.compile(model, dynamic=False) if t.compile else model
-    step = TrainStep(model, compiled, optimizer, scaler, build_criterion(cfg.aug.get("mix"), t.label_smoothing),
-                     autocast, build_schedule(cfg.sched), plan, build_mix(cfg.aug, len(data.classes), train_loader.generator),
-                     ema, lookahead)
-    training = Training(model, compiled, ema.module if ema else compiled, optimizer, scaler, step, train_loader,
-                        test_loader, val_loader, ema, lookahead)
+    evaluation_sets = [(test_images, test_labels)]
+    if len(val_part):
+        evaluation_sets.append((data.train_images[val_part], data.train_labels[val_part]))
+    training, plan = build_training(cfg, model, first_conv, preprocess, train_images, train_labels, evaluation_sets,
+                                    autocast, amp_dtype, len(data.classes), clock.budget_s)
+    train_loader, step, lookahead = training.train_loader, training.step, training.lookahead
     extra = {"config": config, "preprocess": preprocess_state(preprocess), "classes": list(data.classes)}
     if checkpoint is not None:
         state = clock.state = training.restore(checkpoint)
@@ -275,7 +294,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     stopped_by, predictions = "epochs", None
     with deferred_interrupt() as interrupted:
         while state.step < plan.total_steps and stopped_by == "epochs":
-            compiled.train()
+            training.compiled.train()
             with clock.training():
                 for images, labels in tqdm(train_loader, desc=f"epoch {state.step // len(train_loader) + 1}", leave=False,
                                            disable=None if t.progress else True, unit="batch"):
