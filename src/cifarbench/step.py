@@ -80,7 +80,7 @@ class TrainStep:
         done = step + 1
         if self.ema is not None:
             self.ema.update(self.model)
-        if self.lookahead is not None:
+        if self.lookahead is not None and done % self.lookahead.every == 0:  # (progress only where it is read)
             self.lookahead.after_step(done, progress(done, self.plan.total_steps, elapsed_s, self.plan.budget_s))
         self.seen += len(labels)
         self.loss_sum += loss.detach().float() * len(labels)
