@@ -99,7 +99,7 @@ def test_every_experiment_job_runs_in_debug_mode(tmp_path, fake_cifar_root, comp
 
     jobs = experiment_jobs()
     assert len(jobs) == len(EXPERIMENTS) - len(STUDIES) + sum(len(list(d.glob("*.yaml"))) for d in STUDIES.values())
-    failed = []
+    failed, reported = [], []
     for label, overrides in jobs:
         cfg = compose_with(*overrides, "+debug=quick", "data.train_subset=32", "trainer.batch_size=16",
                            "data.test_subset=20", "trainer.eval_batch_size=20", "trainer.compile=false",
@@ -108,7 +108,14 @@ def test_every_experiment_job_runs_in_debug_mode(tmp_path, fake_cifar_root, comp
         summary = train(cfg, tmp_path / label)
         if summary["status"] != "completed" or not 0 <= summary["final_test_acc"] <= 1:
             failed.append((label, summary["status"], summary.get("error")))
+        if cfg.reported is not None:  # a reproduced study's job: its published figures beside its own
+            with open(tmp_path / label / "reported_vs_measured.csv") as f:
+                (row,) = csv.DictReader(f)
+            reported.append((float(row["reported_test_acc"]), float(row["measured_test_acc_mean"])))
+            assert reported[-1] == (cfg.reported.test_acc, summary["final_test_acc"])
     assert not failed
+    reproduced = [job for job in jobs if job[0].startswith(tuple(STUDIES)) or job[0] in ("cnn10", "resnet34")]
+    assert len(reported) == len(reproduced)
 
 
 @pytest.mark.parametrize("launcher, plugin", [("parallel", "hydra_plugins.hydra_joblib_launcher"),

@@ -1,5 +1,6 @@
 """What a run leaves in its folder, written by one object: metrics.csv (a row per evaluation),
-checkpoints/last.pt and best.pt, curves.png, confusion.png, samples.png and summary.json.
+checkpoints/last.pt and best.pt, curves.png, confusion.png, samples.png, summary.json, and
+reported_vs_measured.md/.csv when the config carries a study's reported figures.
 
 Every file is written atomically; accuracies are fractions in [0, 1]; seconds are wall-clock seconds.
 """
@@ -13,6 +14,7 @@ from cifarbench.clock import RunState
 from cifarbench.files import atomic_write_json
 from cifarbench.registry import ConfigError
 from cifarbench.runlog import plot_curves, write_metrics
+from cifarbench.studies import write_reported
 
 log = logging.getLogger("cifarbench.trainer")
 PLOTS = ("all", "end", "none")  # curves at every evaluation and figures at the end | figures at the end | none
@@ -91,6 +93,8 @@ class Recorder:
         self.write_summary(status=status, stopped_by=stopped_by, steps=state.step,
                            train_seconds=round(state.train_seconds, 3),
                            compile_seconds=round(state.compile_seconds, 3))
+        if write_reported(self.run_dir, [(self.run_dir.name, [self.summary])]):
+            log.info("the study's reported figures beside this run's: %s", self.run_dir / "reported_vs_measured.md")
         if rows:
             log.info("%s: final test accuracy %.2f%% (best %.2f%%) after %.2f epochs, %.1f s of training", status,
                      100 * self.summary["final_test_acc"], 100 * self.summary["best_test_acc"],

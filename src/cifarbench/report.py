@@ -1,7 +1,8 @@
 """Turn a folder of runs — a finished or half-finished sweep, or single runs — into a comparison:
 leaderboard.csv and leaderboard.md (one row per setting: runs whose configs differ only in
 `trainer.seed` share a row), leaderboard_runs.csv (one row per run), compare_time.png,
-compare_epoch.png and final_acc.png.
+compare_epoch.png and final_acc.png; reported_vs_measured.md/.csv for studies whose configs carry
+reported figures (studies.py).
 
     python -m cifarbench.report outputs/multirun/2026-11-24/10-00-00      (or: cifarbench report PATH)
 
@@ -29,6 +30,7 @@ from hydra.experimental.callback import Callback
 
 from cifarbench.files import atomic_write_text
 from cifarbench.runlog import new_figure, objective, read_metrics, save_png
+from cifarbench.studies import write_reported
 
 log = logging.getLogger(__name__)
 SEED = "trainer.seed"
@@ -263,7 +265,9 @@ def write_report(folder: str | Path) -> list[dict]:
     atomic_write_text(folder / "leaderboard.csv", to_csv(settings))
     atomic_write_text(folder / "leaderboard.md", to_markdown(settings))
     atomic_write_text(folder / "leaderboard_runs.csv", to_csv(run_table, RUN_COLUMNS))
-    plot_comparisons(folder, group_runs(runs))
+    settings_runs = group_runs(runs)
+    plot_comparisons(folder, settings_runs)
+    write_reported(folder, [(label, [run.summary for run in members]) for label, members in settings_runs])
     return settings
 
 

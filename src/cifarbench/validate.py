@@ -126,10 +126,14 @@ FRACTION = between(0, 1)
 
 @dataclass(frozen=True)
 class Schema:
-    """A group (or sub-group) with a fixed set of fields, each declared here."""
+    """A group (or sub-group) with a fixed set of fields, each declared here; a `nullable` one may be
+    null as a whole."""
     fields: dict[str, Any]  # field name → Field, or a Schema for a nested group
+    nullable: bool = False
 
     def check(self, key: str, cfg: Any):
+        if cfg is None and self.nullable:
+            return
         if not isinstance(cfg, DictConfig):
             raise ConfigError(f"{key}={_show(cfg)}; it must be a group of fields: {', '.join(self.fields)}")
         unknown = [k for k in cfg if k not in self.fields]
@@ -211,7 +215,14 @@ AUG = Entries(AUGMENTS, ("name", "mix", "mix_alpha"), {
 MODEL = Entries(MODELS, ("name", *COMMON_FIELDS), {  # a family's own fields are checked by its builder
     "norm_momentum": FRACTION, "norm_eps": positive(), "norm_weight": FLAG, "dirac_init": FLAG,
 }, supplied=("num_classes",))
-GROUPS = {"data": DATA, "model": MODEL, "optim": OPTIM, "sched": SCHED, "aug": AUG, "trainer": TRAINER}
+# What a reproduced study published for a variant (studies.py's table; null for everything else).
+NOTE = Field("text", nullable=True)
+REPORTED = Schema({
+    "study": NOTE, "variant": NOTE, "test_acc": between(0, 1, nullable=True), "seconds_per_epoch": positive(nullable=True),
+    "epochs": positive(nullable=True), "train_seconds": positive(nullable=True), "hardware": NOTE, "note": NOTE,
+}, nullable=True)
+GROUPS = {"data": DATA, "model": MODEL, "optim": OPTIM, "sched": SCHED, "aug": AUG, "trainer": TRAINER,
+          "reported": REPORTED}
 
 # Above these learning rates an optimizer usually diverges (a warning, not an error).
 USUAL_MAX_LR = {"sgd": 10.0, "muon": 10.0, "adam": 0.1, "adamw": 0.1, "adabound": 0.1, "amsbound": 0.1}

@@ -1,0 +1,75 @@
+"""Reported vs measured: a study's published figures are data in its variant configs, and a report
+puts them beside what the runs measured."""
+import csv
+import json
+import statistics
+
+import pytest
+
+from cifarbench.report import write_report
+from cifarbench.studies import to_markdown
+
+STUDY_JOBS = {  # composed overrides → (study, variant, reported test accuracy as a fraction)
+    ("experiment=tenminute", "+tenminute=lenet"): ("tenminute", "LeNet (baseline)", 0.68),
+    ("experiment=tenminute", "+tenminute=resnet_k24"): ("tenminute", "ResNet 24-layer", 0.80),
+    ("experiment=chainer", "+chainer=cnn"): ("chainer", "CNN", 1 - 0.1894),  # reported as 18.94% test error
+    ("experiment=chainer", "+chainer=resnet74_sd"): ("chainer", "ResNet-74 + stochastic depth", 1 - 0.0742),
+    ("experiment=cnn10",): ("cnn10", "10-layer CNN", 0.9010),
+    ("experiment=resnet34",): ("resnet34", "ResNet-34", 0.9561),
+}
+
+
+@pytest.mark.parametrize("overrides", list(STUDY_JOBS), ids=lambda o: o[-1].split("=")[-1])
+def test_variant_configs_carry_the_published_figures(compose_with, overrides):
+    reported = compose_with(*overrides).reported
+    study, variant, accuracy = STUDY_JOBS[overrides]
+    assert (reported.study, reported.variant) == (study, variant)
+    assert reported.test_acc == pytest.approx(accuracy, abs=1e-9)
+
+
+def test_plain_runs_report_nothing(compose_with):
+    assert compose_with("model=resnet18").reported is None
+
+
+def _run(folder, seed, accuracy, status="completed", reported=True, epochs=10.0, seconds=50.0):
+    config = {"model": {"name": "lenet"}, "trainer": {"seed": seed, "budget_min": 10},
+              "reported": {"study": "tenminute", "variant": "LeNet (baseline)", "test_acc": 0.68,
+                           "seconds_per_epoch": 4.1, "epochs": 150, "hardware": "Keras on a Colab GPU"}
+              if reported else None}
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({
+        "status": status, "model": "lenet", "optim": "sgd", "final_test_acc": accuracy, "best_test_acc": accuracy,
+        "epochs": epochs, "train_seconds": seconds, "device": "cpu:x86_64 (2 threads)", "config": config}))
+
+
+def test_report_aggregates_seeds_beside_the_reported_figures(tmp_path):
+    _run(tmp_path / "0_seed0", 0, 0.70, epochs=10.0, seconds=50.0)
+    _run(tmp_path / "1_seed1", 1, 0.73, epochs=12.0, seconds=48.0)
+    _run(tmp_path / "2_seed2", 2, 0.10, status="diverged")  # counted in status, not in the measured figures
+    _run(tmp_path / "3_other", 0, 0.55, reported=False)     # a setting without reported figures: no row
+    write_report(tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "reported_vs_measured.csv")))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["study"], row["variant"], row["n"]) == ("tenminute", "LeNet (baseline)", "2")
+    assert float(row["reported_test_acc"]) == 0.68
+    assert float(row["measured_test_acc_mean"]) == pytest.approx(0.715)
+    assert float(row["measured_test_acc_std"]) == pytest.approx(statistics.stdev([0.70, 0.73]))
+    assert float(row["delta_test_acc"]) == pytest.approx(0.035)
+    assert float(row["measured_seconds_per_epoch"]) == pytest.approx((5.0 + 4.0) / 2)
+    assert float(row["measured_epochs"]) == 11.0 and float(row["budget_min"]) == 10
+    assert row["status"] == "completed, diverged" and row["measured_on"] == "cpu:x86_64 (2 threads)"
+    table = (tmp_path / "reported_vs_measured.md").read_text()
+    assert "| tenminute | LeNet (baseline) | 68.00% | 71.50 ± 2.12% (n=2) | +3.50 | 4.1 | 4.5 | 150 | 11 |" in table
+
+
+def test_markdown_lists_notes_below_the_table():
+    row = {"study": "cnn10", "variant": "10-layer CNN", "setting": "s", "reported_test_acc": 0.901,
+           "measured_test_acc_mean": None, "measured_test_acc_std": None, "n": 0, "delta_test_acc": None,
+           "reported_seconds_per_epoch": 54, "measured_seconds_per_epoch": None, "reported_epochs": 700,
+           "measured_epochs": None, "reported_train_seconds": 43200, "measured_train_seconds": None,
+           "budget_min": None, "reported_hardware": "Keras on a Colab GPU", "measured_on": None, "status": "failed",
+           "note": "best validation accuracy"}
+    lines = to_markdown([row]).splitlines()
+    assert lines[2] == "| cnn10 | 10-layer CNN | 90.10% |  |  | 54 |  | 700 |  |  | Keras on a Colab GPU |  | failed |"
+    assert lines[-1] == "- 10-layer CNN: best validation accuracy"
