@@ -22,6 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Under pytest-xdist (`-n auto` in pyproject.toml) each worker gets its share of the cores, at most 2,
+# so workers do not oversubscribe the CPU; the subprocesses a test starts (run_cli) use the same count,
+# so in-process and subprocess runs of one test compute alike.
+THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 CLASSES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
 
 
@@ -81,6 +86,13 @@ def damage(path: Path, how: str):
     path.write_bytes(spoilt)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def torch_threads():
+    import torch
+
+    torch.set_num_threads(THREADS)
+
+
 @pytest.fixture
 def fake_cifar_root(tmp_path) -> Path:
     return make_fake_cifar(tmp_path / "data")
@@ -105,7 +117,7 @@ def run_cli(*overrides: str, module: str = "cifarbench", cwd: str | Path | None 
             env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m <module> overrides...` with progress bars off; output captured as text."""
     return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="session")
