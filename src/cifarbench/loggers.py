@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 EXTRAS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # tracker → the module it needs, also its pip extra
 SERIES = tuple(c for c in METRICS if c != "step")  # logged per evaluation, under metrics.csv's names
-FINAL = ("final_test_acc", "final_test_loss", "best_test_acc", "final_val_acc", "final_val_loss", "best_val_acc",
-         "train_seconds")  # summary.json's headline numbers, logged once at the end
+# summary.json's headline numbers, logged once at the end (its train_seconds is the last row's)
+FINAL = ("final_test_acc", "final_test_loss", "best_test_acc", "final_val_acc", "final_val_loss", "best_val_acc")
 FIGURES = ("curves.png", "confusion.png", "samples.png")
 MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
 DEFAULT_EXPERIMENT = "cifarbench"

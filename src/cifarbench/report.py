@@ -106,12 +106,15 @@ def sweep_of(path: Path) -> Path | None:
     return next((p for p in path.parents if (p / "multirun.yaml").is_file()), None)
 
 
+TRACKER_STORES = {"mlartifacts", "mlruns"}  # MLflow's copies of run files (logger=mlflow), not runs
+
+
 def find_runs(folder: str | Path) -> list[Run]:
     """Every run folder (holding summary.json or metrics.csv) under `folder`, in path order."""
     runs = []
     for marker in sorted({*Path(folder).rglob("summary.json"), *Path(folder).rglob("metrics.csv")}):
         path = marker.parent
-        if any(r.path == path for r in runs):
+        if any(r.path == path for r in runs) or TRACKER_STORES & set(marker.relative_to(folder).parts):
             continue
         summary, rows, overrides = {}, [], []
         try:
@@ -202,14 +205,14 @@ def short_label(overrides: list[str], fallback: str) -> str:
 
 
 def figure_labels(labels: list[str]) -> list[str]:
-    """`labels` cut to LABEL_CHARS for a figure, still telling settings apart: a start every label shares
-    becomes "…" (up to a `_`, `,`, `=` or space), then longer ones lose their end, and labels the cut
-    made equal get " #1", " #2", ..."""
+    """`labels` cut to LABEL_CHARS for a figure, still telling settings apart: a long start every label
+    shares becomes "…" (up to a `_`, `,`, `=` or space), then longer ones lose their end, and labels the
+    cut made equal get " #1", " #2", ..."""
     if all(len(label) <= LABEL_CHARS for label in labels):
         return labels
     shared = os.path.commonprefix(labels) if len(labels) > 1 else ""
     cut = max((shared.rfind(mark) for mark in "_,= "), default=-1) + 1
-    labels = [f"…{label[cut:]}" if cut >= 8 else label for label in labels]
+    labels = [f"…{label[cut:]}" if cut >= LABEL_CHARS // 3 else label for label in labels]
     labels = [label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…" for label in labels]
     counts, seen = Counter(labels), Counter()
     for i, label in enumerate(labels):
