@@ -142,6 +142,8 @@ def test_unwritable_run_folder_fails_the_cli_cleanly(tmp_path, fake_cifar_root):
     ("trainer.seed=x", "trainer.seed='x'; it must be an integer"),
     ("trainer.tta=all", "trainer.tta='all'; it must be one of none, flip, flip_translate"),
     ("data.preprocess=pca", "data.preprocess='pca'; it must be one of "),
+    ("logger=mlflow logger.mlflow.tracking_uri=5", "logger.mlflow.tracking_uri=5; it must be a string or null"),
+    ("+logger.wandb={}", "logger has no field(s) wandb; its fields are: csv, tensorboard, mlflow"),
 ])
 def test_each_bad_value_is_named(compose_with, override, message):
     with pytest.raises(ConfigError) as error:

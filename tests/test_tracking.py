@@ -139,22 +139,41 @@ def test_a_resumed_run_continues_its_mlflow_run(sweep, mlflow_client, tmp_path, 
     assert len(rows) == 2 and mlflow_client.get_run(run_id).data.metrics["final_test_acc"] == second["final_test_acc"]
 
 
-@pytest.mark.parametrize("tracker", TRACKERS)
-def test_a_failing_tracker_warns_once_and_the_run_completes(tracker, tmp_path, shared_fake_root, compose_with, caplog):
+@needs("mlflow")
+def test_a_run_that_fails_ends_its_mlflow_run_failed_as_its_summary(sweep, mlflow_client, tmp_path, monkeypatch):
+    """The MLflow run starts with the run folder; the dataset is then missing: the CLI records the failure."""
+    from cifarbench import cli
+
+    monkeypatch.setattr("sys.argv", [
+        "cifarbench", "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db", "data.download=false",
+        f"data.root={tmp_path / 'nothing'}", f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    summary = summary_of(tmp_path / "run")
+    assert summary["status"] == "failed" and summary["error"].startswith("DatasetError: CIFAR-10 not found")
+    run = mlflow_client.get_run(summary["loggers"]["mlflow"]["run_id"])
+    assert (run.info.status, run.info.run_name) == ("FAILED", "run")
+    assert mlflow_client.get_experiment(run.info.experiment_id).name == "cifarbench"  # a single run's default
+
+
+@pytest.mark.skipif(not TRACKERS, reason="install cifarbench[tensorboard] or cifarbench[mlflow]")
+def test_failing_trackers_warn_once_each_and_the_run_completes(tmp_path, shared_fake_root, compose_with, caplog):
+    """TensorBoard's folder is taken by a file, MLflow's SQLite store would lie under a file."""
     from cifarbench.trainer import train
 
-    blocker = tmp_path / "a_file"
+    blocker, run = tmp_path / "a_file", tmp_path / "run"
     blocker.write_text("")
-    run = tmp_path / "run"
     run.mkdir()
-    (run / "tensorboard").write_text("")  # where the event files' folder should go
-    unwritable = [f"logger.mlflow.tracking_uri=sqlite:///{blocker}/mlflow.db"] if tracker == "mlflow" else []
-    summary = train(compose_with(*QUICK, f"logger=[csv,{tracker}]", *unwritable, "trainer.plots=none",
+    (run / "tensorboard").write_text("")
+    summary = train(compose_with(*QUICK, f"logger=[csv,{','.join(TRACKERS)}]", "trainer.plots=none",
+                                 f"logger.mlflow.tracking_uri=sqlite:///{blocker}/mlflow.db",
                                  f"data.root={shared_fake_root}"), run)
     assert summary["status"] == "completed" and summary["loggers"] == {}
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and warnings[0].startswith(f"logger {tracker} failed (")
-    assert warnings[0].endswith("the run goes on without it (metrics.csv and the run folder are unaffected)")
+    assert [w.split(" (")[0] for w in warnings] == [f"logger {tracker} failed" for tracker in TRACKERS]
+    assert all(w.endswith("the run goes on without it (metrics.csv and the run folder are unaffected)")
+               for w in warnings)
     assert [r["step"] for r in read_metrics(run / "metrics.csv")] == [2, 4]
     assert json.loads((run / "summary.json").read_text())["final_test_acc"] == summary["final_test_acc"]
 
