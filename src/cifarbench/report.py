@@ -80,6 +80,11 @@ class Run:
         return tuple(sorted(o for o in self.overrides if not o.startswith(NOT_THE_SETTING)))
 
     @property
+    def seedless_job(self) -> tuple:
+        """(its sweep, its job's overrides but the seed): what the seeds of one setting share."""
+        return str(self.sweep), [o for o in self.job if not o.startswith(f"{SEED}=")]
+
+    @property
     def setting(self) -> str:
         """What the run's config is apart from its seed and trackers (without a config: its sweep and
         overrides, else its folder)."""
@@ -89,7 +94,7 @@ class Run:
                                "trainer": {k: v for k, v in config.get("trainer", {}).items() if k != "seed"}},
                               sort_keys=True)
         if self.overrides:
-            return json.dumps([str(self.sweep), [o for o in self.job if not o.startswith(f"{SEED}=")]])
+            return json.dumps(self.seedless_job)
         return f"path:{self.path}"
 
     @property
@@ -183,11 +188,6 @@ def distinguishing(runs: list[Run]) -> list[list[str]]:
     own = [[o for o in run.overrides if not o.startswith(("hydra.", f"{SEED}="))] for run in runs]
     common = set.intersection(*map(set, own)) if own else set()
     return [[o for o in overrides if o not in common] for overrides in own]
-
-
-def label_runs(runs: list[Run]) -> list[str]:
-    """Each run's distinguishing overrides (`model=lenet_bn optim=adam`); else its folder name."""
-    return [" ".join(overrides) or run.path.name for run, overrides in zip(runs, distinguishing(runs))]
 
 
 def short_override(override: str) -> str:
@@ -284,13 +284,10 @@ def settings_of(runs: list[Run]) -> list[Setting]:
     """The settings of `runs`, in the order they first appear; a setting is labelled by its first run. A
     job its sweep never started joins the setting of a started job of the same sweep whose overrides
     differ from its own only in the seed. Labels two settings would share get their folder's name."""
-    config_of = {(run.sweep, tuple(o for o in run.job if not o.startswith(f"{SEED}="))): run.setting
-                 for run in runs if run.summary.get("config")}
+    config_of = {json.dumps(run.seedless_job): run.setting for run in runs if run.summary.get("config")}
     groups: dict[str, Setting] = {}
     for run, overrides in zip(runs, distinguishing(runs)):
-        key = run.setting
-        if not run.summary.get("config"):
-            key = config_of.get((run.sweep, tuple(o for o in run.job if not o.startswith(f"{SEED}="))), key)
+        key = run.setting if run.summary.get("config") else config_of.get(json.dumps(run.seedless_job), run.setting)
         label = " ".join(overrides) or run.path.name
         groups.setdefault(key, Setting(label, short_label(overrides, run.path.name), []))
         groups[key].runs.append(run)

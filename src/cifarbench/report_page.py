@@ -34,7 +34,7 @@ td.number { text-align: right; font-variant-numeric: tabular-nums; }
 tr.completed td:first-child { border-left: 4px solid #2a2; } tr.problem td:first-child { border-left: 4px solid #c22; }
 img { max-width: 100%; border: 1px solid #eee; }
 .runs { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 1em; }
-figure { margin: 0; } figcaption { font-size: 13px; margin-bottom: 0.3em; }
+figure { margin: 0; min-width: 0; } figcaption { font-size: 13px; margin-bottom: 0.3em; overflow-wrap: anywhere; }
 .note { color: #666; }
 .wide { overflow-x: auto; } .figures { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
 """
