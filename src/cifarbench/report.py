@@ -477,8 +477,8 @@ def build_boards(runs: list[Run], out: Path) -> list[Board]:
 
 
 def boards_markdown(boards: list[Board]) -> str:
-    if len(boards) == 1:
-        return to_markdown(boards[0].setting_rows)
+    if len(boards) <= 1:
+        return to_markdown(boards[0].setting_rows if boards else [])
     return "Runs scored on different test sets are ranked apart: one table per test set.\n\n" + "\n".join(
         f"## Test set {k}: {board.test_set}\n\n{to_markdown(board.setting_rows)}" for k, board in enumerate(boards, 1))
 
