@@ -131,10 +131,12 @@ def test_several_folders_make_one_report_that_ranks_each_test_set_apart(tmp_path
     with open(tmp_path / "both" / "leaderboard.csv") as f:
         board = [(row["setting"], row["final_test_acc_mean"], row["test_set"]) for row in csv.DictReader(f)]
     assert board == [("model=lenet_bn", "0.7", "data.test_subset=500"), ("model=lenet", "0.6", "data.test_subset=500"),
-                     ("model=resnet18", "0.9", "data.test_subset=null"), ("model=lenet", "0.5", "data.test_subset=null")]
+                     ("model=resnet18", "0.9", "data.test_subset=null"),
+                     ("model=lenet", "0.5", "data.test_subset=null")]
     markdown = (tmp_path / "both" / "leaderboard.md").read_text()
     assert markdown.startswith("Runs scored on different test sets are ranked apart: one table per test set.\n")
-    first, second = markdown.index("## Test set 1: data.test_subset=500"), markdown.index("## Test set 2: data.test_subset=null")
+    first = markdown.index("## Test set 1: data.test_subset=500")
+    second = markdown.index("## Test set 2: data.test_subset=null")
     assert first < markdown.index("| model=lenet_bn |") < markdown.index("| model=lenet |") < second
     assert second < markdown.index("| model=resnet18 |")
     for k in (1, 2):
@@ -181,7 +183,8 @@ def test_a_many_run_report_keeps_legends_outside_labels_inside_and_one_colour_pe
     settings = many_settings.settings
     assert [s.label for s in settings[:2]] == ["+tenminute=variant_30_with_a_long_descriptive_name optim.lr=0.01",
                                                "+tenminute=variant_29_with_a_long_descriptive_name optim.lr=0.03"]
-    assert [s.short for s in settings[:2]] == ["variant_30_with_a_long_descriptive_…", "variant_29_with_a_long_descriptive_…"]
+    assert [s.short for s in settings[:2]] == ["variant_30_with_a_long_descriptive_…",
+                                               "variant_29_with_a_long_descriptive_…"]
     curves = comparison_figure(settings, "epoch", "Test accuracy against epoch")
     curves.draw_without_rendering()
     axis, = curves.axes

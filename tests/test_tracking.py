@@ -182,7 +182,8 @@ def test_a_tracker_that_is_not_installed_names_its_extra(compose_with, monkeypat
     from cifarbench.validate import validate_config
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "mlflow" else find_spec(name, *args))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "mlflow" else find_spec(name, *args))
     with pytest.raises(ConfigError) as error:
         validate_config(compose_with("logger=many"))
     assert str(error.value) == ("logger=mlflow needs the mlflow package, which is not installed: "

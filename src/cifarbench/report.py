@@ -396,7 +396,8 @@ def comparison_figure(settings: list[Setting], x: str, title: str):
         xs, mean, low, high = mean_band(setting.runs, x)
         if xs:
             seeds = sum(bool(run.rows) for run in setting.runs)
-            axis.plot(xs, mean, "o-", ms=3, color=colour, label=f"{setting.short} ({seeds})" if seeds > 1 else setting.short)
+            axis.plot(xs, mean, "o-", ms=3, color=colour,
+                      label=f"{setting.short} ({seeds})" if seeds > 1 else setting.short)
             axis.fill_between(xs, low, high, color=colour, alpha=0.2, linewidth=0)
     axis.set(xlabel="training seconds" if x == "train_seconds" else "epoch", ylabel="test accuracy", title=title)
     axis.grid(alpha=0.3)
@@ -425,7 +426,8 @@ def final_acc_figure(settings: list[Setting], title: str):
     for i, (mean, std, _, ok, colour, seeds, value) in enumerate(bars):
         axis.barh(i, mean, xerr=std, color=colour, hatch=None if ok else "//", edgecolor="black", linewidth=0.5)
         axis.plot(seeds, [i] * len(seeds), "o", ms=3, color="black")
-        axis.text(min(mean + std, 0.75 if not ok else 0.9), i, f" {value}", va="center", fontsize=8)  # past the error bar
+        # past the error bar, and room for a status
+        axis.text(min(mean + std, 0.9 if ok else 0.75), i, f" {value}", va="center", fontsize=8)
     axis.set_yticks(range(len(bars)), [label for _, _, label, *_ in bars], fontsize=8)
     axis.set_ylim(-0.6, len(bars) - 0.4)
     axis.set(xlabel="final test accuracy (mean ± std over seeds; dots: the seeds)", xlim=(0, 1), title=title)
@@ -534,8 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     if waiting:
         print(f"{len(waiting)} job(s) never started: " + "; ".join(
             f"#{run.summary['job']} {' '.join(run.overrides)} (sweep {run.sweep})" for run in waiting))
-    print(f"wrote leaderboard.csv, leaderboard.md, leaderboard_runs.csv, {', '.join(f.name for b in boards for f in b.figures)} "
-          f"and report.html to {out}")
+    figures = ", ".join(f.name for board in boards for f in board.figures)
+    print(f"wrote leaderboard.csv, leaderboard.md, leaderboard_runs.csv, {figures} and report.html to {out}")
     return 0
 
 

@@ -47,8 +47,8 @@ function sortBy(table, index, descending) {
   rows.sort((a, b) => {
     const x = value(a), y = value(b);
     if (x === null || y === null) return (x === null) - (y === null);  // empty cells last, either way
-    const order = typeof x === "number" && typeof y === "number" ? (x > y) - (x < y)
-                                                                 : String(x).localeCompare(String(y), undefined, {numeric: true});
+    const order = typeof x === "number" && typeof y === "number"
+      ? (x > y) - (x < y) : String(x).localeCompare(String(y), undefined, {numeric: true});
     return descending ? -order : order;
   });
   rows.forEach(row => body.appendChild(row));
@@ -119,7 +119,8 @@ def board_section(k: int, board: Board, several: bool, out: Path) -> str:
              f'objective (final validation accuracy with a split, else final test accuracy; mean over seeds). '
              f'Click a heading to sort.</p>',
              f'<div class="wide">{table(board.setting_rows, markdown_columns(), markdown_cell, f"settings{k}")}</div>',
-             '<div class="figures">', *(f'<img src="{png_data(f)}" alt="{f.name}">' for f in board.figures if f.is_file()),
+             '<div class="figures">',
+             *(f'<img src="{png_data(f)}" alt="{f.name}">' for f in board.figures if f.is_file()),
              "</div>", f"<h3>Runs ({len(rows)})</h3>",
              f'<div class="wide">{table(rows, RUN_TABLE, lambda row, c: format_cell(c, row[c]), f"runs{k}")}</div>',
              '<div class="runs">', *(run_figure(row, out) for row in rows), "</div>"]
