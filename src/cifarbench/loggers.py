@@ -129,7 +129,8 @@ class MlflowLogger:
     `mlartifacts/`; a server decides for itself."""
     name = "mlflow"
 
-    def __init__(self, run_dir: Path, config: dict, settings: dict, resumed: dict | None = None):
+    def __init__(self, run_dir: Path, config: dict, settings, resumed: dict | None = None):
+        """`settings`: `logger.mlflow` (tracking_uri, experiment_name); `resumed`: the run's earlier record()."""
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
@@ -205,12 +206,15 @@ def end_tracked_run(summary: dict):
 class Loggers:
     """The trackers of one run, fed by its Recorder: `start` (once the run folder exists), `log_row` (each
     evaluation), `finish` (after the final summary.json). A tracker that raises is dropped after one
-    warning. `record()`: where each tracker writes (summary.json's and the checkpoint's `loggers`)."""
+    warning. `record()`: where each tracker writes (summary.json's and the checkpoint's `loggers`).
+
+    `logger_cfg`: the config's `logger` group (the trackers chosen, with their fields; None: none);
+    `config`: the run's resolved config (the trackers' hyperparameters); `resumed`: the `loggers` record
+    of the checkpoint the run resumes from."""
 
     def __init__(self, logger_cfg=None, config: dict | None = None, resumed: dict | None = None):
         self.chosen = [name for name in EXTRAS if logger_cfg is not None and name in logger_cfg]
-        self.settings = {name: dict(logger_cfg[name] or {}) for name in self.chosen}
-        self.config, self.resumed, self.trackers = config or {}, resumed or {}, []
+        self.logger_cfg, self.config, self.resumed, self.trackers = logger_cfg, config or {}, resumed or {}, []
 
     def _guard(self, tracker_name: str, action, *args):
         try:
@@ -228,7 +232,7 @@ class Loggers:
         if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
             return  # rank 0 alone tracks
         builders = {"tensorboard": lambda: TensorBoardLogger(run_dir),
-                    "mlflow": lambda: MlflowLogger(run_dir, self.config, self.settings["mlflow"],
+                    "mlflow": lambda: MlflowLogger(run_dir, self.config, self.logger_cfg["mlflow"],
                                                    self.resumed.get("mlflow"))}
         for name in self.chosen:
             tracker = self._guard(name, builders[name])
