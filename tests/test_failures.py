@@ -98,7 +98,7 @@ def test_unwritable_run_folder_fails_the_cli_cleanly(tmp_path, fake_cifar_root):
                        "url, train_subset, test_subset, val_split, val_seed, preprocess"),
     ("+trainer.lookahead.evry=5", "trainer.lookahead has no field(s) evry (did you mean every?); its fields are: "
                                   "every, decay, decay_power"),
-    ("+lr=0.1", "unknown top-level key(s) lr; the config has data, model, optim, sched, aug, trainer"),
+    ("+lr=0.1", "unknown top-level key(s) lr; the config has data, model, optim, sched, aug, trainer, logger"),
     ("+optim.learning_rate=0.1", "optim 'sgd' has no field(s) learning_rate (did you mean lr?); its fields are: "
                                  "name, weight_decay, norm_bias_lr_scale, lr, momentum, nesterov"),
     ("+model.depth=3", "model 'lenet' has no field(s) depth (did you mean width?); its fields are: name, "
@@ -142,6 +142,8 @@ def test_unwritable_run_folder_fails_the_cli_cleanly(tmp_path, fake_cifar_root):
     ("trainer.seed=x", "trainer.seed='x'; it must be an integer"),
     ("trainer.tta=all", "trainer.tta='all'; it must be one of none, flip, flip_translate"),
     ("data.preprocess=pca", "data.preprocess='pca'; it must be one of "),
+    ("logger=mlflow logger.mlflow.tracking_uri=5", "logger.mlflow.tracking_uri=5; it must be a string or null"),
+    ("+logger.wandb={}", "logger has no field(s) wandb; its fields are: csv, tensorboard, mlflow"),
 ])
 def test_each_bad_value_is_named(compose_with, override, message):
     with pytest.raises(ConfigError) as error:

@@ -93,3 +93,116 @@ def test_the_band_is_the_mean_min_and_max_over_seeds(seed_sweep):
     assert xs == [1.0, 2.0]
     assert mean == [statistics.fmean(a) for a in zip(*accuracies)]
     assert (low, high) == ([min(a) for a in zip(*accuracies)], [max(a) for a in zip(*accuracies)])
+
+
+# Reports of several folders, and figures a person can read ------------------------------------------
+def fake_run(folder: Path, overrides: list[str], final_acc: float, test_subset: int | None = None) -> Path:
+    """A run folder as a completed job leaves it (summary.json, metrics.csv, .hydra/overrides.yaml),
+    without training: three evaluations reaching `final_acc`."""
+    from cifarbench.runlog import write_metrics
+
+    seed = next((int(o.split("=")[1]) for o in overrides if o.startswith("trainer.seed=")), 0)
+    rows = [{"epoch": e, "step": 10 * e, "train_seconds": 2.0 * e, "lr": 0.01, "train_loss": 1.0, "train_acc": 0.5,
+             "test_loss": 1.0, "test_acc": final_acc * e / 3, "images_per_s": 100.0, "val_loss": None, "val_acc": None}
+            for e in (1, 2, 3)]
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    write_metrics(folder / "metrics.csv", rows)
+    config = {"data": {"root": "/data", "test_subset": test_subset}, "trainer": {"seed": seed},
+              "model": {"name": overrides[0]}}
+    (folder / "summary.json").write_text(json.dumps({
+        "status": "completed", "final_test_acc": final_acc, "best_test_acc": final_acc, "epochs": 3.0,
+        "train_seconds": 6.0, "model": overrides[0], "optim": "sgd", "config": config}))
+    return folder
+
+
+def test_several_folders_make_one_report_that_ranks_each_test_set_apart(tmp_path, capsys):
+    from cifarbench.report import main
+
+    for name, model, accuracy, subset in (("a/0", "model=lenet", 0.6, 500), ("a/1", "model=lenet_bn", 0.7, 500),
+                                          ("b/0", "model=lenet", 0.5, None), ("b/1", "model=resnet18", 0.9, None)):
+        fake_run(tmp_path / name, [model, "trainer.epochs=3"], accuracy, subset)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.endswith("error: several folders: say where their report goes with --out DIR\n")
+
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "both")]) == 0
+    with open(tmp_path / "both" / "leaderboard.csv") as f:
+        board = [(row["setting"], row["final_test_acc_mean"], row["test_set"]) for row in csv.DictReader(f)]
+    assert board == [("model=lenet_bn", "0.7", "data.test_subset=500"), ("model=lenet", "0.6", "data.test_subset=500"),
+                     ("model=resnet18", "0.9", "data.test_subset=null"),
+                     ("model=lenet", "0.5", "data.test_subset=null")]
+    markdown = (tmp_path / "both" / "leaderboard.md").read_text()
+    assert markdown.startswith("Runs scored on different test sets are ranked apart: one table per test set.\n")
+    first = markdown.index("## Test set 1: data.test_subset=500")
+    second = markdown.index("## Test set 2: data.test_subset=null")
+    assert first < markdown.index("| model=lenet_bn |") < markdown.index("| model=lenet |") < second
+    assert second < markdown.index("| model=resnet18 |")
+    for k in (1, 2):
+        for name in ("compare_time", "compare_epoch", "final_acc"):
+            assert (tmp_path / "both" / f"{name}_set{k}.png").is_file()
+    assert not (tmp_path / "both" / "final_acc.png").exists() and not (tmp_path / "a" / "leaderboard.csv").exists()
+    assert "Test set 2: data.test_subset=null" in (tmp_path / "both" / "report.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def many_settings(tmp_path_factory):
+    """31 settings × 2 seeds with long names, as a `tenminute`-like sweep leaves them (runs only on file)."""
+    from cifarbench.report import build_boards, find_runs
+
+    root = tmp_path_factory.mktemp("many")
+    for i in range(31):
+        for seed in (0, 1):
+            fake_run(root / f"{2 * i + seed}", [f"+tenminute=variant_{i:02d}_with_a_long_descriptive_name",
+                                                f"optim.lr={0.01 * (1 + i % 3):g}", "trainer.epochs=3",
+                                                f"trainer.seed={seed}"], 0.3 + 0.02 * i + 0.01 * seed)
+    board, = build_boards(find_runs(root), root)
+    return board
+
+
+def test_figure_labels_show_only_what_varies_shortened():
+    from cifarbench.report import LABEL_CHARS, figure_labels, short_label
+
+    assert short_label(["model=lenet_bn", "optim.lr=0.01", "+tenminute=lenet_bc", "aug=none"], "x") == (
+        "lenet_bn, lr=0.01, lenet_bc, aug=none")
+    long = [f"variant_{i:02d}_with_a_long_descriptive_name, lr=0.01" for i in range(3)]
+    assert figure_labels(long) == [f"variant_{i:02d}_with_a_long_descriptive_…" for i in range(3)]
+    assert all(len(label) == LABEL_CHARS for label in figure_labels(long))
+    shared_start = [f"a_very_long_shared_prefix_of_all_the_names_{i}" for i in range(3)]
+    assert figure_labels(shared_start) == ["…0", "…1", "…2"]
+    same_start = ["x" * 50 + "1", "x" * 50 + "2", "y"]
+    assert figure_labels(same_start) == ["x" * 35 + "… #1", "x" * 35 + "… #2", "y"]
+
+
+def test_a_many_run_report_keeps_legends_outside_labels_inside_and_one_colour_per_setting(many_settings):
+    from matplotlib.colors import to_hex
+
+    from cifarbench.report import comparison_figure, final_acc_figure
+
+    settings = many_settings.settings
+    assert [s.label for s in settings[:2]] == ["+tenminute=variant_30_with_a_long_descriptive_name optim.lr=0.01",
+                                               "+tenminute=variant_29_with_a_long_descriptive_name optim.lr=0.03"]
+    assert [s.short for s in settings[:2]] == ["variant_30_with_a_long_descriptive_…",
+                                               "variant_29_with_a_long_descriptive_…"]
+    curves = comparison_figure(settings, "epoch", "Test accuracy against epoch")
+    curves.draw_without_rendering()
+    axis, = curves.axes
+    legend, = curves.legends
+    inside, outside = axis.get_window_extent(), legend.get_window_extent()
+    assert outside.x0 > inside.x1 and outside.x1 <= curves.bbox.width and outside.y0 >= 0  # beside the axes
+    assert (curves.bbox.width, curves.bbox.height) == (900, 500)
+    assert axis.get_title() == "Test accuracy against epoch"
+    assert [t.get_text() for t in legend.get_texts()] == [f"{s.short} (2)" for s in settings]
+    colour_of = {line.get_label(): to_hex(line.get_color()) for line in axis.lines}
+    assert len(axis.lines) == len(set(colour_of.values())) == 31  # one line and colour per setting, its seeds' band
+
+    bars = final_acc_figure(settings, "Final test accuracy per setting")
+    bars.draw_without_rendering()
+    axis, = bars.axes
+    assert axis.get_title() == "Final test accuracy per setting"
+    labels = axis.get_yticklabels()
+    assert sorted(t.get_text() for t in labels) == sorted(s.short for s in settings)
+    assert all(t.get_window_extent().x0 >= 0 for t in labels)  # no label cut off
+    for label, bar in zip(labels, axis.patches):  # bars bottom to top, each in its setting's colour
+        assert to_hex(bar.get_facecolor()) == colour_of[f"{label.get_text()} (2)"]

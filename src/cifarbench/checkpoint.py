@@ -64,29 +64,32 @@ def restore_rng(state: dict):
 
 # What may differ between a checkpoint's config and the run resuming it: where things are and how the
 # run is watched, plus how long it trains (trainer.epochs re-plans the schedule). Any other key changes
-# what a step means.
-RESUMABLE_CHANGES = {"trainer.resume", "trainer.epochs", "trainer.budget_min", "trainer.progress",
+# what a step means. (A group name stands for all its keys: `logger`, the trackers watching the run.)
+RESUMABLE_CHANGES = {"logger", "trainer.resume", "trainer.epochs", "trainer.budget_min", "trainer.progress",
                      "trainer.eval_every", "trainer.eval_batch_size", "trainer.device", "trainer.compile",
                      "trainer.plots", "data.root", "data.download", "data.url"}
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested config as {dotted key: value}; an empty group is one value ({})."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
 
 
 def config_changes(saved: dict, current: dict, allowed=frozenset()) -> list[str]:
-    """'key: saved → current' for every dotted key whose value differs, except the `allowed` ones."""
-    old, new = _flatten(saved), _flatten(current)
+    """'key: saved → current' for every dotted key whose value differs, except the `allowed` ones (a key
+    or a group: `logger` allows `logger.mlflow.tracking_uri`)."""
+    old, new = flatten(saved), flatten(current)
     missing = object()
     return [f"{key}: {old.get(key, missing)!r} → {new.get(key, missing)!r}".replace(repr(missing), "(absent)")
             for key in sorted(old.keys() | new.keys())
-            if key not in allowed and old.get(key, missing) != new.get(key, missing)]
+            if not any(key == a or key.startswith(f"{a}.") for a in allowed)
+            and old.get(key, missing) != new.get(key, missing)]
 
 
 def find_resumable(run_dir: Path, config: dict) -> Path | None:
@@ -105,7 +108,7 @@ def find_resumable(run_dir: Path, config: dict) -> Path | None:
         except (OSError, ValueError):
             continue
         if (info.get("status") in ("running", "interrupted")
-                and not config_changes(info.get("config", {}), config, {"trainer.resume", "data.root"})):
+                and not config_changes(info.get("config", {}), config, {"trainer.resume", "data.root", "logger"})):
             found.append((checkpoint.stat().st_mtime, checkpoint))
     return max(found)[1] if found else None
 

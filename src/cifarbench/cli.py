@@ -32,6 +32,7 @@ log = logging.getLogger("cifarbench")
 
 def record_failure(run_dir: Path, cfg: DictConfig, error: BaseException):
     from cifarbench.files import atomic_write_json
+    from cifarbench.loggers import end_tracked_run
 
     summary_path = run_dir / "summary.json"
     try:
@@ -44,6 +45,7 @@ def record_failure(run_dir: Path, cfg: DictConfig, error: BaseException):
         atomic_write_json(summary_path, summary)
     except OSError:
         pass  # the failure may be that the folder is unwritable; the log still says it
+    end_tracked_run(summary)  # the MLflow run's status follows summary.json's
 
 
 def pin_gpu(job_num: int | None):

@@ -1,6 +1,7 @@
 """What a run leaves in its folder, written by one object: metrics.csv (a row per evaluation),
-checkpoints/last.pt and best.pt, curves.png, confusion.png, samples.png, summary.json, and
-reported_vs_measured.md/.csv when the config carries a study's reported figures.
+checkpoints/last.pt and best.pt, curves.png, confusion.png, samples.png and summary.json;
+reported_vs_measured.md/.csv when the config carries a study's reported figures; and what it
+hands the trackers of the `logger` group (loggers.py) at each evaluation and at the end.
 
 Every file is written atomically; accuracies are fractions in [0, 1]; seconds are wall-clock seconds.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 from cifarbench.checkpoint import save_checkpoint
 from cifarbench.clock import RunState
 from cifarbench.files import atomic_write_json
+from cifarbench.loggers import Loggers
 from cifarbench.registry import ConfigError
 from cifarbench.runlog import plot_curves, write_metrics
 from cifarbench.studies import write_reported
@@ -26,10 +28,12 @@ class Recorder:
     validation split, and then best.pt and the summary's best_* are chosen on validation accuracy and
     the objective is the final validation accuracy; without one, best_* are chosen on test accuracy
     (optimistic) and the objective is the final test accuracy. summary.json's `selection` says which.
-    Raises ConfigError for another `plots` value, OutputError (from the first write) if the folder is
-    not writable."""
+    `loggers`: the trackers fed each metrics row and the final summary; where they write is recorded
+    in summary.json's and every checkpoint's `loggers`. Raises ConfigError for another `plots` value,
+    OutputError (from the first write) if the folder is not writable."""
 
-    def __init__(self, run_dir: Path, summary: dict, plots: str = "end", validation: bool = False):
+    def __init__(self, run_dir: Path, summary: dict, plots: str = "end", validation: bool = False,
+                 loggers: Loggers | None = None):
         if plots not in PLOTS:
             raise ConfigError(f"trainer.plots={plots!r}; choose one of {', '.join(PLOTS)}")
         self.run_dir, self.summary, self.plots = run_dir, summary, plots
@@ -37,6 +41,10 @@ class Recorder:
         summary["selection"] = {"best_checkpoint": self.selected_by, "objective": f"final_{self.selected_by}"}
         self.last, self.best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
         self.write_summary()
+        self.loggers = loggers or Loggers()
+        if self.loggers.chosen:
+            self.loggers.start(run_dir)
+            self.write_summary(loggers=self.loggers.record())
 
     def write_summary(self, **updates):
         self.summary.update(updates)
@@ -54,12 +62,14 @@ class Recorder:
                  100 * row["test_acc"], row["images_per_s"], row["train_seconds"])
         if self.plots == "all":
             self.draw_curves(state)
+        self.loggers.log_row(row)
         best = row[self.selected_by] > state.best_acc
         state.best_acc = max(state.best_acc, row[self.selected_by])
         return best
 
     def save(self, checkpoint: dict, best: bool = False):
         """last.pt always; best.pt too when this evaluation is the best so far."""
+        checkpoint = {**checkpoint, "loggers": self.loggers.record()}  # a resume continues the same tracked runs
         save_checkpoint(self.last, checkpoint)
         if best:
             save_checkpoint(self.best, checkpoint)
@@ -95,6 +105,7 @@ class Recorder:
                            compile_seconds=round(state.compile_seconds, 3))
         if write_reported(self.run_dir, [(self.run_dir.name, [self.summary])]):
             log.info("the study's reported figures beside this run's: %s", self.run_dir / "reported_vs_measured.md")
+        self.loggers.finish(self.run_dir, self.summary)
         if rows:
             log.info("%s: final test accuracy %.2f%% (best %.2f%%) after %.2f epochs, %.1f s of training", status,
                      100 * self.summary["final_test_acc"], 100 * self.summary["best_test_acc"],

@@ -41,7 +41,7 @@ def reported_row(setting: str, summaries: list[dict]) -> dict | None:
     at least one). None when the setting's config reports nothing. Measured accuracy is the mean (and
     sample std) of the completed runs' final test accuracy; seconds, seconds per epoch and epochs are
     medians over them; `delta_test_acc` = measured mean − reported."""
-    config = summaries[0].get("config") or {}
+    config = next((s["config"] for s in summaries if s.get("config")), {})  # (a job never started has none)
     reported = config.get("reported") or {}
     if not reported:
         return None
@@ -60,7 +60,7 @@ def reported_row(setting: str, summaries: list[dict]) -> dict | None:
         "reported_train_seconds": reported.get("train_seconds"),
         "measured_train_seconds": _median([s.get("train_seconds") for s in done]),
         "budget_min": (config.get("trainer") or {}).get("budget_min"), "reported_hardware": reported.get("hardware"),
-        "measured_on": summaries[0].get("device"), "status": ", ".join(statuses), "note": reported.get("note"),
+        "measured_on": next((s["device"] for s in summaries if s.get("device")), None), "status": ", ".join(statuses), "note": reported.get("note"),
     }
 
 

@@ -39,6 +39,7 @@ from cifarbench.data.preprocess import preprocess_state
 from cifarbench.device import describe_device, resolve_amp, resolve_device
 from cifarbench.diagnostics import write_diagnostics
 from cifarbench.evaluate import evaluate, tta_views
+from cifarbench.loggers import Loggers
 from cifarbench.models import build_model, count_params
 from cifarbench.models.init import whiten_first_conv
 from cifarbench.optim import build_optimizer
@@ -245,7 +246,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         "aug": "+".join(filter(None, (cfg.aug.name, cfg.aug.get("mix")))), "command": command_line(),
         "versions": {"cifarbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git": git_state(), "config": config,
-    }, t.plots, validation=val_split != 0)
+    }, t.plots, validation=val_split != 0,
+        loggers=Loggers(cfg.logger, config, resumed=checkpoint.get("loggers") if checkpoint else None))
 
     # Data (decoded once, to the device once as uint8), model and whitening init: a speed run's clock
     # counts the on-device preparation, so these are training seconds (a resume restores its own).

@@ -1,7 +1,7 @@
 """Config checks that run before any data is loaded, from one declaration per field.
 
 Each group's fields are declared once below as `Field`s (a type, and a range or the allowed values);
-`trainer` and `data` are fixed `Schema`s, while `model`, `optim`, `sched` and `aug` are `Entries`: the
+`trainer`, `data` and `logger` are fixed `Schema`s, while `model`, `optim`, `sched` and `aug` are `Entries`: the
 chosen entry's builder signature (its registry) says which fields it has, the group's table says what
 each may hold. A failure raises ConfigError with one line naming the key, its value and what is
 allowed; an unknown field lists the fields there are, with the nearest as "did you mean". Values that
@@ -19,6 +19,7 @@ from cifarbench.aug import AUGMENTS, MIXES, PAD_MODES
 from cifarbench.data import PREPROCESSES
 from cifarbench.device import AMP_MODES, DEVICES, resolve_amp, resolve_device
 from cifarbench.evaluate import TTA_MODES
+from cifarbench.loggers import check_installed
 from cifarbench.models import COMMON_FIELDS, MODELS
 from cifarbench.optim import OPTIMIZERS
 from cifarbench.recorder import PLOTS
@@ -221,8 +222,12 @@ REPORTED = Schema({
     "study": NOTE, "variant": NOTE, "test_acc": between(0, 1, nullable=True), "seconds_per_epoch": positive(nullable=True),
     "epochs": positive(nullable=True), "train_seconds": positive(nullable=True), "hardware": NOTE, "note": NOTE,
 }, nullable=True)
+LOGGER = Schema({  # each tracker a sub-group of its own, present when chosen (logger=[csv,mlflow])
+    "csv": Schema({}), "tensorboard": Schema({}),
+    "mlflow": Schema({"tracking_uri": Field("text", nullable=True), "experiment_name": Field("text", nullable=True)}),
+})
 GROUPS = {"data": DATA, "model": MODEL, "optim": OPTIM, "sched": SCHED, "aug": AUG, "trainer": TRAINER,
-          "reported": REPORTED}
+          "logger": LOGGER, "reported": REPORTED}
 
 # Above these learning rates an optimizer usually diverges (a warning, not an error).
 USUAL_MAX_LR = {"sgd": 10.0, "muon": 10.0, "adam": 0.1, "adamw": 0.1, "adabound": 0.1, "amsbound": 0.1}
@@ -250,5 +255,6 @@ def validate_config(cfg: DictConfig):
     for group, schema in GROUPS.items():
         schema.check(group, cfg.get(group))
     resolve_amp(cfg.trainer.amp, resolve_device(cfg.trainer.device))
+    check_installed(cfg.logger)
     for warning in warnings_for(cfg):
         log.warning("%s", warning)

@@ -1,0 +1,251 @@
+"""Experiment trackers beside the run folder's own files: the `logger` config group.
+
+`csv` is the run folder itself (metrics.csv, summary.json, checkpoints, figures), written by the
+Recorder whatever `logger` says. The trackers here observe the Recorder, through their own clients:
+
+- `tensorboard` (torch.utils.tensorboard.SummaryWriter) writes event files into `<run>/tensorboard/`:
+  every metrics.csv column but `step` as a scalar of that name at each evaluation, its global step the
+  row's optimizer step; at the end the flattened config and the summary's final metrics for the HParams
+  plugin, and curves.png, confusion.png and samples.png as images.
+- `mlflow` (mlflow.tracking.MlflowClient) makes one MLflow run per job: the flattened config as params,
+  the same metrics at each evaluation with their step, the summary's final metrics, the figures,
+  summary.json and the Hydra record (`.hydra/`) as artifacts; its status ends FINISHED, KILLED or
+  FAILED as summary.json's ends completed, interrupted or diverged/failed. The jobs of a sweep share
+  one MLflow experiment; a resumed run continues its MLflow run (its id travels in the checkpoint).
+
+Trackers write at evaluations and at the end only, never during training steps. A tracker that raises
+(server down, disk full, unwritable store) logs one warning and is dropped; training, metrics.csv and
+the rest of the run folder go on. Under torch.distributed only rank 0 tracks. Accuracies are
+fractions, seconds are training seconds, as in metrics.csv.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import time
+from pathlib import Path
+
+from cifarbench.checkpoint import flatten
+from cifarbench.registry import ConfigError
+from cifarbench.runlog import METRICS
+
+log = logging.getLogger(__name__)
+
+EXTRAS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # tracker → the module it needs, also its pip extra
+SERIES = tuple(c for c in METRICS if c != "step")  # logged per evaluation, under metrics.csv's names
+# summary.json's headline numbers, logged once at the end (its train_seconds is the last row's)
+FINAL = ("final_test_acc", "final_test_loss", "best_test_acc", "final_val_acc", "final_val_loss", "best_val_acc")
+FIGURES = ("curves.png", "confusion.png", "samples.png")
+MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
+DEFAULT_EXPERIMENT = "cifarbench"
+
+
+def check_installed(logger_cfg):
+    """Raise ConfigError naming the extra to install when a chosen tracker's package is missing (checked
+    without importing it: mlflow takes seconds to import)."""
+    for name, module in EXTRAS.items():
+        if name in logger_cfg and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"logger={name} needs the {module} package, which is not installed: "
+                              f"pip install 'cifarbench[{name}]' (or drop {name} from logger)")
+
+
+def hyperparameters(config: dict) -> dict[str, str | int | float | bool]:
+    """The resolved config flattened to dotted keys (`optim.lr`), each value a number, a bool or a string
+    (null and lists as JSON: `null`, `[0.9, 0.999]`), as both trackers take them."""
+    return {key: value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+            for key, value in flatten(config).items()}
+
+
+def final_metrics(summary: dict) -> dict[str, float]:
+    return {key: float(summary[key]) for key in FINAL if summary.get(key) is not None}
+
+
+class TensorBoardLogger:
+    """Event files in `<run>/tensorboard/`, written with torch.utils.tensorboard.SummaryWriter."""
+    name = "tensorboard"
+
+    def __init__(self, run_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.log_dir = run_dir / "tensorboard"
+        self.writer = SummaryWriter(str(self.log_dir))
+
+    def record(self) -> dict:
+        return {"log_dir": str(self.log_dir)}
+
+    def log_row(self, row: dict):
+        for key in SERIES:
+            if row[key] is not None:
+                self.writer.add_scalar(key, row[key], int(row["step"]))
+        self.writer.flush()  # a killed run keeps what it logged
+
+    def finish(self, run_dir: Path, summary: dict):
+        import numpy as np
+        from PIL import Image
+        from torch.utils.tensorboard.summary import hparams
+
+        step = summary.get("steps", 0)
+        metrics = final_metrics(summary)
+        # The HParams plugin pairs this run's config with the last value of each metric tag it names.
+        for summary_proto in hparams(hyperparameters(summary["config"]), metrics):
+            self.writer.file_writer.add_summary(summary_proto, step)
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, step)
+        for name in FIGURES:
+            if (run_dir / name).is_file():
+                with Image.open(run_dir / name) as image:
+                    self.writer.add_image(name.removesuffix(".png"), np.asarray(image.convert("RGB")), step,
+                                          dataformats="HWC")
+        self.writer.close()
+
+
+def experiment_name(configured: str | None) -> str:
+    """`logger.mlflow.experiment_name`, else the experiment config's name (`experiment=tenminute`), else for
+    a multirun its sweep folder (`<date>/<time>_<run id>`), else "cifarbench"."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if configured:
+        return configured
+    if HydraConfig.initialized():
+        hydra = HydraConfig.get()
+        if hydra.runtime.choices.get("experiment"):
+            return hydra.runtime.choices.experiment
+        if hydra.mode == RunMode.MULTIRUN:
+            sweep = Path(hydra.sweep.dir)
+            return f"{sweep.parent.name}/{sweep.name}"
+    return DEFAULT_EXPERIMENT
+
+
+def tracking_uri(configured: str | None) -> str:
+    """`logger.mlflow.tracking_uri`, else a SQLite store in outputs/ of the current folder (where runs go)."""
+    return configured or f"sqlite:///{Path('outputs/mlflow.db').resolve()}"
+
+
+class MlflowLogger:
+    """One MLflow run for the job, written with mlflow.tracking.MlflowClient (no global active run, so the
+    jobs of a sweep in one process never share one). A local SQLite store keeps artifacts beside itself in
+    `mlartifacts/`; a server decides for itself."""
+    name = "mlflow"
+
+    def __init__(self, run_dir: Path, config: dict, settings, resumed: dict | None = None):
+        """`settings`: `logger.mlflow` (tracking_uri, experiment_name); `resumed`: the run's earlier record()."""
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri(settings.get("tracking_uri"))
+        artifacts = None
+        if self.uri.startswith("sqlite:///"):
+            database = Path(self.uri.removeprefix("sqlite:///"))
+            database.parent.mkdir(parents=True, exist_ok=True)
+            artifacts = (database.parent / "mlartifacts").as_uri()
+        self.client = MlflowClient(self.uri)
+        if resumed and resumed.get("tracking_uri") == self.uri:
+            self.experiment_id, self.run_id = resumed["experiment_id"], resumed["run_id"]
+            self.client.update_run(self.run_id, status="RUNNING")
+            log.info("mlflow: continuing run %s", self.run_id)
+            return
+        name = experiment_name(settings.get("experiment_name"))
+        self.experiment_id = self._experiment(name, artifacts)
+        self.run_id = self.client.create_run(self.experiment_id, run_name=run_dir.name,
+                                             tags={"cifarbench.run_dir": str(run_dir)}).info.run_id
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in hyperparameters(config).items()])
+        log.info("mlflow: run %s in experiment %r at %s", self.run_id, name, self.uri)
+
+    def _experiment(self, name: str, artifacts: str | None) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=artifacts)
+        except Exception:  # another job of the sweep created it first
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def record(self) -> dict:
+        return {"tracking_uri": self.uri, "experiment_id": self.experiment_id, "run_id": self.run_id}
+
+    def _log_metrics(self, values: dict[str, float], step: int):
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+
+    def log_row(self, row: dict):
+        self._log_metrics({key: row[key] for key in SERIES if row[key] is not None}, int(row["step"]))
+
+    def finish(self, run_dir: Path, summary: dict):
+        self._log_metrics(final_metrics(summary), summary.get("steps", 0))
+        for name in (*FIGURES, "summary.json"):
+            if (run_dir / name).is_file():
+                self.client.log_artifact(self.run_id, str(run_dir / name))
+        if (run_dir / ".hydra").is_dir():
+            self.client.log_artifacts(self.run_id, str(run_dir / ".hydra"), "hydra")
+        self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(summary["status"], "FAILED"))
+
+
+def end_tracked_run(summary: dict):
+    """Set the MLflow run a summary.json records (if any) to the status that summary ends with; for a run
+    whose failure was recorded after the Recorder (cli.record_failure). A tracker error is a warning."""
+    record = summary.get("loggers", {}).get("mlflow")
+    if not record:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(record["tracking_uri"]).set_terminated(record["run_id"], MLFLOW_STATUS.get(summary["status"],
+                                                                                                "FAILED"))
+    except Exception as e:
+        log.warning("logger mlflow: could not set run %s to %s (%s: %s)", record["run_id"], summary["status"],
+                    type(e).__name__, e)
+
+
+class Loggers:
+    """The trackers of one run, fed by its Recorder: `start` (once the run folder exists), `log_row` (each
+    evaluation), `finish` (after the final summary.json). A tracker that raises is dropped after one
+    warning. `record()`: where each tracker writes (summary.json's and the checkpoint's `loggers`).
+
+    `logger_cfg`: the config's `logger` group (the trackers chosen, with their fields; None: none);
+    `config`: the run's resolved config (the trackers' hyperparameters); `resumed`: the `loggers` record
+    of the checkpoint the run resumes from."""
+
+    def __init__(self, logger_cfg=None, config: dict | None = None, resumed: dict | None = None):
+        self.chosen = [name for name in EXTRAS if logger_cfg is not None and name in logger_cfg]
+        self.logger_cfg, self.config, self.resumed, self.trackers = logger_cfg, config or {}, resumed or {}, []
+
+    def _guard(self, tracker_name: str, action, *args):
+        try:
+            return action(*args)
+        except Exception as e:
+            first_line = (str(e).strip().splitlines() or [""])[0]
+            log.warning("logger %s failed (%s: %s); the run goes on without it (metrics.csv and the run folder "
+                        "are unaffected)", tracker_name, type(e).__name__, first_line)
+            self.trackers = [t for t in self.trackers if t.name != tracker_name]
+            return None
+
+    def start(self, run_dir: Path):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return  # rank 0 alone tracks
+        builders = {"tensorboard": lambda: TensorBoardLogger(run_dir),
+                    "mlflow": lambda: MlflowLogger(run_dir, self.config, self.logger_cfg["mlflow"],
+                                                   self.resumed.get("mlflow"))}
+        for name in self.chosen:
+            tracker = self._guard(name, builders[name])
+            if tracker is not None:
+                self.trackers.append(tracker)
+
+    def record(self) -> dict:
+        return {t.name: t.record() for t in self.trackers}
+
+    def log_row(self, row: dict):
+        for tracker in list(self.trackers):
+            self._guard(tracker.name, tracker.log_row, row)
+
+    def finish(self, run_dir: Path, summary: dict):
+        for tracker in list(self.trackers):
+            self._guard(tracker.name, tracker.finish, run_dir, summary)

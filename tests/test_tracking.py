@@ -1,0 +1,299 @@
+"""The `logger` group and report.html, read back the way their users read them: TensorBoard's
+EventAccumulator and MlflowClient compared with metrics.csv row for row, a failing tracker, a tracker
+that is not installed, a resumed MLflow run, and a real 2×2 sweep's report.html as headless Chromium
+renders it."""
+import csv
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from PIL import Image
+
+from cifarbench.loggers import FINAL, SERIES, hyperparameters
+from cifarbench.registry import ConfigError
+from cifarbench.runlog import read_metrics
+
+QUICK = ("model=lenet5", "trainer.epochs=2", "trainer.batch_size=32", "data.train_subset=64", "data.test_subset=60",
+         "trainer.eval_batch_size=100", "trainer.progress=false")
+TRACKERS = [name for name in ("tensorboard", "mlflow") if importlib.util.find_spec(name)]
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def needs(tracker: str):
+    return pytest.mark.skipif(tracker not in TRACKERS, reason=f"install cifarbench[{tracker}] to test logger={tracker}")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, shared_fake_root) -> Path:
+    """A real 2×2 multirun, optim=sgd,adam × trainer.seed=0,1 (LeNet-5, 2 steps per epoch), with every
+    installed tracker, run in-process under Hydra (the CLI's own entry point); its MLflow store is
+    sweep/mlflow.db."""
+    from cifarbench import cli
+
+    folder = tmp_path_factory.mktemp("tracked") / "sweep"
+    argv = ["cifarbench", "-m", "optim=sgd,adam", "trainer.seed=0,1", *QUICK, f"data.root={shared_fake_root}",
+            f"logger=[csv{''.join(',' + t for t in TRACKERS)}]", f"hydra.sweep.dir={folder}"]
+    if "mlflow" in TRACKERS:
+        argv.append(f"logger.mlflow.tracking_uri=sqlite:///{folder}/mlflow.db")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.argv", argv)
+        cli.main()
+    return folder
+
+
+def jobs(sweep: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep.glob("*/summary.json"))
+
+
+def summary_of(job: Path) -> dict:
+    return json.loads((job / "summary.json").read_text())
+
+
+@needs("tensorboard")
+def test_tensorboard_holds_every_metrics_row_the_config_and_the_figures(sweep):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    assert len(jobs(sweep)) == 4
+    for job in jobs(sweep):
+        summary, rows = summary_of(job), read_metrics(job / "metrics.csv")
+        assert summary["loggers"]["tensorboard"] == {"log_dir": str(job / "tensorboard")}
+        events = EventAccumulator(str(job / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+        events.Reload()
+        assert len(rows) == 2
+        for key in SERIES:
+            logged = [(e.step, e.value) for e in events.Scalars(key)] if rows[0][key] is not None else []
+            assert logged == [(int(r["step"]), pytest.approx(r[key], rel=1e-6)) for r in rows if r[key] is not None]
+        assert events.Scalars("final_test_acc")[0].value == pytest.approx(summary["final_test_acc"], rel=1e-6)
+        plugin = {tag: HParamsPluginData.FromString(content)
+                  for tag, content in events.PluginTagToContent("hparams").items()}
+        hparams = plugin["_hparams_/session_start_info"].session_start_info.hparams
+        assert hparams["model.name"].string_value == summary["model"]
+        assert hparams["optim.lr"].number_value == pytest.approx(summary["config"]["optim"]["lr"])
+        assert hparams["trainer.budget_min"].string_value == "null"
+        assert set(hparams) == set(hyperparameters(summary["config"]))
+        assert ([m.name.tag for m in plugin["_hparams_/experiment"].experiment.metric_infos]
+                == [k for k in FINAL if summary.get(k) is not None])
+        for name in ("curves", "confusion", "samples"):
+            image = events.Images(name)[0]
+            with Image.open(job / f"{name}.png") as png:
+                assert (image.width, image.height) == png.size
+
+
+@pytest.fixture(scope="module")
+def mlflow_client(sweep):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{sweep}/mlflow.db")
+
+
+@needs("mlflow")
+def test_a_sweep_is_one_mlflow_experiment_with_a_run_per_job_matching_its_files(sweep, mlflow_client, tmp_path):
+    experiment = mlflow_client.get_experiment_by_name(f"{sweep.parent.name}/{sweep.name}")
+    runs = mlflow_client.search_runs([experiment.experiment_id])
+    assert sorted(run.info.run_name for run in runs) == [job.name for job in jobs(sweep)]
+    for run in runs:
+        job = Path(run.data.tags["cifarbench.run_dir"])
+        summary, rows = summary_of(job), read_metrics(job / "metrics.csv")
+        assert summary["loggers"]["mlflow"] == {"tracking_uri": f"sqlite:///{sweep}/mlflow.db",
+                                                "experiment_id": experiment.experiment_id, "run_id": run.info.run_id}
+        assert (run.info.status, summary["status"]) == ("FINISHED", "completed")
+        assert run.data.params == {key: str(value) for key, value in hyperparameters(summary["config"]).items()}
+        assert run.data.params["optim.name"] == summary["optim"]
+        for key in SERIES:
+            history = [(m.step, m.value) for m in mlflow_client.get_metric_history(run.info.run_id, key)]
+            assert history == [(int(r["step"]), r[key]) for r in rows if r[key] is not None], key
+        assert run.data.metrics["final_test_acc"] == summary["final_test_acc"]
+        assert run.data.metrics["best_test_acc"] == summary["best_test_acc"]
+        assert {a.path for a in mlflow_client.list_artifacts(run.info.run_id)} == {
+            "curves.png", "confusion.png", "samples.png", "summary.json", "hydra"}
+        assert {a.path for a in mlflow_client.list_artifacts(run.info.run_id, "hydra")} == {
+            "hydra/config.yaml", "hydra/hydra.yaml", "hydra/overrides.yaml"}
+    copy = mlflow_client.download_artifacts(runs[0].info.run_id, "summary.json", str(tmp_path))
+    assert Path(copy).read_bytes() == (Path(runs[0].data.tags["cifarbench.run_dir"]) / "summary.json").read_bytes()
+
+
+@needs("mlflow")
+def test_a_resumed_run_continues_its_mlflow_run(sweep, mlflow_client, tmp_path, shared_fake_root, compose_with):
+    from cifarbench.trainer import train
+
+    settings = (*QUICK, "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db",
+                "logger.mlflow.experiment_name=resumed", "trainer.plots=none", f"data.root={shared_fake_root}")
+    first = train(compose_with(*settings, "trainer.epochs=1"), tmp_path)
+    run_id = first["loggers"]["mlflow"]["run_id"]
+    assert mlflow_client.get_run(run_id).info.status == "FINISHED"
+    second = train(compose_with(*settings, f"trainer.resume={tmp_path / 'checkpoints' / 'last.pt'}"), tmp_path)
+    assert second["loggers"]["mlflow"]["run_id"] == run_id
+    experiment = mlflow_client.get_experiment_by_name("resumed")
+    assert [run.info.run_id for run in mlflow_client.search_runs([experiment.experiment_id])] == [run_id]
+    assert mlflow_client.get_run(run_id).info.status == "FINISHED"
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [(m.step, m.value) for m in mlflow_client.get_metric_history(run_id, "test_acc")] == [
+        (int(r["step"]), r["test_acc"]) for r in rows]
+    assert len(rows) == 2 and mlflow_client.get_run(run_id).data.metrics["final_test_acc"] == second["final_test_acc"]
+
+
+@needs("mlflow")
+def test_a_run_that_fails_ends_its_mlflow_run_failed_as_its_summary(sweep, mlflow_client, tmp_path, monkeypatch):
+    """The MLflow run starts with the run folder; the dataset is then missing: the CLI records the failure."""
+    from cifarbench import cli
+
+    monkeypatch.setattr("sys.argv", [
+        "cifarbench", "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db", "data.download=false",
+        f"data.root={tmp_path / 'nothing'}", f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    summary = summary_of(tmp_path / "run")
+    assert summary["status"] == "failed" and summary["error"].startswith("DatasetError: CIFAR-10 not found")
+    run = mlflow_client.get_run(summary["loggers"]["mlflow"]["run_id"])
+    assert (run.info.status, run.info.run_name) == ("FAILED", "run")
+    assert mlflow_client.get_experiment(run.info.experiment_id).name == "cifarbench"  # a single run's default
+
+
+@pytest.mark.skipif(not TRACKERS, reason="install cifarbench[tensorboard] or cifarbench[mlflow]")
+def test_failing_trackers_warn_once_each_and_the_run_completes(tmp_path, shared_fake_root, compose_with, caplog):
+    """TensorBoard's folder is taken by a file, MLflow's SQLite store would lie under a file."""
+    from cifarbench.trainer import train
+
+    blocker, run = tmp_path / "a_file", tmp_path / "run"
+    blocker.write_text("")
+    run.mkdir()
+    (run / "tensorboard").write_text("")
+    summary = train(compose_with(*QUICK, f"logger=[csv,{','.join(TRACKERS)}]", "trainer.plots=none",
+                                 f"logger.mlflow.tracking_uri=sqlite:///{blocker}/mlflow.db",
+                                 f"data.root={shared_fake_root}"), run)
+    assert summary["status"] == "completed" and summary["loggers"] == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w.split(" (")[0] for w in warnings] == [f"logger {tracker} failed" for tracker in TRACKERS]
+    assert all(w.endswith("the run goes on without it (metrics.csv and the run folder are unaffected)")
+               for w in warnings)
+    assert [r["step"] for r in read_metrics(run / "metrics.csv")] == [2, 4]
+    assert json.loads((run / "summary.json").read_text())["final_test_acc"] == summary["final_test_acc"]
+
+
+def test_a_tracker_that_is_not_installed_names_its_extra(compose_with, monkeypatch):
+    from cifarbench.validate import validate_config
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "mlflow" else find_spec(name, *args))
+    with pytest.raises(ConfigError) as error:
+        validate_config(compose_with("logger=many"))
+    assert str(error.value) == ("logger=mlflow needs the mlflow package, which is not installed: "
+                                "pip install 'cifarbench[mlflow]' (or drop mlflow from logger)")
+    validate_config(compose_with("logger=[csv,tensorboard]"))
+
+
+def test_every_logger_entry_is_declared_once():
+    from omegaconf import OmegaConf
+
+    from cifarbench.validate import LOGGER
+
+    entries = {p.stem: OmegaConf.load(p) for p in (CONF / "logger").glob("*.yaml")}
+    assert list(entries.pop("many").defaults) == list(LOGGER.fields)
+    for name, entry in entries.items():
+        assert list(entry) == [name]
+        assert list(entry[name]) == list(LOGGER.fields[name].fields)
+
+
+def test_report_lists_the_jobs_a_sweep_never_started(sweep, tmp_path, capsys):
+    """From the sweep's own record (multirun.yaml): a job whose folder was never made, and one whose folder
+    holds nothing but Hydra's record, are listed as not started and ranked last."""
+    from cifarbench.report import main
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "mlartifacts", "*.db",
+                                                               "*.png", "report.html"))
+    never, emptied = sorted(p for p in copy.iterdir() if p.is_dir())[1:3]
+    shutil.rmtree(never)
+    for name in ("summary.json", "metrics.csv"):
+        (emptied / name).unlink()
+    assert main([str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\n2 job\(s\) never started: #1 optim=sgd trainer\.seed=1 model=lenet5 .* \(sweep .*\); "
+                     r"#2 optim=adam trainer\.seed=0 model=lenet5 .*\n", out)
+    with open(copy / "leaderboard_runs.csv") as f:
+        runs = {(row["run"], row["seed"], row["status"]) for row in csv.DictReader(f)}
+    assert runs == {("optim=sgd", "0", "completed"), ("optim=sgd", "", "not started"),
+                    ("optim=adam", "", "not started"), ("optim=adam", "1", "completed")}
+    with open(copy / "leaderboard.csv") as f:  # each joins the setting of its seed that ran
+        board = {(row["setting"], row["n"], row["objective"], row["status"]) for row in csv.DictReader(f)}
+    assert board == {(s, "1", "-inf", "1 completed, 1 not started") for s in ("optim=sgd", "optim=adam")}
+    assert "<h2>Jobs never started (2)</h2>" in (copy / "report.html").read_text()
+
+
+# report.html -----------------------------------------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Tables(HTMLParser):
+    """The text of every cell of every table with an id, and every link, of an HTML document."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tables, self.links, self._table, self._in_cell = {}, [], None, False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and "id" in attrs:
+            self._table = self.tables.setdefault(attrs["id"], [])
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag == "td" and self._table is not None:
+            self._table[-1].append("")
+            self._in_cell = True
+        elif tag == "a":
+            self.links.append(attrs["href"])
+
+    def handle_endtag(self, tag):
+        self._in_cell = self._in_cell and tag != "td"
+        if tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._in_cell:
+            self._table[-1][-1] += data
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium to render report.html (Debian: apt-get install chromium)")
+def test_report_html_as_chromium_renders_it(sweep, tmp_path):
+    page = sweep / "report.html"
+    text = page.read_text()
+    assert len(text) < 2_000_000  # small enough to mail
+    assert not re.search(r'(?:src|href)="(?!data:)[^"]*://', text)  # nothing fetched from anywhere
+    shot = tmp_path / "page.png"
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,1600", "--dump-dom",
+         page.as_uri() + "#sort=final_test_acc"],  # ascending: the page's script re-sorts the runs
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    parsed = Tables(dom)
+    runs = [row for row in parsed.tables["runs1"] if row]
+    with open(sweep / "leaderboard_runs.csv") as f:
+        board = {row["path"]: row for row in csv.DictReader(f)}
+    assert len(runs) == len(board) == 4
+    for job in jobs(sweep):
+        summary = summary_of(job)
+        label, seed = f"optim={summary['optim']}", str(summary["config"]["trainer"]["seed"])
+        assert board[str(job)]["run"] == label
+        assert [label, seed, "completed", f"{summary['final_test_acc']:.4f}"] in [row[:3] + row[4:5] for row in runs]
+    accuracies = [float(row[4]) for row in runs]
+    assert accuracies == sorted(accuracies)  # sorted by the address's column, in Chromium
+    with open(sweep / "leaderboard.csv") as f:  # the settings, ranked, each mean ± std over its 2 seeds
+        ranked = [(row["setting"], f"{float(row['final_test_acc_mean']):.4f} ± {float(row['final_test_acc_std']):.4f}")
+                  for row in csv.DictReader(f)]
+    assert [(row[0], row[8]) for row in parsed.tables["settings1"] if row] == ranked
+    folders = [link for link in parsed.links if not link.startswith("data:")]
+    assert sorted((sweep / unquote(link)).resolve() for link in folders) == [job.resolve() for job in jobs(sweep)]
+    with Image.open(shot) as png:
+        assert png.size == (1280, 1600)
+        assert len(png.convert("L").getcolors(1 << 16)) > 50  # text, tables and figures, not a blank page
