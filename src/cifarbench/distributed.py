@@ -140,13 +140,15 @@ class World:
         """`model` as its training forward: DistributedDataParallel(model) in a world of several (the
         gradients averaged over ranks in the backward), else `model`. Call after the memory format is
         set and before torch.compile. Modules that may skip their parameters in a step (stochastic
-        depth's `drop_prob`) need DDP's search for unused parameters."""
+        depth's `drop_prob`) need DDP's search for unused parameters. The averaged gradients are copied
+        into each parameter's own `.grad` (gradient_as_bucket_view=False): Muon reads them through
+        views of that very tensor, taken when it is accumulated, which DDP's bucket views would replace."""
         if self.size == 1:
             return model
         skips = any(getattr(module, "drop_prob", 0) for module in model.modules())
         device = next(model.parameters()).device
         return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
-                                                   find_unused_parameters=skips, gradient_as_bucket_view=True)
+                                                   find_unused_parameters=skips)
 
 
 def environment_ranks() -> tuple[int, int, int]:

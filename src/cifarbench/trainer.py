@@ -291,8 +291,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     the preprocessing, evaluated beside the test set at every evaluation, and they choose best.pt.
 
     Inside a process group (`distributed.process_group`: torchrun, submitit tasks) every rank calls
-    it with the same config; each trains on batch_size / world size images a step; rank 0 writes
-    `run_dir` (the other ranks' `run_dir` is not used) and every rank returns the same summary.
+    it with the same config; each trains on batch_size / world size images a step; rank 0 writes its
+    `run_dir` (the other ranks' `run_dir` is replaced by rank 0's) and every rank returns the same summary.
 
     Raises ConfigError (a bad value, a batch that does not divide among the processes, or a resume
     under a config that changes what a step means), CheckpointError, DatasetError or OutputError,
@@ -304,7 +304,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     if t.batch_size % world.size:
         raise ConfigError(f"trainer.batch_size={t.batch_size} is the global batch: it must divide evenly among the "
                           f"{world.size} processes (WORLD_SIZE={world.size}); use a multiple of {world.size}")
-    run_dir = Path(run_dir)
+    run_dir = Path(world.broadcast(str(run_dir)))  # rank 0's folder, which its messages name on every rank
     config = plain_config(cfg)
     resume_from, checkpoint = checkpoint_to_resume(t.resume, run_dir, config, world)  # before this run writes anything
 
