@@ -219,3 +219,15 @@ def test_a_global_batch_that_does_not_divide_among_the_processes(monkeypatch, co
                                           r"the 3 processes \(WORLD_SIZE=3\); use a multiple of 3$"):
         trainer.train(compose_with(*BASE, f"data.root={tmp_path}"), tmp_path)
     assert not list(tmp_path.iterdir()), "nothing written"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.dist_backend=mpi", "trainer.dist_backend='mpi'; it must be one of auto, nccl, gloo"),
+    ("trainer.dist_timeout_s=0", "trainer.dist_timeout_s=0; it must be a positive number"),
+    ("trainer.sync_bn=1", "trainer.sync_bn=1; it must be true or false"),
+])
+def test_the_distributed_fields_are_checked_with_the_others(compose_with, override, message):
+    from cifarbench.validate import validate_config
+
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        validate_config(compose_with(override))

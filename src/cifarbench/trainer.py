@@ -114,8 +114,8 @@ class Training:
         """Everything a resume needs, as tensors and plain containers (`extra`: config, classes, ...).
         The weights (of the plain module), optimizer and data position are the same on every rank;
         `ranks` holds each rank's random states (global RNGs, augmentation draws; `loader` holds
-        rank 0's, so a loader restores alone). Under DDP this
-        gathers from every rank: all call it, rank 0's recorder saves it."""
+        rank 0's, so a loader restores alone). Under DDP this gathers from every rank: all call it,
+        rank 0's recorder saves it."""
         ranks = self.world.gather_objects({"rng": rng_state(), "augment": self.train_loader.generator.get_state()})
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
