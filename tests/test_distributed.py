@@ -43,10 +43,10 @@ def two(data, tmp_path_factory):
                              str(WORKER), str(data), str(out)], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr[-3000:]}"
     summaries = {(name, int(rank)): json.loads(summary)
                  for name, rank, summary in re.findall(r"^SUMMARY (\w+) (\d) (.*)$", result.stdout, re.M)}
-    assert len(summaries) == 2 * len(SCENARIOS), output[-3000:]
+    assert len(summaries) == 2 * len(SCENARIOS), f"{sorted(summaries)}\n{result.stdout[-3000:]}"
     return out, summaries, output
 
 
