@@ -1,5 +1,6 @@
-"""One model trained by several processes: PyTorch's DistributedDataParallel (DDP), one process per
-device, started by `torchrun` or, under `hydra/launcher=slurm`, as the tasks of a submitit job.
+"""One model trained by several processes: PyTorch's DistributedDataParallel (DDP; Li et al. 2020,
+"PyTorch Distributed: Experiences on Accelerating Data Parallel Training"), one process per device,
+started by `torchrun` or, under `hydra/launcher=slurm`, as the tasks of a submitit job.
 
 Each process is a rank of the world. `torchrun` sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and
 MASTER_PORT; a submitit job with several tasks (SLURM's srun, or submitit's local executor) gets the
@@ -58,6 +59,7 @@ class World:
 
     @property
     def main(self) -> bool:
+        """Rank 0: the one process that writes files."""
         return self.rank == 0
 
     def shard(self, n: int) -> tuple[int, int]:
