@@ -63,7 +63,7 @@ def test_checkpoints_hold_what_a_resume_needs(tmp_path, fake_cifar_root):
     assert result.returncode == 0, result.stderr
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["loader"]["epoch"] == 2 and state["state"]["step"] == 14 and len(state["state"]["rows"]) == 2
-    assert {"model", "optimizer", "scaler", "loader", "window", "state", "rng", "config", "preprocess",
+    assert {"model", "optimizer", "scaler", "loader", "window", "state", "ranks", "config", "preprocess",
             "classes"} <= set(state)
     assert state["config"]["model"]["name"] == "lenet" and isinstance(state["config"], dict)
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")

@@ -28,10 +28,10 @@ def test_lenet_amp_run_and_its_resume_from_a_cuda_checkpoint(tmp_path, data, com
     first = trainer.train(compose_with(*QUICK, *run, "trainer.epochs=1"), tmp_path / "run")
     assert first["status"] == "completed"
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", map_location="cuda")
-    assert state["rng"]["torch"].is_cuda  # what used to break resume: restore_rng must move it back
+    assert state["ranks"][0]["rng"]["torch"].is_cuda  # what used to break resume: restore_rng must move it back
     from cifarbench.checkpoint import restore_rng
 
-    restore_rng(state["rng"])
+    restore_rng(state["ranks"][0]["rng"])
     resumed = trainer.train(compose_with(*QUICK, *run, "trainer.epochs=2",
                                          f"trainer.resume={tmp_path / 'run' / 'checkpoints' / 'last.pt'}"),
                             tmp_path / "run")

@@ -17,6 +17,9 @@ from cifarbench.checkpoint import load_checkpoint
 from cifarbench.data.loader import DeviceLoader
 from cifarbench.registry import ConfigError
 
+# The module-scoped runs below are shared by its tests: one pytest-xdist worker runs them all.
+pytestmark = pytest.mark.xdist_group("test_engine")
+
 TIMING = ("train_seconds", "images_per_s")
 # The issue's run: 2000 images in batches of 16 = 125 steps an epoch, 3 epochs, cosine.
 ISSUE_RUN = ("model=lenet", "optim=sgd", "sched=cosine", "data.train_subset=2000", "data.test_subset=500",

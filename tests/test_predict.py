@@ -6,6 +6,9 @@ import pytest
 from conftest import fake_images, run_cli
 from PIL import Image
 
+# The module-scoped runs below are shared by its tests: one pytest-xdist worker runs them all.
+pytestmark = pytest.mark.xdist_group("test_predict")
+
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):

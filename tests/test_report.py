@@ -12,6 +12,9 @@ from PIL import Image
 from cifarbench.report import find_runs, group_runs, mean_band, write_report
 from cifarbench.runlog import objective
 
+# The module-scoped runs below are shared by its tests: one pytest-xdist worker runs them all.
+pytestmark = pytest.mark.xdist_group("test_report")
+
 SETTINGS = {"optim.lr=0.001": ("optim.lr=0.001",), "optim.lr=0.003": ("optim.lr=0.003",)}
 SEEDS = (0, 1, 2)
 

@@ -19,6 +19,9 @@ from cifarbench.loggers import FINAL, SERIES, hyperparameters
 from cifarbench.registry import ConfigError
 from cifarbench.runlog import read_metrics
 
+# The module-scoped runs below are shared by its tests: one pytest-xdist worker runs them all.
+pytestmark = pytest.mark.xdist_group("test_tracking")
+
 QUICK = ("model=lenet5", "trainer.epochs=2", "trainer.batch_size=32", "data.train_subset=64", "data.test_subset=60",
          "trainer.eval_batch_size=100", "trainer.progress=false")
 TRACKERS = [name for name in ("tensorboard", "mlflow") if importlib.util.find_spec(name)]

@@ -67,7 +67,8 @@ def restore_rng(state: dict):
 # what a step means. (A group name stands for all its keys: `logger`, the trackers watching the run.)
 RESUMABLE_CHANGES = {"logger", "trainer.resume", "trainer.epochs", "trainer.budget_min", "trainer.progress",
                      "trainer.eval_every", "trainer.eval_batch_size", "trainer.device", "trainer.compile",
-                     "trainer.plots", "data.root", "data.download", "data.url"}
+                     "trainer.plots", "trainer.dist_backend", "trainer.dist_timeout_s", "data.root", "data.download",
+                     "data.url"}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

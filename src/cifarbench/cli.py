@@ -71,25 +71,33 @@ def run(cfg: DictConfig) -> float:
     """Train one job; returns the objective a Hydra sweeper maximises (`runlog.objective`): the final
     validation accuracy with `data.val_split`, else the final test accuracy (fractions); -inf for a job
     that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search)."""
+    from cifarbench.distributed import environment_ranks, process_group
     from cifarbench.runlog import objective
     from cifarbench.trainer import train
 
     hydra_cfg = HydraConfig.get()
     run_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
-    pin_gpu(hydra_cfg.job.get("num") if multirun else None)
+    main_rank = environment_ranks()[0] == 0
+    if not main_rank:  # one run, one writer: the other ranks of a DDP run log warnings only and write nothing
+        logging.getLogger().setLevel(logging.WARNING)
     log.info("run folder: %s", run_dir)
     try:
-        summary = train(cfg, run_dir)
+        with process_group(cfg.trainer) as world:
+            if world.size == 1:
+                pin_gpu(hydra_cfg.job.get("num") if multirun else None)
+            summary = train(cfg, run_dir)
     except user_errors() as e:  # the message says it all
         log.error("%s", e)
-        record_failure(run_dir, cfg, e)
+        if main_rank:
+            record_failure(run_dir, cfg, e)
         if not multirun and tracebacks_wanted():
             raise
         if multirun:
             return -math.inf
         sys.exit(2)
     except Exception as e:
-        record_failure(run_dir, cfg, e)
+        if main_rank:
+            record_failure(run_dir, cfg, e)
         if not multirun:
             raise
         log.exception("job failed; the sweep goes on")
@@ -132,6 +140,12 @@ outputs, relative to the current folder:
 
 shell completion: eval "$(cifarbench -sc install=bash)"   (see README, "Shell completion")
 """
+
+
+# Appended to the overrides of torchrun's ranks other than 0, whose Hydra would otherwise make a run
+# folder of its own (its ${now:} and run id differ from rank 0's): the current folder (which exists)
+# as the run folder, no .hydra/ in it, and logs to the console only.
+OTHER_RANKS = ("hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout")
 
 
 def usage() -> str:
@@ -224,9 +238,16 @@ def main():
         sys.exit(2)
     if {"-h", "--help"} & set(argv):
         print(usage())
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and {"-m", "--multirun"} & set(argv):
+        print("cifarbench: torchrun trains one run on several processes and takes no sweep (-m); sweep DDP runs "
+              "with hydra/launcher=slurm hydra.launcher.tasks_per_node=N, or start torchrun once per setting",
+              file=sys.stderr)
+        sys.exit(2)
+    if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks: no run folder, no log file (rank 0 has them)
+        argv = [*argv, *OTHER_RANKS]
     # Hydra prints its own errors in several lines, unless HYDRA_FULL_ERROR=1: then it raises them to us.
     with mock.patch.dict(os.environ, {"CIFARBENCH_FULL_ERROR": str(int(tracebacks_wanted())),
-                                      "HYDRA_FULL_ERROR": "1"}):
+                                      "HYDRA_FULL_ERROR": "1"}), mock.patch.object(sys, "argv", [sys.argv[0], *argv]):
         with errors_in_one_line((HydraException, OmegaConfBaseException), unless=raised_in_a_job):
             run()
 

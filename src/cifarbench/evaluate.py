@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifarbench.distributed import World
+
 TTA_MODES = ("none", "flip", "flip_translate")
 
 
@@ -46,10 +48,16 @@ def tta_logits(model: nn.Module, images: torch.Tensor, tta: str = "none") -> tor
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, autocast=None, tta: str = "none") -> tuple[float, float, torch.Tensor]:
+def evaluate(model: nn.Module, loader, autocast=None, tta: str = "none",
+             world: World = World()) -> tuple[float, float, torch.Tensor]:
     """Mean cross-entropy (nats), accuracy (fraction) and predicted classes ((N,) int64 on the CPU) of
     `model` over every batch of `loader` (a `DeviceLoader` without shuffling), in eval mode, logits
-    summed over the TTA views with their weights; one host–device sync at the end."""
+    summed over the TTA views with their weights; one host–device sync at the end.
+
+    In a `world` of several processes each rank's loader holds its share of the images (`World.shard`
+    of them, in rank order) and `model` is the plain module (not DDP's wrapper, whose forward would
+    broadcast buffers): the sums are all-reduced and the predictions gathered, so every rank returns
+    the metrics and predictions of the whole set, each image counted once."""
     model.eval()
     autocast = autocast or contextlib.nullcontext()
     loss_sum = torch.zeros((), device=loader.images.device)
@@ -60,5 +68,7 @@ def evaluate(model: nn.Module, loader, autocast=None, tta: str = "none") -> tupl
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         predictions.append(logits.argmax(1))
     predictions = torch.cat(predictions)
-    n = len(loader.images)
-    return loss_sum.item() / n, (predictions == loader.labels).sum().item() / n, predictions.cpu()
+    loss_sum, correct, n = world.sum(torch.stack([loss_sum.double(), (predictions == loader.labels).sum().double(),
+                                                  torch.tensor(len(predictions), dtype=torch.float64,
+                                                               device=loss_sum.device)])).tolist()
+    return loss_sum / n, correct / n, world.gather(predictions).cpu()

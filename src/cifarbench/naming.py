@@ -5,8 +5,8 @@ Two OmegaConf resolvers, registered when `cifarbench` is imported (before Hydra 
 
 - `${cifarbench.run_id:}`: an id unique to this process, `<pid>-<6 random hex digits>`, drawn once
   per process, so every folder a process names agrees and two runs started in the same second
-  get two folders. Set the environment variable `CIFARBENCH_RUN_ID` to choose it instead: the
-  processes of one run (e.g. torchrun's ranks) must all set the same value to share a folder.
+  get two folders. Set the environment variable `CIFARBENCH_RUN_ID` to choose it instead. (The ranks
+  of a torchrun run need not: only rank 0 names a folder, see `cli.OTHER_RANKS`.)
 - `${cifarbench.short:TEXT}`: TEXT as one folder name of at most 120 bytes: `/` becomes `_`, and a
   longer name is cut and ends in a hash of the whole, so distinct override sets stay distinct.
   (The full overrides of a job are in its `.hydra/overrides.yaml`.)

@@ -13,8 +13,8 @@ from pathlib import Path
 from cifarbench.checkpoint import save_checkpoint
 from cifarbench.clock import RunState
 from cifarbench.files import atomic_write_json
-from cifarbench.loggers import Loggers
 from cifarbench.registry import ConfigError
+from cifarbench.loggers import Loggers
 from cifarbench.runlog import plot_curves, write_metrics
 from cifarbench.studies import write_reported
 
@@ -29,31 +29,35 @@ class Recorder:
     the objective is the final validation accuracy; without one, best_* are chosen on test accuracy
     (optimistic) and the objective is the final test accuracy. summary.json's `selection` says which.
     `loggers`: the trackers fed each metrics row and the final summary; where they write is recorded
-    in summary.json's and every checkpoint's `loggers`. Raises ConfigError for another `plots` value,
-    OutputError (from the first write) if the folder is not writable."""
+    in summary.json's and every checkpoint's `loggers`. `writes`: false on every rank of a DDP run but
+    rank 0, whose recorder keeps the same rows and summary and writes no file nor tracks. Raises ConfigError for another `plots` value, OutputError (from the
+    first write) if the folder is not writable."""
 
     def __init__(self, run_dir: Path, summary: dict, plots: str = "end", validation: bool = False,
-                 loggers: Loggers | None = None):
+                 loggers: Loggers | None = None, writes: bool = True):
         if plots not in PLOTS:
             raise ConfigError(f"trainer.plots={plots!r}; choose one of {', '.join(PLOTS)}")
-        self.run_dir, self.summary, self.plots = run_dir, summary, plots
+        self.run_dir, self.summary, self.plots, self.writes = run_dir, summary, plots, writes
         self.selected_by = "val_acc" if validation else "test_acc"
         summary["selection"] = {"best_checkpoint": self.selected_by, "objective": f"final_{self.selected_by}"}
         self.last, self.best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
         self.write_summary()
-        self.loggers = loggers or Loggers()
+        self.loggers = loggers if loggers is not None and writes else Loggers()
         if self.loggers.chosen:
             self.loggers.start(run_dir)
             self.write_summary(loggers=self.loggers.record())
 
     def write_summary(self, **updates):
         self.summary.update(updates)
-        atomic_write_json(self.run_dir / "summary.json", self.summary)
+        if self.writes:
+            atomic_write_json(self.run_dir / "summary.json", self.summary)
 
     def add_row(self, state: RunState, row: dict) -> bool:
         """Append an evaluation's metrics to metrics.csv and the log; returns whether it is the best
         so far by the selection accuracy (and then records it in `state.best_acc`)."""
         state.rows.append(row)
+        if not self.writes:
+            return self._is_best(state, row)
         write_metrics(self.run_dir / "metrics.csv", state.rows)
         val = (f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:5.2f}%"
                if row["val_acc"] is not None else "")
@@ -63,12 +67,17 @@ class Recorder:
         if self.plots == "all":
             self.draw_curves(state)
         self.loggers.log_row(row)
+        return self._is_best(state, row)
+
+    def _is_best(self, state: RunState, row: dict) -> bool:
         best = row[self.selected_by] > state.best_acc
         state.best_acc = max(state.best_acc, row[self.selected_by])
         return best
 
     def save(self, checkpoint: dict, best: bool = False):
         """last.pt always; best.pt too when this evaluation is the best so far."""
+        if not self.writes:
+            return
         checkpoint = {**checkpoint, "loggers": self.loggers.record()}  # a resume continues the same tracked runs
         save_checkpoint(self.last, checkpoint)
         if best:
@@ -87,7 +96,7 @@ class Recorder:
         `diagnostics()` draws confusion.png and samples.png and returns the per-class accuracy."""
         rows = state.rows
         if rows:
-            if self.plots != "none":
+            if self.plots != "none" and self.writes:
                 self.draw_curves(state)
             best = max(rows, key=lambda r: r[self.selected_by])  # the first of equals, as best.pt
             self.summary.update({
@@ -98,12 +107,12 @@ class Recorder:
             if self.selected_by == "val_acc":
                 self.summary.update(final_val_acc=rows[-1]["val_acc"], final_val_loss=rows[-1]["val_loss"],
                                     best_val_acc=best["val_acc"])
-        if diagnostics is not None and self.plots != "none":
+        if diagnostics is not None and self.plots != "none" and self.writes:
             self.summary["per_class_acc"] = diagnostics()
         self.write_summary(status=status, stopped_by=stopped_by, steps=state.step,
                            train_seconds=round(state.train_seconds, 3),
                            compile_seconds=round(state.compile_seconds, 3))
-        if write_reported(self.run_dir, [(self.run_dir.name, [self.summary])]):
+        if self.writes and write_reported(self.run_dir, [(self.run_dir.name, [self.summary])]):
             log.info("the study's reported figures beside this run's: %s", self.run_dir / "reported_vs_measured.md")
         self.loggers.finish(self.run_dir, self.summary)
         if rows:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarbench.averaging import EMA, Lookahead
+from cifarbench.distributed import World
 from cifarbench.sched import Schedule, progress
 
 DIVERGENCE_CHECK_EVERY = 50  # steps; each check is one host–device sync
@@ -33,19 +34,23 @@ class Plan:
 
 
 class TrainStep:
-    """`step(images, labels, step, elapsed_s)` trains on one batch: images (B, C, H, W) float as the
-    loader yields them, labels (B,) int64; `step` is the number of steps done before this one and
-    `elapsed_s` the training seconds so far (both decide the lr).
+    """`step(images, labels, step, elapsed_s, loss_weight)` trains on one batch: images (B, C, H, W)
+    float as the loader yields them, labels (B,) int64; `step` is the number of steps done before this
+    one and `elapsed_s` the training seconds so far (both decide the lr); the mean loss is weighted by
+    `loss_weight` for the backward (DeviceLoader.loss_weight: 1.0 but for unequal shares under DDP).
 
     The lr of each optimizer group is base lr × schedule × the group's `lr_scale`, and 0 once the
     group's `train_epochs` are over. Training loss and accuracy since the last `reset()` accumulate on
     the device; a divergence check reads the window's losses once every DIVERGENCE_CHECK_EVERY steps.
+    `compiled` is the training forward (DDP's wrapper under several processes), `model` the plain
+    module the averaging reads. In a `world` of several processes the window's sums are all-reduced
+    when read or saved, so they count the images of every rank.
     """
 
     def __init__(self, model: nn.Module, compiled: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, criterion, autocast, schedule: Schedule, plan: Plan,
-                 mix=None, ema: EMA | None = None, lookahead: Lookahead | None = None):
-        self.model, self.compiled, self.optimizer, self.scaler = model, compiled, optimizer, scaler
+                 mix=None, ema: EMA | None = None, lookahead: Lookahead | None = None, world: World = World()):
+        self.model, self.compiled, self.optimizer, self.scaler, self.world = model, compiled, optimizer, scaler, world
         self.criterion, self.autocast, self.schedule, self.plan = criterion, autocast, schedule, plan
         self.mix, self.ema, self.lookahead = mix, ema, lookahead
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -65,7 +70,8 @@ class TrainStep:
             group["lr"] = base_lr * scale * group.get("lr_scale", 1.0) * trains
         return scale
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, step: int, elapsed_s: float):
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, step: int, elapsed_s: float,
+                 loss_weight: float = 1.0):
         self.set_lr(step, elapsed_s)
         targets = labels
         if self.mix is not None:  # soft targets; accuracy counts the dominant label
@@ -73,7 +79,7 @@ class TrainStep:
         with self.autocast:
             logits = self.compiled(images)
             loss = self.criterion(logits, targets)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss * loss_weight).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -99,11 +105,16 @@ class TrainStep:
         bad_step = (steps_done - 1) // DIVERGENCE_CHECK_EVERY * DIVERGENCE_CHECK_EVERY + bad[0].item() + 1
         return f"loss became non-finite at step {bad_step} (lr {self.recent_lrs.get(bad_step, math.nan):.3g})"
 
+    def sums(self) -> list[float]:
+        """[summed loss, correct, images] since the last reset, over every rank (one sync)."""
+        return self.world.sum(torch.stack([self.loss_sum.double(), self.correct.double(),
+                                           torch.tensor(float(self.seen), device=self.loss_sum.device)])).tolist()
+
     def window(self) -> dict:
         """Training metrics since the last reset (one sync): mean loss and accuracy (fractions), images."""
-        seen = self.seen
-        return {"seen": seen, "train_loss": self.loss_sum.item() / seen if seen else math.nan,
-                "train_acc": self.correct.item() / seen if seen else math.nan}
+        loss_sum, correct, seen = self.sums()
+        return {"seen": int(seen), "train_loss": loss_sum / seen if seen else math.nan,
+                "train_acc": correct / seen if seen else math.nan}
 
     def reset(self):
         self.loss_sum.zero_()
@@ -111,9 +122,16 @@ class TrainStep:
         self.seen = 0
 
     def state_dict(self) -> dict:
-        return {"loss_sum": self.loss_sum.cpu(), "correct": self.correct.cpu(), "seen": self.seen}
+        """The window's sums over every rank (a collective under DDP: every rank calls it)."""
+        loss_sum, correct, seen = self.sums()
+        return {"loss_sum": torch.tensor(loss_sum, dtype=torch.float32), "correct": torch.tensor(int(correct)),
+                "seen": int(seen)}
 
     def load_state_dict(self, state: dict):
-        self.loss_sum.copy_(state["loss_sum"])
-        self.correct.copy_(state["correct"])
-        self.seen = state["seen"]
+        """Rank 0 takes the saved sums and the other ranks start from zero, so the sums over ranks,
+        with any number of processes, are the saved ones."""
+        self.reset()
+        if self.world.main:
+            self.loss_sum.copy_(state["loss_sum"])
+            self.correct.copy_(state["correct"])
+            self.seen = state["seen"]

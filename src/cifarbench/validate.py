@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from cifarbench.aug import AUGMENTS, MIXES, PAD_MODES
 from cifarbench.data import PREPROCESSES
 from cifarbench.device import AMP_MODES, DEVICES, resolve_amp, resolve_device
+from cifarbench.distributed import BACKENDS
 from cifarbench.evaluate import TTA_MODES
 from cifarbench.loggers import check_installed
 from cifarbench.models import COMMON_FIELDS, MODELS
@@ -184,6 +185,7 @@ TRAINER = Schema({
                          "decay_power": at_least(0)}),
     "tta": one_of(*TTA_MODES), "whiten_init": FLAG, "whiten_freeze": FLAG,
     "whiten_bias_epochs": positive(nullable=True),
+    "sync_bn": FLAG, "dist_backend": one_of(*BACKENDS), "dist_timeout_s": positive(),
 })
 DATA = Schema({
     "root": TEXT, "download": FLAG, "url": TEXT,

@@ -2,8 +2,13 @@
 `randperm` and index slices, augmented and normalised on whole batches. No workers, no PIL.
 
 The loader owns the run's position in the data (epoch, batch within the epoch, the epoch's order and
-the generator that draws every shuffle and augmentation), and `state_dict()` saves it, so a run
-stopped after any step resumes at the very next batch with the same images and the same draws.
+the generator that draws the orders), and `state_dict()` saves it, so a run stopped after any step
+resumes at the very next batch with the same images. The augmentation draws come from a generator of
+their own (`generator`), one stream per process.
+
+Several processes (DDP) share one order: each epoch's permutation is drawn from the same seed on every
+rank, and each rank takes its share of every (global) batch, so the global position, and the saved
+state, do not depend on the number of processes.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import torch
 from torch import nn
 
 from cifarbench.aug import Augment
+from cifarbench.distributed import World, rank_seed
 
 
 class DeviceLoader:
@@ -18,26 +24,31 @@ class DeviceLoader:
 
     Args:
         images: (N, C, H, W) uint8 on the training device; labels: (N,) int64 on the same device.
-        batch_size: images per batch; the last batch of an epoch holds the remainder unless `drop_last`.
+        batch_size: images per (global) batch; the last batch of an epoch holds the remainder unless
+            `drop_last`. In a `world` of several processes each rank yields its share of every batch
+            (`World.shard`: contiguous, sizes differing by at most one).
         preprocess: uint8 batch → network input (normalisation), applied after augmentation.
         augment: `augment(uint8 batch, generator) -> uint8 batch`, or None.
         shuffle: a new permutation each epoch (training) or the stored order (evaluation).
-        seed: seeds the loader's own generator (on the images' device).
+        seed: seeds the epoch orders (the same on every rank) and, with the rank, the augmentation
+            draws of `generator` (on the images' device).
         alternating_flip: airbench's flip: each image mirrored on every other epoch, from a random start.
         drop_last: skip the last partial batch (airbench94 does; every step then has the same shape).
+        world: the processes training together (a world of one by default).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, preprocess: nn.Module,
                  augment: Augment | None = None, shuffle: bool = True, seed: int = 0,
                  memory_format: torch.memory_format = torch.contiguous_format, alternating_flip: bool = False,
-                 drop_last: bool = False):
+                 drop_last: bool = False, world: World = World()):
         self.images, self.labels = images, labels
         self.batch_size, self.preprocess, self.augment = batch_size, preprocess, augment
-        self.shuffle, self.memory_format, self.drop_last = shuffle, memory_format, drop_last
-        self.generator = torch.Generator(images.device).manual_seed(seed)
+        self.shuffle, self.memory_format, self.drop_last, self.world = shuffle, memory_format, drop_last, world
+        self.order_generator = torch.Generator(images.device).manual_seed(seed)
+        self.generator = torch.Generator(images.device).manual_seed(rank_seed(seed, world.rank))
         # Alternating flip: the parity of `epoch` decides which images are mirrored, so every image
         # is seen both ways in any two consecutive epochs; the phase is drawn once from the seed.
-        self.flip_phase = (torch.rand(len(images), generator=self.generator, device=images.device) < 0.5
+        self.flip_phase = (torch.rand(len(images), generator=self.order_generator, device=images.device) < 0.5
                            if alternating_flip else None)
         self.bounds = self._bounds()
         if not self.bounds:
@@ -53,15 +64,30 @@ class DeviceLoader:
     def _bounds(self) -> list[tuple[int, int]]:
         """Full batches, then the remainder (unless drop_last), so every image is seen once per epoch.
 
-        A remainder of one image joins the last full batch instead: batch norm cannot train on one.
+        A remainder of less than two images per process joins the last full batch instead: batch norm
+        cannot train on one image.
         """
         n, size = len(self.images), self.batch_size
         if self.drop_last:
             return [(s, s + size) for s in range(0, n - size + 1, size)]
         starts = list(range(0, n, size))
-        if len(starts) > 1 and n - starts[-1] == 1:
+        if len(starts) > 1 and n - starts[-1] < 2 * self.world.size:
             starts.pop()
         return list(zip(starts, starts[1:] + [n]))
+
+    def share(self, batch: int) -> tuple[int, int]:
+        """This rank's [start, end) in the epoch's order of batch number `batch` (0-based)."""
+        start, end = self.bounds[batch]
+        first, last = self.world.shard(end - start)
+        return start + first, start + last
+
+    def loss_weight(self) -> float:
+        """For the batch last yielded: this rank's share of it × the number of processes / its size,
+        1.0 when the shares are equal. DDP averages the ranks' gradients, so a rank's mean loss
+        weighted by it makes the gradient that of the mean over the whole batch."""
+        start, end = self.share(self.batch - 1)
+        first, last = self.bounds[self.batch - 1]
+        return (end - start) * self.world.size / (last - first)
 
     @property
     def epoch_done(self) -> bool:
@@ -72,10 +98,10 @@ class DeviceLoader:
         if self.epoch_done:
             self.epoch += 1
             self.batch = 0
-            self.order = (torch.randperm(len(self.images), generator=self.generator, device=self.images.device)
+            self.order = (torch.randperm(len(self.images), generator=self.order_generator, device=self.images.device)
                           if self.shuffle else torch.arange(len(self.images), device=self.images.device))
         while self.batch < len(self):
-            start, end = self.bounds[self.batch]
+            start, end = self.share(self.batch)
             self.batch += 1  # before the yield: a batch handed out is a batch trained on
             index = self.order[start:end]
             images = self.images[index]
@@ -87,11 +113,14 @@ class DeviceLoader:
             yield self.preprocess(images).contiguous(memory_format=self.memory_format), self.labels[index]
 
     def state_dict(self) -> dict:
-        """Where the loader stands: CPU tensors and ints (safe for `torch.load(weights_only=True)`)."""
-        return {"epoch": self.epoch, "batch": self.batch, "generator": self.generator.get_state(),
-                "order": None if self.order is None else self.order.cpu()}
+        """Where the loader stands: CPU tensors and ints (safe for `torch.load(weights_only=True)`). All
+        but `generator` (this rank's augmentation draws) is the same on every rank."""
+        return {"epoch": self.epoch, "batch": self.batch, "order_generator": self.order_generator.get_state(),
+                "order": None if self.order is None else self.order.cpu(), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict):
         self.epoch, self.batch = state["epoch"], state["batch"]
-        self.generator.set_state(state["generator"].cpu())  # set_state takes a CPU ByteTensor, even for CUDA
+        # set_state takes a CPU ByteTensor, even for a CUDA generator
+        self.order_generator.set_state(state["order_generator"].cpu())
+        self.generator.set_state(state["generator"].cpu())
         self.order = None if state["order"] is None else state["order"].to(self.images.device)
