@@ -68,7 +68,10 @@ def user_errors() -> tuple[type[Exception], ...]:
 def run(cfg: DictConfig) -> float:
     """Train one job; returns the objective a Hydra sweeper maximises (`runlog.objective`): the final
     validation accuracy with `data.val_split`, else the final test accuracy (fractions); -inf for a job
-    that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search)."""
+    that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search).
+    A job of a sweep run again in its folder with `trainer.resume=auto` that completed there before is
+    not trained again: its summary stays as it is and its objective is returned."""
+    from cifarbench.checkpoint import completed_run, plain_config
     from cifarbench.runlog import objective
     from cifarbench.trainer import train
 
@@ -76,6 +79,9 @@ def run(cfg: DictConfig) -> float:
     run_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
     pin_gpu(hydra_cfg.job.get("num") if multirun else None)
     log.info("run folder: %s", run_dir)
+    if multirun and cfg.trainer.resume == "auto" and (done := completed_run(run_dir, plain_config(cfg))):
+        log.info("trainer.resume=auto: this job completed in %s before; skipped (its files are kept)", run_dir)
+        return objective(done)
     try:
         summary = train(cfg, run_dir)
     except user_errors() as e:  # the message says it all

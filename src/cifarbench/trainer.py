@@ -325,6 +325,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         lookahead.finish()  # evaluate and keep the slow weights
     if not state.rows or state.rows[-1]["step"] != state.step:  # the final evaluation always happens
         predictions = evaluate_and_save(training, state, recorder, autocast, t.tta, extra)
-    diagnostics = (functools.partial(write_diagnostics, run_dir, test_images, test_labels, predictions.numpy(),
-                                     data.classes) if predictions is not None else None)
+    elif predictions is None:  # resumed after its final evaluation (stopped while drawing): predict again
+        predictions = evaluate(training.eval_model, training.test_loader, autocast, t.tta)[2]
+    diagnostics = functools.partial(write_diagnostics, run_dir, test_images, test_labels, predictions.numpy(),
+                                    data.classes)
     return recorder.finish(state, "completed", stopped_by, diagnostics)
