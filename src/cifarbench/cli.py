@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -21,6 +22,7 @@ from unittest import mock
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -105,6 +107,21 @@ def run(cfg: DictConfig) -> float:
     if summary["status"] == "diverged" and not multirun:
         sys.exit(1)
     return objective(summary)
+
+
+class SlurmCheck(Callback):
+    """Registered in the root config: a multirun whose launcher submits to SLURM on a machine without
+    SLURM (no `sbatch` on PATH) stops before any job with one line saying so and what to use here
+    instead, rather than submitit's traceback. (Hydra turns a callback's exceptions into warnings, so it
+    prints and exits 2 itself, as `errors_in_one_line` does.)"""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs):
+        launcher = OmegaConf.select(config, "hydra.launcher._target_", default="") or ""
+        if launcher.endswith(".SlurmLauncher") and shutil.which("sbatch") is None:
+            print("error: hydra/launcher=slurm submits to SLURM, and this machine has none (no sbatch on PATH); "
+                  "to run the jobs here use hydra/launcher=submitit_local (one process per job, "
+                  "pip install 'cifarbench[slurm]') or hydra/launcher=parallel", file=sys.stderr)
+            sys.exit(2)
 
 
 # `cifarbench NAME ...` runs `python -m MODULE ...`; each module has main(argv), which takes --help.

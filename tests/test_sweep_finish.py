@@ -1,6 +1,7 @@
 """Sweeps you can finish: a multirun stopped by Ctrl-C in its second job, run again with the same sweep
 folder and trainer.resume=auto, skips the completed job, resumes the interrupted one, runs the rest, and
-leaves one folder and one leaderboard row per job. In-process (Hydra's basic launcher runs the jobs here)."""
+leaves one folder and one leaderboard row per job (in-process: Hydra's basic launcher runs the jobs here);
+hydra/launcher=slurm without SLURM says so in one line."""
 import csv
 import json
 import os
@@ -105,3 +106,29 @@ def test_a_run_stopped_after_its_final_checkpoint_resumes_to_its_figures(tmp_pat
     assert again["status"] == "completed" and again["steps"] == whole["steps"] == 4
     assert again["per_class_acc"] == whole["per_class_acc"]
     assert (tmp_path / "confusion.png").is_file() and (tmp_path / "samples.png").is_file()
+
+
+@pytest.mark.parametrize("launcher, sbatch, stops", [("slurm", False, True), ("slurm", True, False),
+                                                     ("submitit_local", False, False)])
+def test_the_slurm_launcher_without_slurm_stops_in_one_line(tmp_path, monkeypatch, capsys, launcher, sbatch, stops):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="install cifarbench[slurm]")
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    with initialize_config_module("cifarbench.conf", version_base="1.3"):
+        config = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    if sbatch:
+        (tmp_path / "sbatch").write_text("#!/bin/sh\n")
+        (tmp_path / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    check = instantiate(config.hydra.callbacks.slurm_check)
+    if not stops:
+        check.on_multirun_start(config=config)
+        return
+    with pytest.raises(SystemExit) as stopped:
+        check.on_multirun_start(config=config)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: hydra/launcher=slurm submits to SLURM, and this machine has none (no sbatch on PATH); to run the "
+        "jobs here use hydra/launcher=submitit_local (one process per job, pip install 'cifarbench[slurm]') or "
+        "hydra/launcher=parallel\n")
