@@ -30,6 +30,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from cifarbench.registry import did_you_mean, unknown_fields
 
 log = logging.getLogger("cifarbench")
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # Hydra's default: jobs in this process
 
 
 def record_failure(run_dir: Path, cfg: DictConfig, error: BaseException):
@@ -74,6 +75,7 @@ def run(cfg: DictConfig) -> float:
     A job of a sweep run again in its folder with `trainer.resume=auto` that completed there before is
     not trained again: its summary stays as it is and its objective is returned."""
     from cifarbench.checkpoint import completed_run, plain_config
+    from cifarbench.drawing import in_background
     from cifarbench.runlog import objective
     from cifarbench.trainer import train
 
@@ -84,8 +86,11 @@ def run(cfg: DictConfig) -> float:
     if multirun and cfg.trainer.resume == "auto" and (done := completed_run(run_dir, plain_config(cfg))):
         log.info("trainer.resume=auto: this job completed in %s before; skipped (its files are kept)", run_dir)
         return objective(done)
+    # The jobs of a sweep run here one after another: the next one trains while these figures render.
+    in_process = multirun and hydra_cfg.launcher._target_ == BASIC_LAUNCHER
     try:
-        summary = train(cfg, run_dir)
+        with in_background(in_process):
+            summary = train(cfg, run_dir)
     except user_errors() as e:  # the message says it all
         log.error("%s", e)
         record_failure(run_dir, cfg, e)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cifarbench.drawing import draw
 from cifarbench.runlog import DPI, new_figure, save_png
 
 FRAME = 4  # pixels of margin around each sample tile, red for a wrong prediction
@@ -93,10 +94,11 @@ def plot_samples(path: str | Path, images: np.ndarray, labels: np.ndarray, predi
 
 def write_diagnostics(out_dir: str | Path, images: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
                       classes) -> dict[str, float]:
-    """confusion.png and samples.png into `out_dir`; returns the accuracy (fraction) of each true class."""
+    """confusion.png and samples.png into `out_dir` (drawn by `drawing.draw`: in a sweep, in the background);
+    returns the accuracy (fraction) of each true class."""
     confusion = confusion_matrix(labels, predictions, len(classes))
-    plot_confusion(Path(out_dir) / "confusion.png", confusion, classes)
-    plot_samples(Path(out_dir) / "samples.png", images, labels, predictions, classes)
+    draw(plot_confusion, Path(out_dir) / "confusion.png", confusion, classes)
+    draw(plot_samples, Path(out_dir) / "samples.png", images, labels, predictions, classes)
     return per_class_accuracy(confusion, classes)
 
 

@@ -6,11 +6,13 @@ Every file is written atomically; accuracies are fractions in [0, 1]; seconds ar
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from cifarbench.checkpoint import save_checkpoint
 from cifarbench.clock import RunState
-from cifarbench.files import atomic_write_json
+from cifarbench.drawing import draw
+from cifarbench.files import atomic_write, atomic_write_json
 from cifarbench.registry import ConfigError
 from cifarbench.runlog import plot_curves, write_metrics
 
@@ -59,16 +61,16 @@ class Recorder:
     def save(self, checkpoint: dict, best: bool = False):
         """last.pt always; best.pt too when this evaluation is the best so far."""
         save_checkpoint(self.last, checkpoint)
-        if best:
-            save_checkpoint(self.best, checkpoint)
+        if best:  # the same bytes: copied, not serialised again
+            atomic_write(self.best, lambda tmp: shutil.copyfile(self.last, tmp))
 
     def last_good(self) -> str:
         """For messages: the checkpoint a user can resume from, or that there is none yet."""
         return f"the last good checkpoint is {self.last}" if self.last.is_file() else "no checkpoint was written yet"
 
     def draw_curves(self, state: RunState):
-        plot_curves(self.run_dir / "curves.png", state.rows,
-                    title=f"{self.summary['model']} / {self.summary['optim']} / {self.summary['aug']}")
+        draw(plot_curves, self.run_dir / "curves.png", list(state.rows),
+             title=f"{self.summary['model']} / {self.summary['optim']} / {self.summary['aug']}")
 
     def finish(self, state: RunState, status: str, stopped_by: str, diagnostics=None) -> dict:
         """Final figures (unless plots=none), then summary.json with the final and best metrics.

@@ -43,7 +43,7 @@ from cifarbench.evaluate import evaluate, tta_views
 from cifarbench.models import build_model, count_params
 from cifarbench.models.init import whiten_first_conv
 from cifarbench.optim import build_optimizer
-from cifarbench.provenance import command_line, git_state
+from cifarbench.provenance import command_line, running_source_state
 from cifarbench.recorder import Recorder, metrics_row
 from cifarbench.registry import ConfigError
 from cifarbench.sched import build_schedule
@@ -244,7 +244,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         "status": "running", "model": cfg.model.name, "optim": cfg.optim.name,
         "aug": "+".join(filter(None, (cfg.aug.name, cfg.aug.get("mix")))), "command": command_line(),
         "versions": {"cifarbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "git": git_state(), "config": config,
+        "git": running_source_state(), "config": config,
     }, t.plots, validation=cfg.data.val_split != 0)
 
     # Data (decoded once, to the device once as uint8; kept for the next job with the same data), model
