@@ -25,7 +25,10 @@ Per-job overhead: N tiny jobs (LeNet, 1 epoch on 256 images, 500 test images, se
 in a subprocess, with the default (in-process) launcher and with hydra/launcher=parallel (joblib); per launcher
 the wall seconds, the summed train_seconds of the jobs' summary.json, and the overhead per job,
 (wall − summed train_seconds) / N: everything a job costs beyond its training steps (process start and
-imports shared out over the jobs, data loading, evaluation, checkpoints, figures, the sweep's leaderboard).
+imports shared out over the jobs, data loading, evaluation, checkpoints, figures, the sweep's leaderboard);
+and, for the default launcher, the steady overhead per job: from one job's start to the next one's, less the
+job's train_seconds, averaged over jobs 2..N-1 (what each further job of a sweep costs beyond its training,
+its evaluation included; process start and the sweep's end left out).
 Beside it: the import time of a fresh process (`python -c "import cifarbench.cli, torch, hydra"`, interpreter
 start included), and a cProfile of one tiny job in this process (after an unprofiled one, so like jobs 2..N of
 an in-process sweep): the cifarbench functions with the most cumulative seconds.
@@ -292,13 +295,21 @@ def sweep_overhead(launcher: str, args) -> dict:
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise SystemExit(f"the {launcher} sweep exited with {result.returncode}: {last}")
-    summaries = [json.loads(path.read_text()) for path in sweep_dir.glob("*/summary.json")]
-    if len(summaries) != args.jobs:
-        raise SystemExit(f"the {launcher} sweep left {len(summaries)} summary.json files in {sweep_dir}, not {args.jobs}")
+    # (job start: Hydra writes the job's .hydra/config.yaml just before calling it), job summary; by start
+    jobs = sorted(((path.parent / ".hydra" / "config.yaml").stat().st_mtime, json.loads(path.read_text()))
+                  for path in sweep_dir.glob("*/summary.json"))
+    if len(jobs) != args.jobs:
+        raise SystemExit(f"the {launcher} sweep left {len(jobs)} summary.json files in {sweep_dir}, not {args.jobs}")
+    summaries = [summary for _, summary in jobs]
     train_seconds = sum(s["train_seconds"] for s in summaries)
+    # One job after another (the default launcher): a job's cost is the time to the next job's start; the
+    # first job (its process's first torch.optim and matplotlib imports) and the last (the sweep's end) left out.
+    steady = ([jobs[k + 1][0] - jobs[k][0] - jobs[k][1]["train_seconds"] for k in range(1, args.jobs - 1)]
+              if launcher == "basic" and args.jobs >= 3 else [])
     return {"launcher": launcher, "jobs": args.jobs, "completed": sum(s["status"] == "completed" for s in summaries),
             "wall_seconds": round(wall, 2), "train_seconds_sum": round(train_seconds, 2),
-            "overhead_per_job_seconds": round((wall - train_seconds) / args.jobs, 3)}
+            "overhead_per_job_seconds": round((wall - train_seconds) / args.jobs, 3),
+            "steady_overhead_per_job_seconds": round(statistics.fmean(steady), 3) if steady else None}
 
 
 def profile_job(args, top: int = 10) -> list[dict]:
@@ -320,7 +331,8 @@ def overhead(args) -> list[dict]:
     """Both sweeps' rows (each with the fresh-process import seconds), then the profiled job's top functions."""
     startup = round(import_seconds(), 2)
     rows = [{**sweep_overhead(launcher, args), "import_seconds": startup} for launcher in tqdm(LAUNCHERS, desc="sweeps")]
-    print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "train_seconds_sum", "overhead_per_job_seconds"])
+    print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "train_seconds_sum", "overhead_per_job_seconds",
+                       "steady_overhead_per_job_seconds"])
     print(f"\nimports of a fresh process (cifarbench.cli, torch, hydra; interpreter start included): {startup:.2f} s")
     profile = profile_job(args)
     print_table(profile, ["function", "calls", "cumulative_seconds"])
