@@ -23,8 +23,8 @@ airbench94 on the same data and GPU, timed the same way, and the ratio of their 
 
 Per-job overhead: N tiny jobs (LeNet, 1 epoch on 256 images, 500 test images, seeds 0..N-1) as one multirun
 in a subprocess, with the default (in-process) launcher and with hydra/launcher=parallel (joblib); per launcher
-the wall seconds, the summed train_seconds of the jobs' summary.json, and the overhead per job,
-(wall − summed train_seconds) / N: everything a job costs beyond its training steps (process start and
+the wall seconds, the CPU seconds of the sweep's processes (less sensitive to other work on the machine), the
+summed train_seconds of the jobs' summary.json, and the overhead per job, (wall − summed train_seconds) / N: everything a job costs beyond its training steps (process start and
 imports shared out over the jobs, data loading, evaluation, checkpoints, figures, the sweep's leaderboard);
 and, for the default launcher, the steady overhead per job: from one job's start to the next one's, less the
 job's train_seconds, averaged over jobs 2..N-1 (what each further job of a sweep costs beyond its training,
@@ -48,6 +48,7 @@ import logging
 import os
 import platform
 import pstats
+import resource
 import statistics
 import subprocess
 import sys
@@ -289,9 +290,10 @@ def sweep_overhead(launcher: str, args) -> dict:
     command = [sys.executable, "-m", "cifarbench", "-m", *TINY_JOB, f"trainer.seed={','.join(map(str, range(args.jobs)))}",
                f"trainer.device={args.device}", f"hydra.sweep.dir={sweep_dir}", *LAUNCHERS[launcher],
                *args.data_override, *args.overrides]
-    start = time.perf_counter()
+    start, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    wall, done = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = done.ru_utime + done.ru_stime - used.ru_utime - used.ru_stime  # its worker processes included
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise SystemExit(f"the {launcher} sweep exited with {result.returncode}: {last}")
@@ -307,7 +309,7 @@ def sweep_overhead(launcher: str, args) -> dict:
     steady = ([jobs[k + 1][0] - jobs[k][0] - jobs[k][1]["train_seconds"] for k in range(1, args.jobs - 1)]
               if launcher == "basic" and args.jobs >= 3 else [])
     return {"launcher": launcher, "jobs": args.jobs, "completed": sum(s["status"] == "completed" for s in summaries),
-            "wall_seconds": round(wall, 2), "train_seconds_sum": round(train_seconds, 2),
+            "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "train_seconds_sum": round(train_seconds, 2),
             "overhead_per_job_seconds": round((wall - train_seconds) / args.jobs, 3),
             "steady_overhead_per_job_seconds": round(statistics.fmean(steady), 3) if steady else None}
 
@@ -331,7 +333,8 @@ def overhead(args) -> list[dict]:
     """Both sweeps' rows (each with the fresh-process import seconds), then the profiled job's top functions."""
     startup = round(import_seconds(), 2)
     rows = [{**sweep_overhead(launcher, args), "import_seconds": startup} for launcher in tqdm(LAUNCHERS, desc="sweeps")]
-    print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "train_seconds_sum", "overhead_per_job_seconds",
+    print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "cpu_seconds", "train_seconds_sum",
+                       "overhead_per_job_seconds",
                        "steady_overhead_per_job_seconds"])
     print(f"\nimports of a fresh process (cifarbench.cli, torch, hydra; interpreter start included): {startup:.2f} s")
     profile = profile_job(args)
