@@ -24,14 +24,16 @@ airbench94 on the same data and GPU, timed the same way, and the ratio of their 
 Per-job overhead: N tiny jobs (LeNet, 1 epoch on 256 images, 500 test images, seeds 0..N-1) as one multirun
 in a subprocess, with the default (in-process) launcher and with hydra/launcher=parallel (joblib); per launcher
 the wall seconds, the CPU seconds of the sweep's processes (less sensitive to other work on the machine), the
-summed train_seconds of the jobs' summary.json, and the overhead per job, (wall − summed train_seconds) / N: everything a job costs beyond its training steps (process start and
-imports shared out over the jobs, data loading, evaluation, checkpoints, figures, the sweep's leaderboard);
-and, for the default launcher, the steady overhead per job: from one job's start to the next one's, less the
-job's train_seconds, averaged over jobs 2..N-1 (what each further job of a sweep costs beyond its training,
-its evaluation included; process start and the sweep's end left out).
-Beside it: the import time of a fresh process (`python -c "import cifarbench.cli, torch, hydra"`, interpreter
-start included), and a cProfile of one tiny job in this process (after an unprofiled one, so like jobs 2..N of
-an in-process sweep): the cifarbench functions with the most cumulative seconds.
+summed train_seconds of the jobs' summary.json, and the overhead per job, (wall − summed train_seconds) / N:
+everything a job costs beyond its training steps (process start and imports shared out over the jobs, data
+loading, evaluation, checkpoints, figures, the sweep's leaderboard); for the default launcher also the steady
+overhead per job: from one job's start to the next one's, less the job's train_seconds, averaged over jobs
+2..N-1 (what each further job of a sweep costs beyond its training, its evaluation included; process start
+and the sweep's end left out). Beside it: the import time of a fresh process (`python -c "import
+cifarbench.cli, torch, hydra"`, interpreter start included), the seconds Hydra takes to compose one job's
+config (a multirun does it twice per job), and a cProfile of one tiny job in this process (after an
+unprofiled one, so like jobs 2..N of an in-process sweep): the cifarbench functions with the most
+cumulative seconds.
 
     python scripts/bench.py overhead [--jobs 8] [hydra overrides ...]
 
@@ -329,14 +331,30 @@ def profile_job(args, top: int = 10) -> list[dict]:
     return sorted(entries, key=lambda e: -e["cumulative_seconds"])[:top]
 
 
+def compose_seconds(args, repeats: int = 5) -> float:
+    """Median wall seconds of composing one tiny job's config with Hydra's own part, as a multirun does
+    twice per job (its sweeper composes every job up front to check its overrides, its launcher again to run it)."""
+    times = []
+    with initialize_config_module("cifarbench.conf", version_base="1.3"):
+        for seed in range(repeats):
+            start = time.perf_counter()
+            compose("config", overrides=[*TINY_JOB, f"trainer.seed={seed}", *args.data_override, *args.overrides],
+                    return_hydra_config=True)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def overhead(args) -> list[dict]:
-    """Both sweeps' rows (each with the fresh-process import seconds), then the profiled job's top functions."""
-    startup = round(import_seconds(), 2)
-    rows = [{**sweep_overhead(launcher, args), "import_seconds": startup} for launcher in tqdm(LAUNCHERS, desc="sweeps")]
+    """Both sweeps' rows (each with the fresh-process import seconds and Hydra's seconds to compose a job),
+    then the profiled job's top functions."""
+    startup, composing = round(import_seconds(), 2), round(compose_seconds(args), 3)
+    rows = [{**sweep_overhead(launcher, args), "import_seconds": startup, "compose_seconds": composing}
+            for launcher in tqdm(LAUNCHERS, desc="sweeps")]
     print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "cpu_seconds", "train_seconds_sum",
                        "overhead_per_job_seconds",
                        "steady_overhead_per_job_seconds"])
     print(f"\nimports of a fresh process (cifarbench.cli, torch, hydra; interpreter start included): {startup:.2f} s")
+    print(f"Hydra composing one job's config (twice per job in a multirun): {composing:.3f} s")
     profile = profile_job(args)
     print_table(profile, ["function", "calls", "cumulative_seconds"])
     return rows + profile
