@@ -31,9 +31,10 @@ overhead per job: from one job's start to the next one's, less the job's train_s
 2..N-1 (what each further job of a sweep costs beyond its training, its evaluation included; process start
 and the sweep's end left out). Beside it: the import time of a fresh process (`python -c "import
 cifarbench.cli, torch, hydra"`, interpreter start included), the seconds Hydra takes to compose one job's
-config (a multirun does it twice per job), and a cProfile of one tiny job in this process (after an
-unprofiled one, so like jobs 2..N of an in-process sweep): the cifarbench functions with the most
-cumulative seconds.
+config (a multirun does it twice per job), the wall seconds of one tiny job run on its own (a process of
+its own, as `python -m cifarbench ...`; and its ratio to the import time), and a cProfile of one tiny job
+in this process (after an unprofiled one, so like jobs 2..N of an in-process sweep): the cifarbench
+functions with the most cumulative seconds.
 
     python scripts/bench.py overhead [--jobs 8] [hydra overrides ...]
 
@@ -331,6 +332,15 @@ def profile_job(args, top: int = 10) -> list[dict]:
     return sorted(entries, key=lambda e: -e["cumulative_seconds"])[:top]
 
 
+def single_run_seconds(args) -> float:
+    """Wall seconds of one tiny job as a single run (`python -m cifarbench`, its own process, figures and all)."""
+    command = [sys.executable, "-m", "cifarbench", *TINY_JOB, f"trainer.device={args.device}",
+               f"hydra.run.dir={args.out / 'single'}", *args.data_override, *args.overrides]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def compose_seconds(args, repeats: int = 5) -> float:
     """Median wall seconds of composing one tiny job's config with Hydra's own part, as a multirun does
     twice per job (its sweeper composes every job up front to check its overrides, its launcher again to run it)."""
@@ -347,14 +357,15 @@ def compose_seconds(args, repeats: int = 5) -> float:
 def overhead(args) -> list[dict]:
     """Both sweeps' rows (each with the fresh-process import seconds and Hydra's seconds to compose a job),
     then the profiled job's top functions."""
-    startup, composing = round(import_seconds(), 2), round(compose_seconds(args), 3)
-    rows = [{**sweep_overhead(launcher, args), "import_seconds": startup, "compose_seconds": composing}
-            for launcher in tqdm(LAUNCHERS, desc="sweeps")]
+    startup, composing, single = round(import_seconds(), 2), round(compose_seconds(args), 3), single_run_seconds(args)
+    rows = [{**sweep_overhead(launcher, args), "import_seconds": startup, "compose_seconds": composing,
+             "single_run_seconds": round(single, 2)} for launcher in tqdm(LAUNCHERS, desc="sweeps")]
     print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "cpu_seconds", "train_seconds_sum",
                        "overhead_per_job_seconds",
                        "steady_overhead_per_job_seconds"])
     print(f"\nimports of a fresh process (cifarbench.cli, torch, hydra; interpreter start included): {startup:.2f} s")
     print(f"Hydra composing one job's config (twice per job in a multirun): {composing:.3f} s")
+    print(f"one tiny job as a single run: {single:.2f} s ({single / startup:.1f} × the import time)")
     profile = profile_job(args)
     print_table(profile, ["function", "calls", "cumulative_seconds"])
     return rows + profile

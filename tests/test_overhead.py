@@ -42,7 +42,8 @@ def test_overhead_bench_runs_both_sweeps_and_profiles_a_job(tmp_path):
     assert [s["launcher"] for s in sweeps] == ["basic", "parallel"]
     for sweep in sweeps:
         assert sweep["jobs"] == sweep["completed"] == 2 and sweep["import_seconds"] > 0
-        assert sweep["compose_seconds"] > 0 and sweep["cpu_seconds"] > 0
+        assert sweep["compose_seconds"] > 0 and sweep["cpu_seconds"] > 0 and sweep["single_run_seconds"] > 0
+    assert len(list((tmp_path / "outputs" / "bench").glob("overhead-*/single/samples.png"))) == 1
         assert 0 < sweep["train_seconds_sum"] < sweep["wall_seconds"]
         assert sweep["overhead_per_job_seconds"] == pytest.approx(
             (sweep["wall_seconds"] - sweep["train_seconds_sum"]) / 2, abs=0.01)
