@@ -23,12 +23,18 @@ airbench94 on the same data and GPU, timed the same way, and the ratio of their 
 
 Per-job overhead: N tiny jobs (LeNet, 1 epoch on 256 images, 500 test images, seeds 0..N-1) as one multirun
 in a subprocess, with the default (in-process) launcher and with hydra/launcher=parallel (joblib); per launcher
-the wall seconds, the summed train_seconds of the jobs' summary.json, and the overhead per job,
-(wall − summed train_seconds) / N: everything a job costs beyond its training steps (process start and
-imports shared out over the jobs, data loading, evaluation, checkpoints, figures, the sweep's leaderboard).
-Beside it: the import time of a fresh process (`python -c "import cifarbench.cli, torch, hydra"`, interpreter
-start included), and a cProfile of one tiny job in this process (after an unprofiled one, so like jobs 2..N of
-an in-process sweep): the cifarbench functions with the most cumulative seconds.
+the wall seconds, the CPU seconds of the sweep's processes (less sensitive to other work on the machine), the
+summed train_seconds of the jobs' summary.json, and the overhead per job, (wall − summed train_seconds) / N:
+everything a job costs beyond its training steps (process start and imports shared out over the jobs, data
+loading, evaluation, checkpoints, figures, the sweep's leaderboard); for the default launcher also the steady
+overhead per job: from one job's start to the next one's, less the job's train_seconds, averaged over jobs
+2..N-1 (what each further job of a sweep costs beyond its training, its evaluation included; process start
+and the sweep's end left out). Beside it: the import time of a fresh process (`python -c "import
+cifarbench.cli, torch, hydra"`, interpreter start included), the seconds Hydra takes to compose one job's
+config (a multirun does it twice per job), the wall seconds of one tiny job run on its own (a process of
+its own, as `python -m cifarbench ...`; and its ratio to the import time), and a cProfile of one tiny job
+in this process (after an unprofiled one, so like jobs 2..N of an in-process sweep): the cifarbench
+functions with the most cumulative seconds.
 
     python scripts/bench.py overhead [--jobs 8] [hydra overrides ...]
 
@@ -45,6 +51,7 @@ import logging
 import os
 import platform
 import pstats
+import resource
 import statistics
 import subprocess
 import sys
@@ -286,19 +293,28 @@ def sweep_overhead(launcher: str, args) -> dict:
     command = [sys.executable, "-m", "cifarbench", "-m", *TINY_JOB, f"trainer.seed={','.join(map(str, range(args.jobs)))}",
                f"trainer.device={args.device}", f"hydra.sweep.dir={sweep_dir}", *LAUNCHERS[launcher],
                *args.data_override, *args.overrides]
-    start = time.perf_counter()
+    start, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    wall, done = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = done.ru_utime + done.ru_stime - used.ru_utime - used.ru_stime  # its worker processes included
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise SystemExit(f"the {launcher} sweep exited with {result.returncode}: {last}")
-    summaries = [json.loads(path.read_text()) for path in sweep_dir.glob("*/summary.json")]
-    if len(summaries) != args.jobs:
-        raise SystemExit(f"the {launcher} sweep left {len(summaries)} summary.json files in {sweep_dir}, not {args.jobs}")
+    # (job start: Hydra writes the job's .hydra/config.yaml just before calling it), job summary; by start
+    jobs = sorted(((path.parent / ".hydra" / "config.yaml").stat().st_mtime, json.loads(path.read_text()))
+                  for path in sweep_dir.glob("*/summary.json"))
+    if len(jobs) != args.jobs:
+        raise SystemExit(f"the {launcher} sweep left {len(jobs)} summary.json files in {sweep_dir}, not {args.jobs}")
+    summaries = [summary for _, summary in jobs]
     train_seconds = sum(s["train_seconds"] for s in summaries)
+    # One job after another (the default launcher): a job's cost is the time to the next job's start; the
+    # first job (its process's first torch.optim and matplotlib imports) and the last (the sweep's end) left out.
+    steady = ([jobs[k + 1][0] - jobs[k][0] - jobs[k][1]["train_seconds"] for k in range(1, args.jobs - 1)]
+              if launcher == "basic" and args.jobs >= 3 else [])
     return {"launcher": launcher, "jobs": args.jobs, "completed": sum(s["status"] == "completed" for s in summaries),
-            "wall_seconds": round(wall, 2), "train_seconds_sum": round(train_seconds, 2),
-            "overhead_per_job_seconds": round((wall - train_seconds) / args.jobs, 3)}
+            "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "train_seconds_sum": round(train_seconds, 2),
+            "overhead_per_job_seconds": round((wall - train_seconds) / args.jobs, 3),
+            "steady_overhead_per_job_seconds": round(statistics.fmean(steady), 3) if steady else None}
 
 
 def profile_job(args, top: int = 10) -> list[dict]:
@@ -316,12 +332,40 @@ def profile_job(args, top: int = 10) -> list[dict]:
     return sorted(entries, key=lambda e: -e["cumulative_seconds"])[:top]
 
 
+def single_run_seconds(args) -> float:
+    """Wall seconds of one tiny job as a single run (`python -m cifarbench`, its own process, figures and all)."""
+    command = [sys.executable, "-m", "cifarbench", *TINY_JOB, f"trainer.device={args.device}",
+               f"hydra.run.dir={args.out / 'single'}", *args.data_override, *args.overrides]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def compose_seconds(args, repeats: int = 5) -> float:
+    """Median wall seconds of composing one tiny job's config with Hydra's own part, as a multirun does
+    twice per job (its sweeper composes every job up front to check its overrides, its launcher again to run it)."""
+    times = []
+    with initialize_config_module("cifarbench.conf", version_base="1.3"):
+        for seed in range(repeats):
+            start = time.perf_counter()
+            compose("config", overrides=[*TINY_JOB, f"trainer.seed={seed}", *args.data_override, *args.overrides],
+                    return_hydra_config=True)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def overhead(args) -> list[dict]:
-    """Both sweeps' rows (each with the fresh-process import seconds), then the profiled job's top functions."""
-    startup = round(import_seconds(), 2)
-    rows = [{**sweep_overhead(launcher, args), "import_seconds": startup} for launcher in tqdm(LAUNCHERS, desc="sweeps")]
-    print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "train_seconds_sum", "overhead_per_job_seconds"])
+    """Both sweeps' rows (each with the fresh-process import seconds and Hydra's seconds to compose a job),
+    then the profiled job's top functions."""
+    startup, composing, single = round(import_seconds(), 2), round(compose_seconds(args), 3), single_run_seconds(args)
+    rows = [{**sweep_overhead(launcher, args), "import_seconds": startup, "compose_seconds": composing,
+             "single_run_seconds": round(single, 2)} for launcher in tqdm(LAUNCHERS, desc="sweeps")]
+    print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "cpu_seconds", "train_seconds_sum",
+                       "overhead_per_job_seconds",
+                       "steady_overhead_per_job_seconds"])
     print(f"\nimports of a fresh process (cifarbench.cli, torch, hydra; interpreter start included): {startup:.2f} s")
+    print(f"Hydra composing one job's config (twice per job in a multirun): {composing:.3f} s")
+    print(f"one tiny job as a single run: {single:.2f} s ({single / startup:.1f} × the import time)")
     profile = profile_job(args)
     print_table(profile, ["function", "calls", "cumulative_seconds"])
     return rows + profile

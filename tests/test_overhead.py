@@ -42,10 +42,67 @@ def test_overhead_bench_runs_both_sweeps_and_profiles_a_job(tmp_path):
     assert [s["launcher"] for s in sweeps] == ["basic", "parallel"]
     for sweep in sweeps:
         assert sweep["jobs"] == sweep["completed"] == 2 and sweep["import_seconds"] > 0
+        assert sweep["compose_seconds"] > 0 and sweep["cpu_seconds"] > 0 and sweep["single_run_seconds"] > 0
         assert 0 < sweep["train_seconds_sum"] < sweep["wall_seconds"]
         assert sweep["overhead_per_job_seconds"] == pytest.approx(
             (sweep["wall_seconds"] - sweep["train_seconds_sum"]) / 2, abs=0.01)
         assert len(list((tmp_path / "outputs" / "bench").glob(f"overhead-*/{sweep['launcher']}/*/summary.json"))) == 2
+    assert len(list((tmp_path / "outputs" / "bench").glob("overhead-*/single/samples.png"))) == 1
     assert profile[0]["function"] == "cifarbench/trainer.py:train" and profile[0]["calls"] == 1
     assert len(profile) == 10 and all(p["function"].startswith("cifarbench/") for p in profile)
     assert profile == sorted(profile, key=lambda p: -p["cumulative_seconds"])
+
+
+def test_jobs_with_equal_data_reuse_it_and_are_charged_its_preparation(tmp_path, compose_with, monkeypatch):
+    """The in-process data cache: one load for jobs whose data config is equal, the same results as
+    without it, the preparation seconds charged to every job, and the data released when the key changes."""
+    import gc
+    import weakref
+
+    from cifarbench.data import prepared
+    from cifarbench.trainer import train
+
+    root = make_fake_cifar(tmp_path / "data", n_train=128, n_test=50)
+    loads, load = [], prepared.load_cifar10
+    monkeypatch.setattr(prepared, "load_cifar10", lambda *args, **kwargs: loads.append(args) or load(*args, **kwargs))
+    base = ("model=lenet", "trainer.epochs=1", "trainer.batch_size=64", "trainer.progress=false",
+            "trainer.plots=none", f"data.root={root}")
+    first = train(compose_with(*base, "trainer.seed=0"), tmp_path / "first")
+    other_seed = train(compose_with(*base, "trainer.seed=1"), tmp_path / "other_seed")
+    again = train(compose_with(*base, "trainer.seed=0"), tmp_path / "again")
+    assert len(loads) == 1
+    seconds = first["data_preparation"]["seconds"]
+    assert first["data_preparation"] == {"from_cache": False, "seconds": seconds} and seconds > 0
+    for summary in (other_seed, again):
+        assert summary["data_preparation"] == {"from_cache": True, "seconds": seconds}
+        assert summary["train_seconds"] >= seconds  # charged as if it had prepared the data itself
+    assert (again["final_test_acc"], again["final_test_loss"]) == (first["final_test_acc"], first["final_test_loss"])
+
+    held = weakref.ref(prepared._cached[1].train_images)
+    smaller = train(compose_with(*base, "data.train_subset=64"), tmp_path / "smaller")
+    assert len(loads) == 2 and smaller["data_preparation"]["from_cache"] is False
+    gc.collect()
+    assert held() is None  # the previous data was released
+
+
+def test_figures_the_background_worker_could_not_draw_are_drawn_in_place(tmp_path):
+    """A sweep's figures go to a background process; if it dies (here: SIGKILL), they are drawn here."""
+    import os
+    import signal
+
+    from PIL import Image
+
+    from cifarbench import drawing
+    from cifarbench.runlog import plot_curves
+
+    rows = [{"epoch": 1, "train_acc": 0.3, "test_acc": 0.25, "train_loss": 2.0, "test_loss": 2.1, "val_acc": None}]
+    with drawing.in_background():
+        drawing.draw(plot_curves, tmp_path / "drawn_there.png", rows)
+        drawing.wait()
+        for pid in list(drawing._worker._processes):
+            os.kill(pid, signal.SIGKILL)
+        drawing.draw(plot_curves, tmp_path / "drawn_here.png", rows)
+        drawing.wait()
+    for name in ("drawn_there.png", "drawn_here.png"):
+        with Image.open(tmp_path / name) as png:
+            assert png.size == (1000, 400)

@@ -21,6 +21,8 @@ def test_two_by_two_multirun_writes_a_matching_leaderboard(tmp_path, fake_cifar_
     assert {row["run"] for row in board} == {f"model={m} optim={o}" for m in ("lenet", "lenet_bn") for o in ("sgd", "adam")}
     for row in board:
         summary = json.loads((Path(row["path"]) / "summary.json").read_text())
+        for figure in ("curves.png", "confusion.png", "samples.png"):  # drawn in the background, there at the end
+            assert (Path(row["path"]) / figure).is_file()
         assert float(row["best_test_acc"]) == pytest.approx(summary["best_test_acc"])
         assert float(row["final_test_acc"]) == float(row["objective"]) == pytest.approx(summary["final_test_acc"])
         assert (row["model"], row["optim"], row["status"]) == (summary["model"], summary["optim"], "completed")

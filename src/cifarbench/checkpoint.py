@@ -93,6 +93,19 @@ def config_changes(saved: dict, current: dict, allowed=frozenset()) -> list[str]
             and old.get(key, missing) != new.get(key, missing)]
 
 
+# What may differ between a run's recorded config and the same run started again: the resume switch
+# itself, where the data lives and which trackers log it.
+SAME_RUN = frozenset({"trainer.resume", "data.root", "logger"})
+
+
+def read_summary(folder: Path) -> dict | None:
+    """The summary.json in `folder`, or None when it is absent or unreadable."""
+    try:
+        return json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def find_resumable(run_dir: Path, config: dict) -> Path | None:
     """`trainer.resume=auto`: the newest unfinished run with the same config, looked for in this run's
     folder, then beside it (`runs/<date>/*`), then in the other dates of the same `runs/` folder.
@@ -101,17 +114,20 @@ def find_resumable(run_dir: Path, config: dict) -> Path | None:
     candidates = [run_dir, *run_dir.parent.glob("*/"), *run_dir.parent.parent.glob("*/*/")]
     found = []
     for folder in {c.resolve() for c in candidates if c.is_dir()}:
-        checkpoint, summary = folder / "checkpoints" / "last.pt", folder / "summary.json"
-        if not (checkpoint.is_file() and summary.is_file()):
-            continue
-        try:
-            info = json.loads(summary.read_text())
-        except (OSError, ValueError):
-            continue
-        if (info.get("status") in ("running", "interrupted")
-                and not config_changes(info.get("config", {}), config, {"trainer.resume", "data.root", "logger"})):
+        checkpoint, info = folder / "checkpoints" / "last.pt", read_summary(folder)
+        if (checkpoint.is_file() and info is not None and info.get("status") in ("running", "interrupted")
+                and not config_changes(info.get("config", {}), config, SAME_RUN)):
             found.append((checkpoint.stat().st_mtime, checkpoint))
     return max(found)[1] if found else None
+
+
+def completed_run(run_dir: Path, config: dict) -> dict | None:
+    """The summary of `run_dir` when it records a completed run of `config` (apart from SAME_RUN keys),
+    else None. A sweep started again in its own folder with `trainer.resume=auto` skips such a job."""
+    info = read_summary(run_dir)
+    if info is None or info.get("status") != "completed" or config_changes(info.get("config", {}), config, SAME_RUN):
+        return None
+    return info
 
 
 def plain_config(cfg) -> dict:

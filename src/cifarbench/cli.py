@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -21,6 +22,7 @@ from unittest import mock
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -28,6 +30,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from cifarbench.registry import did_you_mean, unknown_fields
 
 log = logging.getLogger("cifarbench")
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # Hydra's default: jobs in this process
 
 
 def record_failure(run_dir: Path, cfg: DictConfig, error: BaseException):
@@ -70,8 +73,12 @@ def user_errors() -> tuple[type[Exception], ...]:
 def run(cfg: DictConfig) -> float:
     """Train one job; returns the objective a Hydra sweeper maximises (`runlog.objective`): the final
     validation accuracy with `data.val_split`, else the final test accuracy (fractions); -inf for a job
-    that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search)."""
+    that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search).
+    A job of a sweep run again in its folder with `trainer.resume=auto` that completed there before is
+    not trained again: its summary stays as it is and its objective is returned."""
+    from cifarbench.checkpoint import completed_run, plain_config
     from cifarbench.distributed import environment_ranks, process_group
+    from cifarbench.drawing import in_background
     from cifarbench.runlog import objective
     from cifarbench.trainer import train
 
@@ -81,8 +88,13 @@ def run(cfg: DictConfig) -> float:
     if not main_rank:  # one run, one writer: the other ranks of a DDP run log warnings only and write nothing
         logging.getLogger().setLevel(logging.WARNING)
     log.info("run folder: %s", run_dir)
+    if multirun and cfg.trainer.resume == "auto" and (done := completed_run(run_dir, plain_config(cfg))):
+        log.info("trainer.resume=auto: this job completed in %s before; skipped (its files are kept)", run_dir)
+        return objective(done)
+    # The jobs of a sweep run here one after another: the next one trains while these figures render.
+    in_process = multirun and hydra_cfg.launcher._target_ == BASIC_LAUNCHER
     try:
-        with process_group(cfg.trainer) as world:
+        with process_group(cfg.trainer) as world, in_background(in_process):
             if world.size == 1:
                 pin_gpu(hydra_cfg.job.get("num") if multirun else None)
             summary = train(cfg, run_dir)
@@ -109,6 +121,21 @@ def run(cfg: DictConfig) -> float:
     if summary["status"] == "diverged" and not multirun:
         sys.exit(1)
     return objective(summary)
+
+
+class SlurmCheck(Callback):
+    """Registered in the root config: a multirun whose launcher submits to SLURM on a machine without
+    SLURM (no `sbatch` on PATH) stops before any job with one line saying so and what to use here
+    instead, rather than submitit's traceback. (Hydra turns a callback's exceptions into warnings, so it
+    prints and exits 2 itself, as `errors_in_one_line` does.)"""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs):
+        launcher = OmegaConf.select(config, "hydra.launcher._target_", default="") or ""
+        if launcher.endswith(".SlurmLauncher") and shutil.which("sbatch") is None:
+            print("error: hydra/launcher=slurm submits to SLURM, and this machine has none (no sbatch on PATH); "
+                  "to run the jobs here use hydra/launcher=submitit_local (one process per job, "
+                  "pip install 'cifarbench[slurm]') or hydra/launcher=parallel", file=sys.stderr)
+            sys.exit(2)
 
 
 # `cifarbench NAME ...` runs `python -m MODULE ...`; each module has main(argv), which takes --help.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cifarbench.drawing import draw
 from cifarbench.runlog import DPI, new_figure, save_png
 
 FRAME = 4  # pixels of margin around each sample tile, red for a wrong prediction
@@ -79,24 +80,23 @@ def plot_samples(path: str | Path, images: np.ndarray, labels: np.ndarray, predi
     picture = montage(images[pick], wrong, columns, scale)
     height, width = picture.shape[:2]
     fig = new_figure(width / DPI, height / DPI)
-    axis = fig.add_axes((0, 0, 1, 1))
-    axis.imshow(picture, interpolation="none")
-    axis.set_axis_off()
+    fig.figimage(picture, origin="upper")  # pasted pixel for pixel: no axes, no resampling
     tile_h, tile_w = height // -(-len(pick) // columns), width // columns
     for k, i in enumerate(pick):
         row, column = divmod(k, columns)
-        fig.text((column + 0.5) * tile_w, row * tile_h + CAPTION / 2, f"{classes[labels[i]]} → {classes[predictions[i]]}",
-                 transform=axis.transData, ha="center", va="center", fontsize=9,
+        fig.text((column + 0.5) * tile_w / width, 1 - (row * tile_h + CAPTION / 2) / height,
+                 f"{classes[labels[i]]} → {classes[predictions[i]]}", ha="center", va="center", fontsize=9,
                  color=np.divide(RED, 255) if wrong[k] else "black")
     save_png(fig, path)
 
 
 def write_diagnostics(out_dir: str | Path, images: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
                       classes) -> dict[str, float]:
-    """confusion.png and samples.png into `out_dir`; returns the accuracy (fraction) of each true class."""
+    """confusion.png and samples.png into `out_dir` (drawn by `drawing.draw`: in a sweep, in the background);
+    returns the accuracy (fraction) of each true class."""
     confusion = confusion_matrix(labels, predictions, len(classes))
-    plot_confusion(Path(out_dir) / "confusion.png", confusion, classes)
-    plot_samples(Path(out_dir) / "samples.png", images, labels, predictions, classes)
+    draw(plot_confusion, Path(out_dir) / "confusion.png", confusion, classes)
+    draw(plot_samples, Path(out_dir) / "samples.png", images, labels, predictions, classes)
     return per_class_accuracy(confusion, classes)
 
 

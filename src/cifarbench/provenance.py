@@ -1,6 +1,7 @@
 """Where a run's numbers came from, for its summary.json: the command to repeat it and the code's git state."""
 from __future__ import annotations
 
+import functools
 import shlex
 import subprocess
 import sys
@@ -30,6 +31,14 @@ def git_state(path: str | Path = SOURCE) -> dict:
     revision = _git(path, "rev-parse", "--short", "HEAD")
     changes = _git(path, "status", "--porcelain", "--untracked-files=no") if revision is not None else None
     return {"revision": revision, "dirty": None if changes is None else bool(changes)}
+
+
+@functools.cache
+def running_source_state() -> dict:
+    """`git_state()` of the running cifarbench source, read once per process (a sweep's jobs skip two git
+    calls each): the code a process runs is the code it imported, whatever happens to the files later.
+    The same dict on every call: do not change it."""
+    return git_state()
 
 
 def _git(path: str | Path, *args: str) -> str | None:

@@ -8,13 +8,16 @@ Every file is written atomically; accuracies are fractions in [0, 1]; seconds ar
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from cifarbench.checkpoint import save_checkpoint
 from cifarbench.clock import RunState
-from cifarbench.files import atomic_write_json
-from cifarbench.registry import ConfigError
+from cifarbench.drawing import draw
+from cifarbench.drawing import wait as wait_for_figures
+from cifarbench.files import atomic_write, atomic_write_json
 from cifarbench.loggers import Loggers
+from cifarbench.registry import ConfigError
 from cifarbench.runlog import plot_curves, write_metrics
 from cifarbench.studies import write_reported
 
@@ -80,16 +83,16 @@ class Recorder:
             return
         checkpoint = {**checkpoint, "loggers": self.loggers.record()}  # a resume continues the same tracked runs
         save_checkpoint(self.last, checkpoint)
-        if best:
-            save_checkpoint(self.best, checkpoint)
+        if best:  # the same bytes: copied, not serialised again
+            atomic_write(self.best, lambda tmp: shutil.copyfile(self.last, tmp))
 
     def last_good(self) -> str:
         """For messages: the checkpoint a user can resume from, or that there is none yet."""
         return f"the last good checkpoint is {self.last}" if self.last.is_file() else "no checkpoint was written yet"
 
     def draw_curves(self, state: RunState):
-        plot_curves(self.run_dir / "curves.png", state.rows,
-                    title=f"{self.summary['model']} / {self.summary['optim']} / {self.summary['aug']}")
+        draw(plot_curves, self.run_dir / "curves.png", list(state.rows),
+             title=f"{self.summary['model']} / {self.summary['optim']} / {self.summary['aug']}")
 
     def finish(self, state: RunState, status: str, stopped_by: str, diagnostics=None) -> dict:
         """Final figures (unless plots=none), then summary.json with the final and best metrics.
@@ -114,6 +117,8 @@ class Recorder:
                            compile_seconds=round(state.compile_seconds, 3))
         if self.writes and write_reported(self.run_dir, [(self.run_dir.name, [self.summary])]):
             log.info("the study's reported figures beside this run's: %s", self.run_dir / "reported_vs_measured.md")
+        if self.loggers.chosen:
+            wait_for_figures()  # the trackers log this run's figures, which a sweep may draw in the background
         self.loggers.finish(self.run_dir, self.summary)
         if rows:
             log.info("%s: final test accuracy %.2f%% (best %.2f%%) after %.2f epochs, %.1f s of training", status,

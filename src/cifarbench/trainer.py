@@ -39,7 +39,8 @@ from cifarbench.aug import build_augment, build_mix
 from cifarbench.checkpoint import (RESUMABLE_CHANGES, config_changes, find_resumable, load_checkpoint,
                                    plain_config, restore_rng, rng_state)
 from cifarbench.clock import Clock, RunState
-from cifarbench.data import DeviceLoader, build_preprocess, load_cifar10, validation_split
+from cifarbench.data import DeviceLoader
+from cifarbench.data.prepared import prepared_data
 from cifarbench.data.preprocess import preprocess_state
 from cifarbench.device import describe_device, resolve_amp
 from cifarbench.diagnostics import write_diagnostics
@@ -49,7 +50,7 @@ from cifarbench.loggers import Loggers
 from cifarbench.models import build_model, count_params
 from cifarbench.models.init import whiten_first_conv
 from cifarbench.optim import build_optimizer
-from cifarbench.provenance import command_line, git_state
+from cifarbench.provenance import command_line, running_source_state
 from cifarbench.recorder import Recorder, metrics_row
 from cifarbench.registry import ConfigError
 from cifarbench.sched import build_schedule
@@ -316,40 +317,34 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     configure_determinism(t.deterministic, device)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     np.random.seed(t.seed)
-    val_split = cfg.data.val_split
     recorder = Recorder(run_dir, {
         "status": "running", "model": cfg.model.name, "optim": cfg.optim.name,
         "aug": "+".join(filter(None, (cfg.aug.name, cfg.aug.get("mix")))), "command": command_line(),
         "versions": {"cifarbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "git": git_state(), "config": config,
-    }, t.plots, validation=val_split != 0, writes=world.main,
+        "git": running_source_state(), "config": config,
+    }, t.plots, validation=cfg.data.val_split != 0, writes=world.main,
         loggers=Loggers(cfg.logger, config, resumed=checkpoint.get("loggers") if checkpoint else None)
         if world.main else None)
 
-    # Data (decoded once, to the device once as uint8), model and whitening init: a speed run's clock
-    # counts the on-device preparation, so these are training seconds (a resume restores its own).
-    data = load_cifar10(cfg.data.root, download=cfg.data.download, url=cfg.data.url)
-    subset = cfg.data.train_subset
-    if subset is not None and subset > len(data.train_images):
-        raise ConfigError(f"data.train_subset={subset}; this dataset has {len(data.train_images)} training images")
-    train_part, val_part = validation_split(data.train_labels[:subset], val_split, cfg.data.val_seed)
-    train_size = len(train_part)
+    # Data (decoded once, to the device once as uint8; kept for the next job with the same data), model
+    # and whitening init: a speed run's clock counts the on-device preparation, so these are training
+    # seconds, charged at what preparing the data took even when it was reused (a resume restores its own).
+    data = prepared_data(cfg.data, device)
+    recorder.summary["data_preparation"] = {"from_cache": data.from_cache, "seconds": round(data.prepare_seconds, 3)}
+    train_images, train_labels, preprocess = data.train_images, data.train_labels, data.preprocess
+    train_size = len(train_labels)
     if t.drop_last and t.batch_size > train_size:
         raise ConfigError(f"trainer.batch_size={t.batch_size} with trainer.drop_last=true: {train_size} training "
                           f"images make no full batch; lower the batch size or set trainer.drop_last=false")
-    test_images, test_labels = data.test_images[:cfg.data.test_subset], data.test_labels[:cfg.data.test_subset]
-    evaluation_sets = [(test_images, test_labels)]
-    if len(val_part):
-        evaluation_sets.append((data.train_images[val_part], data.train_labels[val_part]))
+    evaluation_sets = [(data.test_images, data.test_labels)]
+    if len(data.val_labels):
+        evaluation_sets.append((data.val_images, data.val_labels))
     if min(len(labels) for _, labels in evaluation_sets) < world.size:
         raise ConfigError(f"{min(len(labels) for _, labels in evaluation_sets)} evaluation images for {world.size} "
                           f"processes: each evaluates a share; raise data.test_subset (or data.val_split)")
-    state = RunState()
+    state = RunState(train_seconds=data.prepare_seconds, window_seconds=data.prepare_seconds)
     clock = Clock(device, state, t.budget_min * 60 if t.budget_min else math.inf)
     with clock.training():
-        train_images = torch.from_numpy(data.train_images[train_part]).to(device)
-        train_labels = torch.from_numpy(data.train_labels[train_part]).to(device)
-        preprocess = build_preprocess(cfg.data.preprocess, train_images, cache_dir=cfg.data.root).to(device)
         model = build_model(cfg.model, num_classes=len(data.classes)).to(device, memory_format=memory_format)
         if t.sync_bn:
             model = world.sync_batchnorm(model, device)
@@ -373,7 +368,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     recorder.summary.update(params=params, device=describe_device(device), processes=world.size,
                             amp=str(amp_dtype).removeprefix("torch.") if amp_dtype else "off")
     log.info("%s: %s parameters, %d training images (%d held out for validation), %d steps/epoch, %d steps on %s "
-             "× %d process(es) (amp: %s)", cfg.model.name, f"{params:,}", len(train_images), len(val_part),
+             "× %d process(es) (amp: %s)", cfg.model.name, f"{params:,}", len(train_images), len(data.val_labels),
              len(train_loader), plan.total_steps, recorder.summary["device"], world.size, recorder.summary["amp"])
 
     stopped_by, predictions = "epochs", None
@@ -405,6 +400,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         lookahead.finish()  # evaluate and keep the slow weights
     if not state.rows or state.rows[-1]["step"] != state.step:  # the final evaluation always happens
         predictions = evaluate_and_save(training, state, recorder, autocast, t.tta, extra)
-    diagnostics = (functools.partial(write_diagnostics, run_dir, test_images, test_labels, predictions.numpy(),
-                                     data.classes) if predictions is not None else None)
+    elif predictions is None:  # resumed after its final evaluation (stopped while drawing): predict again
+        predictions = evaluate(training.eval_model, training.test_loader, autocast, t.tta, world)[2]
+    diagnostics = functools.partial(write_diagnostics, run_dir, data.test_images, data.test_labels,
+                                    predictions.numpy(), data.classes)
     return recorder.finish(state, "completed", stopped_by, diagnostics)
