@@ -34,7 +34,7 @@ from cifarbench.aug import build_augment, build_mix
 from cifarbench.checkpoint import (RESUMABLE_CHANGES, config_changes, find_resumable, load_checkpoint,
                                    plain_config, restore_rng, rng_state)
 from cifarbench.clock import Clock, RunState
-from cifarbench.data import DeviceLoader, build_preprocess, load_cifar10, validation_split
+from cifarbench.data import DeviceLoader, build_preprocess, load_dataset, training_subset, validation_split
 from cifarbench.data.preprocess import preprocess_state
 from cifarbench.device import describe_device, resolve_amp, resolve_device
 from cifarbench.diagnostics import write_diagnostics
@@ -249,11 +249,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     # Data (decoded once, to the device once as uint8), model and whitening init: a speed run's clock
     # counts the on-device preparation, so these are training seconds (a resume restores its own).
-    data = load_cifar10(cfg.data.root, download=cfg.data.download, url=cfg.data.url)
-    subset = cfg.data.train_subset
-    if subset is not None and subset > len(data.train_images):
-        raise ConfigError(f"data.train_subset={subset}; this dataset has {len(data.train_images)} training images")
-    train_part, val_part = validation_split(data.train_labels[:subset], val_split, cfg.data.val_seed)
+    data = load_dataset(cfg.data)
+    subset = training_subset(data.train_labels, cfg.data.train_subset, cfg.data.subset_seed)
+    train_part, val_part = (subset[part] for part in validation_split(data.train_labels[subset], val_split,
+                                                                       cfg.data.val_seed))
     train_size = len(train_part)
     if t.drop_last and t.batch_size > train_size:
         raise ConfigError(f"trainer.batch_size={t.batch_size} with trainer.drop_last=true: {train_size} training "
@@ -265,7 +264,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         train_images = torch.from_numpy(data.train_images[train_part]).to(device)
         train_labels = torch.from_numpy(data.train_labels[train_part]).to(device)
         preprocess = build_preprocess(cfg.data.preprocess, train_images, cache_dir=cfg.data.root).to(device)
-        model = build_model(cfg.model, num_classes=len(data.classes)).to(device, memory_format=memory_format)
+        model = build_model(cfg.model, len(data.classes), data.train_images.shape[1:]).to(device, memory_format=memory_format)
         first_conv = whiten_first_conv(model, preprocess(train_images[:5000])) if t.whiten_init else None
     evaluation_sets = [(test_images, test_labels)]
     if len(val_part):
