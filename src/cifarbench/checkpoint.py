@@ -67,7 +67,7 @@ def restore_rng(state: dict):
 # what a step means.
 RESUMABLE_CHANGES = {"trainer.resume", "trainer.epochs", "trainer.budget_min", "trainer.progress",
                      "trainer.eval_every", "trainer.eval_batch_size", "trainer.device", "trainer.compile",
-                     "trainer.plots", "data.root", "data.download", "data.url"}
+                     "trainer.plots", "data.root", "data.download", "data.mirrors"}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

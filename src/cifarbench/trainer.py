@@ -264,7 +264,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         train_images = torch.from_numpy(data.train_images[train_part]).to(device)
         train_labels = torch.from_numpy(data.train_labels[train_part]).to(device)
         preprocess = build_preprocess(cfg.data.preprocess, train_images, cache_dir=cfg.data.root).to(device)
-        model = build_model(cfg.model, len(data.classes), data.train_images.shape[1:]).to(device, memory_format=memory_format)
+        model = build_model(cfg.model, len(data.classes), data.train_images.shape[1:])
+        model = model.to(device, memory_format=memory_format)
         first_conv = whiten_first_conv(model, preprocess(train_images[:5000])) if t.whiten_init else None
     evaluation_sets = [(test_images, test_labels)]
     if len(val_part):

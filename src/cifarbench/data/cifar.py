@@ -83,7 +83,8 @@ class CifarSource(Source):
                             arrays[f"test_{self.label_key}"], self.classes)
 
     def _extract(self, root: Path, download: bool, mirrors: tuple[str, ...]):
-        where = self.where_to_put_it(root, f"{self.archive.name} (from {mirrors[0]}) or its extracted {self.batches}/ folder")
+        files = f"{self.archive.name} (from {mirrors[0]}) or its extracted {self.batches}/ folder"
+        where = self.where_to_put_it(root, files)
         extract_tar(fetch(root, self.archive, mirrors, download, self.title, where), root, self.batches, self.title)
 
     def _decoded(self, root: Path) -> dict[str, np.ndarray]:

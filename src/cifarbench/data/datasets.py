@@ -68,5 +68,5 @@ def dataset_source(data_cfg) -> Source:
 
 def load_dataset(data_cfg, download: bool | None = None) -> ImageDataset:
     """The dataset a `data` config names, from `data.root` (`download` overrides `data.download`)."""
-    return dataset_source(data_cfg).load(data_cfg["root"], data_cfg.get("download", True) if download is None else download,
-                                         data_cfg.get("mirrors"))
+    download = data_cfg.get("download", True) if download is None else download
+    return dataset_source(data_cfg).load(data_cfg["root"], download, data_cfg.get("mirrors"))

@@ -83,7 +83,8 @@ def fetch(folder: Path, file: OfficialFile, mirrors: tuple[str, ...] | list[str]
     for mirror in mirrors:
         url = url_of(mirror, file.name)
         try:
-            return atomic_write(path, lambda tmp: _download(url, tmp, file.md5, title))  # only verified files get the name
+            # only a verified file ever gets the real name
+            return atomic_write(path, lambda tmp: _download(url, tmp, file.md5, title))
         except DatasetError as e:
             log.warning("%s", e)
             failures.append(str(e))

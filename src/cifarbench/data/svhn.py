@@ -73,7 +73,8 @@ def read_mat(path: Path, loadmat) -> tuple[np.ndarray, np.ndarray]:
     except Exception as e:  # SciPy raises many kinds for a damaged file
         raise DatasetError(f"{path} is not a readable MATLAB file ({type(e).__name__}: {e})") from e
     if "X" not in mat or "y" not in mat:
-        raise DatasetError(f"{path}: missing 'X' or 'y' (variables: {sorted(k for k in mat if not k.startswith('__'))})")
+        variables = sorted(k for k in mat if not k.startswith("__"))
+        raise DatasetError(f"{path}: missing 'X' or 'y' (variables: {variables})")
     images, labels = mat["X"], np.asarray(mat["y"]).reshape(-1)
     if images.dtype != np.uint8 or images.shape[:3] != (32, 32, 3):
         raise DatasetError(f"{path}: 'X' is {images.dtype} {images.shape}, expected uint8 (32, 32, 3, N)")

@@ -28,7 +28,8 @@ class AlexNet(nn.Module):
             *conv(256, 384, 3), *conv(384, 384, 3), *conv(384, 256, 3), *pool_bn(256),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat_size(self.features, in_channels, image_size), hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Flatten(), nn.Linear(flat_size(self.features, in_channels, image_size), hidden), nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(hidden, num_classes),
         )
 

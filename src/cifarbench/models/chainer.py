@@ -61,7 +61,8 @@ class VGG(nn.Module):
             layers += [nn.MaxPool2d(2), nn.Dropout(0.25)]
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat_size(self.features, in_channels, image_size), hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Flatten(), nn.Linear(flat_size(self.features, in_channels, image_size), hidden), nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(hidden, num_classes),
         )
 

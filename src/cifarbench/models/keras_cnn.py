@@ -12,8 +12,8 @@ from cifarbench.models.layers import conv_bn_act, flat_size
 class CNN10(nn.Module):
     """SPEC §2: three sets of conv1×1 → conv3×3 → conv5×5 (each BN + ReLU, 'valid' padding), widths
     64/128/256, max-pool between sets 1 and 2, dropout 0.25 after each set, flatten, FC(10).
-    Spatial sizes 32→32→30→26 →pool 13 →13→11→7 →7→5→1. `kernels=[5,3,1]` gives SPEC's descending ablation.
-    Its 'valid' convs need 32×32: a smaller input is edge-padded to 32×32 first (MNIST's black background
+    Spatial sizes 32→32→30→26 →pool 13 →13→11→7 →7→5→1. `kernels=[5,3,1]` gives SPEC's descending
+    ablation. Its 'valid' convs need 32×32: a smaller input is edge-padded to 32×32 first (MNIST's black background
     goes on), as LeNet-5 read MNIST in a 32×32 field."""
     INPUTS = "its 'valid' convs need 32×32: smaller inputs are edge-padded to 32×32 first"
 
@@ -90,8 +90,8 @@ class FashionCNN(nn.Module):
                        nn.MaxPool2d(2), nn.Dropout(0.25)]
             in_ch = width
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(flat_size(self.features, in_channels, image_size), hidden),
-                                        nn.ELU(inplace=True),
+        flat = flat_size(self.features, in_channels, image_size)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ELU(inplace=True),
                                         nn.Dropout(0.5), nn.Linear(hidden, num_classes))
 
     def forward(self, x):

@@ -78,8 +78,8 @@ class LeNet5(nn.Module):
             nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat_size(self.features, in_channels, image_size), 120), nn.ReLU(inplace=True), nn.Linear(120, 84), nn.ReLU(inplace=True),
-            nn.Linear(84, num_classes),
+            nn.Flatten(), nn.Linear(flat_size(self.features, in_channels, image_size), 120), nn.ReLU(inplace=True),
+            nn.Linear(120, 84), nn.ReLU(inplace=True), nn.Linear(84, num_classes),
         )
 
     def forward(self, x):

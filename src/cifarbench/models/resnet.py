@@ -55,7 +55,8 @@ class ResNet(nn.Module):
         # Keras' L2 `l2·Σw²` on conv kernels is weight decay 2·l2 on exactly those tensors.
         self.conv_weight_decay = 2 * l2 if preact else None
         if preact:
-            self.stem = nn.Sequential(conv_bn_act(in_channels, 64, 7, stride=2, padding=3), nn.MaxPool2d(3, 2, padding=1))
+            self.stem = nn.Sequential(conv_bn_act(in_channels, 64, 7, stride=2, padding=3),
+                                      nn.MaxPool2d(3, 2, padding=1))
         else:
             self.stem = conv_bn_act(in_channels, 64, 3)
         layers, in_ch = [], 64

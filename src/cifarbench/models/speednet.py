@@ -25,7 +25,8 @@ class SpeedNet(nn.Module):
     def __init__(self, num_classes: int = 10, widths=(64, 256, 256), whiten_width: int = 24,
                  logit_scale: float = 1 / 9, in_channels: int = 3, image_size: int = 32):
         super().__init__()
-        self.whiten = nn.Conv2d(in_channels, whiten_width, 2)  # RGB: 3·2·2 = 12 patch dims, 12 filters and their negatives
+        # RGB: 3·2·2 = 12 patch dimensions, 12 filters and their negatives
+        self.whiten = nn.Conv2d(in_channels, whiten_width, 2)
         layers, in_ch = [], whiten_width
         for width in widths:
             layers.append(block(in_ch, width))
