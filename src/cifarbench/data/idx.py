@@ -72,7 +72,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", data[4:header])
     if len(data) - header != math.prod(dims):
         raise DatasetError(f"{path}: {len(data) - header} bytes of data for a {'×'.join(map(str, dims))} array")
-    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(data, np.uint8, offset=header).reshape(dims).copy()  # writable, as torch wants
 
 
 MNIST = IdxSource(
