@@ -15,13 +15,14 @@ from cifarbench.models.layers import count_macs
 
 def model_table(names: list[str], data: str = "cifar10") -> list[dict]:
     """One row per model: params and MACs (per image) as built for dataset `data`, the SPEC section it
-    reproduces and what its network does on inputs other than 3×32×32 (its class's `INPUTS`)."""
+    reproduces and what its network does on inputs other than 3×32×32 (its class's `INPUTS`, "—" for a
+    network that does not say)."""
     source = DATASETS.build(data)
     rows = []
     for name in names:
         model = MODELS.build(name, num_classes=len(source.classes), **input_arguments(name, source.shape))
         rows.append({"model": name, "params": count_params(model), "macs": count_macs(model, source.shape),
-                     "reproduces": MODELS.info[name], "inputs": type(model).INPUTS})
+                     "reproduces": MODELS.info[name], "inputs": getattr(type(model), "INPUTS", "—")})
     return rows
 
 
