@@ -1,9 +1,10 @@
 """Config checks that run before any data is loaded, from one declaration per field.
 
 Each group's fields are declared once below as `Field`s (a type, and a range or the allowed values);
-`trainer` and `data` are fixed `Schema`s, while `model`, `optim`, `sched` and `aug` are `Entries`: the
-chosen entry's builder signature (its registry) says which fields it has, the group's table says what
-each may hold. A failure raises ConfigError with one line naming the key, its value and what is
+`trainer` is a fixed `Schema`, while `data`, `model`, `optim`, `sched` and `aug` are `Entries`: the
+chosen entry's builder signature (its registry) says which fields it has beside the group's common
+ones, the group's table says what each may hold; the data subsets are then checked against the chosen
+dataset's sizes. A failure raises ConfigError with one line naming the key, its value and what is
 allowed; an unknown field lists the fields there are, with the nearest as "did you mean". Values that
 work but are likely mistakes are logged as warnings that say why.
 """

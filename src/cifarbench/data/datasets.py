@@ -8,6 +8,7 @@ files of MNIST and Fashion-MNIST), `svhn.py` (SVHN's MATLAB files).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class ImageDataset:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Source:
+class Source(ABC):
     """A registry entry: what a dataset is and where its official files come from.
 
     `shape` is (channels, height, width); `sizes` the number of (training, test) images; `folder` the
@@ -46,10 +47,10 @@ class Source:
     mirrors: tuple[str, ...]
     flip: bool
 
+    @abstractmethod
     def load(self, root: str | Path, download: bool = True, mirrors=None) -> ImageDataset:
         """The dataset from `root` (fetched there first if needed; `mirrors` replaces the official
         ones). Raises DatasetError with one line saying what to do."""
-        raise NotImplementedError
 
     def where_to_put_it(self, folder: Path, files: str) -> str:
         """The end of every message that leaves the user to fetch `files` by hand."""
