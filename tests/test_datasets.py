@@ -336,8 +336,12 @@ def test_cnn10_pads_small_inputs_to_its_32_by_32():
         MODELS.build("lenet5", in_channels=1, image_size=4)
 
 
-def test_flip_defaults_follow_the_dataset_and_can_be_overridden(compose_with):
-    assert compose_with("data=mnist").aug.flip is False  # (each entry's data.flip: test_every_data_entry...)
+def test_flip_defaults_follow_the_dataset_and_can_be_overridden(compose_with, caplog):
+    mnist = compose_with("data=mnist", "trainer.tta=flip")
+    assert mnist.aug.flip is False  # (each entry's data.flip: test_every_data_entry...)
+    validate_config(mnist)
+    assert ("trainer.tta=flip averages mirrored views, but data.flip=false says a mirrored mnist image may change "
+            "its label; trainer.tta=none is likely better") in caplog.text
     assert compose_with("data=mnist", "aug.flip=true").aug.flip is True
     assert compose_with("data=svhn", "aug=keras").aug.horizontal_flip is False
     assert compose_with("data=fashion_mnist", "aug=cutout").aug.flip is True

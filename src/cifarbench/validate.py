@@ -28,6 +28,7 @@ from cifarbench.sched import SCHEDULES
 
 log = logging.getLogger(__name__)
 
+
 def _show(value: Any) -> str:
     if isinstance(value, (DictConfig, ListConfig)):
         value = OmegaConf.to_container(value)
@@ -249,6 +250,9 @@ def warnings_for(cfg: DictConfig) -> list[str]:
     if cfg.trainer.batch_size > images:
         found.append(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the {images} training images: "
                      "every epoch is a single smaller batch")
+    if cfg.trainer.tta != "none" and not cfg.data.flip:
+        found.append(f"trainer.tta={cfg.trainer.tta} averages mirrored views, but data.flip=false says a mirrored "
+                     f"{cfg.data.name} image may change its label; trainer.tta=none is likely better")
     usual = USUAL_MAX_LR.get(cfg.optim.name)
     if usual is not None and cfg.optim.lr > usual:
         found.append(f"optim.lr={cfg.optim.lr} is above {usual:g}, where {cfg.optim.name} usually diverges")
