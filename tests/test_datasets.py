@@ -8,6 +8,7 @@ import hashlib
 import json
 import pickle
 import struct
+import sys
 import tarfile
 from pathlib import Path
 
@@ -233,10 +234,17 @@ def test_cifar100_coarse_labels_and_svhn_extra(tmp_path, mirror):
 
 
 def test_svhn_without_scipy_names_the_extra(tmp_path, monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "scipy.io", None)  # `import scipy.io` now fails
+    monkeypatch.setitem(sys.modules, "scipy.io", None)  # `import scipy.io` now fails
     with pytest.raises(DatasetError, match=r"^SVHN's .mat files are read with SciPy, which is not installed: "
                                            r"pip install 'cifarbench\[svhn\]'"):
         SVHN.load(tmp_path, download=False)
+
+
+def test_a_decoded_svhn_loads_without_scipy(tmp_path, mirror, monkeypatch):
+    source, mirrors, made = source_for("svhn", mirror)
+    source.load(tmp_path, mirrors=mirrors)
+    monkeypatch.setitem(sys.modules, "scipy.io", None)
+    np.testing.assert_array_equal(source.load(tmp_path, download=False).test_labels, made["test_labels"])
 
 
 def test_the_subset_is_stratified_seeded_and_the_int_form_is_the_first_n():

@@ -30,13 +30,14 @@ class SvhnSource(Source):
 
     def load(self, root: str | Path, download: bool = True, mirrors=None) -> ImageDataset:
         """The dataset as uint8 arrays ((N, 3, 32, 32) images, labels 0..9), fetched into `root/svhn`
-        first if needed. Raises DatasetError (SciPy missing, a file missing or corrupt)."""
-        loadmat = _loadmat()
+        first if needed. Raises DatasetError (a file missing or corrupt; SciPy missing when there is
+        something to decode: a cached dataset loads without it)."""
         folder = Path(root).expanduser() / self.folder
         mirrors = tuple(mirrors or self.mirrors)
 
         def decoder(*splits: tuple[str, OfficialFile]):
             def decode() -> dict[str, np.ndarray]:
+                loadmat = _loadmat()  # before any download: no 1.3 GB fetched for nothing
                 arrays = {}
                 for split, file in splits:
                     where = self.where_to_put_it(folder, f"{file.name} (from {mirrors[0]})")
