@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 
-from cifarbench.data import DATASETS, DatasetError, load_dataset, stratified_sample, training_subset
+from cifarbench.data import DATASETS, DatasetError, stratified_sample, training_subset
 from cifarbench.data.cifar import CIFAR100, CIFAR100_COARSE, CIFAR100_FINE
 from cifarbench.data.fetch import OfficialFile
 from cifarbench.data.idx import FASHION_MNIST, MNIST
