@@ -163,7 +163,7 @@ def throughput(args) -> list[dict]:
             continue
         loop = loop_images_per_s(cfg, args.out / name)
 
-        data = load_cifar10(cfg.data.root, download=cfg.data.download, url=cfg.data.url)
+        data = load_cifar10(cfg.data.root, download=cfg.data.download, mirrors=cfg.data.mirrors)
         dataset = PerImageCifar(data.train_images[:args.train_images], data.train_labels[:args.train_images])
         loader = torch.utils.data.DataLoader(dataset, args.batch_size, shuffle=True, drop_last=True,
                                              num_workers=args.workers, pin_memory=device.type == "cuda",

@@ -55,8 +55,8 @@ def interrupt_at(monkeypatch, step: int):
             if calls["n"] == step:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    def build_with_hook(cfg, num_classes):
-        model = build(cfg, num_classes)
+    def build_with_hook(*args, **kwargs):
+        model = build(*args, **kwargs)
         model.register_forward_pre_hook(hook)
         return model
 

@@ -63,8 +63,8 @@ def test_jobs_with_equal_data_reuse_it_and_are_charged_its_preparation(tmp_path,
     from cifarbench.trainer import train
 
     root = make_fake_cifar(tmp_path / "data", n_train=128, n_test=50)
-    loads, load = [], prepared.load_cifar10
-    monkeypatch.setattr(prepared, "load_cifar10", lambda *args, **kwargs: loads.append(args) or load(*args, **kwargs))
+    loads, load = [], prepared.load_dataset
+    monkeypatch.setattr(prepared, "load_dataset", lambda *args, **kwargs: loads.append(args) or load(*args, **kwargs))
     base = ("model=lenet", "trainer.epochs=1", "trainer.batch_size=64", "trainer.progress=false",
             "trainer.plots=none", f"data.root={root}")
     first = train(compose_with(*base, "trainer.seed=0"), tmp_path / "first")

@@ -68,7 +68,7 @@ def restore_rng(state: dict):
 RESUMABLE_CHANGES = {"logger", "trainer.resume", "trainer.epochs", "trainer.budget_min", "trainer.progress",
                      "trainer.eval_every", "trainer.eval_batch_size", "trainer.device", "trainer.compile",
                      "trainer.plots", "trainer.dist_backend", "trainer.dist_timeout_s", "data.root", "data.download",
-                     "data.url"}
+                     "data.mirrors"}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

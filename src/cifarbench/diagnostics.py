@@ -17,6 +17,8 @@ from cifarbench.runlog import DPI, new_figure, save_png
 FRAME = 4  # pixels of margin around each sample tile, red for a wrong prediction
 RED = (220, 20, 20, 255)  # RGBA
 CAPTION = 30  # pixels of white band above each sample tile for its caption
+CELL_NUMBERS_UP_TO = 20  # classes; with more, the heat map has no per-cell numbers and lists the top confusions
+TOP_CONFUSIONS = 15
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -30,10 +32,23 @@ def per_class_accuracy(confusion: np.ndarray, classes) -> dict[str, float]:
     return {c: float(confusion[i, i] / totals[i]) if totals[i] else float("nan") for i, c in enumerate(classes)}
 
 
+def top_confusions(confusion: np.ndarray, classes, count: int = TOP_CONFUSIONS) -> list[tuple[str, str, int, float]]:
+    """The `count` most frequent mistakes as (true class, predicted class, test images, percent of the
+    true class), most images first (ties: lower true, then predicted, class id)."""
+    totals = confusion.sum(1)
+    wrong = confusion * (1 - np.eye(len(confusion), dtype=confusion.dtype))
+    order = np.lexsort((np.arange(wrong.size), -wrong.ravel()))[:count]
+    return [(classes[i], classes[j], int(wrong[i, j]), 100 * wrong[i, j] / max(totals[i], 1))
+            for i, j in (divmod(int(k), len(confusion)) for k in order) if wrong[i, j]]
+
+
 def confusion_figure(confusion: np.ndarray, classes):
-    """Heat map of `confusion` (rows: true class), 750 × 600 px. Cell numbers and colour bar share one
-    unit, percent of the true class (each row sums to 100; cells under 0.5 % are left blank); each row's
-    label gives its number of test images."""
+    """Heat map of `confusion` (rows: true class). Up to CELL_NUMBERS_UP_TO classes, 750 × 600 px: cell
+    numbers and colour bar share one unit, percent of the true class (each row sums to 100; cells under
+    0.5 % are left blank); each row's label gives its number of test images. With more classes (CIFAR-100),
+    `many_classes_figure`: no cell numbers, and the top confusions listed beside the map."""
+    if len(classes) > CELL_NUMBERS_UP_TO:
+        return many_classes_figure(confusion, classes)
     totals = confusion.sum(1, keepdims=True)
     percent = 100 * confusion / np.maximum(totals, 1)
     fig = new_figure(7.5, 6)
@@ -51,30 +66,58 @@ def confusion_figure(confusion: np.ndarray, classes):
     return fig
 
 
+def many_classes_figure(confusion: np.ndarray, classes):
+    """1300 × 800 px: the heat map in percent of the true class on a square-root colour scale (so the
+    few-percent confusions show beside a diagonal near 100), axes ticked with class ids every 10, and the
+    TOP_CONFUSIONS most frequent mistakes written out with their class names."""
+    from matplotlib.colors import PowerNorm
+
+    n = len(classes)
+    percent = 100 * confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    fig = new_figure(13, 8)
+    axis = fig.add_axes((0.06, 0.08, 0.5, 0.82))
+    image = axis.imshow(percent, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=100), interpolation="nearest")
+    ticks = range(0, n, 10)
+    axis.set_xticks(ticks, ticks)
+    axis.set_yticks(ticks, ticks)
+    axis.set(xlabel="predicted class id", ylabel="true class id",
+             title=f"{n} classes, test accuracy {np.trace(confusion) / max(confusion.sum(), 1):.2%}")
+    fig.colorbar(image, cax=fig.add_axes((0.57, 0.08, 0.012, 0.82)), label="% of the true class (√ scale)")
+    lines = [f"{true} → {predicted}: {images} ({share:.0f} %)"
+             for true, predicted, images, share in top_confusions(confusion, classes)]
+    fig.text(0.64, 0.9, "most frequent mistakes (true → predicted:\ntest images, % of the true class)",
+             va="top", fontsize=10, weight="bold")
+    fig.text(0.64, 0.82, "\n".join(lines) or "none", va="top", fontsize=9, linespacing=1.5)
+    return fig
+
+
 def plot_confusion(path: str | Path, confusion: np.ndarray, classes):
     """confusion_figure as a PNG."""
     save_png(confusion_figure(confusion, classes), path)
 
 
 def montage(images: np.ndarray, wrong: np.ndarray, columns: int, scale: int) -> np.ndarray:
-    """One uint8 RGBA picture of `images` (N, 3, 32, 32) in rows of `columns` tiles: each image enlarged
-    `scale` times (nearest pixel) under a CAPTION-pixel white band, inside a FRAME-pixel margin that is red
-    where `wrong` is true and white otherwise; unused tiles stay white. RGBA because Agg draws it as is."""
-    size = 32 * scale
-    tile_h, tile_w = CAPTION + size + 2 * FRAME, size + 2 * FRAME
+    """One uint8 RGBA picture of `images` (N, C, H, W), C = 3 (RGB) or 1 (grey), in rows of `columns`
+    tiles: each image enlarged `scale` times (nearest pixel) under a CAPTION-pixel white band, inside a
+    FRAME-pixel margin that is red where `wrong` is true and white otherwise; unused tiles stay white.
+    RGBA because Agg draws it as is."""
+    height, width = images.shape[2] * scale, images.shape[3] * scale
+    tile_h, tile_w = CAPTION + height + 2 * FRAME, width + 2 * FRAME
     rows = -(-len(images) // columns)
     picture = np.full((rows, columns, tile_h, tile_w, 4), 255, np.uint8)
     tiles = picture.reshape(rows * columns, tile_h, tile_w, 4)[:len(images)]
     tiles[wrong, CAPTION:] = RED
-    tiles[:, CAPTION + FRAME:-FRAME, FRAME:-FRAME, :3] = images.transpose(0, 2, 3, 1).repeat(scale, 1).repeat(scale, 2)
+    rgb = np.broadcast_to(images, (len(images), 3, *images.shape[2:]))  # grey: the same value in R, G and B
+    tiles[:, CAPTION + FRAME:-FRAME, FRAME:-FRAME, :3] = rgb.transpose(0, 2, 3, 1).repeat(scale, 1).repeat(scale, 2)
     return picture.transpose(0, 2, 1, 3, 4).reshape(rows * tile_h, columns * tile_w, 4)
 
 
 def plot_samples(path: str | Path, images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes,
                  count: int = 32, seed: int = 0, columns: int = 8, scale: int = 5):
-    """`count` random test images (the same pick for the same seed and test set) captioned
-    'true → predicted', wrong ones framed and captioned in red: one montage drawn one picture pixel per
-    PNG pixel (each tile 32·scale + 8 px wide, 1344 px for 8 columns at scale 5), one caption artist per tile."""
+    """`count` random test images ((N, C, H, W) uint8, RGB or grey; the same pick for the same seed and
+    test set) captioned 'true → predicted', wrong ones framed and captioned in red: one montage drawn one
+    picture pixel per PNG pixel (each tile W·scale + 8 px wide, 1344 px for 8 columns of 32×32 images
+    at scale 5), one caption artist per tile."""
     pick = np.random.default_rng(seed).choice(len(images), size=min(count, len(images)), replace=False)
     wrong = predictions[pick] != labels[pick]
     picture = montage(images[pick], wrong, columns, scale)
@@ -114,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     # (imported here: the training modules import this one)
-    from cifarbench.data import DeviceLoader, load_cifar10
+    from cifarbench.data import DeviceLoader, load_dataset
     from cifarbench.predict import load_trained
     from cifarbench.evaluate import evaluate
 
@@ -124,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                           "usage: cifarbench inspect ckpt=PATH [out=DIR] [data.root=DIR]", required=("ckpt",))
     trained = load_trained(args.ckpt)
     root = OmegaConf.select(args, "data.root") or trained.config["data"]["root"]
-    data = load_cifar10(root, download=False)
+    data = load_dataset({**trained.config["data"], "root": root}, download=False)
     test_subset = trained.config["data"].get("test_subset")
     images, labels = data.test_images[:test_subset], data.test_labels[:test_subset]
     loader = DeviceLoader(torch.from_numpy(images), torch.from_numpy(labels), trained.config["trainer"]["eval_batch_size"],

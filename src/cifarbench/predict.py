@@ -5,8 +5,9 @@
 `images` takes files, folders (their image files, by extension) and glob patterns (`'photos/*.jpg'`,
 `photos/**/*.png`), each expanded in sorted order; at the end a line counts what was classified and
 what was skipped (files of a folder or pattern that are not images by their extension, and files
-that could not be read). Each image is converted to RGB, resized to 32×32 (Lanczos) and normalised exactly as in training
-(the checkpoint carries the fitted normalisation). A missing or unreadable file is reported and the
+that could not be read). Each image is converted to the run's dataset's form (RGB for CIFAR and SVHN,
+grey for MNIST and Fashion-MNIST), resized to its size (32×32 or 28×28, Lanczos) and normalised exactly
+as in training (the checkpoint carries the fitted normalisation). A missing or unreadable file is reported and the
 others are still classified; the exit code is 1 if any failed.
 
 What photo libraries write is read as it looks: the EXIF orientation is applied; 16-bit channels
@@ -29,6 +30,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from cifarbench.checkpoint import load_checkpoint
+from cifarbench.data import dataset_source
 from cifarbench.data.preprocess import restore_preprocess
 from cifarbench.evaluate import tta_logits
 from cifarbench.files import atomic_write_json
@@ -38,8 +40,8 @@ from cifarbench.models import build_model
 @dataclass
 class Trained:
     """A checkpoint's model set up to evaluate as its run did: `weights` "ema" (the averaged weights,
-    which the run evaluated) or "model", the run's `tta` mode, its fitted `preprocess` and its
-    `memory_format` (the inputs' layout, channels_last or not)."""
+    which the run evaluated) or "model", the run's `tta` mode, its fitted `preprocess`, its
+    `memory_format` (the inputs' layout, channels_last or not) and `shape`, its dataset's (C, H, W)."""
     model: nn.Module
     preprocess: nn.Module
     classes: list[str]
@@ -47,6 +49,7 @@ class Trained:
     weights: str
     tta: str
     memory_format: torch.memory_format
+    shape: tuple[int, int, int]
 
     def describe(self) -> str:
         """One line saying how this model evaluates, for the output of inspect and predict."""
@@ -60,17 +63,19 @@ def load_trained(path: str | Path, device: str = "cpu") -> Trained:
     trained with EMA, its TTA mode and memory format. Raises CheckpointError for an unusable file."""
     state = load_checkpoint(path, map_location=device)
     config = state["config"]
-    model = build_model(OmegaConf.create(config["model"]), num_classes=len(state["classes"]))
+    shape = dataset_source(config["data"]).shape
+    model = build_model(OmegaConf.create(config["model"]), len(state["classes"]), shape)
     weights = "ema" if state.get("ema") else "model"
     model.load_state_dict(state["ema"]["module"] if weights == "ema" else state["model"])
     memory_format = torch.channels_last if config["trainer"].get("channels_last") else torch.contiguous_format
     return Trained(model.to(device, memory_format=memory_format).eval(),
                    restore_preprocess(state["preprocess"]).to(device), state["classes"], config, weights,
-                   config["trainer"].get("tta", "none"), memory_format)
+                   config["trainer"].get("tta", "none"), memory_format, shape)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """(3, 32, 32) uint8 RGB of an image file as a viewer shows it, resized with Lanczos as SPEC §3 does.
+def read_image(path: str | Path, shape: tuple[int, int, int] = (3, 32, 32)) -> np.ndarray:
+    """An image file as a viewer shows it, as `shape` (C, H, W) uint8: RGB for 3 channels, grey (ITU-R
+    601 luma, Pillow's "L") for 1; resized with Lanczos as SPEC §3 does.
 
     Raises ValueError with one line naming the file when it is missing, not an image, in a form
     with no defined 8-bit meaning, or a possible decompression bomb.
@@ -81,7 +86,9 @@ def read_image(path: str | Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # over the limit: refuse, don't decode
             with Image.open(path) as image:  # positioned on the first frame of an animation
-                rgb = _to_rgb(ImageOps.exif_transpose(image)).resize((32, 32), Image.Resampling.LANCZOS)
+                rgb = _to_rgb(ImageOps.exif_transpose(image))
+                size = (shape[2], shape[1])  # Pillow's (width, height)
+                pixels = (rgb if shape[0] == 3 else rgb.convert("L")).resize(size, Image.Resampling.LANCZOS)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -90,7 +97,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: not an image that Pillow can read ({e})") from None
     except ValueError as e:  # a mode Pillow opens but cannot convert to RGB
         raise ValueError(f"{path}: {e}") from None
-    return np.asarray(rgb).transpose(2, 0, 1).copy()
+    pixels = np.asarray(pixels)
+    return (pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)).copy()
 
 
 # Pillow's modes for 16-bit greyscale (PNG, TIFF); 32-bit "I" is read on the same 16-bit scale.
@@ -115,7 +123,7 @@ def _to_rgb(image):
 
 @torch.no_grad()
 def classify(trained: Trained, images: np.ndarray, topk: int = 3) -> list[list[tuple[str, float]]]:
-    """The `topk` (class, probability) pairs of each of `images` ((N, 3, 32, 32) uint8), best first:
+    """The `topk` (class, probability) pairs of each of `images` ((N, C, H, W) uint8, the run's shape), best first:
     softmax of the logits summed over the run's TTA views, as the run's evaluation computes them."""
     batch = torch.from_numpy(images).to(next(trained.model.parameters()).device)
     inputs = trained.preprocess(batch).contiguous(memory_format=trained.memory_format)
@@ -164,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     results, images, readable = {}, [], []
     for path in paths:
         try:
-            images.append(read_image(path))
+            images.append(read_image(path, trained.shape))
             readable.append(path)
         except ValueError as e:
             errors.append(str(e))

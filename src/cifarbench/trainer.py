@@ -345,7 +345,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     state = RunState(train_seconds=data.prepare_seconds, window_seconds=data.prepare_seconds)
     clock = Clock(device, state, t.budget_min * 60 if t.budget_min else math.inf)
     with clock.training():
-        model = build_model(cfg.model, num_classes=len(data.classes)).to(device, memory_format=memory_format)
+        model = build_model(cfg.model, len(data.classes), train_images.shape[1:])
+        model = model.to(device, memory_format=memory_format)
         if t.sync_bn:
             model = world.sync_batchnorm(model, device)
         first_conv = whiten_first_conv(model, preprocess(train_images[:5000])) if t.whiten_init else None

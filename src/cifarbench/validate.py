@@ -1,9 +1,10 @@
 """Config checks that run before any data is loaded, from one declaration per field.
 
 Each group's fields are declared once below as `Field`s (a type, and a range or the allowed values);
-`trainer`, `data` and `logger` are fixed `Schema`s, while `model`, `optim`, `sched` and `aug` are `Entries`: the
-chosen entry's builder signature (its registry) says which fields it has, the group's table says what
-each may hold. A failure raises ConfigError with one line naming the key, its value and what is
+`trainer` and `logger` are fixed `Schema`s, while `data`, `model`, `optim`, `sched` and `aug` are `Entries`: the
+chosen entry's builder signature (its registry) says which fields it has beside the group's common
+ones, the group's table says what each may hold; the data subsets are then checked against the chosen
+dataset's sizes. A failure raises ConfigError with one line naming the key, its value and what is
 allowed; an unknown field lists the fields there are, with the nearest as "did you mean". Values that
 work but are likely mistakes are logged as warnings that say why.
 """
@@ -16,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cifarbench.aug import AUGMENTS, MIXES, PAD_MODES
-from cifarbench.data import PREPROCESSES
+from cifarbench.data import DATASETS, PREPROCESSES, dataset_source
 from cifarbench.device import AMP_MODES, DEVICES, resolve_amp, resolve_device
 from cifarbench.distributed import BACKENDS
 from cifarbench.evaluate import TTA_MODES
@@ -28,8 +29,6 @@ from cifarbench.registry import ConfigError, Registry, did_you_mean, unknown_fie
 from cifarbench.sched import SCHEDULES
 
 log = logging.getLogger(__name__)
-
-TRAIN_SIZE, TEST_SIZE = 50_000, 10_000  # CIFAR-10's training and test sets
 
 
 def _show(value: Any) -> str:
@@ -44,9 +43,10 @@ def _is_number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class Field:
-    """What one config field may hold: `kind` is "number", "integer", "bool", "text" or "choice";
-    numbers lie in [low, high] (an end is open when its flag says so, absent when None); a "choice"
-    is one of `choices`; `items` > 0 makes the field a list of that many such values (-1: any number)."""
+    """What one config field may hold: `kind` is "number", "integer", "bool", "text", "choice" or
+    "subset" (an integer >= 1 or a fraction in (0, 1)); numbers lie in [low, high] (an end is open when
+    its flag says so, absent when None); a "choice" is one of `choices`; `items` > 0 makes the field a
+    list of that many such values (-1: any number)."""
     kind: str
     low: float | None = None
     high: float | None = None
@@ -63,6 +63,8 @@ class Field:
             text = "true or false"
         elif self.kind == "text":
             text = "a string"
+        elif self.kind == "subset":
+            text = "an integer >= 1 (the first N images) or a fraction in (0, 1) (a stratified sample)"
         else:
             noun = "an integer" if self.kind == "integer" else "a number"
             if self.low == 0 and self.low_open and self.high is None:
@@ -86,6 +88,9 @@ class Field:
             return isinstance(value, bool)
         if self.kind == "text":
             return isinstance(value, str)
+        if self.kind == "subset":
+            return (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or (
+                isinstance(value, float) and 0 < value < 1)
         if not _is_number(value) or (self.kind == "integer" and not isinstance(value, int)):
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
@@ -150,11 +155,13 @@ class Entries:
     """A group whose entry (`name`) is a registry builder: the builder's keyword arguments and the
     group's `common` fields are the fields an entry has, less `supplied` (arguments the code passes
     itself); `table` declares what each holds (a builder field missing from it is passed unchecked).
-    Every field but `name` may be null: the builder's default."""
+    With `null_is_default`, every field but `name` may be null: the builder's default; otherwise only
+    the fields declared nullable may."""
     registry: Registry
     common: tuple[str, ...]
     table: dict[str, Any]
     supplied: tuple[str, ...] = ()
+    null_is_default: bool = True
 
     def fields(self, name: str) -> list[str] | None:
         own = self.registry.fields(name)
@@ -171,7 +178,7 @@ class Entries:
             raise unknown_fields(f"{key} {cfg.name!r}", unknown, known)
         for field, value in cfg.items():
             if field != "name" and field in self.table:
-                self.table[field].check(f"{key}.{field}", value, nullable=True)
+                self.table[field].check(f"{key}.{field}", value, nullable=self.null_is_default)
 
 
 TRAINER = Schema({
@@ -187,14 +194,17 @@ TRAINER = Schema({
     "whiten_bias_epochs": positive(nullable=True),
     "sync_bn": FLAG, "dist_backend": one_of(*BACKENDS), "dist_timeout_s": positive(),
 })
-DATA = Schema({
-    "root": TEXT, "download": FLAG, "url": TEXT,
-    "train_subset": between(1, TRAIN_SIZE, integer=True, nullable=True),
-    "test_subset": between(1, TEST_SIZE, integer=True, nullable=True),
-    # (the split's upper bound, the training set's size, is checked once the data is loaded)
+DATA = Entries(DATASETS, ("name", "root", "download", "mirrors", "train_subset", "subset_seed", "test_subset",
+                          "val_split", "val_seed", "preprocess", "flip"), {
+    "root": TEXT, "download": FLAG, "mirrors": Field("text", nullable=True, items=-1),
+    # (their upper bounds, the dataset's sizes, are checked by check_data_sizes; the split's once the
+    # subset is drawn)
+    "train_subset": Field("subset", nullable=True), "subset_seed": at_least(0, integer=True),
+    "test_subset": positive(integer=True, nullable=True),
     "val_split": at_least(0, integer=True), "val_seed": at_least(0, integer=True),
-    "preprocess": one_of(*PREPROCESSES.names()),
-})
+    "preprocess": one_of(*PREPROCESSES.names()), "flip": FLAG,
+    "labels": one_of("fine", "coarse"), "extra": FLAG,  # the entries' own fields (cifar100, svhn)
+}, null_is_default=False)
 _OPTIMIZER_FIELDS = {
     "lr": positive(), "momentum": between(0, 1, high_open=True), "nesterov": FLAG,
     "betas": between(0, 1, high_open=True, items=2), "eps": positive(), "final_lr": positive(), "gamma": positive(),
@@ -217,7 +227,7 @@ AUG = Entries(AUGMENTS, ("name", "mix", "mix_alpha"), {
 })
 MODEL = Entries(MODELS, ("name", *COMMON_FIELDS), {  # a family's own fields are checked by its builder
     "norm_momentum": FRACTION, "norm_eps": positive(), "norm_weight": FLAG, "dirac_init": FLAG,
-}, supplied=("num_classes",))
+}, supplied=("num_classes", "in_channels", "image_size"))
 # What a reproduced study published for a variant (studies.py's table; null for everything else).
 NOTE = Field("text", nullable=True)
 REPORTED = Schema({
@@ -235,13 +245,32 @@ GROUPS = {"data": DATA, "model": MODEL, "optim": OPTIM, "sched": SCHED, "aug": A
 USUAL_MAX_LR = {"sgd": 10.0, "muon": 10.0, "adam": 0.1, "adamw": 0.1, "adabound": 0.1, "amsbound": 0.1}
 
 
+def check_data_sizes(data: DictConfig):
+    """data.train_subset and data.test_subset within the chosen dataset's sizes (ConfigError otherwise)."""
+    source = dataset_source(data)
+    for key, subset, size, split in (("train_subset", data.train_subset, source.sizes[0], "training"),
+                                     ("test_subset", data.test_subset, source.sizes[1], "test")):
+        if isinstance(subset, int) and subset > size:
+            raise ConfigError(f"data.{key}={subset}; {source.title} has {size} {split} images (use at most {size}"
+                              f"{', a fraction in (0, 1)' if key == 'train_subset' else ''} or null)")
+
+
+def train_size(data: DictConfig) -> int:
+    """How many training images a run of this data config uses, before any validation split."""
+    total, subset = dataset_source(data).sizes[0], data.train_subset
+    return total if subset is None else round(subset * total) if subset < 1 else subset
+
+
 def warnings_for(cfg: DictConfig) -> list[str]:
     """Legal values that are probably mistakes, each with the reason."""
     found = []
-    train_size = cfg.data.train_subset or TRAIN_SIZE
-    if cfg.trainer.batch_size > train_size:
-        found.append(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the {train_size} training images: "
+    images = train_size(cfg.data)
+    if cfg.trainer.batch_size > images:
+        found.append(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the {images} training images: "
                      "every epoch is a single smaller batch")
+    if cfg.trainer.tta != "none" and not cfg.data.flip:
+        found.append(f"trainer.tta={cfg.trainer.tta} averages mirrored views, but data.flip=false says a mirrored "
+                     f"{cfg.data.name} image may change its label; trainer.tta=none is likely better")
     usual = USUAL_MAX_LR.get(cfg.optim.name)
     if usual is not None and cfg.optim.lr > usual:
         found.append(f"optim.lr={cfg.optim.lr} is above {usual:g}, where {cfg.optim.name} usually diverges")
@@ -256,6 +285,7 @@ def validate_config(cfg: DictConfig):
         raise ConfigError(f"unknown top-level key(s) {named}; the config has {', '.join(GROUPS)}")
     for group, schema in GROUPS.items():
         schema.check(group, cfg.get(group))
+    check_data_sizes(cfg.data)
     resolve_amp(cfg.trainer.amp, resolve_device(cfg.trainer.device))
     check_installed(cfg.logger)
     for warning in warnings_for(cfg):

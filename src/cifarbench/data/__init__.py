@@ -1,8 +1,14 @@
-"""CIFAR-10 on the device: the official batches, preprocessing and a loader without per-image work."""
-from cifarbench.data.cifar10 import CLASSES, Cifar10, DatasetError, load_cifar10
-from cifarbench.data.loader import DeviceLoader
-from cifarbench.data.preprocess import PREPROCESSES, build_preprocess
-from cifarbench.data.split import validation_split
+"""Datasets on the device: the registry of official datasets (`data.name`), preprocessing, subsets and
+splits, and a loader without per-image work."""
+from cifarbench.data.datasets import DATASETS, ImageDataset, Source, dataset_source, load_dataset
+from cifarbench.data.fetch import DatasetError
 
-__all__ = ["CLASSES", "Cifar10", "DatasetError", "DeviceLoader", "PREPROCESSES", "build_preprocess", "load_cifar10",
-           "validation_split"]
+# Imported for their @DATASETS.register side effect: one file per format family.
+from cifarbench.data import cifar, idx, svhn  # noqa: E402,F401  isort: skip
+from cifarbench.data.cifar import load_cifar10  # noqa: E402
+from cifarbench.data.loader import DeviceLoader  # noqa: E402
+from cifarbench.data.preprocess import PREPROCESSES, build_preprocess  # noqa: E402
+from cifarbench.data.split import stratified_sample, training_subset, validation_split  # noqa: E402
+
+__all__ = ["DATASETS", "DatasetError", "DeviceLoader", "ImageDataset", "PREPROCESSES", "Source", "build_preprocess",
+           "dataset_source", "load_cifar10", "load_dataset", "stratified_sample", "training_subset", "validation_split"]

@@ -23,16 +23,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from cifarbench.clock import Clock, RunState
-from cifarbench.data.cifar10 import load_cifar10
+from cifarbench.data.datasets import load_dataset
 from cifarbench.data.preprocess import build_preprocess
-from cifarbench.data.split import validation_split
-from cifarbench.registry import ConfigError
+from cifarbench.data.split import training_subset, validation_split
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    """train_images (N, 3, 32, 32) uint8 and train_labels (N,) int64 on the device; test_* and val_*
-    (the held-out split, empty without one) as host uint8 images (M, 3, 32, 32) and int64 labels (M,);
+    """train_images (N, C, H, W) uint8 and train_labels (N,) int64 on the device; test_* and val_*
+    (the held-out split, empty without one) as host uint8 images (M, C, H, W) and int64 labels (M,);
     `preprocess` fitted on the training images, on the device; `prepare_seconds`: wall seconds the timed
     part (to the device, fitting) took; `from_cache`: this job reused an earlier job's data."""
     train_images: torch.Tensor
@@ -48,13 +47,13 @@ class PreparedData:
 
 
 def prepare_data(data_cfg: DictConfig, device: torch.device) -> PreparedData:
-    """The data of `data_cfg` (`data.*`) on `device`, built afresh. Raises ConfigError for a subset or
-    split larger than the dataset, DatasetError when the dataset cannot be loaded."""
-    data = load_cifar10(data_cfg.root, download=data_cfg.download, url=data_cfg.url)
-    subset = data_cfg.train_subset
-    if subset is not None and subset > len(data.train_images):
-        raise ConfigError(f"data.train_subset={subset}; this dataset has {len(data.train_images)} training images")
-    train_part, val_part = validation_split(data.train_labels[:subset], data_cfg.val_split, data_cfg.val_seed)
+    """The data of `data_cfg` (`data.*`, its `name` one of DATASETS) on `device`, built afresh. Raises
+    ConfigError for a subset or split larger than the dataset, DatasetError when the dataset cannot be
+    loaded."""
+    data = load_dataset(data_cfg)
+    subset = training_subset(data.train_labels, data_cfg.train_subset, data_cfg.subset_seed)
+    train_part, val_part = (subset[part] for part in validation_split(data.train_labels[subset], data_cfg.val_split,
+                                                                       data_cfg.val_seed))
     timer = Clock(device, RunState())
     with timer.training():
         train_images = torch.from_numpy(data.train_images[train_part]).to(device)

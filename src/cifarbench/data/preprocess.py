@@ -2,7 +2,7 @@
 (train and test) after augmentation.
 
 `build_preprocess(name, train_images, cache_dir)` returns a module mapping a uint8 batch
-(N, 3, H, W) on any device to the float input of the network. Names (`data.preprocess`):
+(N, C, H, W) (RGB or grey) on any device to the float input of the network. Names (`data.preprocess`):
 meanstd (per-channel mean/std, the default), mean (SPEC §5: subtract the training set's mean image),
 contrast (per-image zero mean, unit std), zca (contrast, then ZCA whitening fitted on the training
 set and cached in `cache_dir`).

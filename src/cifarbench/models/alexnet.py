@@ -6,10 +6,14 @@ from __future__ import annotations
 from torch import nn
 
 from cifarbench.models import MODELS
+from cifarbench.models.layers import flat_size
+
 
 
 class AlexNet(nn.Module):
-    def __init__(self, num_classes: int = 10, hidden: int = 2048):
+    INPUTS = "the same layers (28×28: 7→4→2→1, the FC reads 256×1×1 as on 32×32)"
+
+    def __init__(self, num_classes: int = 10, hidden: int = 2048, in_channels: int = 3, image_size: int = 32):
         super().__init__()
 
         def pool_bn(ch):
@@ -19,12 +23,13 @@ class AlexNet(nn.Module):
             return [nn.Conv2d(in_ch, out_ch, k, stride, padding=k // 2), nn.ReLU(inplace=True)]
 
         self.features = nn.Sequential(
-            *conv(3, 96, 11, 4), *pool_bn(96),
+            *conv(in_channels, 96, 11, 4), *pool_bn(96),
             *conv(96, 256, 5), *pool_bn(256),
             *conv(256, 384, 3), *conv(384, 384, 3), *conv(384, 256, 3), *pool_bn(256),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(256, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Flatten(), nn.Linear(flat_size(self.features, in_channels, image_size), hidden), nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(hidden, num_classes),
         )
 
@@ -33,5 +38,5 @@ class AlexNet(nn.Module):
 
 
 @MODELS.register(info="§4 AlexNet (small images)")
-def alexnet(num_classes: int = 10) -> AlexNet:
-    return AlexNet(num_classes)
+def alexnet(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> AlexNet:
+    return AlexNet(num_classes, in_channels=in_channels, image_size=image_size)

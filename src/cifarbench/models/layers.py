@@ -1,9 +1,13 @@
 """Building blocks shared by the model families: conv-BN-activation, residual blocks with stochastic
-depth, and the multiply–accumulate counter."""
+depth, the flatten size of a feature extractor for a given input, and the multiply–accumulate counter."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
+
+from cifarbench.registry import ConfigError
 
 
 def conv_bn_act(in_ch: int, out_ch: int, kernel, stride: int = 1, padding: int | str = "same", bn: bool = True,
@@ -55,8 +59,24 @@ def set_stochastic_depth(model: nn.Module, final_prob: float) -> nn.Module:
     return model
 
 
-def count_macs(model: nn.Module, image_size: int = 32) -> int:
-    """Multiply–accumulates of one forward pass on one 3×image_size² image, counted from the layers."""
+@torch.no_grad()
+def flat_size(features: nn.Module, in_channels: int, image_size: int) -> int:
+    """How many values `features` outputs for one in_channels × image_size × image_size input: the
+    input width of the linear layer after a flatten, from one forward pass of zeros in eval mode (no
+    statistics or random numbers are touched). Raises ConfigError when the input is too small for
+    the network's convolutions and pools."""
+    was_training = features.training
+    try:
+        return math.prod(features.eval()(torch.zeros(1, in_channels, image_size, image_size)).shape[1:])
+    except RuntimeError as e:
+        raise ConfigError(f"a {in_channels}×{image_size}×{image_size} input is too small for this network "
+                          f"({str(e).splitlines()[0]})") from None
+    finally:
+        features.train(was_training)
+
+
+def count_macs(model: nn.Module, shape: tuple[int, int, int] = (3, 32, 32)) -> int:
+    """Multiply–accumulates of one forward pass on one image of `shape` (C, H, W), counted from the layers."""
     total = 0
 
     def conv(module: nn.Conv2d, _, output):
@@ -73,7 +93,7 @@ def count_macs(model: nn.Module, image_size: int = 32) -> int:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+        model(torch.zeros(1, *shape, device=next(model.parameters()).device))
     model.train(was_training)
     for hook in hooks:
         hook.remove()

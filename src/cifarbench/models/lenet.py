@@ -12,17 +12,22 @@ import inspect
 from torch import nn
 
 from cifarbench.models import MODELS
+from cifarbench.models.layers import flat_size
+
 
 KERNELS = {"5x5": [5], "3x3": [3, 3], "3x1": [(1, 3), (3, 1), (1, 3), (3, 1)]}
 
 
 class LeNet(nn.Module):
+    INPUTS = "'same' convs, each pool halves the side, the FC reads the flattened map (28×28: 7×7; lenet_deep 3×3)"
+
     def __init__(self, num_classes: int = 10, channels=(20, 50), hidden: int = 500, width: float = 1,
-                 convs_per_stage: int = 1, kernel: str = "5x5", bn: bool = False, dropout: bool = False):
+                 convs_per_stage: int = 1, kernel: str = "5x5", bn: bool = False, dropout: bool = False,
+                 in_channels: int = 3, image_size: int = 32):
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"model.kernel={kernel!r}; choose one of {', '.join(KERNELS)}")
-        layers, in_ch = [], 3
+        layers, in_ch = [], in_channels
         for ch in channels:
             ch = round(ch * width)
             for _ in range(convs_per_stage):
@@ -33,10 +38,9 @@ class LeNet(nn.Module):
             layers.append(nn.MaxPool2d(2))
             layers += [nn.Dropout(0.2)] if dropout else []
         hidden = round(hidden * width)
-        side = 32 // 2 ** len(channels)
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_ch * side * side, hidden), nn.ReLU(inplace=True),
+            nn.Flatten(), nn.Linear(flat_size(self.features, in_channels, image_size), hidden), nn.ReLU(inplace=True),
             *([nn.BatchNorm1d(hidden)] if bn else []), *([nn.Dropout(0.5)] if dropout else []),
             nn.Linear(hidden, num_classes),
         )
@@ -65,16 +69,17 @@ _preset("lenet_dropout", "§1 LeNet-Dropout", dropout=True)
 
 class LeNet5(nn.Module):
     """SPEC §4: conv(6,5, valid)-ReLU-pool, conv(16,5, valid)-ReLU-pool, FC(120), FC(84), FC(10)."""
+    INPUTS = "'valid' convs as published (28×28: 24→12→8→4, FC(120) reads 16×4×4)"
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 6, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, 6, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(inplace=True), nn.Linear(120, 84), nn.ReLU(inplace=True),
-            nn.Linear(84, num_classes),
+            nn.Flatten(), nn.Linear(flat_size(self.features, in_channels, image_size), 120), nn.ReLU(inplace=True),
+            nn.Linear(120, 84), nn.ReLU(inplace=True), nn.Linear(84, num_classes),
         )
 
     def forward(self, x):
@@ -82,5 +87,5 @@ class LeNet5(nn.Module):
 
 
 @MODELS.register(info="§4 LeNet-5")
-def lenet5(num_classes: int = 10) -> LeNet5:
-    return LeNet5(num_classes)
+def lenet5(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> LeNet5:
+    return LeNet5(num_classes, in_channels, image_size)

@@ -13,6 +13,7 @@ from torch import nn
 from cifarbench.models import MODELS
 from cifarbench.models.layers import Residual, conv_bn_act, set_stochastic_depth
 
+
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
           101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3))}
 STEMS = ("cifar", "imagenet")
@@ -39,7 +40,10 @@ def branch_layers(kind: str, in_ch: int, planes: int, stride: int, preact: bool)
 
 
 class ResNet(nn.Module):
-    def __init__(self, depth: int = 18, num_classes: int = 10, stem: str = "cifar", l2: float = 1e-4):
+    INPUTS = "any size: global average pool"
+
+    def __init__(self, depth: int = 18, num_classes: int = 10, stem: str = "cifar", l2: float = 1e-4,
+                 in_channels: int = 3):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"model.depth={depth}; choose one of {', '.join(map(str, DEPTHS))}")
@@ -51,9 +55,10 @@ class ResNet(nn.Module):
         # Keras' L2 `l2·Σw²` on conv kernels is weight decay 2·l2 on exactly those tensors.
         self.conv_weight_decay = 2 * l2 if preact else None
         if preact:
-            self.stem = nn.Sequential(conv_bn_act(3, 64, 7, stride=2, padding=3), nn.MaxPool2d(3, 2, padding=1))
+            self.stem = nn.Sequential(conv_bn_act(in_channels, 64, 7, stride=2, padding=3),
+                                      nn.MaxPool2d(3, 2, padding=1))
         else:
-            self.stem = conv_bn_act(3, 64, 3)
+            self.stem = conv_bn_act(in_channels, 64, 3)
         layers, in_ch = [], 64
         for stage, (planes, count) in enumerate(zip((64, 128, 256, 512), blocks)):
             for i in range(count):
@@ -83,8 +88,9 @@ class ResNet(nn.Module):
 
 
 def _register(depth: int):
-    def build(num_classes: int = 10, stem: str = "cifar", l2: float = 1e-4, stochastic_depth: float = 0.0) -> ResNet:
-        return set_stochastic_depth(ResNet(depth, num_classes, stem, l2), stochastic_depth)
+    def build(num_classes: int = 10, stem: str = "cifar", l2: float = 1e-4, stochastic_depth: float = 0.0,
+              in_channels: int = 3) -> ResNet:
+        return set_stochastic_depth(ResNet(depth, num_classes, stem, l2, in_channels), stochastic_depth)
 
     MODELS.register(f"resnet{depth}", info="§3 ResNet-34 (model.stem=imagenet)" if depth == 34 else "standard CIFAR ResNet")(build)
 

@@ -10,6 +10,7 @@ from cifarbench.models import MODELS
 from cifarbench.models.layers import Residual, conv_bn_act, set_stochastic_depth
 
 
+
 class PadShortcut(nn.Module):
     """Option A: no parameters; subsample by 2×2 average pooling, zero-pad the new channels."""
 
@@ -22,12 +23,14 @@ class PadShortcut(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth: int = 20, num_classes: int = 10, widths=(16, 32, 64)):
+    INPUTS = "any size: global average pool"
+
+    def __init__(self, depth: int = 20, num_classes: int = 10, widths=(16, 32, 64), in_channels: int = 3):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"model.depth={depth}; it must be 6n+2 (20, 32, 44, 56, 74, 110, ...)")
         n = (depth - 2) // 6
-        self.stem = conv_bn_act(3, widths[0], 3)
+        self.stem = conv_bn_act(in_channels, widths[0], 3)
         blocks, in_ch = [], widths[0]
         for stage, width in enumerate(widths):
             for i in range(n):
@@ -45,15 +48,16 @@ class CifarResNet(nn.Module):
 
 
 @MODELS.register(info="He et al. CIFAR ResNet, depth 6n+2")
-def resnet_cifar(num_classes: int = 10, depth: int = 20, stochastic_depth: float = 0.0) -> CifarResNet:
-    return set_stochastic_depth(CifarResNet(depth, num_classes), stochastic_depth)
+def resnet_cifar(num_classes: int = 10, depth: int = 20, stochastic_depth: float = 0.0,
+                 in_channels: int = 3) -> CifarResNet:
+    return set_stochastic_depth(CifarResNet(depth, num_classes, in_channels=in_channels), stochastic_depth)
 
 
 @MODELS.register(info="§5 ResNet-74")
-def resnet74(num_classes: int = 10, stochastic_depth: float = 0.0) -> CifarResNet:
-    return resnet_cifar(num_classes, 74, stochastic_depth)
+def resnet74(num_classes: int = 10, stochastic_depth: float = 0.0, in_channels: int = 3) -> CifarResNet:
+    return resnet_cifar(num_classes, 74, stochastic_depth, in_channels)
 
 
 @MODELS.register(info="§5 ResNet-74 + stochastic depth")
-def resnet74_sd(num_classes: int = 10, stochastic_depth: float = 0.5) -> CifarResNet:
-    return resnet_cifar(num_classes, 74, stochastic_depth)
+def resnet74_sd(num_classes: int = 10, stochastic_depth: float = 0.5, in_channels: int = 3) -> CifarResNet:
+    return resnet_cifar(num_classes, 74, stochastic_depth, in_channels)

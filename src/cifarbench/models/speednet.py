@@ -8,6 +8,8 @@ from __future__ import annotations
 from torch import nn
 
 from cifarbench.models import MODELS
+from cifarbench.models.layers import flat_size
+
 
 
 def block(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -18,16 +20,20 @@ def block(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class SpeedNet(nn.Module):
+    INPUTS = "28×28: 27→13→6→3, the 3×3 max-pool leaves 1×1 as on 32×32"
+
     def __init__(self, num_classes: int = 10, widths=(64, 256, 256), whiten_width: int = 24,
-                 logit_scale: float = 1 / 9):
+                 logit_scale: float = 1 / 9, in_channels: int = 3, image_size: int = 32):
         super().__init__()
-        self.whiten = nn.Conv2d(3, whiten_width, 2)  # 3·2·2 = 12 patch dims: 12 filters and their negatives
+        # RGB: 3·2·2 = 12 patch dimensions, 12 filters and their negatives
+        self.whiten = nn.Conv2d(in_channels, whiten_width, 2)
         layers, in_ch = [], whiten_width
         for width in widths:
             layers.append(block(in_ch, width))
             in_ch = width
         self.blocks = nn.Sequential(nn.GELU(), *layers)
-        self.head = nn.Sequential(nn.MaxPool2d(3), nn.Flatten(), nn.Linear(in_ch, num_classes, bias=False))
+        pooled = flat_size(nn.Sequential(self.whiten, self.blocks, nn.MaxPool2d(3)), in_channels, image_size)
+        self.head = nn.Sequential(nn.MaxPool2d(3), nn.Flatten(), nn.Linear(pooled, num_classes, bias=False))
         self.logit_scale = logit_scale
 
     def forward(self, x):
@@ -35,5 +41,6 @@ class SpeedNet(nn.Module):
 
 
 @MODELS.register(info="speed run (airbench94-style)")
-def speednet(num_classes: int = 10, widths=(64, 256, 256), whiten_width: int = 24) -> SpeedNet:
-    return SpeedNet(num_classes, tuple(widths), whiten_width)
+def speednet(num_classes: int = 10, widths=(64, 256, 256), whiten_width: int = 24, in_channels: int = 3,
+             image_size: int = 32) -> SpeedNet:
+    return SpeedNet(num_classes, tuple(widths), whiten_width, in_channels=in_channels, image_size=image_size)

@@ -1,0 +1,73 @@
+"""The dataset registry behind the `data` config group: `data.name` picks an entry (cifar10, cifar100,
+mnist, fashion_mnist, svhn); its builder takes the entry's own fields (`data.labels` for CIFAR-100,
+`data.extra` for SVHN) and returns a `Source`: the official files, mirrors and MD5s, the classes, the
+image shape and the split sizes, and `load()`, which fetches, verifies, decodes and caches them.
+
+Each format family is one file: `cifar.py` (CIFAR-10/100 python pickles), `idx.py` (the gzipped IDX
+files of MNIST and Fashion-MNIST), `svhn.py` (SVHN's MATLAB files).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cifarbench.registry import Registry
+
+DATASETS = Registry("dataset")
+
+
+@dataclass
+class ImageDataset:
+    """A dataset as uint8 arrays: images (N, C, H, W) with channel planes (RGB or grey), labels (N,)
+    int64 in [0, len(classes))."""
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source(ABC):
+    """A registry entry: what a dataset is and where its official files come from.
+
+    `shape` is (channels, height, width); `sizes` the number of (training, test) images; `folder` the
+    subfolder of data.root its files go into ("" for the CIFAR archives, which unpack into their own
+    folder); `mirrors` the base URLs its files are served from, tried in order; `flip` whether a
+    horizontal mirror keeps an image's label (not for digits), the default of the aug group's flips.
+    """
+    title: str
+    classes: tuple[str, ...]
+    shape: tuple[int, int, int]
+    sizes: tuple[int, int]
+    folder: str
+    mirrors: tuple[str, ...]
+    flip: bool
+
+    @abstractmethod
+    def load(self, root: str | Path, download: bool = True, mirrors=None) -> ImageDataset:
+        """The dataset from `root` (fetched there first if needed; `mirrors` replaces the official
+        ones). Raises DatasetError with one line saying what to do."""
+
+    def where_to_put_it(self, folder: Path, files: str) -> str:
+        """The end of every message that leaves the user to fetch `files` by hand."""
+        return (f"Put {files} into {folder}, or point data.root (or the CIFAR10_ROOT environment variable) at "
+                f"the folder that holds {f'{self.folder}/' if self.folder else 'them'}.")
+
+
+def dataset_source(data_cfg) -> Source:
+    """The Source that a `data` config names, built with the entry's own fields (labels, extra).
+    Raises ConfigError for an unknown name; a config without `name` (a checkpoint from before the
+    registry) means cifar10."""
+    name = data_cfg.get("name", "cifar10")
+    fields = DATASETS.fields(name)
+    return DATASETS.build(name, **{k: data_cfg[k] for k in fields if k in data_cfg})
+
+
+def load_dataset(data_cfg, download: bool | None = None) -> ImageDataset:
+    """The dataset a `data` config names, from `data.root` (`download` overrides `data.download`)."""
+    download = data_cfg.get("download", True) if download is None else download
+    return dataset_source(data_cfg).load(data_cfg["root"], download, data_cfg.get("mirrors"))
