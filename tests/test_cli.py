@@ -136,7 +136,7 @@ def test_help_lists_the_commands_the_common_overrides_and_where_outputs_go(monke
     code, out, _ = cli_main(monkeypatch, capsys, "--help")
     assert code in (None, 0)
     assert out.startswith("usage: cifarbench COMMAND [--help | ARGS...]\n")
-    for line in ("  models    list the models: parameters, MACs, the SPEC section each reproduces",
+    for line in ("  models    list the models: parameters, MACs, the study (docs/studies.md) each reproduces",
                  "  report    leaderboard and comparison plots of a folder of runs",
                  "  predict   classify image files, folders or glob patterns with a checkpoint",
                  "  inspect   confusion matrix, sample predictions and per-class accuracy of a checkpoint",

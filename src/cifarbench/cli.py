@@ -140,7 +140,7 @@ class SlurmCheck(Callback):
 
 # `cifarbench NAME ...` runs `python -m MODULE ...`; each module has main(argv), which takes --help.
 COMMANDS = {
-    "models": ("cifarbench.models.__main__", "list the models: parameters, MACs, the SPEC section each reproduces"),
+    "models": ("cifarbench.models.__main__", "list the models: parameters, MACs, the study (docs/studies.md) each reproduces"),
     "report": ("cifarbench.report", "leaderboard and comparison plots of a folder of runs"),
     "predict": ("cifarbench.predict", "classify image files, folders or glob patterns with a checkpoint"),
     "inspect": ("cifarbench.diagnostics",

@@ -1,6 +1,6 @@
 """`python -m cifarbench.models` / `cifarbench models`: every registered model with its trainable
 parameters and multiply–accumulates per image for a dataset's input shape and classes (`--data`,
-default cifar10: 3×32×32, 10 classes), the SPEC section it reproduces and what its network does on
+default cifar10: 3×32×32, 10 classes), the study section (docs/studies.md) it reproduces and what its network does on
 inputs other than 3×32×32; with `--throughput BENCH.json` (written by scripts/bench.py) also its
 measured training images/s."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from cifarbench.models.layers import count_macs
 
 
 def model_table(names: list[str], data: str = "cifar10") -> list[dict]:
-    """One row per model: params and MACs (per image) as built for dataset `data`, the SPEC section it
+    """One row per model: params and MACs (per image) as built for dataset `data`, the study section (docs/studies.md) it
     reproduces and what its network does on inputs other than 3×32×32 (its class's `INPUTS`, "—" for a
     network that does not say)."""
     source = DATASETS.build(data)
