@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 
@@ -34,14 +35,17 @@ def test_the_objective_is_the_final_selection_accuracy_and_minus_inf_for_what_di
 
 @pytest.fixture(scope="module")
 def seed_sweep(tmp_path_factory, compose_with):
-    """2 settings × 3 seeds of LeNet on the fake dataset with a validation split, laid out as a Hydra
-    sweep (job folders with .hydra/overrides.yaml), trained in-process."""
+    """2 settings × 3 seeds of LeNet with a validation split, laid out as a Hydra sweep (job folders
+    with .hydra/overrides.yaml), trained in-process: on real CIFAR-10 images (the first 1,000 training
+    and 500 test images) where $CIFAR10_ROOT holds them, as in CI, else on the fake dataset."""
     from conftest import make_fake_cifar
 
     from cifarbench.trainer import train
 
     base = tmp_path_factory.mktemp("seeds")
-    root = make_fake_cifar(base / "data")
+    real = Path(os.environ.get("CIFAR10_ROOT", "/nonexistent"))
+    root, subsets = ((real, ("data.train_subset=1000", "data.test_subset=500"))
+                     if (real / "cifar-10-batches-py").is_dir() else (make_fake_cifar(base / "data"), ()))
     sweep = base / "sweep"
     job = 0
     for overrides in SETTINGS.values():
@@ -49,7 +53,7 @@ def seed_sweep(tmp_path_factory, compose_with):
             folder = sweep / str(job)
             job_overrides = [*overrides, f"trainer.seed={seed}"]
             train(compose_with(*job_overrides, "model=lenet", "optim=adam", "trainer.epochs=2", "trainer.batch_size=64",
-                               "trainer.progress=false", "trainer.plots=none", "data.val_split=40",
+                               "trainer.progress=false", "trainer.plots=none", "data.val_split=40", *subsets,
                                f"data.root={root}"), folder)
             (folder / ".hydra").mkdir()
             (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(job_overrides))
