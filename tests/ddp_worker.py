@@ -46,8 +46,8 @@ def interrupt_rank_1_at(forward: int):
             if calls["n"] == forward and int(os.environ["RANK"]) == 1:
                 signal.raise_signal(signal.SIGINT)  # to this (the main) thread, not a gloo thread
 
-    def build_with_hook(cfg, num_classes):
-        model = build(cfg, num_classes)
+    def build_with_hook(*args, **kwargs):
+        model = build(*args, **kwargs)
         model.register_forward_pre_hook(hook)
         return model
 
