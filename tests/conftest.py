@@ -3,6 +3,8 @@
 - `make_fake_cifar(root, n_train=200, n_test=100, seed=0)`: writes `root/cifar-10-batches-py/` in the
   official python layout (5 train batches, test batch, batches.meta; pickles with byte-string keys)
   holding learnable synthetic images (each class has its own colour and stripe pattern, plus noise).
+- `make_fake_mnist(folder, n_train, n_test)`: MNIST's four gzipped IDX files (also Fashion-MNIST's);
+  `with_md5s_of(entry, folder)`: that registry entry with the MD5s of those files patched in.
 - `fake_cifar_root`: a tmp folder already holding such a dataset; `shared_fake_root`: one for the session.
 - `real_cifar_root`: $CIFAR10_ROOT, or the test is skipped with the reason.
 - `damage(path, how)`: spoils a file as disks, crashes and people do, `how` one of `DAMAGES`.
@@ -11,9 +13,12 @@
 """
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import hashlib
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import tarfile
@@ -60,6 +65,43 @@ def make_fake_cifar(root: str | Path, n_train: int = 200, n_test: int = 100, see
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": CLASSES, b"num_vis": 3072, b"num_cases_per_batch": n_train // 5}, f, protocol=2)
     return root
+
+
+def images_for(labels: np.ndarray, shape, seed: int = 0) -> np.ndarray:
+    """(N, C, H, W) uint8: a bright bar whose row is the label, over noise (learnable in a few steps)."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 60, (len(labels), *shape)).astype(np.uint8)
+    images[np.arange(len(labels)), :, (labels % shape[1]).astype(int), :] = 250
+    return images
+
+
+def write_idx(path: Path, array: np.ndarray):
+    """The IDX byte format, gzipped: zero, zero, type 0x08 (uint8), ndim, big-endian dims, data."""
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+
+
+def make_fake_mnist(folder: Path, n_train: int, n_test: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The four gzipped IDX files of MNIST / Fashion-MNIST (1×28×28, 10 classes) in `folder`; returns
+    what they hold (train_images (N, 28, 28), train_labels, test_images, test_labels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = images_for(labels, (1, 28, 28), seed)[:, 0]
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    return arrays
+
+
+def with_md5s_of(source, folder: Path):
+    """An IDX registry entry (cifarbench.data.idx) whose MD5s are those of the files in `folder`."""
+    from cifarbench.data.fetch import OfficialFile
+
+    files = tuple(OfficialFile(f.name, hashlib.md5((folder / f.name).read_bytes()).hexdigest()) for f in source.files)
+    return dataclasses.replace(source, files=files)
 
 
 def make_archive(root: Path, dest: Path) -> str:

@@ -3,11 +3,9 @@ the tests write in the official byte formats (their MD5s computed here and patch
 served from a file:// mirror; the subset sampler; every model on every dataset's input shape; a
 training run, predict and inspect on MNIST; the per-dataset flip default; the lenet_alexnet study."""
 import dataclasses
-import gzip
 import hashlib
 import json
 import pickle
-import struct
 import sys
 import tarfile
 from pathlib import Path
@@ -18,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
+
+from conftest import images_for, make_fake_mnist, with_md5s_of
 
 from cifarbench.data import DATASETS, DatasetError, stratified_sample, training_subset
 from cifarbench.data.cifar import CIFAR100, CIFAR100_COARSE, CIFAR100_FINE
@@ -34,34 +34,6 @@ UNREACHABLE = "http://127.0.0.1:9/"  # nothing listens on the discard port
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def images_for(labels: np.ndarray, shape, seed: int = 0) -> np.ndarray:
-    """(N, C, H, W) uint8: a bright bar whose row is the label, over noise (learnable in a few steps)."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 60, (len(labels), *shape)).astype(np.uint8)
-    rows = (labels % shape[1]).astype(int)
-    images[np.arange(len(labels)), :, rows, :] = 250
-    return images
-
-
-def write_idx(path: Path, array: np.ndarray):
-    """The IDX byte format, gzipped: zero, zero, type 0x08 (uint8), ndim, big-endian dims, data."""
-    with gzip.open(path, "wb") as f:
-        f.write(bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
-
-
-def write_mnist_like(folder: Path, n_train: int, n_test: int, seed: int = 0) -> dict[str, np.ndarray]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = images_for(labels, (1, 28, 28), seed)[:, 0]
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
-    return arrays
 
 
 def write_cifar100(folder: Path, n_train: int, n_test: int) -> dict[str, np.ndarray]:
@@ -105,8 +77,7 @@ def write_svhn(folder: Path, sizes: dict[str, int]) -> dict[str, np.ndarray]:
 def served(source, served_dir: Path, **replace):
     """The registry entry with every official file's MD5 replaced by that of the test's file."""
     if hasattr(source, "files"):
-        return dataclasses.replace(source, files=tuple(OfficialFile(f.name, md5(served_dir / f.name)) for f in source.files),
-                                   **replace)
+        return dataclasses.replace(with_md5s_of(source, served_dir), **replace)
     if hasattr(source, "archive"):
         name = source.archive.name
         return dataclasses.replace(source, archive=OfficialFile(name, md5(served_dir / name)), **replace)
@@ -120,8 +91,8 @@ def served(source, served_dir: Path, **replace):
 def mirror(tmp_path_factory):
     """One folder serving a small copy of each dataset in its official files (SVHN only with SciPy)."""
     base = tmp_path_factory.mktemp("mirror")
-    made = {"cifar100": write_cifar100(base / "cifar100", 60, 40), "mnist": write_mnist_like(base / "mnist", 60, 30),
-            "fashion_mnist": write_mnist_like(base / "fashion_mnist", 50, 20, seed=3)}
+    made = {"cifar100": write_cifar100(base / "cifar100", 60, 40), "mnist": make_fake_mnist(base / "mnist", 60, 30),
+            "fashion_mnist": make_fake_mnist(base / "fashion_mnist", 50, 20, seed=3)}
     try:
         made["svhn"] = write_svhn(base / "svhn", {"train": 40, "test": 20, "extra": 30})
     except ImportError:

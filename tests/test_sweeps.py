@@ -69,7 +69,7 @@ def test_report_on_failed_finished_and_killed_runs(tmp_path, fake_cifar_root):
     assert "| completed |" in result.stdout
 
 
-STUDIES = {"tenminute": CONF / "tenminute", "chainer": CONF / "chainer"}
+STUDIES = {"tenminute": CONF / "tenminute", "chainer": CONF / "chainer", "lenet_alexnet": CONF / "lenet_alexnet"}
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
@@ -94,10 +94,18 @@ def test_a_study_sweeps_exactly_its_variants(study):
     assert sorted(listed) == sorted(p.stem for p in STUDIES[study].glob("*.yaml")), "the sweep runs them all"
 
 
-def test_every_experiment_job_runs_in_debug_mode(tmp_path, fake_cifar_root, compose_with):
+def test_every_experiment_job_runs_in_debug_mode(tmp_path, fake_cifar_root, compose_with, monkeypatch):
     """Each recipe, and each variant of each study, composes and trains under +debug=quick (compile is
-    tested apart on a tiny model: tests/test_engine.py)."""
+    tested apart on a tiny model: tests/test_engine.py); the MNIST and Fashion-MNIST ones on fake files
+    whose MD5s are patched into the registry."""
+    from conftest import make_fake_mnist, with_md5s_of
+
+    from cifarbench.data import idx
     from cifarbench.trainer import train
+
+    for name, entry in (("MNIST", idx.MNIST), ("FASHION_MNIST", idx.FASHION_MNIST)):
+        make_fake_mnist(fake_cifar_root / entry.folder, 64, 20)
+        monkeypatch.setattr(idx, name, with_md5s_of(entry, fake_cifar_root / entry.folder))
 
     jobs = experiment_jobs()
     assert len(jobs) == len(EXPERIMENTS) - len(STUDIES) + sum(len(list(d.glob("*.yaml"))) for d in STUDIES.values())
