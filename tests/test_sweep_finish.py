@@ -40,8 +40,8 @@ def interrupt_job(monkeypatch, job: int, forward: int):
             if len(calls) == forward:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    def build_with_hook(cfg, num_classes):
-        model = build(cfg, num_classes)
+    def build_with_hook(*args, **kwargs):
+        model = build(*args, **kwargs)
         if len(built) == job:
             model.register_forward_pre_hook(hook)
         built.append(model)
