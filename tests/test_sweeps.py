@@ -124,7 +124,8 @@ def test_every_experiment_job_runs_in_debug_mode(tmp_path, fake_cifar_root, comp
             reported.append((float(row["reported_test_acc"]), float(row["measured_test_acc_mean"])))
             assert reported[-1] == (cfg.reported.test_acc, summary["final_test_acc"])
     assert not failed
-    reproduced = [job for job in jobs if job[0].startswith(tuple(STUDIES)) or job[0] in ("cnn10", "resnet34")]
+    # (lenet_alexnet's one reported figure, AlexNet's on 1,000 CIFAR-10 images, is not per variant file)
+    reproduced = [job for job in jobs if job[0].startswith(("tenminute-", "chainer-")) or job[0] in ("cnn10", "resnet34")]
     assert len(reported) == len(reproduced)
 
 
