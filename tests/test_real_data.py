@@ -18,13 +18,13 @@ def test_lenet_adam_one_epoch_on_10k_images(tmp_path, real_cifar_root):
     assert summary["final_test_acc"] >= 0.30, summary["final_test_acc"]
 
 
-def test_speedrun94_learns_in_two_epochs_on_3k_images(tmp_path, real_cifar_root):
+def test_speedrun94_learns_in_one_epoch_on_3k_images(tmp_path, real_cifar_root):
     """The speedrun94 recipe as it is (airbench94's options: frozen whitening conv, Lookahead,
-    alternating flip, label smoothing, TTA level 2, last partial batch dropped), two epochs on the first
-    3,072 training images at batch 512 (12 steps; CPU time allows no more), scored on the first 1,000
-    test images. Measured here: 43.5% (on 200 test images). The bar is 33%, three times chance.
+    alternating flip, label smoothing, TTA level 2, last partial batch dropped), one epoch on the first
+    3,072 training images at batch 256 (12 steps; CPU time allows no more), scored on the first 1,000
+    test images. Measured here: 38.5%. The bar is 33%, three times chance.
     """
-    result = run_cli("experiment=speedrun94", "trainer.epochs=2", "trainer.batch_size=512",
+    result = run_cli("experiment=speedrun94", "trainer.epochs=1", "trainer.batch_size=256",
                      "data.train_subset=3072", "data.test_subset=1000", "trainer.progress=false",
                      f"data.root={real_cifar_root}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
