@@ -128,6 +128,12 @@ def damage(path: Path, how: str):
     path.write_bytes(spoilt)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked `long` run first (the sort is stable), so the pytest-xdist workers end together
+    instead of one of them starting a minute-long test when the others are done."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def torch_threads():
     import torch

@@ -27,6 +27,7 @@ def metrics_without_timing(path):
         return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
 
 
+@pytest.mark.long
 def test_killed_run_resumes_to_exactly_the_same_metrics(tmp_path):
     root = make_fake_cifar(tmp_path / "data", n_train=480, n_test=100)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

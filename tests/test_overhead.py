@@ -29,6 +29,7 @@ def test_help_and_config_printing_import_neither_torch_nor_matplotlib(args, show
     assert not names & {"torch", "matplotlib", "PIL", "torchvision"}
 
 
+@pytest.mark.long
 def test_overhead_bench_runs_both_sweeps_and_profiles_a_job(tmp_path):
     root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
     result = subprocess.run([sys.executable, str(BENCH), "overhead", "--jobs", "2", "--device", "cpu", "--data",

@@ -1,9 +1,12 @@
 """Learning on real CIFAR-10 images (CIFAR10_ROOT; skipped with the reason when unset)."""
 import json
 
+import pytest
+
 from conftest import run_cli
 
 
+@pytest.mark.long
 def test_lenet_adam_one_epoch_on_10k_images(tmp_path, real_cifar_root):
     """LeNet + Adam, one epoch on the first 10,000 training images, scored on all 10,000 test images.
 
@@ -18,6 +21,7 @@ def test_lenet_adam_one_epoch_on_10k_images(tmp_path, real_cifar_root):
     assert summary["final_test_acc"] >= 0.30, summary["final_test_acc"]
 
 
+@pytest.mark.long
 def test_speedrun94_learns_in_one_epoch_on_3k_images(tmp_path, real_cifar_root):
     """The speedrun94 recipe as it is (airbench94's options: frozen whitening conv, Lookahead,
     alternating flip, label smoothing, TTA level 2, last partial batch dropped), one epoch on the first

@@ -94,6 +94,7 @@ def test_a_study_sweeps_exactly_its_variants(study):
     assert sorted(listed) == sorted(p.stem for p in STUDIES[study].glob("*.yaml")), "the sweep runs them all"
 
 
+@pytest.mark.long
 def test_every_experiment_job_runs_in_debug_mode(tmp_path, fake_cifar_root, compose_with, monkeypatch):
     """Each recipe, and each variant of each study, composes and trains under +debug=quick (compile is
     tested apart on a tiny model: tests/test_engine.py); the MNIST and Fashion-MNIST ones on fake files
