@@ -79,7 +79,7 @@ class TrainStep:
         with self.autocast:
             logits = self.compiled(images)
             loss = self.criterion(logits, targets)
-        self.scaler.scale(loss * loss_weight).backward()
+        self.scaler.scale(loss if loss_weight == 1.0 else loss * loss_weight).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
