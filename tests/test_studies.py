@@ -73,3 +73,14 @@ def test_markdown_lists_notes_below_the_table():
     lines = to_markdown([row]).splitlines()
     assert lines[2] == "| cnn10 | 10-layer CNN | 90.10% |  |  | 54 |  | 700 |  |  | Keras on a Colab GPU |  | failed |"
     assert lines[-1] == "- 10-layer CNN: best validation accuracy"
+
+
+def test_reported_figures_are_metadata_a_resume_or_a_finished_job_may_differ_in():
+    """A corrected published figure does not change what a step means: a run resumes under it and a
+    completed sweep job is not trained again for it."""
+    from cifarbench.checkpoint import RESUMABLE_CHANGES, SAME_RUN, config_changes
+
+    old = {"trainer": {"lr": 0.1}, "reported": {"test_acc": 0.68, "note": None}}
+    new = {"trainer": {"lr": 0.1}, "reported": {"test_acc": 0.69, "note": "corrected"}}
+    assert config_changes(old, new, RESUMABLE_CHANGES) == config_changes(old, new, SAME_RUN) == []
+    assert config_changes(old, {**new, "trainer": {"lr": 0.2}}, RESUMABLE_CHANGES) == ["trainer.lr: 0.1 → 0.2"]

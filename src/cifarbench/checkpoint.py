@@ -65,7 +65,7 @@ def restore_rng(state: dict):
 # What may differ between a checkpoint's config and the run resuming it: where things are and how the
 # run is watched, plus how long it trains (trainer.epochs re-plans the schedule). Any other key changes
 # what a step means. (A group name stands for all its keys: `logger`, the trackers watching the run.)
-RESUMABLE_CHANGES = {"logger", "trainer.resume", "trainer.epochs", "trainer.budget_min", "trainer.progress",
+RESUMABLE_CHANGES = {"logger", "reported", "trainer.resume", "trainer.epochs", "trainer.budget_min", "trainer.progress",
                      "trainer.eval_every", "trainer.eval_batch_size", "trainer.device", "trainer.compile",
                      "trainer.plots", "trainer.dist_backend", "trainer.dist_timeout_s", "data.root", "data.download",
                      "data.mirrors"}
@@ -94,8 +94,8 @@ def config_changes(saved: dict, current: dict, allowed=frozenset()) -> list[str]
 
 
 # What may differ between a run's recorded config and the same run started again: the resume switch
-# itself, where the data lives and which trackers log it.
-SAME_RUN = frozenset({"trainer.resume", "data.root", "logger"})
+# itself, where the data lives, which trackers log it and what a study reported (metadata, not training).
+SAME_RUN = frozenset({"trainer.resume", "data.root", "logger", "reported"})
 
 
 def read_summary(folder: Path) -> dict | None:
