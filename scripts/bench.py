@@ -302,7 +302,7 @@ def sweep_overhead(launcher: str, args) -> dict:
         raise SystemExit(f"the {launcher} sweep exited with {result.returncode}: {last}")
     # (job start: Hydra writes the job's .hydra/config.yaml just before calling it), job summary; by start
     jobs = sorted(((path.parent / ".hydra" / "config.yaml").stat().st_mtime, json.loads(path.read_text()))
-                  for path in sweep_dir.glob("*/summary.json"))
+                  for path in sweep_dir.glob("*/summary.json"), key=lambda job: job[0])  # (equal times: never the dicts)
     if len(jobs) != args.jobs:
         raise SystemExit(f"the {launcher} sweep left {len(jobs)} summary.json files in {sweep_dir}, not {args.jobs}")
     summaries = [summary for _, summary in jobs]
