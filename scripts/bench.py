@@ -275,7 +275,7 @@ def reference(args) -> list[dict]:
                           "time_vs_reference"])
     print(f"\n{args.recipe} / {args.reference} training time: {ratio:.3f}")
     return [*summary, *[{"recipe": args.recipe, **r} for r in ours], *[{"recipe": args.reference, **r} for r in theirs]]
-def import_seconds(repeats: int = 3) -> float:
+def import_seconds(repeats: int) -> float:
     """Wall seconds of a fresh `python -c "import cifarbench.cli, torch, hydra"` (interpreter start
     included), best of `repeats`: what each process of a sweep pays before its first job."""
     times = []
@@ -301,8 +301,8 @@ def sweep_overhead(launcher: str, args) -> dict:
         last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise SystemExit(f"the {launcher} sweep exited with {result.returncode}: {last}")
     # (job start: Hydra writes the job's .hydra/config.yaml just before calling it), job summary; by start
-    jobs = sorted(((path.parent / ".hydra" / "config.yaml").stat().st_mtime, json.loads(path.read_text()))
-                  for path in sweep_dir.glob("*/summary.json"), key=lambda job: job[0])  # (equal times: never the dicts)
+    jobs = sorted([((path.parent / ".hydra" / "config.yaml").stat().st_mtime, json.loads(path.read_text()))
+                   for path in sweep_dir.glob("*/summary.json")], key=lambda job: job[0])  # (never compare the dicts)
     if len(jobs) != args.jobs:
         raise SystemExit(f"the {launcher} sweep left {len(jobs)} summary.json files in {sweep_dir}, not {args.jobs}")
     summaries = [summary for _, summary in jobs]
@@ -341,7 +341,7 @@ def single_run_seconds(args) -> float:
     return time.perf_counter() - start
 
 
-def compose_seconds(args, repeats: int = 5) -> float:
+def compose_seconds(args, repeats: int) -> float:
     """Median wall seconds of composing one tiny job's config with Hydra's own part, as a multirun does
     twice per job (its sweeper composes every job up front to check its overrides, its launcher again to run it)."""
     times = []
@@ -357,7 +357,8 @@ def compose_seconds(args, repeats: int = 5) -> float:
 def overhead(args) -> list[dict]:
     """Both sweeps' rows (each with the fresh-process import seconds and Hydra's seconds to compose a job),
     then the profiled job's top functions."""
-    startup, composing, single = round(import_seconds(), 2), round(compose_seconds(args), 3), single_run_seconds(args)
+    startup, composing = round(import_seconds(args.repeats), 2), round(compose_seconds(args, args.repeats), 3)
+    single = single_run_seconds(args)
     rows = [{**sweep_overhead(launcher, args), "import_seconds": startup, "compose_seconds": composing,
              "single_run_seconds": round(single, 2)} for launcher in tqdm(LAUNCHERS, desc="sweeps")]
     print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "cpu_seconds", "train_seconds_sum",
@@ -418,6 +419,8 @@ def main(argv=None):
                                help="reference mode: the published recipe run beside --recipe")
     overhead_args = parser.add_argument_group("overhead")
     overhead_args.add_argument("--jobs", type=int, default=8, help="tiny jobs per sweep")
+    overhead_args.add_argument("--repeats", type=int, default=5,
+                               help="timings of the imports and of composing a config (the best and the median)")
     args = parser.parse_intermixed_args(argv)
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -32,8 +32,8 @@ def test_help_and_config_printing_import_neither_torch_nor_matplotlib(args, show
 @pytest.mark.long
 def test_overhead_bench_runs_both_sweeps_and_profiles_a_job(tmp_path):
     root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
-    result = subprocess.run([sys.executable, str(BENCH), "overhead", "--jobs", "2", "--device", "cpu", "--data",
-                             str(root), "--json", str(tmp_path / "overhead.json")], cwd=tmp_path, capture_output=True,
+    result = subprocess.run([sys.executable, str(BENCH), "overhead", "--jobs", "2", "--repeats", "1", "--device", "cpu",
+                             "--data", str(root), "--json", str(tmp_path / "overhead.json")], cwd=tmp_path, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| launcher | jobs | completed | wall_seconds |" in result.stdout
