@@ -13,7 +13,7 @@ from conftest import make_fake_cifar
 
 from cifarbench.checkpoint import CheckpointError, load_checkpoint
 
-RUN = ("trainer.epochs=4", "trainer.batch_size=16", "trainer.deterministic=true", "trainer.progress=false",
+RUN = ("model=lenet5", "trainer.epochs=4", "trainer.batch_size=16", "trainer.deterministic=true", "trainer.progress=false",
        "trainer.eval_batch_size=100", "data.preprocess=meanstd")
 TIMING = ("train_seconds", "images_per_s")
 
