@@ -23,15 +23,15 @@ def test_lenet_adam_one_epoch_on_5k_images(tmp_path, real_cifar_root):
 
 
 @pytest.mark.long
-def test_speedrun94_learns_in_one_epoch_on_3k_images(tmp_path, real_cifar_root):
-    """The speedrun94 recipe as it is (airbench94's options: frozen whitening conv, Lookahead,
-    alternating flip, label smoothing, TTA level 2, last partial batch dropped), one epoch on the first
-    3,072 training images at batch 256 (12 steps; CPU time allows no more), scored on the first 500
-    test images. Measured here: 40.2%. The bar is 33%, three times chance.
+def test_speedrun94_learns_in_one_epoch_on_4k_images(tmp_path, real_cifar_root):
+    """The speedrun94 recipe (airbench94's options: frozen whitening conv, Lookahead, alternating flip,
+    label smoothing, TTA level 2, last partial batch dropped) at half its widths (a quarter of the
+    compute; CPU time allows no more), one epoch on the first 4,096 training images at batch 256 (16
+    steps), scored on the first 1,000 test images. Measured here: 39.7%. The bar is 33%, three times chance.
     """
-    result = run_cli("experiment=speedrun94", "trainer.epochs=1", "trainer.batch_size=256",
-                     "data.train_subset=3072", "data.test_subset=500", "trainer.progress=false",
-                     f"data.root={real_cifar_root}", f"hydra.run.dir={tmp_path}")
+    result = run_cli("experiment=speedrun94", "model.widths=[32,128,128]", "trainer.epochs=1",
+                     "trainer.batch_size=256", "data.train_subset=4096", "data.test_subset=1000",
+                     "trainer.progress=false", f"data.root={real_cifar_root}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["final_test_acc"] >= 0.33, summary["final_test_acc"]
