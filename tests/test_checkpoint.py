@@ -72,6 +72,29 @@ def test_checkpoints_hold_what_a_resume_needs(tmp_path, fake_cifar_root):
     assert not list((tmp_path / "checkpoints").glob(".*.tmp")), "no temporary files left behind"
 
 
+@pytest.mark.parametrize("links", [True, False])
+def test_best_pt_shares_last_pt_bytes_and_keeps_them_when_last_pt_moves_on(tmp_path, monkeypatch, links):
+    """best.pt is a hard link to last.pt (nothing copied), or a copy where the file system has no links;
+    either way a later last.pt leaves it as it was."""
+    import os
+
+    from cifarbench.checkpoint import save_checkpoint
+    from cifarbench.recorder import Recorder
+
+    if not links:
+        def no_links(source, target):
+            raise OSError(1, "Operation not permitted")
+        monkeypatch.setattr("cifarbench.files.os.link", no_links)
+    recorder = Recorder(tmp_path, {"status": "running"}, plots="none")
+    recorder.save({"state": {"step": 1}}, best=True)
+    assert (os.stat(recorder.best).st_ino == os.stat(recorder.last).st_ino) is links
+    recorder.save({"state": {"step": 2}})
+    assert load_checkpoint(recorder.best)["state"]["step"] == 1 and load_checkpoint(recorder.last)["state"]["step"] == 2
+    save_checkpoint(recorder.last, {"state": {"step": 3}})
+    assert load_checkpoint(recorder.best)["state"]["step"] == 1
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+
+
 class Payload:
     def __reduce__(self):
         return (os.system, ("echo pwned",))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -42,6 +43,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
             Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def link_or_copy(source: str | Path, target: str | Path):
+    """Make `target` (absent, or replaced) hold `source`'s bytes: a hard link, which copies nothing, where
+    the file system has them, else a copy. Safe for files only ever replaced whole (`atomic_write`): a
+    later replacement of `source` gives it a new inode and leaves `target` as it was."""
+    Path(target).unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # no hard links here (some network and FUSE file systems)
+        shutil.copyfile(source, target)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

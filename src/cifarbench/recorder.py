@@ -8,14 +8,13 @@ Every file is written atomically; accuracies are fractions in [0, 1]; seconds ar
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from cifarbench.checkpoint import save_checkpoint
 from cifarbench.clock import RunState
 from cifarbench.drawing import draw
 from cifarbench.drawing import wait as wait_for_figures
-from cifarbench.files import atomic_write, atomic_write_json
+from cifarbench.files import atomic_write, atomic_write_json, link_or_copy
 from cifarbench.loggers import Loggers
 from cifarbench.registry import ConfigError
 from cifarbench.runlog import plot_curves, write_metrics
@@ -83,8 +82,8 @@ class Recorder:
             return
         checkpoint = {**checkpoint, "loggers": self.loggers.record()}  # a resume continues the same tracked runs
         save_checkpoint(self.last, checkpoint)
-        if best:  # the same bytes: copied, not serialised again
-            atomic_write(self.best, lambda tmp: shutil.copyfile(self.last, tmp))
+        if best:  # the same bytes: linked, not serialised (or copied) again
+            atomic_write(self.best, lambda tmp: link_or_copy(self.last, tmp))
 
     def last_good(self) -> str:
         """For messages: the checkpoint a user can resume from, or that there is none yet."""
