@@ -35,7 +35,7 @@ def test_the_objective_is_the_final_selection_accuracy_and_minus_inf_for_what_di
 
 @pytest.fixture(scope="module")
 def seed_sweep(tmp_path_factory, compose_with):
-    """2 settings × 3 seeds of LeNet with a validation split, laid out as a Hydra sweep (job folders
+    """2 settings × 3 seeds of LeNet-5 with a validation split, laid out as a Hydra sweep (job folders
     with .hydra/overrides.yaml), trained in-process: on real CIFAR-10 images (the first 1,000 training
     and 500 test images) where $CIFAR10_ROOT holds them, as in CI, else on the fake dataset."""
     from conftest import make_fake_cifar
@@ -52,7 +52,7 @@ def seed_sweep(tmp_path_factory, compose_with):
         for seed in SEEDS:
             folder = sweep / str(job)
             job_overrides = [*overrides, f"trainer.seed={seed}"]
-            train(compose_with(*job_overrides, "model=lenet", "optim=adam", "trainer.epochs=2", "trainer.batch_size=64",
+            train(compose_with(*job_overrides, "model=lenet5", "optim=adam", "trainer.epochs=2", "trainer.batch_size=64",
                                "trainer.progress=false", "trainer.plots=none", "data.val_split=40", *subsets,
                                f"data.root={root}"), folder)
             (folder / ".hydra").mkdir()
