@@ -13,7 +13,7 @@ from conftest import make_fake_cifar
 
 from cifarbench.checkpoint import CheckpointError, load_checkpoint
 
-RUN = ("model=lenet5", "trainer.epochs=4", "trainer.batch_size=16", "trainer.deterministic=true", "trainer.progress=false",
+RUN = ("model=lenet5", "trainer.epochs=4", "trainer.batch_size=16", "trainer.deterministic=true", "trainer.progress=false", "trainer.plots=none",
        "trainer.eval_batch_size=100", "data.preprocess=meanstd")
 TIMING = ("train_seconds", "images_per_s")
 
@@ -59,7 +59,7 @@ def test_killed_run_resumes_to_exactly_the_same_metrics(tmp_path):
 def test_checkpoints_hold_what_a_resume_needs(tmp_path, fake_cifar_root):
     from conftest import run_cli
 
-    result = run_cli("trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false",
+    result = run_cli("trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false", "trainer.plots=none",
                      f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")

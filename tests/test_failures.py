@@ -13,7 +13,7 @@ from cifarbench.files import OutputError, atomic_write_json
 from cifarbench.registry import ConfigError
 from cifarbench.validate import validate_config
 
-QUICK = ("trainer.batch_size=32", "trainer.progress=false", "trainer.eval_batch_size=100")
+QUICK = ("trainer.batch_size=32", "trainer.progress=false", "trainer.eval_batch_size=100", "trainer.plots=none")
 
 
 def test_divergence_stops_with_step_and_lr_and_keeps_the_last_good_checkpoint(tmp_path, fake_cifar_root):

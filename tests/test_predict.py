@@ -11,14 +11,17 @@ pytestmark = pytest.mark.xdist_group("test_predict")
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_run(tmp_path_factory, compose_with):
+    """A run folder of LeNet trained in-process for 3 epochs on the fake dataset, and that dataset."""
     from conftest import make_fake_cifar
+
+    from cifarbench.trainer import train
 
     base = tmp_path_factory.mktemp("trained")
     root = make_fake_cifar(base / "data", n_train=500, n_test=100)
-    result = run_cli("trainer.epochs=3", "trainer.batch_size=32", "optim=adam", "aug=none", "trainer.progress=false",
-                     f"data.root={root}", f"hydra.run.dir={base / 'run'}")
-    assert result.returncode == 0, result.stderr
+    summary = train(compose_with("trainer.epochs=3", "trainer.batch_size=32", "optim=adam", "aug=none",
+                                 "trainer.progress=false", f"data.root={root}"), base / "run")
+    assert summary["status"] == "completed"
     return base / "run", root
 
 

@@ -65,7 +65,7 @@ def test_the_run_and_sweep_folders_of_a_process_carry_its_run_id(fresh_run_id, m
 
 def test_two_runs_started_together_get_two_folders(tmp_path, fake_cifar_root):
     env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV} | {"OMP_NUM_THREADS": "1"}
-    runs = [subprocess.Popen([sys.executable, "-m", "cifarbench", *QUICK, f"optim.lr={lr}",
+    runs = [subprocess.Popen([sys.executable, "-m", "cifarbench", *QUICK, "trainer.plots=none", f"optim.lr={lr}",
                               f"data.root={fake_cifar_root}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True) for lr in (0.01, 0.05)]
     for run in runs:

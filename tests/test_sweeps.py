@@ -39,7 +39,7 @@ def test_two_by_two_multirun_writes_a_matching_leaderboard(tmp_path, fake_cifar_
 
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, fake_cifar_root):
     """resnet_cifar at depth 21 cannot be built: that job fails, the other one still trains."""
-    result = run_cli("-m", "model=resnet_cifar", "model.depth=20,21", *QUICK, f"data.root={fake_cifar_root}",
+    result = run_cli("-m", "model=resnet_cifar", "model.depth=20,21", *QUICK, "trainer.plots=none", f"data.root={fake_cifar_root}",
                      f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     board = {row["setting"]: row for row in csv.DictReader(open(tmp_path / "leaderboard.csv"))}
@@ -49,9 +49,9 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, fake_cifar_ro
 
 
 def test_report_on_failed_finished_and_killed_runs(tmp_path, fake_cifar_root):
-    finished = run_cli(*QUICK, f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path / 'good'}")
+    finished = run_cli(*QUICK, "trainer.plots=none", f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path / 'good'}")
     assert finished.returncode == 0
-    failed = run_cli(*QUICK, "trainer.device=tpu", f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path / 'bad'}")
+    failed = run_cli(*QUICK, "trainer.plots=none", "trainer.device=tpu", f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path / 'bad'}")
     assert failed.returncode == 2
     killed = tmp_path / "killed"  # what a SIGKILLed run leaves: status running, a partial metrics.csv
     killed.mkdir()
