@@ -126,13 +126,15 @@ def test_stochastic_depth_skip_rate_and_deterministic_eval():
     assert probs[0] == 0 and probs[-1] == pytest.approx(0.5)
     assert all(p == 0 for b, p in zip(blocks, probs) if b.transition)
     assert all(b <= a for a, b in zip(probs[::-1], probs[::-1][1:]) if a and b)  # linear, rising
-    last, calls = blocks[-1], []
+    last, calls, inputs = blocks[-1], [], []
+    last.register_forward_pre_hook(lambda _, args: inputs.append(args[0]))
     last.branch.register_forward_hook(lambda *_: calls.append(1))
     model.train()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        for _ in range(200):
-            model(x)
+        model(x)
+        for _ in range(199):  # the last block alone, on what it was given
+            last(inputs[0])
     assert 0.4 < 1 - len(calls) / 200 < 0.6  # skipped ~half the time (p_L = 0.5)
     model.eval()
     with torch.no_grad():
