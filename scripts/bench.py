@@ -275,13 +275,18 @@ def reference(args) -> list[dict]:
                           "time_vs_reference"])
     print(f"\n{args.recipe} / {args.reference} training time: {ratio:.3f}")
     return [*summary, *[{"recipe": args.recipe, **r} for r in ours], *[{"recipe": args.reference, **r} for r in theirs]]
-def import_seconds(repeats: int) -> float:
-    """Wall seconds of a fresh `python -c "import cifarbench.cli, torch, hydra"` (interpreter start
-    included), best of `repeats`: what each process of a sweep pays before its first job."""
+# What a process imports before its first job, and what a tiny run imports in all: torch.optim imports
+# torch._dynamo when the first optimizer is built (PyTorch's own `_disable_dynamo`), and the figures matplotlib.
+PROCESS_IMPORTS = "cifarbench.cli, torch, hydra"
+RUN_IMPORTS = f"{PROCESS_IMPORTS}, cifarbench.trainer, torch._dynamo, matplotlib.backends.backend_agg, matplotlib.figure"
+
+
+def import_seconds(modules: str, repeats: int) -> float:
+    """Wall seconds of a fresh `python -c "import <modules>"` (interpreter start included), best of `repeats`."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import cifarbench.cli, torch, hydra"], check=True)
+        subprocess.run([sys.executable, "-c", f"import {modules}"], check=True)
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -357,16 +362,20 @@ def compose_seconds(args, repeats: int) -> float:
 def overhead(args) -> list[dict]:
     """Both sweeps' rows (each with the fresh-process import seconds and Hydra's seconds to compose a job),
     then the profiled job's top functions."""
-    startup, composing = round(import_seconds(args.repeats), 2), round(compose_seconds(args, args.repeats), 3)
-    single = single_run_seconds(args)
-    rows = [{**sweep_overhead(launcher, args), "import_seconds": startup, "compose_seconds": composing,
+    startup, run_imports = import_seconds(PROCESS_IMPORTS, args.repeats), import_seconds(RUN_IMPORTS, args.repeats)
+    composing, single = compose_seconds(args, args.repeats), single_run_seconds(args)
+    rows = [{**sweep_overhead(launcher, args), "import_seconds": round(startup, 2),
+             "run_import_seconds": round(run_imports, 2), "compose_seconds": round(composing, 3),
              "single_run_seconds": round(single, 2)} for launcher in tqdm(LAUNCHERS, desc="sweeps")]
     print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "cpu_seconds", "train_seconds_sum",
                        "overhead_per_job_seconds",
                        "steady_overhead_per_job_seconds"])
-    print(f"\nimports of a fresh process (cifarbench.cli, torch, hydra; interpreter start included): {startup:.2f} s")
+    print(f"\nimports of a fresh process ({PROCESS_IMPORTS}; interpreter start included): {startup:.2f} s")
+    print(f"everything a tiny run imports (also torch._dynamo, which torch.optim imports, and matplotlib): "
+          f"{run_imports:.2f} s")
     print(f"Hydra composing one job's config (twice per job in a multirun): {composing:.3f} s")
-    print(f"one tiny job as a single run: {single:.2f} s ({single / startup:.1f} × the import time)")
+    print(f"one tiny job as a single run: {single:.2f} s ({single / run_imports:.1f} × what it imports, "
+          f"{single / startup:.1f} × a fresh process's imports)")
     profile = profile_job(args)
     print_table(profile, ["function", "calls", "cumulative_seconds"])
     return rows + profile

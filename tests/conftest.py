@@ -9,6 +9,8 @@
 - `real_cifar_root`: $CIFAR10_ROOT, or the test is skipped with the reason.
 - `damage(path, how)`: spoils a file as disks, crashes and people do, `how` one of `DAMAGES`.
 - `run_cli(*overrides, cwd=None)`: runs `python -m cifarbench` in a subprocess, returns CompletedProcess.
+- `cli_in_process(monkeypatch, *args)`: `cifarbench ARGS` run in this process under Hydra (the CLI's own
+  entry point; no interpreter start); returns its exit status.
 - `compose_with(*overrides)`: the composed Hydra config, as the CLI would build it (for in-process `train`).
 """
 from __future__ import annotations
@@ -166,6 +168,18 @@ def run_cli(*overrides: str, module: str = "cifarbench", cwd: str | Path | None 
     """`python -m <module> overrides...` with progress bars off; output captured as text."""
     return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def cli_in_process(monkeypatch, *args: str) -> int:
+    """`cifarbench ARGS` in this process (the tests' output capture sees what it prints); its exit status."""
+    from cifarbench import cli
+
+    monkeypatch.setattr(sys, "argv", ["cifarbench", *args])
+    try:
+        cli.main()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    return 0
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import cli_in_process
 
 from cifarbench import naming
 from cifarbench.naming import RUN_ID_ENV, run_id, short_name
@@ -90,12 +90,11 @@ RECIPE = ("trainer.eval_every=1", "data.download=False",
           "aug.max_shift=2", "aug.pad_mode=reflect", "trainer.seed=12345", "trainer.label_smoothing=0.1")
 
 
-def test_a_multirun_with_21_overrides_gets_short_job_folders(tmp_path, fake_cifar_root):
+def test_a_multirun_with_21_overrides_gets_short_job_folders(tmp_path, fake_cifar_root, monkeypatch):
     overrides = [*QUICK, *RECIPE, "optim.lr=0.01,0.05"]
     assert len(overrides) == 21 and len(",".join(overrides).encode()) > 400  # Hydra's plain name: over 255 bytes
     sweep = tmp_path / "sweep"
-    result = run_cli("-m", *overrides, f"data.root={fake_cifar_root}", f"hydra.sweep.dir={sweep}")
-    assert result.returncode == 0, result.stderr
+    assert cli_in_process(monkeypatch, "-m", *overrides, f"data.root={fake_cifar_root}", f"hydra.sweep.dir={sweep}") == 0
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name[:2] for p in jobs] == ["0_", "1_"]
     for job, lr in zip(jobs, ("0.01", "0.05")):

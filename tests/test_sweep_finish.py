@@ -9,9 +9,9 @@ import signal
 import sys
 
 import pytest
-from conftest import make_fake_cifar
+from conftest import cli_in_process, make_fake_cifar
 
-from cifarbench import cli, trainer
+from cifarbench import trainer
 
 
 def job_folders(sweep) -> dict[int, object]:
@@ -24,8 +24,7 @@ def job_folders(sweep) -> dict[int, object]:
 
 def multirun(monkeypatch, *overrides: str):
     """`cifarbench -m OVERRIDES` in this process."""
-    monkeypatch.setattr(sys, "argv", ["cifarbench", "-m", *overrides])
-    cli.main()
+    assert cli_in_process(monkeypatch, "-m", *overrides) == 0
 
 
 def interrupt_job(monkeypatch, job: int, forward: int):
@@ -62,10 +61,9 @@ def test_an_interrupted_sweep_run_again_finishes_without_duplicates(tmp_path, da
     command = ("model=lenet", "trainer.seed=0,1,2", "trainer.epochs=2", "data.train_subset=64",
                "trainer.batch_size=16", "data.test_subset=20", "trainer.progress=false", "trainer.plots=none",
                f"data.root={data}", f"hydra.sweep.dir={sweep}")
-    with monkeypatch.context() as patch, pytest.raises(SystemExit) as stopped:
+    with monkeypatch.context() as patch:
         interrupt_job(patch, job=1, forward=6)  # in epoch 2 of job 1 (4 steps an epoch)
-        multirun(patch, *command)
-    assert stopped.value.code == 130
+        assert cli_in_process(patch, "-m", *command) == 130
     jobs = job_folders(sweep)
     assert list(jobs) == [0, 1]  # job 2 never started
     first = (jobs[0] / "summary.json").read_text()

@@ -4,17 +4,16 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import cli_in_process, run_cli
 from PIL import Image
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUICK = ("trainer.epochs=1", "trainer.batch_size=64", "trainer.eval_batch_size=100", "trainer.progress=false")
 
 
-def test_two_by_two_multirun_writes_a_matching_leaderboard(tmp_path, fake_cifar_root):
-    result = run_cli("-m", "model=lenet,lenet_bn", "optim=sgd,adam", *QUICK, f"data.root={fake_cifar_root}",
-                     f"hydra.sweep.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr
+def test_two_by_two_multirun_writes_a_matching_leaderboard(tmp_path, fake_cifar_root, monkeypatch):
+    assert cli_in_process(monkeypatch, "-m", "model=lenet,lenet_bn", "optim=sgd,adam", *QUICK,
+                          f"data.root={fake_cifar_root}", f"hydra.sweep.dir={tmp_path}") == 0
     with open(tmp_path / "leaderboard_runs.csv") as f:
         board = list(csv.DictReader(f))
     assert len(board) == 4
@@ -37,28 +36,29 @@ def test_two_by_two_multirun_writes_a_matching_leaderboard(tmp_path, fake_cifar_
             assert image.size[0] > 300
 
 
-def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, fake_cifar_root):
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, fake_cifar_root, monkeypatch):
     """resnet_cifar at depth 21 cannot be built: that job fails, the other one still trains."""
-    result = run_cli("-m", "model=resnet_cifar", "model.depth=20,21", *QUICK, "trainer.plots=none", f"data.root={fake_cifar_root}",
-                     f"hydra.sweep.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr
+    assert cli_in_process(monkeypatch, "-m", "model=resnet_cifar", "model.depth=20,21", *QUICK, "trainer.plots=none",
+                          f"data.root={fake_cifar_root}", f"hydra.sweep.dir={tmp_path}") == 0
     board = {row["setting"]: row for row in csv.DictReader(open(tmp_path / "leaderboard.csv"))}
     assert board["model.depth=20"]["status"] == "completed"
     assert board["model.depth=21"]["status"] == "failed"
     assert "model.depth=21; it must be 6n+2" in board["model.depth=21"]["error"]
 
 
-def test_report_on_failed_finished_and_killed_runs(tmp_path, fake_cifar_root):
-    finished = run_cli(*QUICK, "trainer.plots=none", f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path / 'good'}")
-    assert finished.returncode == 0
-    failed = run_cli(*QUICK, "trainer.plots=none", "trainer.device=tpu", f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path / 'bad'}")
-    assert failed.returncode == 2
+def test_report_on_failed_finished_and_killed_runs(tmp_path, fake_cifar_root, monkeypatch, capsys):
+    assert cli_in_process(monkeypatch, *QUICK, "trainer.plots=none", f"data.root={fake_cifar_root}",
+                          f"hydra.run.dir={tmp_path / 'good'}") == 0
+    assert cli_in_process(monkeypatch, *QUICK, "trainer.plots=none", "trainer.device=tpu",
+                          f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path / 'bad'}") == 2
     killed = tmp_path / "killed"  # what a SIGKILLed run leaves: status running, a partial metrics.csv
     killed.mkdir()
     (killed / "summary.json").write_text(json.dumps({"status": "running", "model": "lenet"}))
     (killed / "metrics.csv").write_text((tmp_path / "good" / "metrics.csv").read_text())
-    result = run_cli(str(tmp_path), module="cifarbench.report")
-    assert result.returncode == 0, result.stderr
+    from cifarbench.report import main as report
+
+    capsys.readouterr()
+    assert report([str(tmp_path)]) == 0
     board = {Path(row["path"]).name: row for row in csv.DictReader(open(tmp_path / "leaderboard_runs.csv"))}
     assert board["good"]["status"] == "completed" and board["bad"]["status"] == "failed"
     assert board["killed"]["status"] == "incomplete" and board["killed"]["best_test_acc"] != ""
@@ -66,7 +66,7 @@ def test_report_on_failed_finished_and_killed_runs(tmp_path, fake_cifar_root):
     assert board["good"]["objective"] == board["good"]["final_test_acc"]
     assert board["bad"]["objective"] == board["killed"]["objective"] == "-inf"  # ranked last
     assert list(board)[0] == "good"
-    assert "| completed |" in result.stdout
+    assert "| completed |" in capsys.readouterr().out
 
 
 STUDIES = {"tenminute": CONF / "tenminute", "chainer": CONF / "chainer", "lenet_alexnet": CONF / "lenet_alexnet"}
