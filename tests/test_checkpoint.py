@@ -56,12 +56,11 @@ def test_killed_run_resumes_to_exactly_the_same_metrics(tmp_path):
     assert json.loads((killed_dir / "summary.json").read_text())["status"] == "completed"
 
 
-def test_checkpoints_hold_what_a_resume_needs(tmp_path, fake_cifar_root):
-    from conftest import run_cli
+def test_checkpoints_hold_what_a_resume_needs(tmp_path, fake_cifar_root, compose_with):
+    from cifarbench.trainer import train
 
-    result = run_cli("trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false", "trainer.plots=none",
-                     f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr
+    train(compose_with("trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false", "trainer.plots=none",
+                       f"data.root={fake_cifar_root}"), tmp_path)
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["loader"]["epoch"] == 2 and state["state"]["step"] == 14 and len(state["state"]["rows"]) == 2
     assert {"model", "optimizer", "scaler", "loader", "window", "state", "ranks", "config", "preprocess",

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import cli_in_process, run_cli
 
 from cifarbench.files import OutputError, atomic_write_json
 from cifarbench.registry import ConfigError
@@ -16,12 +16,12 @@ from cifarbench.validate import validate_config
 QUICK = ("trainer.batch_size=32", "trainer.progress=false", "trainer.eval_batch_size=100", "trainer.plots=none")
 
 
-def test_divergence_stops_with_step_and_lr_and_keeps_the_last_good_checkpoint(tmp_path, fake_cifar_root):
+def test_divergence_stops_with_step_and_lr_and_keeps_the_last_good_checkpoint(tmp_path, fake_cifar_root,
+                                                                              monkeypatch, capsys):
     # A sane first epoch, then the lr jumps ×1e8 half-way: the loss blows up in epoch 2.
-    result = run_cli(*QUICK, "trainer.epochs=2", "sched=multistep", "sched.milestones=[0.5]", "sched.gamma=1e8",
-                     f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 1
-    output = result.stdout + result.stderr
+    assert cli_in_process(monkeypatch, *QUICK, "trainer.epochs=2", "sched=multistep", "sched.milestones=[0.5]",
+                          "sched.gamma=1e8", f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}") == 1
+    output = "".join(capsys.readouterr())
     assert "loss became non-finite at step" in output and "(lr 1e+06)" in output
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["error"].startswith("loss became non-finite at step")
@@ -74,11 +74,11 @@ def test_unwritable_output_is_a_clear_error_and_leaves_nothing_partial(tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unwritable_run_folder_fails_the_cli_cleanly(tmp_path, fake_cifar_root):
+def test_unwritable_run_folder_fails_the_cli_cleanly(tmp_path, fake_cifar_root, monkeypatch, capsys):
     (tmp_path / "checkpoints").write_text("a file where the checkpoints/ folder must go")
-    result = run_cli(*QUICK, "trainer.epochs=1", f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 2
-    output = result.stdout + result.stderr
+    assert cli_in_process(monkeypatch, *QUICK, "trainer.epochs=1", f"data.root={fake_cifar_root}",
+                          f"hydra.run.dir={tmp_path}") == 2
+    output = "".join(capsys.readouterr())
     assert "could not write" in output and "checkpoints" in output and "Traceback" not in output
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
 
