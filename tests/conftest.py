@@ -12,6 +12,7 @@
 - `cli_in_process(monkeypatch, *args)`: `cifarbench ARGS` run in this process under Hydra (the CLI's own
   entry point; no interpreter start); returns its exit status.
 - `compose_with(*overrides)`: the composed Hydra config, as the CLI would build it (for in-process `train`).
+- `bench(*args)`: `scripts/bench.py ARGS` run in this process, from the current folder (what it prints: capsys).
 """
 from __future__ import annotations
 
@@ -168,6 +169,16 @@ def run_cli(*overrides: str, module: str = "cifarbench", cwd: str | Path | None 
     """`python -m <module> overrides...` with progress bars off; output captured as text."""
     return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def bench(*args: str):
+    """`python scripts/bench.py ARGS`, in this process: the script loaded as a module, its main() called."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", Path(__file__).resolve().parents[1] / "scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(list(args))
 
 
 def cli_in_process(monkeypatch, *args: str) -> int:

@@ -1,26 +1,17 @@
 """scripts/bench.py runs end to end at toy size and records what it prints (its numbers are not judged)."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import make_fake_cifar
-
-BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+from conftest import bench, make_fake_cifar
 
 
-def bench(*args, cwd):
-    result = subprocess.run([sys.executable, str(BENCH), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
-def test_throughput_compares_the_loop_with_its_floor_and_a_dataloader(tmp_path):
+def test_throughput_compares_the_loop_with_its_floor_and_a_dataloader(tmp_path, monkeypatch, capsys):
     root = make_fake_cifar(tmp_path / "data", n_train=400, n_test=100)
-    out = bench("throughput", "--models", "lenet", "--train-images", "400", "--batch-size", "50", "--epochs", "2",
+    monkeypatch.chdir(tmp_path)
+    bench("throughput", "--models", "lenet", "--train-images", "400", "--batch-size", "50", "--epochs", "2",
                 "--floor-steps", "3", "--warmup", "2", "--workers", "0", "--data", str(root),
-                "--json", str(tmp_path / "throughput.json"), cwd=tmp_path)
+                "--json", str(tmp_path / "throughput.json"))
+    out = capsys.readouterr().out
     assert "| model | batch_size | loop_images_per_s |" in out and "| lenet | 50 |" in out
     record = json.loads((tmp_path / "throughput.json").read_text())
     assert record["mode"] == "throughput" and record["hardware"].startswith("cpu")
@@ -30,12 +21,14 @@ def test_throughput_compares_the_loop_with_its_floor_and_a_dataloader(tmp_path):
     assert (tmp_path / "outputs" / "bench").is_dir()  # the loop's own run folders land under outputs/
 
 
-def test_time_to_accuracy_aggregates_over_seeds(tmp_path):
+def test_time_to_accuracy_aggregates_over_seeds(tmp_path, monkeypatch, capsys):
     root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
-    out = bench("accuracy", "--recipe", "speedrun94", "--seeds", "2", "--target", "0.2", "--warmup-runs", "0",
+    monkeypatch.chdir(tmp_path)
+    bench("accuracy", "--recipe", "speedrun94", "--seeds", "2", "--target", "0.2", "--warmup-runs", "0",
                 "--data", str(root), "+debug=quick", "data.train_subset=300", "data.test_subset=100",
                 "model.widths=[16,32,32]",  # the recipe on a narrow network: CPU seconds, not minutes
-                "--json", str(tmp_path / "accuracy.json"), cwd=tmp_path)
+                "--json", str(tmp_path / "accuracy.json"))
+    out = capsys.readouterr().out
     record = json.loads((tmp_path / "accuracy.json").read_text())
     aggregate, *seeds = record["rows"]
     accs = [s["test_acc"] for s in seeds]

@@ -3,12 +3,10 @@ scripts/bench.py overhead end to end at toy size."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import make_fake_cifar
+from conftest import bench, make_fake_cifar
 
-BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 
 
 def imported_modules(*args: str) -> tuple[set[str], str]:
@@ -30,13 +28,12 @@ def test_help_and_config_printing_import_neither_torch_nor_matplotlib(args, show
 
 
 @pytest.mark.long
-def test_overhead_bench_runs_both_sweeps_and_profiles_a_job(tmp_path):
+def test_overhead_bench_runs_both_sweeps_and_profiles_a_job(tmp_path, monkeypatch, capsys):
     root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
-    result = subprocess.run([sys.executable, str(BENCH), "overhead", "--jobs", "2", "--repeats", "1", "--device", "cpu",
-                             "--data", str(root), "--json", str(tmp_path / "overhead.json")], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "| launcher | jobs | completed | wall_seconds |" in result.stdout
+    monkeypatch.chdir(tmp_path)
+    bench("overhead", "--jobs", "2", "--repeats", "1", "--device", "cpu", "--data", str(root),
+          "--json", str(tmp_path / "overhead.json"))
+    assert "| launcher | jobs | completed | wall_seconds |" in capsys.readouterr().out
     rows = json.loads((tmp_path / "overhead.json").read_text())["rows"]
     sweeps = [r for r in rows if "launcher" in r]
     profile = [r for r in rows if "function" in r]

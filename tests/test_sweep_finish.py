@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import signal
-import sys
 
 import pytest
 from conftest import cli_in_process, make_fake_cifar
