@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import cli_in_process, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -61,16 +61,16 @@ def test_unknown_model_lists_the_available_ones(tmp_path):
     assert "no_such_net" in result.stderr and "lenet" in result.stderr
 
 
-def test_unknown_model_field_is_named(tmp_path, fake_cifar_root):
-    result = run_cli(*QUICK, "+model.depth=3", f"data.root={fake_cifar_root}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode != 0
-    assert "model 'lenet' has no field(s) depth" in result.stdout + result.stderr
+def test_unknown_model_field_is_named(tmp_path, fake_cifar_root, monkeypatch, capsys):
+    assert cli_in_process(monkeypatch, *QUICK, "+model.depth=3", f"data.root={fake_cifar_root}",
+                          f"hydra.run.dir={tmp_path}") == 2
+    assert "model 'lenet' has no field(s) depth" in "".join(capsys.readouterr())
 
 
-def test_missing_dataset_offline_says_where_to_put_it(tmp_path):
-    result = run_cli("data.download=false", f"data.root={tmp_path / 'empty'}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.returncode == 2
-    output = result.stdout + result.stderr
+def test_missing_dataset_offline_says_where_to_put_it(tmp_path, monkeypatch, capsys):
+    assert cli_in_process(monkeypatch, "data.download=false", f"data.root={tmp_path / 'empty'}",
+                          f"hydra.run.dir={tmp_path / 'run'}") == 2
+    output = "".join(capsys.readouterr())
     assert "CIFAR-10 not found" in output and "cifar-10-python.tar.gz" in output
     assert "Traceback" not in output
 

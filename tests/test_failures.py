@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_in_process, run_cli
+from conftest import cli_in_process
 
 from cifarbench.files import OutputError, atomic_write_json
 from cifarbench.registry import ConfigError
@@ -189,10 +189,9 @@ def test_cuda_and_fp16_need_a_gpu(compose_with):
         validate_config(compose_with("trainer.amp=fp16"))
 
 
-def test_validation_happens_before_data_is_loaded(tmp_path):
+def test_validation_happens_before_data_is_loaded(tmp_path, monkeypatch, capsys):
     """No dataset anywhere and download off: the config error still comes first."""
-    result = run_cli("trainer.batch_size=0", "data.download=false", f"data.root={tmp_path / 'none'}",
-                     f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.returncode == 2
-    output = result.stdout + result.stderr
+    assert cli_in_process(monkeypatch, "trainer.batch_size=0", "data.download=false", f"data.root={tmp_path / 'none'}",
+                          f"hydra.run.dir={tmp_path / 'run'}") == 2
+    output = "".join(capsys.readouterr())
     assert "trainer.batch_size=0" in output and "CIFAR-10 not found" not in output

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import fake_images, run_cli
+from conftest import fake_images
 from PIL import Image
 
 # The module-scoped runs below are shared by its tests: one pytest-xdist worker runs them all.
@@ -25,7 +25,9 @@ def trained_run(tmp_path_factory, compose_with):
     return base / "run", root
 
 
-def test_predict_classifies_png_and_jpeg_and_reports_a_fake_image(tmp_path, trained_run):
+def test_predict_classifies_png_and_jpeg_and_reports_a_fake_image(tmp_path, trained_run, capsys):
+    from cifarbench.predict import main as predict
+
     run, _ = trained_run
     labels = np.array([3, 7])
     pixels = fake_images(labels, np.random.default_rng(5)).reshape(2, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -33,10 +35,9 @@ def test_predict_classifies_png_and_jpeg_and_reports_a_fake_image(tmp_path, trai
     Image.fromarray(pixels[1]).save(tmp_path / "horse.jpg", quality=95)
     (tmp_path / "notes.jpg").write_text("this is not an image")
     images = f"images=[{tmp_path / 'cat.png'},{tmp_path / 'notes.jpg'},{tmp_path / 'missing.png'},{tmp_path / 'horse.jpg'}]"
-    result = run_cli(f"ckpt={run / 'checkpoints' / 'best.pt'}", images, "topk=3", f"json={tmp_path / 'out.json'}",
-                     module="cifarbench.predict")
-    assert result.returncode == 1  # some files failed...
-    assert "notes.jpg: not an image" in result.stderr and "missing.png: no such file" in result.stderr
+    assert predict([f"ckpt={run / 'checkpoints' / 'best.pt'}", images, "topk=3", f"json={tmp_path / 'out.json'}"]) == 1
+    errors = capsys.readouterr().err  # some files failed...
+    assert "notes.jpg: not an image" in errors and "missing.png: no such file" in errors
     out = json.loads((tmp_path / "out.json").read_text())  # ...and the others were still classified
     assert out[str(tmp_path / "cat.png")]["prediction"] == "cat"
     assert out[str(tmp_path / "horse.jpg")]["prediction"] == "horse"
@@ -45,7 +46,9 @@ def test_predict_classifies_png_and_jpeg_and_reports_a_fake_image(tmp_path, trai
     assert "error" in out[str(tmp_path / "notes.jpg")]
 
 
-def test_run_writes_diagnostics_and_inspect_rebuilds_them(tmp_path, trained_run):
+def test_run_writes_diagnostics_and_inspect_rebuilds_them(tmp_path, trained_run, capsys):
+    from cifarbench.diagnostics import main as inspect
+
     run, root = trained_run
     summary = json.loads((run / "summary.json").read_text())
     per_class = summary["per_class_acc"]
@@ -53,10 +56,10 @@ def test_run_writes_diagnostics_and_inspect_rebuilds_them(tmp_path, trained_run)
     for name in ("confusion.png", "samples.png"):
         with Image.open(run / name) as image:
             assert image.size[0] > 400
-    result = run_cli(f"ckpt={run / 'checkpoints' / 'last.pt'}", f"out={tmp_path}", f"data.root={root}",
-                     module="cifarbench.diagnostics")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout[:result.stdout.rindex("}") + 1])
+    capsys.readouterr()
+    assert inspect([f"ckpt={run / 'checkpoints' / 'last.pt'}", f"out={tmp_path}", f"data.root={root}"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(printed[:printed.rindex("}") + 1])
     assert report["test_acc"] == pytest.approx(summary["final_test_acc"])
     assert report["per_class_acc"] == pytest.approx(per_class, nan_ok=True)
     assert (tmp_path / "confusion.png").is_file() and (tmp_path / "samples.png").is_file()
