@@ -32,7 +32,7 @@ def test_overhead_bench_runs_both_sweeps_and_profiles_a_job(tmp_path, monkeypatc
     root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
     monkeypatch.chdir(tmp_path)
     bench("overhead", "--jobs", "2", "--repeats", "1", "--device", "cpu", "--data", str(root),
-          "--json", str(tmp_path / "overhead.json"))
+          "--json", str(tmp_path / "overhead.json"), "trainer.plots=none")  # (an override for every run)
     assert "| launcher | jobs | completed | wall_seconds |" in capsys.readouterr().out
     rows = json.loads((tmp_path / "overhead.json").read_text())["rows"]
     sweeps = [r for r in rows if "launcher" in r]
@@ -45,7 +45,8 @@ def test_overhead_bench_runs_both_sweeps_and_profiles_a_job(tmp_path, monkeypatc
         assert sweep["overhead_per_job_seconds"] == pytest.approx(
             (sweep["wall_seconds"] - sweep["train_seconds_sum"]) / 2, abs=0.01)
         assert len(list((tmp_path / "outputs" / "bench").glob(f"overhead-*/{sweep['launcher']}/*/summary.json"))) == 2
-    assert len(list((tmp_path / "outputs" / "bench").glob("overhead-*/single/samples.png"))) == 1
+    single = list((tmp_path / "outputs" / "bench").glob("overhead-*/single/summary.json"))
+    assert len(single) == 1 and json.loads(single[0].read_text())["config"]["trainer"]["plots"] == "none"
     assert profile[0]["function"] == "cifarbench/trainer.py:train" and profile[0]["calls"] == 1
     assert len(profile) == 10 and all(p["function"].startswith("cifarbench/") for p in profile)
     assert profile == sorted(profile, key=lambda p: -p["cumulative_seconds"])
