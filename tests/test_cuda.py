@@ -67,3 +67,32 @@ def test_compiled_channels_last_resnet18_does_not_recompile(tmp_path, data, comp
     # training at 384 and 232 images, evaluation at 200: three graphs, none added during the two epochs
     assert summary["status"] == "completed" and counter.frame_count == 3
     assert summary["compile_seconds"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs: SyncBatchNorm has no CPU kernels, "
+                                                          "and NCCL takes one GPU per process")
+def test_sync_bn_on_two_gpus_trains_the_weights_of_one_process(tmp_path, compose_with):
+    """`trainer.sync_bn=true`: two processes (NCCL, cuda:0 and cuda:1) with global batch 8 normalise over
+    the whole batch, as one process does, so they reach its weights and running statistics (within
+    1e-4: the GPUs' reductions round in another order). Never run here: at most one GPU is lent."""
+    import subprocess
+    import sys
+
+    from ddp_worker import BASE
+
+    root = make_fake_cifar(tmp_path / "data", n_train=205, n_test=101)
+    run = [{"model=lenet": "model=lenet_bn", "trainer.device=cpu": "trainer.device=cuda"}.get(o, o) for o in BASE]
+    run += ["trainer.sync_bn=true", "trainer.deterministic=true", f"data.root={root}"]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "cifarbench", *run, f"hydra.run.dir={tmp_path / 'two'}"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    alone = trainer.train(compose_with(*run), tmp_path / "one")
+    assert alone["processes"] == 1
+    both = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
+    one = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
+    assert both["state"]["step"] == one["state"]["step"] == 52
+    assert both["model"].keys() == one["model"].keys()
+    for name, tensor in one["model"].items():
+        if tensor.is_floating_point():
+            assert torch.allclose(both["model"][name], tensor, atol=1e-4), name
