@@ -3,35 +3,33 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import cli_in_process
 
 
 @pytest.mark.long
-def test_lenet_adam_one_epoch_on_5k_images(tmp_path, real_cifar_root):
+def test_lenet_adam_one_epoch_on_5k_images(tmp_path, real_cifar_root, monkeypatch):
     """LeNet + Adam, one epoch on the first 5,000 training images at batch 64 (79 steps), scored on the
     first 2,000 test images.
 
     Measured here (JPEG-derived pixels, CPU, seed 0): 41.0% test accuracy. The bar is 30% (chance 10%),
     a margin of 11 points for seeds and platforms, still far above what a broken loop reaches.
     """
-    result = run_cli("model=lenet", "optim=adam", "aug=none", "trainer.epochs=1", "trainer.batch_size=64",
-                     "data.train_subset=5000", "data.test_subset=2000", "trainer.progress=false", f"data.root={real_cifar_root}",
-                     f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr
+    assert cli_in_process(monkeypatch, "model=lenet", "optim=adam", "aug=none", "trainer.epochs=1",
+                          "trainer.batch_size=64", "data.train_subset=5000", "data.test_subset=2000",
+                          "trainer.progress=false", f"data.root={real_cifar_root}", f"hydra.run.dir={tmp_path}") == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["final_test_acc"] >= 0.30, summary["final_test_acc"]
 
 
 @pytest.mark.long
-def test_speedrun94_learns_in_one_epoch_on_4k_images(tmp_path, real_cifar_root):
+def test_speedrun94_learns_in_one_epoch_on_4k_images(tmp_path, real_cifar_root, monkeypatch):
     """The speedrun94 recipe (airbench94's options: frozen whitening conv, Lookahead, alternating flip,
     label smoothing, TTA level 2, last partial batch dropped) at half its widths (a quarter of the
     compute; CPU time allows no more), one epoch on the first 4,096 training images at batch 256 (16
     steps), scored on the first 1,000 test images. Measured here: 39.7%. The bar is 33%, three times chance.
     """
-    result = run_cli("experiment=speedrun94", "model.widths=[32,128,128]", "trainer.epochs=1",
-                     "trainer.batch_size=256", "data.train_subset=4096", "data.test_subset=1000",
-                     "trainer.progress=false", f"data.root={real_cifar_root}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode == 0, result.stderr
+    assert cli_in_process(monkeypatch, "experiment=speedrun94", "model.widths=[32,128,128]", "trainer.epochs=1",
+                          "trainer.batch_size=256", "data.train_subset=4096", "data.test_subset=1000",
+                          "trainer.progress=false", f"data.root={real_cifar_root}", f"hydra.run.dir={tmp_path}") == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["final_test_acc"] >= 0.33, summary["final_test_acc"]
