@@ -22,7 +22,8 @@ airbench94 on the same data and GPU, timed the same way, and the ratio of their 
     python scripts/bench.py reference --recipe speedrun94 --reference airbench94 --seeds 10
 
 Per-job overhead: N tiny jobs (LeNet, 1 epoch on 256 images, 500 test images, seeds 0..N-1) as one multirun
-in a subprocess, with the default (in-process) launcher and with hydra/launcher=parallel (joblib); per launcher
+in a subprocess, with the default (in-process) launcher and with hydra/launcher=parallel (joblib; --launchers
+picks); per launcher
 the wall seconds, the CPU seconds of the sweep's processes (less sensitive to other work on the machine), the
 summed train_seconds of the jobs' summary.json, and the overhead per job, (wall − summed train_seconds) / N:
 everything a job costs beyond its training steps (process start and imports shared out over the jobs, data
@@ -30,13 +31,14 @@ loading, evaluation, checkpoints, figures, the sweep's leaderboard); for the def
 overhead per job: from one job's start to the next one's, less the job's train_seconds, averaged over jobs
 2..N-1 (what each further job of a sweep costs beyond its training, its evaluation included; process start
 and the sweep's end left out). Beside it: the import time of a fresh process (`python -c "import
-cifarbench.cli, torch, hydra"`, interpreter start included), the seconds Hydra takes to compose one job's
-config (a multirun does it twice per job), the wall seconds of one tiny job run on its own (a process of
-its own, as `python -m cifarbench ...`; and its ratio to the import time), and a cProfile of one tiny job
+cifarbench.cli, torch, hydra"`, interpreter start included) and of everything a tiny run imports, the
+seconds Hydra takes to compose one job's config (a multirun does it twice per job), the wall seconds of one
+tiny job run on its own (a process of its own, as `python -m cifarbench ...`; and its ratio to those
+import times), and a cProfile of one tiny job
 in this process (after an unprofiled one, so like jobs 2..N of an in-process sweep): the cifarbench
 functions with the most cumulative seconds.
 
-    python scripts/bench.py overhead [--jobs 8] [hydra overrides ...]
+    python scripts/bench.py overhead [--jobs 8] [--launchers basic,parallel] [hydra overrides ...]
 
 All four print Markdown tables and write JSON (--json, default outputs/bench/<mode>-<time>.json).
 Data: `data.root` as in the configs ($CIFAR10_ROOT or ~/.cache/cifarbench); --data overrides it.
@@ -360,13 +362,13 @@ def compose_seconds(args, repeats: int) -> float:
 
 
 def overhead(args) -> list[dict]:
-    """Both sweeps' rows (each with the fresh-process import seconds and Hydra's seconds to compose a job),
+    """A row per sweep of --launchers (each with the fresh-process import seconds and Hydra's seconds to compose a job),
     then the profiled job's top functions."""
     startup, run_imports = import_seconds(PROCESS_IMPORTS, args.repeats), import_seconds(RUN_IMPORTS, args.repeats)
     composing, single = compose_seconds(args, args.repeats), single_run_seconds(args)
     rows = [{**sweep_overhead(launcher, args), "import_seconds": round(startup, 2),
              "run_import_seconds": round(run_imports, 2), "compose_seconds": round(composing, 3),
-             "single_run_seconds": round(single, 2)} for launcher in tqdm(LAUNCHERS, desc="sweeps")]
+             "single_run_seconds": round(single, 2)} for launcher in tqdm(args.launchers, desc="sweeps")]
     print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "cpu_seconds", "train_seconds_sum",
                        "overhead_per_job_seconds",
                        "steady_overhead_per_job_seconds"])
@@ -428,9 +430,13 @@ def main(argv=None):
                                help="reference mode: the published recipe run beside --recipe")
     overhead_args = parser.add_argument_group("overhead")
     overhead_args.add_argument("--jobs", type=int, default=8, help="tiny jobs per sweep")
+    overhead_args.add_argument("--launchers", type=lambda names: names.split(","), default=list(LAUNCHERS),
+                               help=f"comma-separated, of {', '.join(LAUNCHERS)} (default: both)")
     overhead_args.add_argument("--repeats", type=int, default=5,
                                help="timings of the imports and of composing a config (the best and the median)")
     args = parser.parse_intermixed_args(argv)
+    if unknown := sorted(set(args.launchers) - set(LAUNCHERS)):
+        parser.error(f"--launchers: unknown {', '.join(unknown)}; choose from {', '.join(LAUNCHERS)}")
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")

@@ -28,23 +28,25 @@ def test_help_and_config_printing_import_neither_torch_nor_matplotlib(args, show
 
 
 @pytest.mark.long
-def test_overhead_bench_runs_both_sweeps_and_profiles_a_job(tmp_path, monkeypatch, capsys):
+def test_overhead_bench_runs_a_sweep_and_a_single_run_and_profiles_a_job(tmp_path, monkeypatch, capsys):
+    """The in-process launcher's sweep (the joblib one runs in tests/test_sweeps.py's 2×2 multirun)."""
     root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
     monkeypatch.chdir(tmp_path)
-    bench("overhead", "--jobs", "2", "--repeats", "1", "--device", "cpu", "--data", str(root),
+    bench("overhead", "--jobs", "3", "--launchers", "basic", "--repeats", "1", "--device", "cpu", "--data", str(root),
           "--json", str(tmp_path / "overhead.json"), "trainer.plots=none")  # (an override for every run)
     assert "| launcher | jobs | completed | wall_seconds |" in capsys.readouterr().out
     rows = json.loads((tmp_path / "overhead.json").read_text())["rows"]
     sweeps = [r for r in rows if "launcher" in r]
     profile = [r for r in rows if "function" in r]
-    assert [s["launcher"] for s in sweeps] == ["basic", "parallel"]
-    for sweep in sweeps:
-        assert sweep["jobs"] == sweep["completed"] == 2 and sweep["run_import_seconds"] > sweep["import_seconds"] > 0
-        assert sweep["compose_seconds"] > 0 and sweep["cpu_seconds"] > 0 and sweep["single_run_seconds"] > 0
-        assert 0 < sweep["train_seconds_sum"] < sweep["wall_seconds"]
-        assert sweep["overhead_per_job_seconds"] == pytest.approx(
-            (sweep["wall_seconds"] - sweep["train_seconds_sum"]) / 2, abs=0.01)
-        assert len(list((tmp_path / "outputs" / "bench").glob(f"overhead-*/{sweep['launcher']}/*/summary.json"))) == 2
+    (sweep,) = sweeps
+    assert sweep["launcher"] == "basic" and sweep["jobs"] == sweep["completed"] == 3
+    assert sweep["run_import_seconds"] > sweep["import_seconds"] > 0
+    assert sweep["compose_seconds"] > 0 and sweep["cpu_seconds"] > 0 and sweep["single_run_seconds"] > 0
+    assert 0 < sweep["train_seconds_sum"] < sweep["wall_seconds"]
+    assert sweep["overhead_per_job_seconds"] == pytest.approx(
+        (sweep["wall_seconds"] - sweep["train_seconds_sum"]) / 3, abs=0.01)
+    assert 0 < sweep["steady_overhead_per_job_seconds"] < sweep["wall_seconds"]  # job 2's start to job 3's
+    assert len(list((tmp_path / "outputs" / "bench").glob("overhead-*/basic/*/summary.json"))) == 3
     single = list((tmp_path / "outputs" / "bench").glob("overhead-*/single/summary.json"))
     assert len(single) == 1 and json.loads(single[0].read_text())["config"]["trainer"]["plots"] == "none"
     assert profile[0]["function"] == "cifarbench/trainer.py:train" and profile[0]["calls"] == 1

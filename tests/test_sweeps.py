@@ -12,15 +12,18 @@ QUICK = ("trainer.epochs=1", "trainer.batch_size=64", "trainer.eval_batch_size=1
 
 
 def test_two_by_two_multirun_writes_a_matching_leaderboard(tmp_path, fake_cifar_root, monkeypatch):
-    assert cli_in_process(monkeypatch, "-m", "model=lenet,lenet_bn", "optim=sgd,adam", *QUICK,
-                          f"data.root={fake_cifar_root}", f"hydra.sweep.dir={tmp_path}") == 0
+    """Under the joblib launcher (hydra/launcher=parallel, here one worker process; each job draws its own
+    figures there); the in-process launcher's sweeps are tested all around."""
+    assert cli_in_process(monkeypatch, "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=1",
+                          "model=lenet,lenet_bn", "optim=sgd,adam", *QUICK, f"data.root={fake_cifar_root}",
+                          f"hydra.sweep.dir={tmp_path}") == 0
     with open(tmp_path / "leaderboard_runs.csv") as f:
         board = list(csv.DictReader(f))
     assert len(board) == 4
     assert {row["run"] for row in board} == {f"model={m} optim={o}" for m in ("lenet", "lenet_bn") for o in ("sgd", "adam")}
     for row in board:
         summary = json.loads((Path(row["path"]) / "summary.json").read_text())
-        for figure in ("curves.png", "confusion.png", "samples.png"):  # drawn in the background, there at the end
+        for figure in ("curves.png", "confusion.png", "samples.png"):
             assert (Path(row["path"]) / figure).is_file()
         assert float(row["best_test_acc"]) == pytest.approx(summary["best_test_acc"])
         assert float(row["final_test_acc"]) == float(row["objective"]) == pytest.approx(summary["final_test_acc"])
