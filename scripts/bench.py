@@ -21,22 +21,20 @@ airbench94 on the same data and GPU, timed the same way, and the ratio of their 
 
     python scripts/bench.py reference --recipe speedrun94 --reference airbench94 --seeds 10
 
-Per-job overhead: N tiny jobs (LeNet, 1 epoch on 256 images, 500 test images, seeds 0..N-1) as one multirun
-in a subprocess, with the default (in-process) launcher and with hydra/launcher=parallel (joblib; --launchers
-picks); per launcher
-the wall seconds, the CPU seconds of the sweep's processes (less sensitive to other work on the machine), the
-summed train_seconds of the jobs' summary.json, and the overhead per job, (wall − summed train_seconds) / N:
-everything a job costs beyond its training steps (process start and imports shared out over the jobs, data
-loading, evaluation, checkpoints, figures, the sweep's leaderboard); for the default launcher also the steady
-overhead per job: from one job's start to the next one's, less the job's train_seconds, averaged over jobs
-2..N-1 (what each further job of a sweep costs beyond its training, its evaluation included; process start
-and the sweep's end left out). Beside it: the import time of a fresh process (`python -c "import
-cifarbench.cli, torch, hydra"`, interpreter start included) and of everything a tiny run imports, the
-seconds Hydra takes to compose one job's config (a multirun does it twice per job), the wall seconds of one
-tiny job run on its own (a process of its own, as `python -m cifarbench ...`; and its ratio to those
-import times), and a cProfile of one tiny job
-in this process (after an unprofiled one, so like jobs 2..N of an in-process sweep): the cifarbench
-functions with the most cumulative seconds.
+Per-job overhead: N tiny jobs (LeNet, 1 epoch on 256 images, 500 test images, seeds 0..N-1) as one multirun in
+a subprocess, with the default (in-process) launcher and with hydra/launcher=parallel (joblib), or those
+--launchers names; per launcher the wall seconds, the CPU seconds of the sweep's processes (less sensitive to
+other work on the machine), the summed train_seconds of the jobs' summary.json, and the overhead per job,
+(wall − summed train_seconds) / N: everything a job costs beyond its training steps (process start and imports
+shared out over the jobs, data loading, evaluation, checkpoints, figures, the sweep's leaderboard); for the
+default launcher also the steady overhead per job: from one job's start to the next one's, less the job's
+train_seconds, averaged over jobs 2..N-1 (what each further job of a sweep costs beyond its training, its
+evaluation included; process start and the sweep's end left out). Beside it: the import time of a fresh
+process (`python -c "import cifarbench.cli, torch, hydra"`, interpreter start included) and of everything a
+tiny run imports, the seconds Hydra takes to compose one job's config (a multirun does it twice per job), the
+wall seconds of one tiny job run on its own (a process of its own, as `python -m cifarbench ...`; and its
+ratio to those import times), and a cProfile of one tiny job in this process (after an unprofiled one, so like
+jobs 2..N of an in-process sweep): the cifarbench functions with the most cumulative seconds.
 
     python scripts/bench.py overhead [--jobs 8] [--launchers basic,parallel] [hydra overrides ...]
 
@@ -277,6 +275,8 @@ def reference(args) -> list[dict]:
                           "time_vs_reference"])
     print(f"\n{args.recipe} / {args.reference} training time: {ratio:.3f}")
     return [*summary, *[{"recipe": args.recipe, **r} for r in ours], *[{"recipe": args.reference, **r} for r in theirs]]
+
+
 # What a process imports before its first job, and what a tiny run imports in all: torch.optim imports
 # torch._dynamo when the first optimizer is built (PyTorch's own `_disable_dynamo`), and the figures matplotlib.
 PROCESS_IMPORTS = "cifarbench.cli, torch, hydra"
@@ -362,8 +362,8 @@ def compose_seconds(args, repeats: int) -> float:
 
 
 def overhead(args) -> list[dict]:
-    """A row per sweep of --launchers (each with the fresh-process import seconds and Hydra's seconds to compose a job),
-    then the profiled job's top functions."""
+    """A row per sweep of --launchers (each with the import seconds, Hydra's seconds to compose a job and a
+    single run's seconds), then the profiled job's top functions."""
     startup, run_imports = import_seconds(PROCESS_IMPORTS, args.repeats), import_seconds(RUN_IMPORTS, args.repeats)
     composing, single = compose_seconds(args, args.repeats), single_run_seconds(args)
     rows = [{**sweep_overhead(launcher, args), "import_seconds": round(startup, 2),
