@@ -188,8 +188,8 @@ def cli_in_process(monkeypatch, *args: str) -> int:
     monkeypatch.setattr(sys, "argv", ["cifarbench", *args])
     try:
         cli.main()
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 1
+    except SystemExit as e:  # sys.exit(None) is 0; sys.exit("message") is 1
+        return e.code if isinstance(e.code, int) else int(e.code is not None)
     return 0
 
 

@@ -13,8 +13,8 @@ from conftest import make_fake_cifar
 
 from cifarbench.checkpoint import CheckpointError, load_checkpoint
 
-RUN = ("model=lenet5", "trainer.epochs=4", "trainer.batch_size=16", "trainer.deterministic=true", "trainer.progress=false", "trainer.plots=none",
-       "trainer.eval_batch_size=100", "data.preprocess=meanstd")
+RUN = ("model=lenet5", "trainer.epochs=4", "trainer.batch_size=16", "trainer.deterministic=true",
+       "trainer.progress=false", "trainer.plots=none", "trainer.eval_batch_size=100", "data.preprocess=meanstd")
 TIMING = ("train_seconds", "images_per_s")
 
 
@@ -81,8 +81,6 @@ def test_checkpoints_hold_what_a_resume_needs(tmp_path, fake_cifar_root, compose
 def test_best_pt_shares_last_pt_bytes_and_keeps_them_when_last_pt_moves_on(tmp_path, monkeypatch, links):
     """best.pt is a hard link to last.pt (nothing copied), or a copy where the file system has no links;
     either way a later last.pt leaves it as it was."""
-    import os
-
     from cifarbench.checkpoint import save_checkpoint
     from cifarbench.recorder import Recorder
 
