@@ -98,6 +98,22 @@ def test_best_pt_shares_last_pt_bytes_and_keeps_them_when_last_pt_moves_on(tmp_p
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
 
 
+def test_a_run_resumed_into_a_new_folder_has_the_best_pt_its_summary_names(tmp_path, fake_cifar_root, compose_with):
+    """Seen: resumed from another folder's last.pt (no better evaluation after), the new folder's summary
+    said best_epoch 1 but it held no best.pt, so `inspect ckpt=<new run>/checkpoints/best.pt` failed."""
+    from cifarbench.trainer import train
+
+    run = ("model=lenet5", "trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false",
+           "trainer.plots=none", f"data.root={fake_cifar_root}")
+    train(compose_with(*run), tmp_path / "first")
+    summary = train(compose_with(*run, f"trainer.resume={tmp_path / 'first' / 'checkpoints' / 'last.pt'}"),
+                    tmp_path / "again")  # resumed after its final evaluation: no new one
+    best = load_checkpoint(tmp_path / "again" / "checkpoints" / "best.pt")
+    assert best["state"]["rows"][-1]["epoch"] == summary["best_epoch"]
+    assert best["state"]["rows"][-1]["test_acc"] == summary["best_test_acc"]
+    assert load_checkpoint(tmp_path / "first" / "checkpoints" / "best.pt")["state"] == best["state"]  # as it was
+
+
 class Payload:
     def __reduce__(self):
         return (os.system, ("echo pwned",))

@@ -85,6 +85,13 @@ class Recorder:
         if best:  # the same bytes: linked, not serialised (or copied) again
             atomic_write(self.best, lambda tmp: link_or_copy(self.last, tmp))
 
+    def adopt_best(self, best: Path):
+        """A run resumed from another folder's checkpoint: that folder's best.pt (`best`), the best
+        evaluation so far, becomes this folder's (linked) until this run evaluates better. A no-op when
+        this folder has its own best.pt or `best` does not exist."""
+        if self.writes and best.is_file() and not self.best.exists():
+            atomic_write(self.best, lambda tmp: link_or_copy(best, tmp))
+
     def last_good(self) -> str:
         """For messages: the checkpoint a user can resume from, or that there is none yet."""
         return f"the last good checkpoint is {self.last}" if self.last.is_file() else "no checkpoint was written yet"

@@ -357,6 +357,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     extra = {"config": config, "preprocess": preprocess_state(preprocess), "classes": list(data.classes)}
     if checkpoint is not None:
         state = clock.state = training.restore(checkpoint, t.seed)
+        recorder.adopt_best(Path(resume_from).with_name("best.pt"))
         if checkpoint["config"]["trainer"]["epochs"] != t.epochs:
             log.info("trainer.epochs changed from %s to %s: the schedule is re-planned over %d steps",
                      checkpoint["config"]["trainer"]["epochs"], t.epochs, plan.total_steps)
