@@ -386,7 +386,7 @@ def overhead(args) -> list[dict]:
 def print_table(rows: list[dict], columns: list[str]):
     print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in rows:
-        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+        print("| " + " | ".join("—" if row[c] is None else str(row[c]) for c in columns) + " |")
 
 
 def hardware(device: torch.device) -> str:
@@ -429,14 +429,18 @@ def main(argv=None):
     accuracy_args.add_argument("--reference", default="airbench94", choices=["airbench94"],
                                help="reference mode: the published recipe run beside --recipe")
     overhead_args = parser.add_argument_group("overhead")
-    overhead_args.add_argument("--jobs", type=int, default=8, help="tiny jobs per sweep")
+    overhead_args.add_argument("--jobs", type=int, default=8,
+                               help="tiny jobs per sweep (default 8; the steady overhead needs at least 3)")
     overhead_args.add_argument("--launchers", type=lambda names: names.split(","), default=list(LAUNCHERS),
                                help=f"comma-separated, of {', '.join(LAUNCHERS)} (default: both)")
     overhead_args.add_argument("--repeats", type=int, default=5,
-                               help="timings of the imports and of composing a config (the best and the median)")
+                               help="how often to time the imports (the best counts) and composing a config "
+                                    "(the median counts); default 5")
     args = parser.parse_intermixed_args(argv)
     if unknown := sorted(set(args.launchers) - set(LAUNCHERS)):
-        parser.error(f"--launchers: unknown {', '.join(unknown)}; choose from {', '.join(LAUNCHERS)}")
+        parser.error(f"--launchers: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(LAUNCHERS)}")
+    if args.jobs < 1 or args.repeats < 1:
+        parser.error(f"--jobs {args.jobs} --repeats {args.repeats}: both must be at least 1")
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")

@@ -118,23 +118,16 @@ def test_every_group_entry_trains(tmp_path, shared_fake_root, compose_with, over
 
 
 # The CLI explains itself ----------------------------------------------------------------------------
-def cli_main(monkeypatch, capsys, *argv: str) -> tuple[int | None, str, str]:
-    """`cifarbench argv...` in-process: (exit code, None if it returned; stdout; stderr)."""
-    from cifarbench import cli
-
-    monkeypatch.setattr("sys.argv", ["cifarbench", *argv])
-    try:
-        cli.main()
-        code = None
-    except SystemExit as e:
-        code = e.code
+def cli_main(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
+    """`cifarbench argv...` in-process: (exit status, stdout, stderr)."""
+    code = cli_in_process(monkeypatch, *argv)
     out, err = capsys.readouterr()
     return code, out, err
 
 
 def test_help_lists_the_commands_the_common_overrides_and_where_outputs_go(monkeypatch, capsys):
     code, out, _ = cli_main(monkeypatch, capsys, "--help")
-    assert code in (None, 0)
+    assert code == 0
     assert out.startswith("usage: cifarbench COMMAND [--help | ARGS...]\n")
     for line in ("  models    list the models: parameters, MACs, the study (docs/studies.md) each reproduces",
                  "  report    leaderboard and comparison plots of a folder of runs",

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import make_fake_cifar
+from conftest import cli_in_process, make_fake_cifar
 from ddp_worker import BASE, SCENARIOS
 
-from cifarbench import cli, trainer
+from cifarbench import trainer
 from cifarbench.checkpoint import load_checkpoint
 from cifarbench.data import DeviceLoader
 from cifarbench.distributed import World, process_group
@@ -211,11 +211,8 @@ def test_bad_setups_are_one_line_each(monkeypatch, compose_with, capsys):
     with pytest.raises(ConfigError, match=r"^LOCAL_RANK=2 but this node has 2 CUDA device\(s\); start at most 2 "
                                           r"process\(es\) per node \(torchrun --nproc_per_node=2\)$"):
         World(2, 2, 4).device("cuda")
-    monkeypatch.setattr(sys, "argv", ["cifarbench", "-m", "model=lenet,lenet_bn"])
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    assert exit_.value.code == 2 and "torchrun trains one run on several processes and takes no sweep" in \
-        capsys.readouterr().err
+    assert cli_in_process(monkeypatch, "-m", "model=lenet,lenet_bn") == 2
+    assert "torchrun trains one run on several processes and takes no sweep" in capsys.readouterr().err
 
 
 def test_a_global_batch_that_does_not_divide_among_the_processes(monkeypatch, compose_with, tmp_path):

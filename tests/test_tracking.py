@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from conftest import cli_in_process
 from PIL import Image
 
 from cifarbench.loggers import FINAL, SERIES, hyperparameters
@@ -37,16 +38,13 @@ def sweep(tmp_path_factory, shared_fake_root) -> Path:
     """A real 2×2 multirun, optim=sgd,adam × trainer.seed=0,1 (LeNet-5, 2 steps per epoch), with every
     installed tracker, run in-process under Hydra (the CLI's own entry point); its MLflow store is
     sweep/mlflow.db."""
-    from cifarbench import cli
-
     folder = tmp_path_factory.mktemp("tracked") / "sweep"
-    argv = ["cifarbench", "-m", "optim=sgd,adam", "trainer.seed=0,1", *QUICK, f"data.root={shared_fake_root}",
+    argv = ["-m", "optim=sgd,adam", "trainer.seed=0,1", *QUICK, f"data.root={shared_fake_root}",
             f"logger=[csv{''.join(',' + t for t in TRACKERS)}]", f"hydra.sweep.dir={folder}"]
     if "mlflow" in TRACKERS:
         argv.append(f"logger.mlflow.tracking_uri=sqlite:///{folder}/mlflow.db")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("sys.argv", argv)
-        cli.main()
+        assert cli_in_process(patch, *argv) == 0
     return folder
 
 
@@ -145,14 +143,9 @@ def test_a_resumed_run_continues_its_mlflow_run(sweep, mlflow_client, tmp_path, 
 @needs("mlflow")
 def test_a_run_that_fails_ends_its_mlflow_run_failed_as_its_summary(sweep, mlflow_client, tmp_path, monkeypatch):
     """The MLflow run starts with the run folder; the dataset is then missing: the CLI records the failure."""
-    from cifarbench import cli
-
-    monkeypatch.setattr("sys.argv", [
-        "cifarbench", "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db", "data.download=false",
-        f"data.root={tmp_path / 'nothing'}", f"hydra.run.dir={tmp_path / 'run'}"])
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    assert exit_.value.code == 2
+    assert cli_in_process(monkeypatch, "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db",
+                          "data.download=false", f"data.root={tmp_path / 'nothing'}",
+                          f"hydra.run.dir={tmp_path / 'run'}") == 2
     summary = summary_of(tmp_path / "run")
     assert summary["status"] == "failed" and summary["error"].startswith("DatasetError: CIFAR-10 not found")
     run = mlflow_client.get_run(summary["loggers"]["mlflow"]["run_id"])
