@@ -30,7 +30,7 @@ shared out over the jobs, data loading, evaluation, checkpoints, figures, the sw
 default launcher also the steady overhead per job: from one job's start to the next one's, less the job's
 train_seconds, averaged over jobs 2..N-1 (what each further job of a sweep costs beyond its training, its
 evaluation included; process start and the sweep's end left out). Beside it: the import time of a fresh
-process (`python -c "import cifarbench.cli, torch, hydra"`, interpreter start included) and of everything a
+process (`python -c "import cifarbench.commands.cli, torch, hydra"`, interpreter start included) and of everything a
 tiny run imports, the seconds Hydra takes to compose one job's config (a multirun does it twice per job), the
 wall seconds of one tiny job run on its own (a process of its own, as `python -m cifarbench ...`; and its
 ratio to those import times), and a cProfile of one tiny job in this process (after an unprofiled one, so like
@@ -66,11 +66,11 @@ from tqdm import tqdm
 
 import cifarbench
 from cifarbench.data import load_cifar10
-from cifarbench.device import describe_device, resolve_amp, resolve_device
-from cifarbench.files import atomic_write_json
+from cifarbench.core.device import describe_device, resolve_amp, resolve_device
+from cifarbench.core.files import atomic_write_json
 from cifarbench.models import build_model, list_models
 from cifarbench.optim import build_optimizer
-from cifarbench.trainer import train
+from cifarbench.engine.loop import train
 
 DEFAULT_MODELS = "lenet,cnn10,vgg,resnet18,resnet34"
 TINY_JOB = ["model=lenet", "trainer.epochs=1", "data.train_subset=256", "data.test_subset=500", "trainer.progress=false"]
@@ -279,8 +279,8 @@ def reference(args) -> list[dict]:
 
 # What a process imports before its first job, and what a tiny run imports in all: torch.optim imports
 # torch._dynamo when the first optimizer is built (PyTorch's own `_disable_dynamo`), and the figures matplotlib.
-PROCESS_IMPORTS = "cifarbench.cli, torch, hydra"
-RUN_IMPORTS = f"{PROCESS_IMPORTS}, cifarbench.trainer, torch._dynamo, matplotlib.backends.backend_agg, matplotlib.figure"
+PROCESS_IMPORTS = "cifarbench.commands.cli, torch, hydra"
+RUN_IMPORTS = f"{PROCESS_IMPORTS}, cifarbench.engine.loop, torch._dynamo, matplotlib.backends.backend_agg, matplotlib.figure"
 
 
 def import_seconds(modules: str, repeats: int) -> float:

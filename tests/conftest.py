@@ -183,7 +183,7 @@ def bench(*args: str):
 
 def cli_in_process(monkeypatch, *args: str) -> int:
     """`cifarbench ARGS` in this process (the tests' output capture sees what it prints); its exit status."""
-    from cifarbench import cli
+    from cifarbench.commands import cli
 
     monkeypatch.setattr(sys, "argv", ["cifarbench", *args])
     try:

@@ -36,7 +36,7 @@ INTERRUPT_AT = 30  # rank 1's training forward; the ranks agree to stop at step 
 
 def interrupt_rank_1_at(forward: int):
     """A build_model that makes rank 1 send itself SIGINT at its training forward number `forward`."""
-    from cifarbench import trainer
+    from cifarbench.engine import loop as trainer
 
     build, calls = trainer.build_model, {"n": 0}
 
@@ -57,8 +57,9 @@ def interrupt_rank_1_at(forward: int):
 def main(data: str, out: str):
     from hydra import compose, initialize_config_module
 
-    from cifarbench import cli, trainer
-    from cifarbench.distributed import process_group
+    from cifarbench.commands import cli
+    from cifarbench.engine import loop as trainer
+    from cifarbench.core.distributed import process_group
 
     out, rank = Path(out), int(os.environ["RANK"])
     with initialize_config_module("cifarbench.conf", version_base="1.3"):

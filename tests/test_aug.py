@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from cifarbench.aug import bc_partners, between_class, cutout_squares, keras_affine, mixup
-from cifarbench.step import build_criterion
+from cifarbench.engine.step import build_criterion
 
 
 def generator(seed=0):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import make_fake_cifar
 
-from cifarbench.checkpoint import CheckpointError, load_checkpoint
+from cifarbench.run.checkpoint import CheckpointError, load_checkpoint
 
 RUN = ("model=lenet5", "trainer.epochs=4", "trainer.batch_size=16", "trainer.deterministic=true",
        "trainer.progress=false", "trainer.plots=none", "trainer.eval_batch_size=100", "data.preprocess=meanstd")
@@ -29,7 +29,7 @@ def metrics_without_timing(path):
 
 @pytest.mark.long
 def test_killed_run_resumes_to_exactly_the_same_metrics(tmp_path, compose_with):
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     root = make_fake_cifar(tmp_path / "data", n_train=480, n_test=100)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -63,7 +63,7 @@ def test_killed_run_resumes_to_exactly_the_same_metrics(tmp_path, compose_with):
 
 
 def test_checkpoints_hold_what_a_resume_needs(tmp_path, fake_cifar_root, compose_with):
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     train(compose_with("trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false", "trainer.plots=none",
                        f"data.root={fake_cifar_root}"), tmp_path)
@@ -81,13 +81,13 @@ def test_checkpoints_hold_what_a_resume_needs(tmp_path, fake_cifar_root, compose
 def test_best_pt_shares_last_pt_bytes_and_keeps_them_when_last_pt_moves_on(tmp_path, monkeypatch, links):
     """best.pt is a hard link to last.pt (nothing copied), or a copy where the file system has no links;
     either way a later last.pt leaves it as it was."""
-    from cifarbench.checkpoint import save_checkpoint
-    from cifarbench.recorder import Recorder
+    from cifarbench.run.checkpoint import save_checkpoint
+    from cifarbench.run.recorder import Recorder
 
     if not links:
         def no_links(source, target):
             raise OSError(1, "Operation not permitted")
-        monkeypatch.setattr("cifarbench.files.os.link", no_links)
+        monkeypatch.setattr("cifarbench.core.files.os.link", no_links)
     recorder = Recorder(tmp_path, {"status": "running"}, plots="none")
     recorder.save({"state": {"step": 1}}, best=True)
     assert (os.stat(recorder.best).st_ino == os.stat(recorder.last).st_ino) is links
@@ -101,7 +101,7 @@ def test_best_pt_shares_last_pt_bytes_and_keeps_them_when_last_pt_moves_on(tmp_p
 def test_a_run_resumed_into_a_new_folder_has_the_best_pt_its_summary_names(tmp_path, fake_cifar_root, compose_with):
     """Seen: resumed from another folder's last.pt (no better evaluation after), the new folder's summary
     said best_epoch 1 but it held no best.pt, so `inspect ckpt=<new run>/checkpoints/best.pt` failed."""
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     run = ("model=lenet5", "trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false",
            "trainer.plots=none", f"data.root={fake_cifar_root}")

@@ -45,7 +45,7 @@ def test_one_epoch_writes_metrics_curves_and_summary(tmp_path, fake_cifar_root):
 
 
 def test_budget_stops_training_and_still_evaluates(tmp_path, fake_cifar_root, compose_with):
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     summary = train(compose_with(*QUICK, "trainer.epochs=1000", "trainer.budget_min=0.02",
                                  f"data.root={fake_cifar_root}"), tmp_path)
@@ -106,7 +106,7 @@ def test_every_registered_entry_has_a_config():
 
 @pytest.mark.parametrize("overrides", registry_rows(), ids=lambda o: ",".join(v.split("=")[1] for v in o))
 def test_every_group_entry_trains(tmp_path, shared_fake_root, compose_with, overrides):
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     cfg = compose_with(*QUICK, *overrides, "model=lenet5", "trainer.plots=none", f"data.root={shared_fake_root}")
     summary = train(cfg, tmp_path)
@@ -157,7 +157,7 @@ def test_an_unknown_command_lists_the_commands(monkeypatch, capsys, word, messag
 
 
 def test_only_a_bare_first_word_is_a_command():
-    from cifarbench.cli import is_command
+    from cifarbench.commands.cli import is_command
 
     assert is_command("reprot") and is_command("models")
     assert not any(map(is_command, ["model=vgg", "-m", "--cfg", "+model.depth=3", "~trainer.ema", "-sc"]))
@@ -220,7 +220,7 @@ def fenced(section: str, language: str) -> str:
 
 
 def test_readme_command_line_section_is_the_help_text():
-    from cifarbench.cli import usage
+    from cifarbench.commands.cli import usage
 
     assert fenced(readme_section("## Command line"), "text") == usage().rstrip("\n") + "\n"
 
@@ -230,7 +230,7 @@ def test_readme_adding_a_model_example_registers_composes_and_trains(tmp_path, f
     from omegaconf import open_dict
 
     from cifarbench.models import MODELS, list_models
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     section = readme_section("### Adding a model")
     source, yaml = fenced(section, "python"), fenced(section, "yaml")
@@ -257,6 +257,6 @@ def test_a_config_error_raised_inside_training_keeps_its_traceback(monkeypatch, 
         raise ConfigKeyError("a key the trainer looked up wrongly")
 
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.setattr("cifarbench.trainer.train", buggy_train)
+    monkeypatch.setattr("cifarbench.engine.loop.train", buggy_train)
     with pytest.raises(ConfigKeyError, match="a key the trainer looked up wrongly"):
         cli_main(monkeypatch, capsys, f"hydra.run.dir={tmp_path}")

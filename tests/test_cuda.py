@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import make_fake_cifar
 
-from cifarbench import trainer
-from cifarbench.checkpoint import load_checkpoint
+from cifarbench.engine import loop as trainer
+from cifarbench.run.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -29,7 +29,7 @@ def test_lenet_amp_run_and_its_resume_from_a_cuda_checkpoint(tmp_path, data, com
     assert first["status"] == "completed"
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", map_location="cuda")
     assert state["ranks"][0]["rng"]["torch"].is_cuda  # what used to break resume: restore_rng must move it back
-    from cifarbench.checkpoint import restore_rng
+    from cifarbench.run.checkpoint import restore_rng
 
     restore_rng(state["ranks"][0]["rng"])
     resumed = trainer.train(compose_with(*QUICK, *run, "trainer.epochs=2",

@@ -26,7 +26,7 @@ from cifarbench.data.idx import FASHION_MNIST, MNIST
 from cifarbench.data.svhn import SVHN
 from cifarbench.models import MODELS, count_params, input_arguments, list_models
 from cifarbench.models.layers import count_macs
-from cifarbench.registry import ConfigError
+from cifarbench.core.registry import ConfigError
 from cifarbench.validate import validate_config
 
 UNREACHABLE = "http://127.0.0.1:9/"  # nothing listens on the discard port
@@ -382,7 +382,7 @@ def mnist_run(tmp_path_factory, mirror):
     patched into the registry entry)."""
     from hydra import compose, initialize_config_module
 
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     base, _ = mirror
     patch = pytest.MonkeyPatch()
@@ -412,7 +412,8 @@ def test_a_run_on_mnist_trains_on_its_shape_and_classes(mnist_run):
 
 
 def test_predict_and_inspect_read_the_runs_dataset(mnist_run, tmp_path, capsys):
-    from cifarbench import diagnostics, predict
+    from cifarbench.run import diagnostics
+    from cifarbench.commands import predict
 
     run_dir, root, summary = mnist_run
     trained = predict.load_trained(run_dir / "checkpoints" / "last.pt")
@@ -430,7 +431,7 @@ def test_predict_and_inspect_read_the_runs_dataset(mnist_run, tmp_path, capsys):
 
 
 def test_a_hundred_class_confusion_lists_the_top_mistakes(tmp_path):
-    from cifarbench.diagnostics import confusion_matrix, confusion_figure, top_confusions
+    from cifarbench.run.diagnostics import confusion_matrix, confusion_figure, top_confusions
 
     labels = np.repeat(np.arange(100), 10)
     predictions = labels.copy()

@@ -21,11 +21,11 @@ import torch.distributed as dist
 from conftest import cli_in_process, make_fake_cifar
 from ddp_worker import BASE, SCENARIOS
 
-from cifarbench import trainer
-from cifarbench.checkpoint import load_checkpoint
+from cifarbench.engine import loop as trainer
+from cifarbench.run.checkpoint import load_checkpoint
 from cifarbench.data import DeviceLoader
-from cifarbench.distributed import World, process_group
-from cifarbench.registry import ConfigError
+from cifarbench.core.distributed import World, process_group
+from cifarbench.core.registry import ConfigError
 
 # The module-scoped runs below are shared by its tests: one pytest-xdist worker runs them all.
 pytestmark = pytest.mark.xdist_group("test_distributed")

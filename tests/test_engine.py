@@ -12,10 +12,10 @@ import torch
 from conftest import make_fake_cifar
 from torch import nn
 
-from cifarbench import trainer
-from cifarbench.checkpoint import load_checkpoint
+from cifarbench.engine import loop as trainer
+from cifarbench.run.checkpoint import load_checkpoint
 from cifarbench.data.loader import DeviceLoader
-from cifarbench.registry import ConfigError
+from cifarbench.core.registry import ConfigError
 
 # The module-scoped runs below are shared by its tests: one pytest-xdist worker runs them all.
 pytestmark = pytest.mark.xdist_group("test_engine")
@@ -94,7 +94,7 @@ def test_resume_auto_does_not_resume_a_finished_run_in_its_own_folder(tmp_path, 
     "resumed" and lost its per_class_acc."""
     overrides = ("trainer.epochs=1", "trainer.batch_size=32", "trainer.progress=false", f"data.root={fake_cifar_root}")
     trainer.train(compose_with(*overrides), tmp_path)
-    with caplog.at_level(logging.INFO, logger="cifarbench.trainer"):
+    with caplog.at_level(logging.INFO, logger="cifarbench.engine.loop"):
         again = trainer.train(compose_with(*overrides, "trainer.resume=auto"), tmp_path)
     assert "no unfinished run with this config; starting afresh" in caplog.text
     assert again["status"] == "completed" and again["steps"] == 7 and "per_class_acc" in again
@@ -117,7 +117,7 @@ def test_resuming_under_a_config_that_changes_a_step_names_every_difference(tmp_
 def test_raising_epochs_on_resume_replans_the_schedule(tmp_path, fake_cifar_root, compose_with, caplog):
     base = ("trainer.batch_size=32", "trainer.progress=false", "sched=cosine", f"data.root={fake_cifar_root}")
     trainer.train(compose_with(*base, "trainer.epochs=1"), tmp_path)
-    with caplog.at_level(logging.INFO, logger="cifarbench.trainer"):
+    with caplog.at_level(logging.INFO, logger="cifarbench.engine.loop"):
         longer = trainer.train(compose_with(*base, "trainer.epochs=3",
                                             f"trainer.resume={tmp_path / 'checkpoints' / 'last.pt'}"), tmp_path)
     assert "trainer.epochs changed from 1 to 3: the schedule is re-planned over 21 steps" in caplog.text

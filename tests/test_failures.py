@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import cli_in_process
 
-from cifarbench.files import OutputError, atomic_write_json
-from cifarbench.registry import ConfigError
+from cifarbench.core.files import OutputError, atomic_write_json
+from cifarbench.core.registry import ConfigError
 from cifarbench.validate import validate_config
 
 QUICK = ("trainer.batch_size=32", "trainer.progress=false", "trainer.eval_batch_size=100", "trainer.plots=none")
@@ -29,7 +29,7 @@ def test_divergence_stops_with_step_and_lr_and_keeps_the_last_good_checkpoint(tm
     assert summary["error"].endswith(f"the last good checkpoint is {last_pt}")
     import torch
 
-    from cifarbench.checkpoint import load_checkpoint
+    from cifarbench.run.checkpoint import load_checkpoint
 
     last = load_checkpoint(last_pt)
     assert last["state"]["step"] == 7 and last["loader"]["epoch"] == 1  # 200 images / 32: 7 steps an epoch
@@ -39,7 +39,7 @@ def test_divergence_stops_with_step_and_lr_and_keeps_the_last_good_checkpoint(tm
 def test_divergence_before_the_first_evaluation_says_there_is_no_checkpoint(tmp_path, fake_cifar_root,
                                                                            compose_with):
     """Seen: the message named a last.pt that did not exist."""
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     summary = train(compose_with(*QUICK, "trainer.epochs=1", "optim.lr=1e12", f"data.root={fake_cifar_root}"),
                     tmp_path)
@@ -68,7 +68,7 @@ def test_unwritable_output_is_a_clear_error_and_leaves_nothing_partial(tmp_path,
     def disk_full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("cifarbench.files.os.replace", disk_full)
+    monkeypatch.setattr("cifarbench.core.files.os.replace", disk_full)
     with pytest.raises(OutputError, match="could not write .*summary.json \\(No space left on device\\); check"):
         atomic_write_json(tmp_path / "summary.json", {"status": "completed"})
     assert list(tmp_path.iterdir()) == []

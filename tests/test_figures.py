@@ -5,9 +5,9 @@ import pytest
 from conftest import fake_images
 from PIL import Image
 
-from cifarbench.diagnostics import (CAPTION, FRAME, RED, confusion_figure, montage, plot_confusion, plot_samples,
+from cifarbench.run.diagnostics import (CAPTION, FRAME, RED, confusion_figure, montage, plot_confusion, plot_samples,
                                     write_diagnostics)
-from cifarbench.runlog import plot_curves
+from cifarbench.run.metrics import plot_curves
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from cifarbench.models import MODELS, build_model, count_params, list_models
 from cifarbench.models.layers import Residual, count_macs
 from cifarbench.optim import param_groups
-from cifarbench.registry import ConfigError
+from cifarbench.core.registry import ConfigError
 
 # The costly ones get fewer images and fewer steps to halve their loss (each stops once it has).
 BIG = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet74", "resnet74_sd", "lenet_wide",

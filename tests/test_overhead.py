@@ -49,7 +49,7 @@ def test_overhead_bench_runs_a_sweep_and_a_single_run_and_profiles_a_job(tmp_pat
     assert len(list((tmp_path / "outputs" / "bench").glob("overhead-*/basic/*/summary.json"))) == 3
     single = list((tmp_path / "outputs" / "bench").glob("overhead-*/single/summary.json"))
     assert len(single) == 1 and json.loads(single[0].read_text())["config"]["trainer"]["plots"] == "none"
-    assert profile[0]["function"] == "cifarbench/trainer.py:train" and profile[0]["calls"] == 1
+    assert profile[0]["function"] == "cifarbench/engine/loop.py:train" and profile[0]["calls"] == 1
     assert len(profile) == 10 and all(p["function"].startswith("cifarbench/") for p in profile)
     assert profile == sorted(profile, key=lambda p: -p["cumulative_seconds"])
 
@@ -61,7 +61,7 @@ def test_jobs_with_equal_data_reuse_it_and_are_charged_its_preparation(tmp_path,
     import weakref
 
     from cifarbench.data import prepared
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     root = make_fake_cifar(tmp_path / "data", n_train=128, n_test=50)
     loads, load = [], prepared.load_dataset
@@ -93,8 +93,8 @@ def test_figures_the_background_worker_could_not_draw_are_drawn_in_place(tmp_pat
 
     from PIL import Image
 
-    from cifarbench import drawing
-    from cifarbench.runlog import plot_curves
+    from cifarbench.run import background as drawing
+    from cifarbench.run.metrics import plot_curves
 
     rows = [{"epoch": 1, "train_acc": 0.3, "test_acc": 0.25, "train_loss": 2.0, "test_loss": 2.1, "val_acc": None}]
     with drawing.in_background():

@@ -15,7 +15,7 @@ def trained_run(tmp_path_factory, compose_with):
     """A run folder of LeNet trained in-process for 3 epochs on the fake dataset, and that dataset."""
     from conftest import make_fake_cifar
 
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     base = tmp_path_factory.mktemp("trained")
     root = make_fake_cifar(base / "data", n_train=500, n_test=100)
@@ -26,7 +26,7 @@ def trained_run(tmp_path_factory, compose_with):
 
 
 def test_predict_classifies_png_and_jpeg_and_reports_a_fake_image(tmp_path, trained_run, capsys):
-    from cifarbench.predict import main as predict
+    from cifarbench.commands.predict import main as predict
 
     run, _ = trained_run
     labels = np.array([3, 7])
@@ -47,7 +47,7 @@ def test_predict_classifies_png_and_jpeg_and_reports_a_fake_image(tmp_path, trai
 
 
 def test_run_writes_diagnostics_and_inspect_rebuilds_them(tmp_path, trained_run, capsys):
-    from cifarbench.diagnostics import main as inspect
+    from cifarbench.run.diagnostics import main as inspect
 
     run, root = trained_run
     summary = json.loads((run / "summary.json").read_text())
@@ -96,7 +96,7 @@ def on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 def assert_image(path, expected_hwc: np.ndarray, tolerance: float = 1):
-    from cifarbench.predict import read_image
+    from cifarbench.commands.predict import read_image
 
     decoded = read_image(path)
     assert decoded.shape == (3, 32, 32) and decoded.dtype == np.uint8
@@ -167,7 +167,7 @@ def test_an_animation_gives_its_first_frame(tmp_path, name):
 
 
 def test_non_images_floats_and_decompression_bombs_are_one_line_naming_the_file(tmp_path, monkeypatch):
-    from cifarbench.predict import read_image
+    from cifarbench.commands.predict import read_image
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow warns above this and refuses above twice it
     Image.new("RGB", (40, 40)).save(tmp_path / "warned.png")  # 1600 pixels: only a warning in Pillow
@@ -183,7 +183,7 @@ def test_non_images_floats_and_decompression_bombs_are_one_line_naming_the_file(
 
 
 def test_predict_skips_a_decompression_bomb_and_classifies_the_rest(tmp_path, trained_run, monkeypatch, capsys):
-    from cifarbench.predict import main
+    from cifarbench.commands.predict import main
 
     run, _ = trained_run
     pixels = fake_images(np.array([3]), np.random.default_rng(5)).reshape(3, 32, 32).transpose(1, 2, 0)
@@ -200,7 +200,7 @@ def test_predict_skips_a_decompression_bomb_and_classifies_the_rest(tmp_path, tr
 
 
 def test_images_expand_folders_and_glob_patterns_in_sorted_order(tmp_path):
-    from cifarbench.predict import expand_images
+    from cifarbench.commands.predict import expand_images
 
     photos = tmp_path / "photos"
     (photos / "deeper").mkdir(parents=True)
@@ -216,7 +216,7 @@ def test_images_expand_folders_and_glob_patterns_in_sorted_order(tmp_path):
 
 
 def test_predict_on_a_folder_counts_what_it_read_and_skipped(tmp_path, trained_run, capsys):
-    from cifarbench.predict import main
+    from cifarbench.commands.predict import main
 
     run, _ = trained_run
     pixels = fake_images(np.array([3, 7]), np.random.default_rng(5)).reshape(2, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -241,7 +241,7 @@ def ema_tta_run(tmp_path_factory, compose_with):
     """A run that evaluates with EMA weights and flip TTA (the issue's `lenet_bn … trainer.tta=flip`)."""
     from conftest import make_fake_cifar
 
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     base = tmp_path_factory.mktemp("ema_tta")
     root = make_fake_cifar(base / "data", n_train=300, n_test=150)
@@ -252,7 +252,7 @@ def ema_tta_run(tmp_path_factory, compose_with):
 
 
 def test_inspect_evaluates_a_checkpoint_exactly_as_its_run_did(ema_tta_run, capsys):
-    from cifarbench.diagnostics import main as inspect
+    from cifarbench.run.diagnostics import main as inspect
 
     run, root, summary = ema_tta_run
     figures = {name: (run / name).read_bytes() for name in ("confusion.png", "samples.png")}
@@ -273,8 +273,8 @@ def test_predict_classifies_as_the_run_evaluates(ema_tta_run):
     import torch
 
     from cifarbench.data import load_cifar10
-    from cifarbench.evaluate import tta_logits
-    from cifarbench.predict import classify, load_trained
+    from cifarbench.engine.evaluate import tta_logits
+    from cifarbench.commands.predict import classify, load_trained
 
     run, root, _ = ema_tta_run
     trained = load_trained(run / "checkpoints" / "last.pt")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra.core.hydra_config import HydraConfig
 
-from cifarbench.provenance import command_line, git_state
+from cifarbench.run.provenance import command_line, git_state
 
 TRICKY = ["optim.lr=0.05", "model.channels=[6,16]", "trainer.device='tpu'", "data.root=/my data/cifar",
           "+tag=$HOME;rm -rf x"]

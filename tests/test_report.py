@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from cifarbench.report import find_runs, group_runs, mean_band, write_report
-from cifarbench.runlog import objective
+from cifarbench.run.metrics import objective
 
 # The module-scoped runs below are shared by its tests: one pytest-xdist worker runs them all.
 pytestmark = pytest.mark.xdist_group("test_report")
@@ -40,7 +40,7 @@ def seed_sweep(tmp_path_factory, compose_with):
     and 500 test images) where $CIFAR10_ROOT holds them, as in CI, else on the fake dataset."""
     from conftest import make_fake_cifar
 
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     base = tmp_path_factory.mktemp("seeds")
     real = Path(os.environ.get("CIFAR10_ROOT", "/nonexistent"))
@@ -106,7 +106,7 @@ def test_the_band_is_the_mean_min_and_max_over_seeds(seed_sweep):
 def fake_run(folder: Path, overrides: list[str], final_acc: float, test_subset: int | None = None) -> Path:
     """A run folder as a completed job leaves it (summary.json, metrics.csv, .hydra/overrides.yaml),
     without training: three evaluations reaching `final_acc`."""
-    from cifarbench.runlog import write_metrics
+    from cifarbench.run.metrics import write_metrics
 
     seed = next((int(o.split("=")[1]) for o in overrides if o.startswith("trainer.seed=")), 0)
     rows = [{"epoch": e, "step": 10 * e, "train_seconds": 2.0 * e, "lr": 0.01, "train_loss": 1.0, "train_acc": 0.5,

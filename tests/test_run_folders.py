@@ -10,8 +10,8 @@ import pytest
 import yaml
 from conftest import cli_in_process
 
-from cifarbench import naming
-from cifarbench.naming import RUN_ID_ENV, run_id, short_name
+from cifarbench.run import naming
+from cifarbench.run.naming import RUN_ID_ENV, run_id, short_name
 
 QUICK = ("trainer.epochs=1", "data.train_subset=100", "data.test_subset=100", "trainer.batch_size=50",
          "trainer.eval_batch_size=100", "trainer.progress=False")  # as Hydra records it

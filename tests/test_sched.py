@@ -5,7 +5,7 @@ import math
 import pytest
 from omegaconf import OmegaConf
 
-from cifarbench.registry import ConfigError
+from cifarbench.core.registry import ConfigError
 from cifarbench.sched import build_schedule, progress
 
 
@@ -72,7 +72,7 @@ def test_progress_by_steps_or_budget():
 
 def test_a_budgeted_run_anneals_towards_its_final_lr(tmp_path, fake_cifar_root, compose_with):
     """With a budget, the last logged lr sits near the schedule's end although epochs are far from done."""
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     summary = train(compose_with("trainer.epochs=10000", "trainer.budget_min=0.05", "sched=cosine",
                                  "trainer.batch_size=16", "trainer.progress=false", "trainer.plots=none",

@@ -12,17 +12,17 @@ from conftest import fake_images
 from omegaconf import OmegaConf
 from torch import nn
 
-from cifarbench.checkpoint import load_checkpoint
+from cifarbench.run.checkpoint import load_checkpoint
 from cifarbench.data import load_cifar10
 from cifarbench.data.loader import DeviceLoader
 from cifarbench.models import MODELS
 from cifarbench.optim import build_optimizer
-from cifarbench.predict import load_trained
-from cifarbench.registry import ConfigError
-from cifarbench.averaging import EMA, Lookahead
-from cifarbench.evaluate import evaluate, tta_views
+from cifarbench.commands.predict import load_trained
+from cifarbench.core.registry import ConfigError
+from cifarbench.engine.averaging import EMA, Lookahead
+from cifarbench.engine.evaluate import evaluate, tta_views
 from cifarbench.models.init import whiten_first_conv
-from cifarbench.trainer import train
+from cifarbench.engine.loop import train
 
 MUON = {"name": "muon", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01,
         "auxiliary": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True}}

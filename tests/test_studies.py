@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from cifarbench.report import write_report
-from cifarbench.studies import to_markdown
+from cifarbench.run.studies import to_markdown
 
 STUDY_JOBS = {  # composed overrides → (study, variant, reported test accuracy as a fraction)
     ("experiment=tenminute", "+tenminute=lenet"): ("tenminute", "LeNet (baseline)", 0.68),
@@ -78,7 +78,7 @@ def test_markdown_lists_notes_below_the_table():
 def test_reported_figures_are_metadata_a_resume_or_a_finished_job_may_differ_in():
     """A corrected published figure does not change what a step means: a run resumes under it and a
     completed sweep job is not trained again for it."""
-    from cifarbench.checkpoint import RESUMABLE_CHANGES, SAME_RUN, config_changes
+    from cifarbench.run.checkpoint import RESUMABLE_CHANGES, SAME_RUN, config_changes
 
     old = {"trainer": {"lr": 0.1}, "reported": {"test_acc": 0.68, "note": None}}
     new = {"trainer": {"lr": 0.1}, "reported": {"test_acc": 0.69, "note": "corrected"}}

@@ -10,7 +10,7 @@ import signal
 import pytest
 from conftest import cli_in_process, make_fake_cifar
 
-from cifarbench import trainer
+from cifarbench.engine import loop as trainer
 
 
 def job_folders(sweep) -> dict[int, object]:

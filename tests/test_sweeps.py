@@ -105,7 +105,7 @@ def test_every_experiment_job_runs_in_debug_mode(tmp_path, fake_cifar_root, comp
     from conftest import make_fake_mnist, with_md5s_of
 
     from cifarbench.data import idx
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     for name, entry in (("MNIST", idx.MNIST), ("FASHION_MNIST", idx.FASHION_MNIST)):
         make_fake_mnist(fake_cifar_root / entry.folder, 64, 20)

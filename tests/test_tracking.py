@@ -16,9 +16,9 @@ import pytest
 from conftest import cli_in_process
 from PIL import Image
 
-from cifarbench.loggers import FINAL, SERIES, hyperparameters
-from cifarbench.registry import ConfigError
-from cifarbench.runlog import read_metrics
+from cifarbench.run.trackers import FINAL, SERIES, hyperparameters
+from cifarbench.core.registry import ConfigError
+from cifarbench.run.metrics import read_metrics
 
 # The module-scoped runs below are shared by its tests: one pytest-xdist worker runs them all.
 pytestmark = pytest.mark.xdist_group("test_tracking")
@@ -122,7 +122,7 @@ def test_a_sweep_is_one_mlflow_experiment_with_a_run_per_job_matching_its_files(
 
 @needs("mlflow")
 def test_a_resumed_run_continues_its_mlflow_run(sweep, mlflow_client, tmp_path, shared_fake_root, compose_with):
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     settings = (*QUICK, "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db",
                 "logger.mlflow.experiment_name=resumed", "trainer.plots=none", f"data.root={shared_fake_root}")
@@ -156,7 +156,7 @@ def test_a_run_that_fails_ends_its_mlflow_run_failed_as_its_summary(sweep, mlflo
 @pytest.mark.skipif(not TRACKERS, reason="install cifarbench[tensorboard] or cifarbench[mlflow]")
 def test_failing_trackers_warn_once_each_and_the_run_completes(tmp_path, shared_fake_root, compose_with, caplog):
     """TensorBoard's folder is taken by a file, MLflow's SQLite store would lie under a file."""
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     blocker, run = tmp_path / "a_file", tmp_path / "run"
     blocker.write_text("")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cifarbench.data import validation_split
-from cifarbench.registry import ConfigError
+from cifarbench.core.registry import ConfigError
 
 QUICK = ("model=lenet_bn", "trainer.batch_size=32", "trainer.eval_batch_size=64", "trainer.progress=false",
          "trainer.deterministic=true")
@@ -41,7 +41,7 @@ def test_a_bad_seed_is_one_line(seed):
 
 
 def test_the_split_comes_out_of_train_subset(tmp_path, fake_cifar_root, compose_with):
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     cfg = compose_with(*QUICK, "data.train_subset=100", "data.val_split=100", f"data.root={fake_cifar_root}")
     with pytest.raises(ConfigError, match=r"^data.val_split=100; it must be an integer in 0..99 "):
@@ -49,7 +49,7 @@ def test_the_split_comes_out_of_train_subset(tmp_path, fake_cifar_root, compose_
 
 
 def test_validation_chooses_best_pt_and_is_never_trained_on(tmp_path, fake_cifar_root, compose_with):
-    from cifarbench.trainer import train
+    from cifarbench.engine.loop import train
 
     cfg = compose_with(*QUICK, "trainer.epochs=4", "data.val_split=50", "data.val_seed=3", "optim=adam",
                        "optim.lr=0.003", f"data.root={fake_cifar_root}")

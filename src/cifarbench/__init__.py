@@ -1,5 +1,5 @@
 """cifarbench: a config-driven CIFAR-10 experiment runner."""
-from cifarbench.naming import register_resolvers
+from cifarbench.run.naming import register_resolvers
 
 __version__ = "0.1.0"
 

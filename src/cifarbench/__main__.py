@@ -1,4 +1,4 @@
-from cifarbench.cli import main
+from cifarbench.commands.cli import main
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from cifarbench.registry import ConfigError, Registry
+from cifarbench.core.registry import ConfigError, Registry
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 AUGMENTS = Registry("augmentation")

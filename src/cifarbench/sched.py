@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable
 
-from cifarbench.registry import ConfigError, Registry
+from cifarbench.core.registry import ConfigError, Registry
 
 Progress = float | Fraction
 SCHEDULES = Registry("schedule")

@@ -18,14 +18,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cifarbench.aug import AUGMENTS, MIXES, PAD_MODES
 from cifarbench.data import DATASETS, PREPROCESSES, dataset_source
-from cifarbench.device import AMP_MODES, DEVICES, resolve_amp, resolve_device
-from cifarbench.distributed import BACKENDS
-from cifarbench.evaluate import TTA_MODES
-from cifarbench.loggers import check_installed
+from cifarbench.core.device import AMP_MODES, DEVICES, resolve_amp, resolve_device
+from cifarbench.core.distributed import BACKENDS
+from cifarbench.engine.evaluate import TTA_MODES
+from cifarbench.run.trackers import check_installed
 from cifarbench.models import COMMON_FIELDS, MODELS
 from cifarbench.optim import OPTIMIZERS
-from cifarbench.recorder import PLOTS
-from cifarbench.registry import ConfigError, Registry, did_you_mean, unknown_fields
+from cifarbench.run.recorder import PLOTS
+from cifarbench.core.registry import ConfigError, Registry, did_you_mean, unknown_fields
 from cifarbench.sched import SCHEDULES
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import numpy as np
 
 from cifarbench.data.datasets import DATASETS, ImageDataset, Source
 from cifarbench.data.fetch import DatasetError, OfficialFile, cached, extract_tar, fetch
-from cifarbench.registry import ConfigError
+from cifarbench.core.registry import ConfigError
 
 log = logging.getLogger(__name__)
 

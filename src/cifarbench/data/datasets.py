@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarbench.registry import Registry
+from cifarbench.core.registry import Registry
 
 DATASETS = Registry("dataset")
 

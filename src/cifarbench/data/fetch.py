@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from cifarbench.files import atomic_write, read_cache, write_cache
+from cifarbench.core.files import atomic_write, read_cache, write_cache
 
 log = logging.getLogger(__name__)
 

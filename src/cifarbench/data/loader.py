@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cifarbench.aug import Augment
-from cifarbench.distributed import World, rank_seed
+from cifarbench.core.distributed import World, rank_seed
 
 
 class DeviceLoader:

@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cifarbench.clock import Clock, RunState
+from cifarbench.core.clock import Clock, RunState
 from cifarbench.data.datasets import load_dataset
 from cifarbench.data.preprocess import build_preprocess
 from cifarbench.data.split import training_subset, validation_split

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cifarbench.files import read_cache, write_cache
-from cifarbench.registry import Registry
+from cifarbench.core.files import read_cache, write_cache
+from cifarbench.core.registry import Registry
 
 PREPROCESSES = Registry("preprocessing")
 

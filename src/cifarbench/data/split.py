@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cifarbench.registry import ConfigError
+from cifarbench.core.registry import ConfigError
 
 
 def stratified_sample(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:

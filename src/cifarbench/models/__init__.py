@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from cifarbench.models.init import configure_norms, dirac_init
-from cifarbench.registry import Registry
+from cifarbench.core.registry import Registry
 
 MODELS = Registry("model")
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from cifarbench.registry import ConfigError
+from cifarbench.core.registry import ConfigError
 
 
 def conv_bn_act(in_ch: int, out_ch: int, kernel, stride: int = 1, padding: int | str = "same", bn: bool = True,

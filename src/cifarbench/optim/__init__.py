@@ -12,7 +12,7 @@ from torch import nn
 
 from cifarbench.optim.adabound import AdaBound
 from cifarbench.optim.muon import MuonWithAuxiliary, hidden_matrices
-from cifarbench.registry import ConfigError, Registry
+from cifarbench.core.registry import ConfigError, Registry
 
 OPTIMIZERS = Registry("optimizer")
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)

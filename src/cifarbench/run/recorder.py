@@ -10,17 +10,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cifarbench.checkpoint import save_checkpoint
-from cifarbench.clock import RunState
-from cifarbench.drawing import draw
-from cifarbench.drawing import wait as wait_for_figures
-from cifarbench.files import atomic_write, atomic_write_json, link_or_copy
-from cifarbench.loggers import Loggers
-from cifarbench.registry import ConfigError
-from cifarbench.runlog import plot_curves, write_metrics
-from cifarbench.studies import write_reported
+from cifarbench.run.checkpoint import save_checkpoint
+from cifarbench.core.clock import RunState
+from cifarbench.run.background import draw
+from cifarbench.run.background import wait as wait_for_figures
+from cifarbench.core.files import atomic_write, atomic_write_json, link_or_copy
+from cifarbench.run.trackers import Loggers
+from cifarbench.core.registry import ConfigError
+from cifarbench.run.metrics import plot_curves, write_metrics
+from cifarbench.run.studies import write_reported
 
-log = logging.getLogger("cifarbench.trainer")
+log = logging.getLogger("cifarbench.engine.loop")
 PLOTS = ("all", "end", "none")  # curves at every evaluation and figures at the end | figures at the end | none
 
 

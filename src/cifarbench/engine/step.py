@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarbench.averaging import EMA, Lookahead
-from cifarbench.distributed import World
+from cifarbench.engine.averaging import EMA, Lookahead
+from cifarbench.core.distributed import World
 from cifarbench.sched import Schedule, progress
 
 DIVERGENCE_CHECK_EVERY = 50  # steps; each check is one host–device sync

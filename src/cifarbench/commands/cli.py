@@ -27,15 +27,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from cifarbench.registry import did_you_mean, unknown_fields
+from cifarbench.core.registry import did_you_mean, unknown_fields
 
 log = logging.getLogger("cifarbench")
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # Hydra's default: jobs in this process
 
 
 def record_failure(run_dir: Path, cfg: DictConfig, error: BaseException):
-    from cifarbench.files import atomic_write_json
-    from cifarbench.loggers import end_tracked_run
+    from cifarbench.core.files import atomic_write_json
+    from cifarbench.run.trackers import end_tracked_run
 
     summary_path = run_dir / "summary.json"
     try:
@@ -61,10 +61,10 @@ def pin_gpu(job_num: int | None):
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message says all a user needs (a value, a file, a folder): shown as one line."""
-    from cifarbench.checkpoint import CheckpointError
+    from cifarbench.run.checkpoint import CheckpointError
     from cifarbench.data import DatasetError
-    from cifarbench.files import OutputError
-    from cifarbench.registry import ConfigError
+    from cifarbench.core.files import OutputError
+    from cifarbench.core.registry import ConfigError
 
     return DatasetError, ConfigError, CheckpointError, OutputError
 
@@ -76,11 +76,11 @@ def run(cfg: DictConfig) -> float:
     that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search).
     A job of a sweep run again in its folder with `trainer.resume=auto` that completed there before is
     not trained again: its summary stays as it is and its objective is returned."""
-    from cifarbench.checkpoint import completed_run, plain_config
-    from cifarbench.distributed import environment_ranks, process_group
-    from cifarbench.drawing import in_background
-    from cifarbench.runlog import objective
-    from cifarbench.trainer import train
+    from cifarbench.run.checkpoint import completed_run, plain_config
+    from cifarbench.core.distributed import environment_ranks, process_group
+    from cifarbench.run.background import in_background
+    from cifarbench.run.metrics import objective
+    from cifarbench.engine.loop import train
 
     hydra_cfg = HydraConfig.get()
     run_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
@@ -140,10 +140,10 @@ class SlurmCheck(Callback):
 
 # `cifarbench NAME ...` runs `python -m MODULE ...`; each module has main(argv), which takes --help.
 COMMANDS = {
-    "models": ("cifarbench.models.__main__", "list the models: parameters, MACs, the study (docs/studies.md) each reproduces"),
+    "models": ("cifarbench.commands.models", "list the models: parameters, MACs, the study (docs/studies.md) each reproduces"),
     "report": ("cifarbench.report", "leaderboard and comparison plots of a folder of runs"),
-    "predict": ("cifarbench.predict", "classify image files, folders or glob patterns with a checkpoint"),
-    "inspect": ("cifarbench.diagnostics",
+    "predict": ("cifarbench.commands.predict", "classify image files, folders or glob patterns with a checkpoint"),
+    "inspect": ("cifarbench.run.diagnostics",
                 "confusion matrix, sample predictions and per-class accuracy of a checkpoint"),
 }
 

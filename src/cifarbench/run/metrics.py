@@ -10,7 +10,7 @@ import io
 import math
 from pathlib import Path
 
-from cifarbench.files import atomic_write, atomic_write_text
+from cifarbench.core.files import atomic_write, atomic_write_text
 
 # val_loss and val_acc are empty cells (None in memory) when the run holds out no validation split.
 METRICS = ("epoch", "step", "train_seconds", "lr", "train_loss", "train_acc", "test_loss", "test_acc",

@@ -16,7 +16,7 @@ import math
 import statistics
 from pathlib import Path
 
-from cifarbench.files import atomic_write_text
+from cifarbench.core.files import atomic_write_text
 
 COLUMNS = ("study", "variant", "setting", "reported_test_acc", "measured_test_acc_mean", "measured_test_acc_std",
            "n", "delta_test_acc", "reported_seconds_per_epoch", "measured_seconds_per_epoch", "reported_epochs",

@@ -26,9 +26,9 @@ import logging
 import time
 from pathlib import Path
 
-from cifarbench.checkpoint import flatten
-from cifarbench.registry import ConfigError
-from cifarbench.runlog import METRICS
+from cifarbench.run.checkpoint import flatten
+from cifarbench.core.registry import ConfigError
+from cifarbench.run.metrics import METRICS
 
 log = logging.getLogger(__name__)
 

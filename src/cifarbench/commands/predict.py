@@ -1,6 +1,6 @@
 """Classify image files with a trained checkpoint, as SPEC §3 does with photos from the web.
 
-    python -m cifarbench.predict ckpt=outputs/.../checkpoints/best.pt images=[car.jpg,jet.png] [topk=3] [json=out.json]
+    python -m cifarbench.commands.predict ckpt=outputs/.../checkpoints/best.pt images=[car.jpg,jet.png] [topk=3] [json=out.json]
 
 `images` takes files, folders (their image files, by extension) and glob patterns (`'photos/*.jpg'`,
 `photos/**/*.png`), each expanded in sorted order; at the end a line counts what was classified and
@@ -29,11 +29,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from cifarbench.checkpoint import load_checkpoint
+from cifarbench.run.checkpoint import load_checkpoint
 from cifarbench.data import dataset_source
 from cifarbench.data.preprocess import restore_preprocess
-from cifarbench.evaluate import tta_logits
-from cifarbench.files import atomic_write_json
+from cifarbench.engine.evaluate import tta_logits
+from cifarbench.core.files import atomic_write_json
 from cifarbench.models import build_model
 
 
@@ -162,7 +162,7 @@ def expand_images(specs: list[str]) -> tuple[list[str], list[str], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Classify the images of `images=` with `ckpt=`; exit 1 if any could not be read."""
-    from cifarbench.cli import key_value_args
+    from cifarbench.commands.cli import key_value_args
 
     args = key_value_args(list(argv if argv is not None else sys.argv[1:]), USAGE, required=("ckpt", "images"))
     specs = [str(p) for p in (args.images if OmegaConf.is_list(args.images) else [args.images])]

@@ -25,8 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from cifarbench.device import resolve_device
-from cifarbench.registry import ConfigError
+from cifarbench.core.device import resolve_device
+from cifarbench.core.registry import ConfigError
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "nccl", "gloo")

@@ -34,27 +34,27 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from cifarbench import __version__
-from cifarbench.averaging import EMA, Lookahead
+from cifarbench.engine.averaging import EMA, Lookahead
 from cifarbench.aug import build_augment, build_mix
-from cifarbench.checkpoint import (RESUMABLE_CHANGES, config_changes, find_resumable, load_checkpoint,
+from cifarbench.run.checkpoint import (RESUMABLE_CHANGES, config_changes, find_resumable, load_checkpoint,
                                    plain_config, restore_rng, rng_state)
-from cifarbench.clock import Clock, RunState
+from cifarbench.core.clock import Clock, RunState
 from cifarbench.data import DeviceLoader
 from cifarbench.data.prepared import prepared_data
 from cifarbench.data.preprocess import preprocess_state
-from cifarbench.device import describe_device, resolve_amp
-from cifarbench.diagnostics import write_diagnostics
-from cifarbench.distributed import World, rank_seed
-from cifarbench.evaluate import evaluate, tta_views
-from cifarbench.loggers import Loggers
+from cifarbench.core.device import describe_device, resolve_amp
+from cifarbench.run.diagnostics import write_diagnostics
+from cifarbench.core.distributed import World, rank_seed
+from cifarbench.engine.evaluate import evaluate, tta_views
+from cifarbench.run.trackers import Loggers
 from cifarbench.models import build_model, count_params
 from cifarbench.models.init import whiten_first_conv
 from cifarbench.optim import build_optimizer
-from cifarbench.provenance import command_line, running_source_state
-from cifarbench.recorder import Recorder, metrics_row
-from cifarbench.registry import ConfigError
+from cifarbench.run.provenance import command_line, running_source_state
+from cifarbench.run.recorder import Recorder, metrics_row
+from cifarbench.core.registry import ConfigError
 from cifarbench.sched import build_schedule
-from cifarbench.step import DIVERGENCE_CHECK_EVERY, Plan, TrainStep, build_criterion
+from cifarbench.engine.step import DIVERGENCE_CHECK_EVERY, Plan, TrainStep, build_criterion
 from cifarbench.validate import validate_config
 
 log = logging.getLogger(__name__)

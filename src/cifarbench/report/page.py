@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
-from cifarbench.files import atomic_write_text
+from cifarbench.core.files import atomic_write_text
 from cifarbench.report import NOT_STARTED, Board, format_cell, markdown_cell, markdown_columns, not_started
 
 RUN_TABLE = ("run", "seed", "status", "objective", "final_test_acc", "best_test_acc", "final_val_acc", "epochs",

@@ -33,9 +33,9 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-from cifarbench.files import atomic_write_text
-from cifarbench.runlog import new_figure, objective, read_metrics, save_png
-from cifarbench.studies import write_reported
+from cifarbench.core.files import atomic_write_text
+from cifarbench.run.metrics import new_figure, objective, read_metrics, save_png
+from cifarbench.run.studies import write_reported
 
 log = logging.getLogger(__name__)
 SEED = "trainer.seed"
@@ -490,7 +490,7 @@ def boards_markdown(boards: list[Board]) -> str:
 def write_report(folders: str | Path | list, out: str | Path | None = None) -> list[Board]:
     """Write the report of the runs under `folders` (one folder or several) into `out` (default: the
     first folder); returns its Boards, one per test set, the most used first."""
-    from cifarbench.report_page import write_page
+    from cifarbench.report.page import write_page
 
     folders = [Path(f) for f in (folders if isinstance(folders, (list, tuple)) else [folders])]
     out = Path(out) if out is not None else folders[0]

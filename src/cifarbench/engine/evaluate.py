@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarbench.distributed import World
+from cifarbench.core.distributed import World
 
 TTA_MODES = ("none", "flip", "flip_translate")
 

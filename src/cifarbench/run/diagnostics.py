@@ -1,6 +1,6 @@
 """What a trained model gets right and wrong: confusion.png, samples.png and per-class accuracy.
 
-Written at the end of every run from the final test predictions; `python -m cifarbench.diagnostics
+Written at the end of every run from the final test predictions; `python -m cifarbench.run.diagnostics
 ckpt=PATH [out=DIR]` (or `cifarbench inspect ...`) does the same for any checkpoint, evaluated as its
 run evaluated it, into `<run>/inspect/` unless `out` says where.
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarbench.drawing import draw
-from cifarbench.runlog import DPI, new_figure, save_png
+from cifarbench.run.background import draw
+from cifarbench.run.metrics import DPI, new_figure, save_png
 
 FRAME = 4  # pixels of margin around each sample tile, red for a wrong prediction
 RED = (220, 20, 20, 255)  # RGBA
@@ -158,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # (imported here: the training modules import this one)
     from cifarbench.data import DeviceLoader, load_dataset
-    from cifarbench.predict import load_trained
-    from cifarbench.evaluate import evaluate
+    from cifarbench.commands.predict import load_trained
+    from cifarbench.engine.evaluate import evaluate
 
-    from cifarbench.cli import key_value_args
+    from cifarbench.commands.cli import key_value_args
 
     args = key_value_args(list(argv if argv is not None else sys.argv[1:]),
                           "usage: cifarbench inspect ckpt=PATH [out=DIR] [data.root=DIR]", required=("ckpt",))

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from cifarbench.files import atomic_write
+from cifarbench.core.files import atomic_write
 
 log = logging.getLogger(__name__)
 FORMAT = "cifarbench-checkpoint/1"

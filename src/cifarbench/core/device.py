@@ -5,7 +5,7 @@ import platform
 
 import torch
 
-from cifarbench.registry import ConfigError
+from cifarbench.core.registry import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "fp16", "off")

@@ -1,0 +1,2 @@
+"""The training engine: the loop (`loop.train`), and beside it building, resume, one step,
+evaluation and weight averaging."""
