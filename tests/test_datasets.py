@@ -412,7 +412,7 @@ def test_a_run_on_mnist_trains_on_its_shape_and_classes(mnist_run):
 
 
 def test_predict_and_inspect_read_the_runs_dataset(mnist_run, tmp_path, capsys):
-    from cifarbench.run import diagnostics
+    from cifarbench.commands import inspect
     from cifarbench.commands import predict
 
     run_dir, root, summary = mnist_run
@@ -424,7 +424,7 @@ def test_predict_and_inspect_read_the_runs_dataset(mnist_run, tmp_path, capsys):
     assert abs(int(grey[0, 14, 14]) - round(0.299 * 200 + 0.587 * 10 + 0.114 * 10)) <= 1  # Pillow's luma
     top = predict.classify(trained, grey[None], topk=2)[0]
     assert len(top) == 2 and top[0][0] in "0123456789"
-    assert diagnostics.main([f"ckpt={run_dir / 'checkpoints' / 'last.pt'}", f"out={tmp_path}"]) == 0
+    assert inspect.main([f"ckpt={run_dir / 'checkpoints' / 'last.pt'}", f"out={tmp_path}"]) == 0
     report = json.loads(capsys.readouterr().out.rsplit("}", 1)[0] + "}")
     assert report["test_acc"] == pytest.approx(summary["final_test_acc"]) and report["test_images"] == 30
     assert (tmp_path / "confusion.png").is_file()

@@ -108,7 +108,7 @@ def test_one_run_folder_written_by_rank_0_alone(two):
     out, summaries, output = two
     (folder,) = (out / "cli" / "outputs" / "runs").glob("*/*")
     assert sorted(p.name for p in (out / "cli").iterdir()) == ["outputs"]
-    assert {p.name for p in folder.iterdir()} == {".hydra", "cli.log", "checkpoints", "metrics.csv", "summary.json"}
+    assert {p.name for p in folder.iterdir()} == {".hydra", "train.log", "checkpoints", "metrics.csv", "summary.json"}
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["processes"] == 2 and summary["steps"] == 26
     assert output.count("run folder:") == 2  # rank 0's first and last lines; rank 1's are info, not shown

@@ -7,7 +7,7 @@ from PIL import Image
 
 from cifarbench.run.diagnostics import (CAPTION, FRAME, RED, confusion_figure, montage, plot_confusion, plot_samples,
                                     write_diagnostics)
-from cifarbench.run.metrics import plot_curves
+from cifarbench.run.figures import plot_curves
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -94,7 +94,7 @@ def test_figures_the_background_worker_could_not_draw_are_drawn_in_place(tmp_pat
     from PIL import Image
 
     from cifarbench.run import background as drawing
-    from cifarbench.run.metrics import plot_curves
+    from cifarbench.run.figures import plot_curves
 
     rows = [{"epoch": 1, "train_acc": 0.3, "test_acc": 0.25, "train_loss": 2.0, "test_loss": 2.1, "val_acc": None}]
     with drawing.in_background():

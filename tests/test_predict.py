@@ -47,7 +47,7 @@ def test_predict_classifies_png_and_jpeg_and_reports_a_fake_image(tmp_path, trai
 
 
 def test_run_writes_diagnostics_and_inspect_rebuilds_them(tmp_path, trained_run, capsys):
-    from cifarbench.run.diagnostics import main as inspect
+    from cifarbench.commands.inspect import main as inspect
 
     run, root = trained_run
     summary = json.loads((run / "summary.json").read_text())
@@ -252,7 +252,7 @@ def ema_tta_run(tmp_path_factory, compose_with):
 
 
 def test_inspect_evaluates_a_checkpoint_exactly_as_its_run_did(ema_tta_run, capsys):
-    from cifarbench.run.diagnostics import main as inspect
+    from cifarbench.commands.inspect import main as inspect
 
     run, root, summary = ema_tta_run
     figures = {name: (run / name).read_bytes() for name in ("confusion.png", "samples.png")}

@@ -10,7 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from cifarbench.report import find_runs, group_runs, mean_band, write_report
+from cifarbench.report import write_report
+from cifarbench.report.board import settings_of
+from cifarbench.report.figures import mean_band
+from cifarbench.report.runs import find_runs
 from cifarbench.run.metrics import objective
 
 # The module-scoped runs below are shared by its tests: one pytest-xdist worker runs them all.
@@ -93,7 +96,8 @@ def test_seeds_of_a_setting_form_one_row_with_their_spread(seed_sweep):
 
 
 def test_the_band_is_the_mean_min_and_max_over_seeds(seed_sweep):
-    (label, runs), _ = group_runs(find_runs(seed_sweep))
+    setting, _ = settings_of(find_runs(seed_sweep))
+    label, runs = setting.label, setting.runs
     assert len(runs) == 3
     xs, mean, low, high = mean_band(runs, "epoch")
     accuracies = [[r["test_acc"] for r in run.rows] for run in runs]
@@ -124,7 +128,7 @@ def fake_run(folder: Path, overrides: list[str], final_acc: float, test_subset: 
 
 
 def test_several_folders_make_one_report_that_ranks_each_test_set_apart(tmp_path, capsys):
-    from cifarbench.report import main
+    from cifarbench.commands.report import main
 
     for name, model, accuracy, subset in (("a/0", "model=lenet", 0.6, 500), ("a/1", "model=lenet_bn", 0.7, 500),
                                           ("b/0", "model=lenet", 0.5, None), ("b/1", "model=resnet18", 0.9, None)):
@@ -156,7 +160,8 @@ def test_several_folders_make_one_report_that_ranks_each_test_set_apart(tmp_path
 @pytest.fixture(scope="module")
 def many_settings(tmp_path_factory):
     """31 settings × 2 seeds with long names, as a `tenminute`-like sweep leaves them (runs only on file)."""
-    from cifarbench.report import build_boards, find_runs
+    from cifarbench.report.board import build_boards
+    from cifarbench.report.runs import find_runs
 
     root = tmp_path_factory.mktemp("many")
     for i in range(31):
@@ -169,7 +174,7 @@ def many_settings(tmp_path_factory):
 
 
 def test_figure_labels_show_only_what_varies_shortened():
-    from cifarbench.report import LABEL_CHARS, figure_labels, short_label
+    from cifarbench.report.board import LABEL_CHARS, figure_labels, short_label
 
     assert short_label(["model=lenet_bn", "optim.lr=0.01", "+tenminute=lenet_bc", "aug=none"], "x") == (
         "lenet_bn, lr=0.01, lenet_bc, aug=none")
@@ -185,7 +190,7 @@ def test_figure_labels_show_only_what_varies_shortened():
 def test_a_many_run_report_keeps_legends_outside_labels_inside_and_one_colour_per_setting(many_settings):
     from matplotlib.colors import to_hex
 
-    from cifarbench.report import comparison_figure, final_acc_figure
+    from cifarbench.report.figures import comparison_figure, final_acc_figure
 
     settings = many_settings.settings
     assert [s.label for s in settings[:2]] == ["+tenminute=variant_30_with_a_long_descriptive_name optim.lr=0.01",

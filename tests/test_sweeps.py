@@ -58,7 +58,7 @@ def test_report_on_failed_finished_and_killed_runs(tmp_path, fake_cifar_root, mo
     killed.mkdir()
     (killed / "summary.json").write_text(json.dumps({"status": "running", "model": "lenet"}))
     (killed / "metrics.csv").write_text((tmp_path / "good" / "metrics.csv").read_text())
-    from cifarbench.report import main as report
+    from cifarbench.commands.report import main as report
 
     capsys.readouterr()
     assert report([str(tmp_path)]) == 0

@@ -202,7 +202,7 @@ def test_every_logger_entry_is_declared_once():
 def test_report_lists_the_jobs_a_sweep_never_started(sweep, tmp_path, capsys):
     """From the sweep's own record (multirun.yaml): a job whose folder was never made, and one whose folder
     holds nothing but Hydra's record, are listed as not started and ranked last."""
-    from cifarbench.report import main
+    from cifarbench.commands.report import main
 
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "mlartifacts", "*.db",

@@ -1,4 +1,4 @@
-"""`python -m cifarbench.models` / `cifarbench models`: every registered model with its trainable
+"""`cifarbench models`: every registered model with its trainable
 parameters and multiply–accumulates per image for a dataset's input shape and classes (`--data`,
 default cifar10: 3×32×32, 10 classes), the study section (docs/studies.md) it reproduces and what its network does on
 inputs other than 3×32×32; with `--throughput BENCH.json` (written by scripts/bench.py) also its

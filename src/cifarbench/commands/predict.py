@@ -1,6 +1,6 @@
 """Classify image files with a trained checkpoint, as SPEC §3 does with photos from the web.
 
-    python -m cifarbench.commands.predict ckpt=outputs/.../checkpoints/best.pt images=[car.jpg,jet.png] [topk=3] [json=out.json]
+    cifarbench predict ckpt=outputs/.../checkpoints/best.pt images=[car.jpg,jet.png] [topk=3] [json=out.json]
 
 `images` takes files, folders (their image files, by extension) and glob patterns (`'photos/*.jpg'`,
 `photos/**/*.png`), each expanded in sorted order; at the end a line counts what was classified and
@@ -33,6 +33,7 @@ from cifarbench.run.checkpoint import load_checkpoint
 from cifarbench.data import dataset_source
 from cifarbench.data.preprocess import restore_preprocess
 from cifarbench.engine.evaluate import tta_logits
+from cifarbench.commands.args import key_value_args
 from cifarbench.core.files import atomic_write_json
 from cifarbench.models import build_model
 
@@ -162,8 +163,6 @@ def expand_images(specs: list[str]) -> tuple[list[str], list[str], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Classify the images of `images=` with `ckpt=`; exit 1 if any could not be read."""
-    from cifarbench.commands.cli import key_value_args
-
     args = key_value_args(list(argv if argv is not None else sys.argv[1:]), USAGE, required=("ckpt", "images"))
     specs = [str(p) for p in (args.images if OmegaConf.is_list(args.images) else [args.images])]
     paths, passed_over, errors = expand_images(specs)
@@ -189,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.get("json"):
         atomic_write_json(args.json, {p: results[p] for p in paths})
     return 1 if errors else 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

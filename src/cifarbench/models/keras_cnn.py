@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cifarbench.models import MODELS
+from cifarbench.models.registry import MODELS
 from cifarbench.models.layers import conv_bn_act, flat_size
 
 

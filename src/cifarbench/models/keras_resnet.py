@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cifarbench.models import MODELS
+from cifarbench.models.registry import MODELS
 from cifarbench.models.layers import Residual, conv_bn_act, flat_size, set_stochastic_depth
 
 

@@ -11,7 +11,7 @@ import inspect
 
 from torch import nn
 
-from cifarbench.models import MODELS
+from cifarbench.models.registry import MODELS
 from cifarbench.models.layers import flat_size
 
 

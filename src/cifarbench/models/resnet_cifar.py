@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from cifarbench.models import MODELS
+from cifarbench.models.registry import MODELS
 from cifarbench.models.layers import Residual, conv_bn_act, set_stochastic_depth
 
 

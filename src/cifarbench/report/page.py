@@ -19,7 +19,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from cifarbench.core.files import atomic_write_text
-from cifarbench.report import NOT_STARTED, Board, format_cell, markdown_cell, markdown_columns, not_started
+from cifarbench.report.board import Board, not_started
+from cifarbench.report.runs import NOT_STARTED
+from cifarbench.report.tables import format_cell, markdown_cell, markdown_columns
 
 RUN_TABLE = ("run", "seed", "status", "objective", "final_test_acc", "best_test_acc", "final_val_acc", "epochs",
              "train_seconds", "seconds_to_50", "error")

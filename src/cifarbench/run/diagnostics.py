@@ -1,18 +1,16 @@
 """What a trained model gets right and wrong: confusion.png, samples.png and per-class accuracy.
 
-Written at the end of every run from the final test predictions; `python -m cifarbench.run.diagnostics
-ckpt=PATH [out=DIR]` (or `cifarbench inspect ...`) does the same for any checkpoint, evaluated as its
-run evaluated it, into `<run>/inspect/` unless `out` says where.
+Written at the end of every run from the final test predictions; `cifarbench inspect ckpt=PATH [out=DIR]`
+(commands/inspect.py) does the same for any checkpoint.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from cifarbench.run.background import draw
-from cifarbench.run.metrics import DPI, new_figure, save_png
+from cifarbench.run.figures import DPI, new_figure, save_png
 
 FRAME = 4  # pixels of margin around each sample tile, red for a wrong prediction
 RED = (220, 20, 20, 255)  # RGBA
@@ -141,45 +139,3 @@ def write_diagnostics(out_dir: str | Path, images: np.ndarray, labels: np.ndarra
     draw(plot_confusion, Path(out_dir) / "confusion.png", confusion, classes)
     draw(plot_samples, Path(out_dir) / "samples.png", images, labels, predictions, classes)
     return per_class_accuracy(confusion, classes)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Diagnostics for a checkpoint on the test set of its config's data (or data.root=...), evaluated
-    exactly as its run evaluated: its EMA weights if it had them, its trainer.tta, its fitted
-    preprocessing, memory format, evaluation batch size and data.test_subset. Prints the test
-    accuracy (fraction), loss (mean cross-entropy, nats), per-class accuracy and how it evaluated as
-    JSON; writes confusion.png and samples.png into `out` (default: `inspect/` in the checkpoint's
-    run folder, so the run's own figures stay as they are). Returns 0, or 2 without ckpt=; raises
-    CheckpointError or DatasetError."""
-    import json
-
-    import torch
-    from omegaconf import OmegaConf
-
-    # (imported here: the training modules import this one)
-    from cifarbench.data import DeviceLoader, load_dataset
-    from cifarbench.commands.predict import load_trained
-    from cifarbench.engine.evaluate import evaluate
-
-    from cifarbench.commands.cli import key_value_args
-
-    args = key_value_args(list(argv if argv is not None else sys.argv[1:]),
-                          "usage: cifarbench inspect ckpt=PATH [out=DIR] [data.root=DIR]", required=("ckpt",))
-    trained = load_trained(args.ckpt)
-    root = OmegaConf.select(args, "data.root") or trained.config["data"]["root"]
-    data = load_dataset({**trained.config["data"], "root": root}, download=False)
-    test_subset = trained.config["data"].get("test_subset")
-    images, labels = data.test_images[:test_subset], data.test_labels[:test_subset]
-    loader = DeviceLoader(torch.from_numpy(images), torch.from_numpy(labels), trained.config["trainer"]["eval_batch_size"],
-                          trained.preprocess, shuffle=False, memory_format=trained.memory_format)
-    loss, acc, predictions = evaluate(trained.model, loader, tta=trained.tta)
-    out = Path(args.get("out") or Path(args.ckpt).resolve().parent.parent / "inspect")
-    accuracy = write_diagnostics(out, images, labels, predictions.numpy(), trained.classes)
-    print(json.dumps({"test_acc": acc, "test_loss": loss, "test_images": len(labels),
-                      "evaluated_as": trained.describe(), "per_class_acc": accuracy}, indent=2))
-    print(f"wrote {out / 'confusion.png'} and {out / 'samples.png'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """What a run leaves in its folder, written by one object: metrics.csv (a row per evaluation),
 checkpoints/last.pt and best.pt, curves.png, confusion.png, samples.png and summary.json;
 reported_vs_measured.md/.csv when the config carries a study's reported figures; and what it
-hands the trackers of the `logger` group (loggers.py) at each evaluation and at the end.
+hands the trackers of the `logger` group (run/trackers.py) at each evaluation and at the end.
 
 Every file is written atomically; accuracies are fractions in [0, 1]; seconds are wall-clock seconds.
 """
@@ -17,7 +17,8 @@ from cifarbench.run.background import wait as wait_for_figures
 from cifarbench.core.files import atomic_write, atomic_write_json, link_or_copy
 from cifarbench.run.trackers import Loggers
 from cifarbench.core.registry import ConfigError
-from cifarbench.run.metrics import plot_curves, write_metrics
+from cifarbench.run.figures import plot_curves
+from cifarbench.run.metrics import write_metrics
 from cifarbench.run.studies import write_reported
 
 log = logging.getLogger("cifarbench.engine.loop")

@@ -1,0 +1,142 @@
+"""The training command: `cifarbench [OVERRIDE...]` (`python -m cifarbench`), a thin Hydra entry point
+around `engine.loop.train`.
+
+A job that fails records the failure in its summary.json (status "failed" and the error's first
+line); inside a multirun the other jobs go on, a single run exits non-zero. An error the user
+caused (a bad value, a bad checkpoint, data that cannot load) prints one line and exits 2; with
+HYDRA_FULL_ERROR=1 it raises, traceback and all.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+
+
+log = logging.getLogger("cifarbench")
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # Hydra's default: jobs in this process
+
+
+def record_failure(run_dir: Path, cfg: DictConfig, error: BaseException):
+    from cifarbench.core.files import atomic_write_json
+    from cifarbench.run.trackers import end_tracked_run
+
+    summary_path = run_dir / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        summary = {"config": OmegaConf.to_container(cfg, resolve=True)}
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    summary.update(status="failed", error=f"{type(error).__name__}: {first_line}")
+    try:
+        atomic_write_json(summary_path, summary)
+    except OSError:
+        pass  # the failure may be that the folder is unwritable; the log still says it
+    end_tracked_run(summary)  # the MLflow run's status follows summary.json's
+
+
+def pin_gpu(job_num: int | None):
+    """On a box with several GPUs, job k of a (parallel) sweep trains on GPU k mod count."""
+    import torch
+
+    if job_num is not None and torch.cuda.device_count() > 1:
+        torch.cuda.set_device(job_num % torch.cuda.device_count())
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message says all a user needs (a value, a file, a folder): shown as one line."""
+    from cifarbench.run.checkpoint import CheckpointError
+    from cifarbench.data import DatasetError
+    from cifarbench.core.files import OutputError
+    from cifarbench.core.registry import ConfigError
+
+    return DatasetError, ConfigError, CheckpointError, OutputError
+
+
+
+def tracebacks_wanted() -> bool:
+    """Whether the user set HYDRA_FULL_ERROR=1 (`main` sets it for Hydra's sake, keeping the user's
+    value in CIFARBENCH_FULL_ERROR)."""
+    return os.environ.get("CIFARBENCH_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
+
+@hydra.main(version_base="1.3", config_path="pkg://cifarbench.conf", config_name="config")
+def run(cfg: DictConfig) -> float:
+    """Train one job; returns the objective a Hydra sweeper maximises (`run.metrics.objective`): the final
+    validation accuracy with `data.val_split`, else the final test accuracy (fractions); -inf for a job
+    that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search).
+    A job of a sweep run again in its folder with `trainer.resume=auto` that completed there before is
+    not trained again: its summary stays as it is and its objective is returned."""
+    from cifarbench.run.checkpoint import completed_run, plain_config
+    from cifarbench.core.distributed import environment_ranks, process_group
+    from cifarbench.run.background import in_background
+    from cifarbench.run.metrics import objective
+    from cifarbench.engine.loop import train
+
+    hydra_cfg = HydraConfig.get()
+    run_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
+    main_rank = environment_ranks()[0] == 0
+    if not main_rank:  # one run, one writer: the other ranks of a DDP run log warnings only and write nothing
+        logging.getLogger().setLevel(logging.WARNING)
+    log.info("run folder: %s", run_dir)
+    if multirun and cfg.trainer.resume == "auto" and (done := completed_run(run_dir, plain_config(cfg))):
+        log.info("trainer.resume=auto: this job completed in %s before; skipped (its files are kept)", run_dir)
+        return objective(done)
+    # The jobs of a sweep run here one after another: the next one trains while these figures render.
+    in_process = multirun and hydra_cfg.launcher._target_ == BASIC_LAUNCHER
+    try:
+        with process_group(cfg.trainer) as world, in_background(in_process):
+            if world.size == 1:
+                pin_gpu(hydra_cfg.job.get("num") if multirun else None)
+            summary = train(cfg, run_dir)
+    except user_errors() as e:  # the message says it all
+        log.error("%s", e)
+        if main_rank:
+            record_failure(run_dir, cfg, e)
+        if not multirun and tracebacks_wanted():
+            raise
+        if multirun:
+            return -math.inf
+        sys.exit(2)
+    except Exception as e:
+        if main_rank:
+            record_failure(run_dir, cfg, e)
+        if not multirun:
+            raise
+        log.exception("job failed; the sweep goes on")
+        return -math.inf
+    finally:
+        log.info("run folder: %s (the run's files)", run_dir)
+    if summary["status"] == "interrupted":
+        sys.exit(130)  # Ctrl-C ends a sweep too
+    if summary["status"] == "diverged" and not multirun:
+        sys.exit(1)
+    return objective(summary)
+
+
+class SlurmCheck(Callback):
+    """Registered in the root config: a multirun whose launcher submits to SLURM on a machine without
+    SLURM (no `sbatch` on PATH) stops before any job with one line saying so and what to use here
+    instead, rather than submitit's traceback. (Hydra turns a callback's exceptions into warnings, so it
+    prints and exits 2 itself, as `errors_in_one_line` does.)"""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs):
+        launcher = OmegaConf.select(config, "hydra.launcher._target_", default="") or ""
+        if launcher.endswith(".SlurmLauncher") and shutil.which("sbatch") is None:
+            print("error: hydra/launcher=slurm submits to SLURM, and this machine has none (no sbatch on PATH); "
+                  "to run the jobs here use hydra/launcher=submitit_local (one process per job, "
+                  "pip install 'cifarbench[slurm]') or hydra/launcher=parallel", file=sys.stderr)
+            sys.exit(2)
+
