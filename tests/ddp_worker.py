@@ -36,9 +36,9 @@ INTERRUPT_AT = 30  # rank 1's training forward; the ranks agree to stop at step 
 
 def interrupt_rank_1_at(forward: int):
     """A build_model that makes rank 1 send itself SIGINT at its training forward number `forward`."""
-    from cifarbench.engine import loop as trainer
+    from cifarbench.engine import build as engine_build
 
-    build, calls = trainer.build_model, {"n": 0}
+    build, calls = engine_build.build_model, {"n": 0}
 
     def hook(module, args):
         if module.training:
@@ -51,7 +51,7 @@ def interrupt_rank_1_at(forward: int):
         model.register_forward_pre_hook(hook)
         return model
 
-    return mock.patch.object(trainer, "build_model", build_with_hook)
+    return mock.patch.object(engine_build, "build_model", build_with_hook)
 
 
 def main(data: str, out: str):

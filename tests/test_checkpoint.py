@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import make_fake_cifar
 
-from cifarbench.run.checkpoint import CheckpointError, load_checkpoint
+from cifarbench.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 
 RUN = ("model=lenet5", "trainer.epochs=4", "trainer.batch_size=16", "trainer.deterministic=true",
        "trainer.progress=false", "trainer.plots=none", "trainer.eval_batch_size=100", "data.preprocess=meanstd")
@@ -68,12 +68,13 @@ def test_checkpoints_hold_what_a_resume_needs(tmp_path, fake_cifar_root, compose
     train(compose_with("trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false", "trainer.plots=none",
                        f"data.root={fake_cifar_root}"), tmp_path)
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
-    assert state["loader"]["epoch"] == 2 and state["state"]["step"] == 14 and len(state["state"]["rows"]) == 2
-    assert {"model", "optimizer", "scaler", "loader", "window", "state", "ranks", "config", "preprocess",
-            "classes"} <= set(state)
-    assert state["config"]["model"]["name"] == "lenet" and isinstance(state["config"], dict)
+    assert state.loader["epoch"] == 2 and state.state["step"] == 14 and len(state.state["rows"]) == 2
+    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert {"format", "model", "optimizer", "scaler", "loader", "window", "state", "ranks", "config", "preprocess",
+            "classes", "loggers", "ema", "lookahead"} == set(saved)
+    assert state.config["model"]["name"] == "lenet" and isinstance(state.config, dict)
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
-    assert best["state"]["rows"][-1]["test_acc"] == max(r["test_acc"] for r in state["state"]["rows"])
+    assert best.state["rows"][-1]["test_acc"] == max(r["test_acc"] for r in state.state["rows"])
     assert not list((tmp_path / "checkpoints").glob(".*.tmp")), "no temporary files left behind"
 
 
@@ -84,17 +85,22 @@ def test_best_pt_shares_last_pt_bytes_and_keeps_them_when_last_pt_moves_on(tmp_p
     from cifarbench.run.checkpoint import save_checkpoint
     from cifarbench.run.recorder import Recorder
 
+    def at_step(step: int) -> Checkpoint:
+        return Checkpoint(model={}, optimizer={}, scaler={}, ema=None, lookahead=None, loader={}, window={},
+                          state={"step": step}, ranks=[], config={}, preprocess={}, classes=[])
+
     if not links:
         def no_links(source, target):
             raise OSError(1, "Operation not permitted")
         monkeypatch.setattr("cifarbench.core.files.os.link", no_links)
     recorder = Recorder(tmp_path, {"status": "running"}, plots="none")
-    recorder.save({"state": {"step": 1}}, best=True)
-    assert (os.stat(recorder.best).st_ino == os.stat(recorder.last).st_ino) is links
-    recorder.save({"state": {"step": 2}})
-    assert load_checkpoint(recorder.best)["state"]["step"] == 1 and load_checkpoint(recorder.last)["state"]["step"] == 2
-    save_checkpoint(recorder.last, {"state": {"step": 3}})
-    assert load_checkpoint(recorder.best)["state"]["step"] == 1
+    best, last = recorder.folder.best, recorder.folder.last
+    recorder.save(at_step(1), best=True)
+    assert (os.stat(best).st_ino == os.stat(last).st_ino) is links
+    recorder.save(at_step(2))
+    assert load_checkpoint(best).state["step"] == 1 and load_checkpoint(last).state["step"] == 2
+    save_checkpoint(last, at_step(3))
+    assert load_checkpoint(best).state["step"] == 1
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
 
 
@@ -109,9 +115,9 @@ def test_a_run_resumed_into_a_new_folder_has_the_best_pt_its_summary_names(tmp_p
     summary = train(compose_with(*run, f"trainer.resume={tmp_path / 'first' / 'checkpoints' / 'last.pt'}"),
                     tmp_path / "again")  # resumed after its final evaluation: no new one
     best = load_checkpoint(tmp_path / "again" / "checkpoints" / "best.pt")
-    assert best["state"]["rows"][-1]["epoch"] == summary["best_epoch"]
-    assert best["state"]["rows"][-1]["test_acc"] == summary["best_test_acc"]
-    assert load_checkpoint(tmp_path / "first" / "checkpoints" / "best.pt")["state"] == best["state"]  # as it was
+    assert best.state["rows"][-1]["epoch"] == summary["best_epoch"]
+    assert best.state["rows"][-1]["test_acc"] == summary["best_test_acc"]
+    assert load_checkpoint(tmp_path / "first" / "checkpoints" / "best.pt").state == best.state  # as it was
 
 
 class Payload:
@@ -135,3 +141,7 @@ def test_a_file_that_is_not_a_checkpoint_gets_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"format": "cifarbench-checkpoint/1", "model": {}, "config": {}}, tmp_path / "cut.pt")
+    with pytest.raises(CheckpointError, match="cut.pt is a damaged cifarbench checkpoint: it lacks optimizer, scaler, "
+                                              "ema, lookahead, loader, window, state, ranks, preprocess, classes$"):
+        load_checkpoint(tmp_path / "cut.pt")

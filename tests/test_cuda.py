@@ -28,10 +28,10 @@ def test_lenet_amp_run_and_its_resume_from_a_cuda_checkpoint(tmp_path, data, com
     first = trainer.train(compose_with(*QUICK, *run, "trainer.epochs=1"), tmp_path / "run")
     assert first["status"] == "completed"
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", map_location="cuda")
-    assert state["ranks"][0]["rng"]["torch"].is_cuda  # what used to break resume: restore_rng must move it back
+    assert state.ranks[0]["rng"]["torch"].is_cuda  # what used to break resume: restore_rng must move it back
     from cifarbench.run.checkpoint import restore_rng
 
-    restore_rng(state["ranks"][0]["rng"])
+    restore_rng(state.ranks[0]["rng"])
     resumed = trainer.train(compose_with(*QUICK, *run, "trainer.epochs=2",
                                          f"trainer.resume={tmp_path / 'run' / 'checkpoints' / 'last.pt'}"),
                             tmp_path / "run")
@@ -44,7 +44,7 @@ def test_fp16_trains_with_the_gradient_scaler(tmp_path, data, compose_with):
                                          f"data.root={data}"), tmp_path)
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert summary["status"] == "completed" and summary["amp"] == "float16"
-    assert state["scaler"]["scale"] > 0 and summary["final_test_acc"] > 0.2
+    assert state.scaler["scale"] > 0 and summary["final_test_acc"] > 0.2
 
 
 def test_deterministic_runs_repeat_exactly(tmp_path, data, compose_with):
@@ -91,8 +91,8 @@ def test_sync_bn_on_two_gpus_trains_the_weights_of_one_process(tmp_path, compose
     assert alone["processes"] == 1
     both = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
     one = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
-    assert both["state"]["step"] == one["state"]["step"] == 52
-    assert both["model"].keys() == one["model"].keys()
-    for name, tensor in one["model"].items():
+    assert both.state["step"] == one.state["step"] == 52
+    assert both.model.keys() == one.model.keys()
+    for name, tensor in one.model.items():
         if tensor.is_floating_point():
-            assert torch.allclose(both["model"][name], tensor, atol=1e-4), name
+            assert torch.allclose(both.model[name], tensor, atol=1e-4), name

@@ -77,9 +77,9 @@ def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(two, 
     gradient the batch mean), EMA and Lookahead on; the test set's 101 images shared 51 + 50."""
     out, summaries, _ = two
     both, alone = load_checkpoint(out / "equal" / "checkpoints" / "last.pt"), load_checkpoint(one / "checkpoints" / "last.pt")
-    assert both["state"]["step"] == alone["state"]["step"] == 52
-    assert max_difference(both["model"], alone["model"]) < 1e-5
-    assert max_difference(both["ema"]["module"], alone["ema"]["module"]) < 1e-5
+    assert both.state["step"] == alone.state["step"] == 52
+    assert max_difference(both.model, alone.model) < 1e-5
+    assert max_difference(both.ema["module"], alone.ema["module"]) < 1e-5
     # Metrics count every image of both ranks: accuracies equal as fractions of 205 and 101 images.
     for a, b in zip(rows(out / "equal"), rows(one), strict=True):
         assert a["train_acc"] == b["train_acc"] and a["test_acc"] == b["test_acc"]
@@ -98,8 +98,8 @@ def test_muon_under_ddp_matches_one_process(two, data, compose_with, tmp_path):
     out, _, _ = two
     alone = trainer.train(compose_with(*BASE, *SCENARIOS["muon"], f"data.root={data}"), tmp_path)
     assert alone["steps"] == 3
-    assert max_difference(load_checkpoint(out / "muon" / "checkpoints" / "last.pt")["model"],
-                          load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]) < 1e-3
+    assert max_difference(load_checkpoint(out / "muon" / "checkpoints" / "last.pt").model,
+                          load_checkpoint(tmp_path / "checkpoints" / "last.pt").model) < 1e-3
 
 
 def test_one_run_folder_written_by_rank_0_alone(two):
@@ -138,14 +138,14 @@ def test_a_checkpoint_of_two_processes_resumes_on_one(two, one, data, compose_wi
     out, _, _ = two
     last = out / "interrupt" / "checkpoints" / "last.pt"
     saved = load_checkpoint(last)
-    assert (saved["loader"]["epoch"], saved["loader"]["batch"], len(saved["ranks"])) == (2, 24, 2)
+    assert (saved.loader["epoch"], saved.loader["batch"], len(saved.ranks)) == (2, 24, 2)
     resumed = trainer.train(compose_with(*BASE, *SCENARIOS["interrupt"], f"data.root={data}", f"trainer.resume={last}"),
                             out / "interrupt")
     assert resumed["status"] == "completed" and resumed["steps"] == 52
     assert "a checkpoint written by 2: the weights and the data order continue exactly" in caplog.text
     continued, whole = load_checkpoint(last), load_checkpoint(one / "checkpoints" / "last.pt")
-    assert max_difference(continued["model"], whole["model"]) < 1e-5
-    assert max_difference(continued["ema"]["module"], whole["ema"]["module"]) < 1e-5
+    assert max_difference(continued.model, whole.model) < 1e-5
+    assert max_difference(continued.ema["module"], whole.ema["module"]) < 1e-5
 
 
 def test_each_rank_takes_its_share_of_one_shared_order_with_its_own_augmentation():

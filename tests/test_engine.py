@@ -12,6 +12,7 @@ import torch
 from conftest import make_fake_cifar
 from torch import nn
 
+from cifarbench.engine import build as engine_build
 from cifarbench.engine import loop as trainer
 from cifarbench.run.checkpoint import load_checkpoint
 from cifarbench.data.loader import DeviceLoader
@@ -47,7 +48,7 @@ def metrics_without_timing(path):
 
 def interrupt_at(monkeypatch, step: int):
     """Send this process a real SIGINT during training forward number `step` (1-based)."""
-    build = trainer.build_model
+    build = engine_build.build_model
     calls = {"n": 0}
 
     def hook(module, args):
@@ -61,7 +62,7 @@ def interrupt_at(monkeypatch, step: int):
         model.register_forward_pre_hook(hook)
         return model
 
-    monkeypatch.setattr(trainer, "build_model", build_with_hook)
+    monkeypatch.setattr(engine_build, "build_model", build_with_hook)
 
 
 @pytest.mark.parametrize("resume", ["path", "auto"])
@@ -78,7 +79,7 @@ def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, issu
         stopped = trainer.train(compose_with(*ISSUE_RUN, f"data.root={issue_data}"), run)
     assert stopped["status"] == "interrupted" and stopped["steps"] == 163
     checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert (checkpoint["loader"]["epoch"], checkpoint["loader"]["batch"]) == (2, 38)  # mid-epoch
+    assert (checkpoint.loader["epoch"], checkpoint.loader["batch"]) == (2, 38)  # mid-epoch
 
     target = "auto" if resume == "auto" else run / "checkpoints" / "last.pt"
     resumed = trainer.train(compose_with(*ISSUE_RUN, f"data.root={issue_data}", f"trainer.resume={target}"), run)
@@ -94,7 +95,7 @@ def test_resume_auto_does_not_resume_a_finished_run_in_its_own_folder(tmp_path, 
     "resumed" and lost its per_class_acc."""
     overrides = ("trainer.epochs=1", "trainer.batch_size=32", "trainer.progress=false", f"data.root={fake_cifar_root}")
     trainer.train(compose_with(*overrides), tmp_path)
-    with caplog.at_level(logging.INFO, logger="cifarbench.engine.loop"):
+    with caplog.at_level(logging.INFO, logger="cifarbench"):
         again = trainer.train(compose_with(*overrides, "trainer.resume=auto"), tmp_path)
     assert "no unfinished run with this config; starting afresh" in caplog.text
     assert again["status"] == "completed" and again["steps"] == 7 and "per_class_acc" in again
@@ -117,7 +118,7 @@ def test_resuming_under_a_config_that_changes_a_step_names_every_difference(tmp_
 def test_raising_epochs_on_resume_replans_the_schedule(tmp_path, fake_cifar_root, compose_with, caplog):
     base = ("trainer.batch_size=32", "trainer.progress=false", "sched=cosine", f"data.root={fake_cifar_root}")
     trainer.train(compose_with(*base, "trainer.epochs=1"), tmp_path)
-    with caplog.at_level(logging.INFO, logger="cifarbench.engine.loop"):
+    with caplog.at_level(logging.INFO, logger="cifarbench"):
         longer = trainer.train(compose_with(*base, "trainer.epochs=3",
                                             f"trainer.resume={tmp_path / 'checkpoints' / 'last.pt'}"), tmp_path)
     assert "trainer.epochs changed from 1 to 3: the schedule is re-planned over 21 steps" in caplog.text
@@ -161,9 +162,9 @@ def test_determinism_is_switched_only_when_it_changes(monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: calls.append(a))
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: False)
-    trainer.configure_determinism(False, torch.device("cpu"))
+    engine_build.configure_determinism(False, torch.device("cpu"))
     assert calls == []
-    trainer.configure_determinism(True, torch.device("cpu"))
+    engine_build.configure_determinism(True, torch.device("cpu"))
     assert calls == [(True,)]
 
 

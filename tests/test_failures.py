@@ -32,8 +32,8 @@ def test_divergence_stops_with_step_and_lr_and_keeps_the_last_good_checkpoint(tm
     from cifarbench.run.checkpoint import load_checkpoint
 
     last = load_checkpoint(last_pt)
-    assert last["state"]["step"] == 7 and last["loader"]["epoch"] == 1  # 200 images / 32: 7 steps an epoch
-    assert all(torch.isfinite(v).all() for v in last["model"].values())
+    assert last.state["step"] == 7 and last.loader["epoch"] == 1  # 200 images / 32: 7 steps an epoch
+    assert all(torch.isfinite(v).all() for v in last.model.values())
 
 
 def test_divergence_before_the_first_evaluation_says_there_is_no_checkpoint(tmp_path, fake_cifar_root,

@@ -97,7 +97,7 @@ def test_seeds_of_a_setting_form_one_row_with_their_spread(seed_sweep):
 
 def test_the_band_is_the_mean_min_and_max_over_seeds(seed_sweep):
     setting, _ = settings_of(find_runs(seed_sweep))
-    label, runs = setting.label, setting.runs
+    runs = setting.runs
     assert len(runs) == 3
     xs, mean, low, high = mean_band(runs, "epoch")
     accuracies = [[r["test_acc"] for r in run.rows] for run in runs]

@@ -108,13 +108,13 @@ def test_ema_weights_differ_and_are_what_evaluation_uses(tmp_path, fake_cifar_ro
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     trained = load_trained(tmp_path / "checkpoints" / "last.pt")  # the averaged weights
     averaged = trained.model.state_dict()
-    assert any(not torch.equal(averaged[k], v) for k, v in state["model"].items())
+    assert any(not torch.equal(averaged[k], v) for k, v in state.model.items())
 
     data = load_cifar10(fake_cifar_root)
     loader = DeviceLoader(torch.from_numpy(data.test_images), torch.from_numpy(data.test_labels), 100,
                           trained.preprocess, shuffle=False)
     ema_loss, _, _ = evaluate(trained.model, loader, contextlib.nullcontext())
-    trained.model.load_state_dict(state["model"])
+    trained.model.load_state_dict(state.model)
     raw_loss, _, _ = evaluate(trained.model, loader, contextlib.nullcontext())
     assert ema_loss == pytest.approx(summary["final_test_loss"], rel=1e-5)
     assert abs(raw_loss - ema_loss) > 1e-4

@@ -31,8 +31,8 @@ def test_plain_runs_report_nothing(compose_with):
     assert compose_with("model=resnet18").reported is None
 
 
-def _run(folder, seed, accuracy, status="completed", reported=True, epochs=10.0, seconds=50.0):
-    config = {"model": {"name": "lenet"}, "trainer": {"seed": seed, "budget_min": 10},
+def _run(folder, seed, accuracy, status="completed", reported=True, epochs=10.0, seconds=50.0, model="lenet"):
+    config = {"model": {"name": model}, "trainer": {"seed": seed, "budget_min": 10},
               "reported": {"study": "tenminute", "variant": "LeNet (baseline)", "test_acc": 0.68,
                            "seconds_per_epoch": 4.1, "epochs": 150, "hardware": "Keras on a Colab GPU"}
               if reported else None}
@@ -46,7 +46,7 @@ def test_report_aggregates_seeds_beside_the_reported_figures(tmp_path):
     _run(tmp_path / "0_seed0", 0, 0.70, epochs=10.0, seconds=50.0)
     _run(tmp_path / "1_seed1", 1, 0.73, epochs=12.0, seconds=48.0)
     _run(tmp_path / "2_seed2", 2, 0.10, status="diverged")  # counted in status, not in the measured figures
-    _run(tmp_path / "3_other", 0, 0.55, reported=False)     # a setting without reported figures: no row
+    _run(tmp_path / "3_other", 0, 0.55, reported=False, model="lenet_bn")  # a setting without reported figures: no row
     write_report(tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "reported_vs_measured.csv")))
     assert len(rows) == 1
@@ -78,9 +78,9 @@ def test_markdown_lists_notes_below_the_table():
 def test_reported_figures_are_metadata_a_resume_or_a_finished_job_may_differ_in():
     """A corrected published figure does not change what a step means: a run resumes under it and a
     completed sweep job is not trained again for it."""
-    from cifarbench.run.checkpoint import RESUMABLE_CHANGES, SAME_RUN, config_changes
+    from cifarbench.run.setting import resume_conflicts, same_run
 
     old = {"trainer": {"lr": 0.1}, "reported": {"test_acc": 0.68, "note": None}}
     new = {"trainer": {"lr": 0.1}, "reported": {"test_acc": 0.69, "note": "corrected"}}
-    assert config_changes(old, new, RESUMABLE_CHANGES) == config_changes(old, new, SAME_RUN) == []
-    assert config_changes(old, {**new, "trainer": {"lr": 0.2}}, RESUMABLE_CHANGES) == ["trainer.lr: 0.1 → 0.2"]
+    assert resume_conflicts(old, new) == [] and same_run(old, new)
+    assert resume_conflicts(old, {**new, "trainer": {"lr": 0.2}}) == ["trainer.lr: 0.1 → 0.2"]

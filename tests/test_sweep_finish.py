@@ -10,6 +10,7 @@ import signal
 import pytest
 from conftest import cli_in_process, make_fake_cifar
 
+from cifarbench.engine import build as engine_build
 from cifarbench.engine import loop as trainer
 
 
@@ -28,7 +29,7 @@ def multirun(monkeypatch, *overrides: str):
 
 def interrupt_job(monkeypatch, job: int, forward: int):
     """A real SIGINT during training forward number `forward` (1-based) of the `job`-th model built (0-based)."""
-    build, built = trainer.build_model, []
+    build, built = engine_build.build_model, []
 
     calls = []
 
@@ -45,7 +46,7 @@ def interrupt_job(monkeypatch, job: int, forward: int):
         built.append(model)
         return model
 
-    monkeypatch.setattr(trainer, "build_model", build_with_hook)
+    monkeypatch.setattr(engine_build, "build_model", build_with_hook)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,11 @@ work but are likely mistakes are logged as warnings that say why.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cifarbench.aug import AUGMENTS, MIXES, PAD_MODES
@@ -22,7 +24,8 @@ from cifarbench.core.device import AMP_MODES, DEVICES, resolve_amp, resolve_devi
 from cifarbench.core.distributed import BACKENDS
 from cifarbench.engine.evaluate import TTA_MODES
 from cifarbench.run.trackers import check_installed
-from cifarbench.models import COMMON_FIELDS, MODELS
+from cifarbench.data.split import subset_size
+from cifarbench.models import COMMON_FIELDS, MODELS, build_model
 from cifarbench.optim import OPTIMIZERS
 from cifarbench.run.recorder import PLOTS
 from cifarbench.core.registry import ConfigError, Registry, did_you_mean, unknown_fields
@@ -179,6 +182,9 @@ class Entries:
         for field, value in cfg.items():
             if field != "name" and field in self.table:
                 self.table[field].check(f"{key}.{field}", value, nullable=self.null_is_default)
+        for field, allowed in self.registry.choices(cfg.name).items():  # the builder's Literal[...] arguments
+            if field in cfg and field not in self.table:
+                one_of(*allowed).check(f"{key}.{field}", cfg[field], nullable=self.null_is_default)
 
 
 TRAINER = Schema({
@@ -257,8 +263,50 @@ def check_data_sizes(data: DictConfig):
 
 def train_size(data: DictConfig) -> int:
     """How many training images a run of this data config uses, before any validation split."""
-    total, subset = dataset_source(data).sizes[0], data.train_subset
-    return total if subset is None else round(subset * total) if subset < 1 else subset
+    return subset_size(data.train_subset, dataset_source(data).sizes[0])
+
+
+def check_batches(cfg: DictConfig, world_size: int = 1):
+    """The batches and shares the data will make, from the dataset's sizes (nothing is loaded): the
+    global batch divides among the processes, drop_last leaves a full batch, the validation split
+    leaves training images, and every process evaluates at least one image. Raises ConfigError."""
+    t, data = cfg.trainer, cfg.data
+    if t.batch_size % world_size:
+        raise ConfigError(f"trainer.batch_size={t.batch_size} is the global batch: it must divide evenly among the "
+                          f"{world_size} processes (WORLD_SIZE={world_size}); use a multiple of {world_size}")
+    images = train_size(data)
+    if data.val_split >= images:
+        raise ConfigError(f"data.val_split={data.val_split}; it must be an integer in 0..{images - 1} (the held-out "
+                          f"part of the {images} training images, data.train_subset included)")
+    test = min(data.test_subset or math.inf, dataset_source(data).sizes[1])
+    check_shares(t, images - data.val_split, [test, data.val_split or math.inf], world_size)
+
+
+def check_shares(trainer: DictConfig, train_images: int, evaluation_images: list[int], world_size: int = 1):
+    """drop_last leaves a full batch of the `train_images`, and each of `world_size` processes evaluates at
+    least one image of each evaluation set. `check_batches` calls it with the dataset's official sizes
+    before any data loads; the engine again with the sizes loaded (files may hold fewer images). Raises
+    ConfigError."""
+    if trainer.drop_last and trainer.batch_size > train_images:
+        raise ConfigError(f"trainer.batch_size={trainer.batch_size} with trainer.drop_last=true: {train_images} "
+                          f"training images make no full batch; lower the batch size or set trainer.drop_last=false")
+    if min(evaluation_images) < world_size:
+        raise ConfigError(f"{min(evaluation_images)} evaluation images for {world_size} processes: each evaluates "
+                          f"a share; raise data.test_subset (or data.val_split)")
+
+
+def check_model(cfg: DictConfig):
+    """Build the model on the meta device (shapes only: no memory, no weights) for the dataset's input
+    shape and classes, so a value its builder refuses (`model.depth=21` for resnet_cifar, an input too
+    small for the network) stops the run before any data loads. Raises ConfigError."""
+    source = dataset_source(cfg.data)
+    try:
+        with torch.device("meta"):
+            build_model(cfg.model, len(source.classes), source.shape)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"model {cfg.model.name!r} cannot be built from this config: {e}") from e
 
 
 def warnings_for(cfg: DictConfig) -> list[str]:
@@ -277,8 +325,10 @@ def warnings_for(cfg: DictConfig) -> list[str]:
     return found
 
 
-def validate_config(cfg: DictConfig):
-    """Check every field of every group (see the module's docstring); raises ConfigError, logs warnings."""
+def validate_config(cfg: DictConfig, world_size: int = 1):
+    """Check every field of every group (see the module's docstring), the batches the data will make for
+    `world_size` processes and the model's own values, before any data loads; raises ConfigError, logs
+    warnings."""
     unknown = [k for k in cfg if k not in GROUPS]
     if unknown:
         named = ", ".join(f"{k}{did_you_mean(k, GROUPS)}" for k in unknown)
@@ -286,6 +336,8 @@ def validate_config(cfg: DictConfig):
     for group, schema in GROUPS.items():
         schema.check(group, cfg.get(group))
     check_data_sizes(cfg.data)
+    check_batches(cfg, world_size)
+    check_model(cfg)
     resolve_amp(cfg.trainer.amp, resolve_device(cfg.trainer.device))
     check_installed(cfg.logger)
     for warning in warnings_for(cfg):

@@ -14,6 +14,7 @@ from cifarbench.commands.predict import load_trained
 from cifarbench.data import DeviceLoader, load_dataset
 from cifarbench.engine.evaluate import evaluate
 from cifarbench.run.diagnostics import write_diagnostics
+from cifarbench.run.layout import RunFolder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,11 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     loader = DeviceLoader(torch.from_numpy(images), torch.from_numpy(labels), trained.config["trainer"]["eval_batch_size"],
                           trained.preprocess, shuffle=False, memory_format=trained.memory_format)
     loss, acc, predictions = evaluate(trained.model, loader, tta=trained.tta)
-    out = Path(args.get("out") or Path(args.ckpt).resolve().parent.parent / "inspect")
+    out = Path(args.get("out") or RunFolder.of_checkpoint(args.ckpt).inspect)
     accuracy = write_diagnostics(out, images, labels, predictions.numpy(), trained.classes)
+    figures = RunFolder(out)
     print(json.dumps({"test_acc": acc, "test_loss": loss, "test_images": len(labels),
                       "evaluated_as": trained.describe(), "per_class_acc": accuracy}, indent=2))
-    print(f"wrote {out / 'confusion.png'} and {out / 'samples.png'}")
+    print(f"wrote {figures.confusion} and {figures.samples}")
     return 0
 
 

@@ -62,15 +62,15 @@ class Trained:
 def load_trained(path: str | Path, device: str = "cpu") -> Trained:
     """The model of a checkpoint, in eval mode, as its run evaluated it: its EMA weights when it was
     trained with EMA, its TTA mode and memory format. Raises CheckpointError for an unusable file."""
-    state = load_checkpoint(path, map_location=device)
-    config = state["config"]
+    checkpoint = load_checkpoint(path, map_location=device)
+    config = checkpoint.config
     shape = dataset_source(config["data"]).shape
-    model = build_model(OmegaConf.create(config["model"]), len(state["classes"]), shape)
-    weights = "ema" if state.get("ema") else "model"
-    model.load_state_dict(state["ema"]["module"] if weights == "ema" else state["model"])
+    model = build_model(OmegaConf.create(config["model"]), len(checkpoint.classes), shape)
+    weights = "ema" if checkpoint.ema else "model"
+    model.load_state_dict(checkpoint.ema["module"] if weights == "ema" else checkpoint.model)
     memory_format = torch.channels_last if config["trainer"].get("channels_last") else torch.contiguous_format
     return Trained(model.to(device, memory_format=memory_format).eval(),
-                   restore_preprocess(state["preprocess"]).to(device), state["classes"], config, weights,
+                   restore_preprocess(checkpoint.preprocess).to(device), checkpoint.classes, config, weights,
                    config["trainer"].get("tta", "none"), memory_format, shape)
 
 

@@ -8,7 +8,6 @@ HYDRA_FULL_ERROR=1 it raises, traceback and all.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -26,24 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("cifarbench")
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # Hydra's default: jobs in this process
-
-
-def record_failure(run_dir: Path, cfg: DictConfig, error: BaseException):
-    from cifarbench.core.files import atomic_write_json
-    from cifarbench.run.trackers import end_tracked_run
-
-    summary_path = run_dir / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (OSError, ValueError):
-        summary = {"config": OmegaConf.to_container(cfg, resolve=True)}
-    first_line = (str(error).strip().splitlines() or [""])[0]
-    summary.update(status="failed", error=f"{type(error).__name__}: {first_line}")
-    try:
-        atomic_write_json(summary_path, summary)
-    except OSError:
-        pass  # the failure may be that the folder is unwritable; the log still says it
-    end_tracked_run(summary)  # the MLflow run's status follows summary.json's
 
 
 def pin_gpu(job_num: int | None):
@@ -64,12 +45,10 @@ def user_errors() -> tuple[type[Exception], ...]:
     return DatasetError, ConfigError, CheckpointError, OutputError
 
 
-
 def tracebacks_wanted() -> bool:
     """Whether the user set HYDRA_FULL_ERROR=1 (`main` sets it for Hydra's sake, keeping the user's
     value in CIFARBENCH_FULL_ERROR)."""
     return os.environ.get("CIFARBENCH_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR")) == "1"
-
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cifarbench.conf", config_name="config")
@@ -79,11 +58,13 @@ def run(cfg: DictConfig) -> float:
     that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search).
     A job of a sweep run again in its folder with `trainer.resume=auto` that completed there before is
     not trained again: its summary stays as it is and its objective is returned."""
-    from cifarbench.run.checkpoint import completed_run, plain_config
+    from cifarbench.core.config_diff import plain_config
     from cifarbench.core.distributed import environment_ranks, process_group
+    from cifarbench.engine.loop import train
+    from cifarbench.engine.resume import completed_run
     from cifarbench.run.background import in_background
     from cifarbench.run.metrics import objective
-    from cifarbench.engine.loop import train
+    from cifarbench.run.recorder import record_failure
 
     hydra_cfg = HydraConfig.get()
     run_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
@@ -104,7 +85,7 @@ def run(cfg: DictConfig) -> float:
     except user_errors() as e:  # the message says it all
         log.error("%s", e)
         if main_rank:
-            record_failure(run_dir, cfg, e)
+            record_failure(run_dir, plain_config(cfg), e)
         if not multirun and tracebacks_wanted():
             raise
         if multirun:
@@ -112,7 +93,7 @@ def run(cfg: DictConfig) -> float:
         sys.exit(2)
     except Exception as e:
         if main_rank:
-            record_failure(run_dir, cfg, e)
+            record_failure(run_dir, plain_config(cfg), e)
         if not multirun:
             raise
         log.exception("job failed; the sweep goes on")

@@ -4,7 +4,9 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
-from typing import Any, Callable
+import sys
+import typing
+from typing import Any, Callable, Literal
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,23 @@ class Registry:
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return None
         return [key for key, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty]
+
+    def choices(self, name: str) -> dict[str, tuple]:
+        """The allowed values of each argument of builder `name` annotated `Literal[...]` (checked
+        against the config before any data loads)."""
+        builder = self.get(name)
+        namespace = vars(sys.modules.get(builder.__module__, typing))
+        found = {}
+        for key, parameter in inspect.signature(builder).parameters.items():
+            hint = parameter.annotation
+            if isinstance(hint, str):  # (postponed annotations)
+                try:
+                    hint = eval(hint, namespace)  # noqa: S307  the module's own annotation
+                except Exception:
+                    continue
+            if typing.get_origin(hint) is Literal:
+                found[key] = typing.get_args(hint)
+        return found
 
     def build(self, name: str, *args, **fields) -> Any:
         """Call the builder `name` with the given fields, None-valued ones dropped."""

@@ -23,6 +23,22 @@ def stratified_sample(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarra
     return np.sort(np.concatenate(drawn)) if drawn else np.zeros(0, np.int64)
 
 
+def subset_size(subset: int | float | None, n: int) -> int:
+    """How many of `n` training images `data.train_subset` keeps: all (None), the first `subset` (an
+    integer), or round(subset·n) (a fraction in (0, 1)). Raises ConfigError (one line) for an integer
+    above n or a fraction that leaves no image."""
+    if subset is None:
+        return n
+    if isinstance(subset, float) and 0 < subset < 1:
+        if round(subset * n) == 0:
+            raise ConfigError(f"data.train_subset={subset}; {subset} of the {n} training images is none, "
+                              f"raise it to at least {1 / n:.2g}")
+        return round(subset * n)
+    if subset > n:
+        raise ConfigError(f"data.train_subset={subset}; this dataset has {n} training images")
+    return subset
+
+
 def training_subset(labels: np.ndarray, subset: int | float | None, seed: int = 0) -> np.ndarray:
     """Ascending indices of the training images a run uses, out of `labels` ((N,) int class ids):
     all (None), the first `subset` (an integer), or a stratified sample of round(subset·N) images (a
@@ -30,18 +46,10 @@ def training_subset(labels: np.ndarray, subset: int | float | None, seed: int = 
 
     Raises ConfigError (one line) for an integer above N or a fraction that leaves no image.
     """
-    n = len(labels)
-    if subset is None:
-        return np.arange(n)
+    size = subset_size(subset, len(labels))
     if isinstance(subset, float) and 0 < subset < 1:
-        size = round(subset * n)
-        if size == 0:
-            raise ConfigError(f"data.train_subset={subset}; {subset} of the {n} training images is none, "
-                              f"raise it to at least {1 / n:.2g}")
         return stratified_sample(labels, size, seed)
-    if subset > n:
-        raise ConfigError(f"data.train_subset={subset}; this dataset has {n} training images")
-    return np.arange(subset)
+    return np.arange(size)
 
 
 def validation_split(labels: np.ndarray, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -52,7 +52,7 @@ def set_stochastic_depth(model: nn.Module, final_prob: float) -> nn.Module:
     """SPEC §5's linear rule: block i of L is dropped with p_i = i / (L − 1) · p_L (0 for the first,
     p_L for the last); blocks that change the shape (transitions) are never dropped."""
     if not 0 <= final_prob < 1:
-        raise ValueError(f"model.stochastic_depth={final_prob}; it must be in [0, 1)")
+        raise ConfigError(f"model.stochastic_depth={final_prob}; it must be in [0, 1)")
     blocks = [m for m in model.modules() if isinstance(m, Residual)]
     for i, block in enumerate(blocks):
         block.drop_prob = 0.0 if block.transition else final_prob * i / max(1, len(blocks) - 1)

@@ -8,11 +8,13 @@ FC(hidden)-ReLU(-BN), FC(classes); `dropout` adds SPEC's 0.2 after each pool and
 from __future__ import annotations
 
 import inspect
+from typing import Literal
 
 from torch import nn
 
-from cifarbench.models.registry import MODELS
+from cifarbench.core.registry import ConfigError
 from cifarbench.models.layers import flat_size
+from cifarbench.models.registry import MODELS
 
 
 KERNELS = {"5x5": [5], "3x3": [3, 3], "3x1": [(1, 3), (3, 1), (1, 3), (3, 1)]}
@@ -22,11 +24,11 @@ class LeNet(nn.Module):
     INPUTS = "'same' convs, each pool halves the side, the FC reads the flattened map (28×28: 7×7; lenet_deep 3×3)"
 
     def __init__(self, num_classes: int = 10, channels=(20, 50), hidden: int = 500, width: float = 1,
-                 convs_per_stage: int = 1, kernel: str = "5x5", bn: bool = False, dropout: bool = False,
+                 convs_per_stage: int = 1, kernel: Literal["5x5", "3x3", "3x1"] = "5x5", bn: bool = False, dropout: bool = False,
                  in_channels: int = 3, image_size: int = 32):
         super().__init__()
         if kernel not in KERNELS:
-            raise ValueError(f"model.kernel={kernel!r}; choose one of {', '.join(KERNELS)}")
+            raise ConfigError(f"model.kernel={kernel!r}; choose one of {', '.join(KERNELS)}")
         layers, in_ch = [], in_channels
         for ch in channels:
             ch = round(ch * width)

@@ -8,10 +8,13 @@ stage starts with its conv), 1×1 projection shortcuts, final BN-ReLU, He-normal
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import nn
 
-from cifarbench.models.registry import MODELS
+from cifarbench.core.registry import ConfigError
 from cifarbench.models.layers import Residual, conv_bn_act, set_stochastic_depth
+from cifarbench.models.registry import MODELS
 
 
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
@@ -46,9 +49,9 @@ class ResNet(nn.Module):
                  in_channels: int = 3):
         super().__init__()
         if depth not in DEPTHS:
-            raise ValueError(f"model.depth={depth}; choose one of {', '.join(map(str, DEPTHS))}")
+            raise ConfigError(f"model.depth={depth}; choose one of {', '.join(map(str, DEPTHS))}")
         if stem not in STEMS:
-            raise ValueError(f"model.stem={stem!r}; choose one of {', '.join(STEMS)}")
+            raise ConfigError(f"model.stem={stem!r}; choose one of {', '.join(STEMS)}")
         kind, blocks = DEPTHS[depth]
         expansion = 1 if kind == "basic" else 4
         preact = stem == "imagenet"
@@ -87,13 +90,38 @@ class ResNet(nn.Module):
         return self.head(self.layers(self.stem(x)))
 
 
-def _register(depth: int):
-    def build(num_classes: int = 10, stem: str = "cifar", l2: float = 1e-4, stochastic_depth: float = 0.0,
+Stem = Literal["cifar", "imagenet"]
+
+
+def _resnet(depth: int, num_classes: int, stem: str, l2: float, stochastic_depth: float, in_channels: int) -> ResNet:
+    return set_stochastic_depth(ResNet(depth, num_classes, stem, l2, in_channels), stochastic_depth)
+
+
+@MODELS.register(info="standard CIFAR ResNet")
+def resnet18(num_classes: int = 10, stem: Stem = "cifar", l2: float = 1e-4, stochastic_depth: float = 0.0,
+             in_channels: int = 3) -> ResNet:
+    return _resnet(18, num_classes, stem, l2, stochastic_depth, in_channels)
+
+
+@MODELS.register(info="§3 ResNet-34 (model.stem=imagenet)")
+def resnet34(num_classes: int = 10, stem: Stem = "cifar", l2: float = 1e-4, stochastic_depth: float = 0.0,
+             in_channels: int = 3) -> ResNet:
+    return _resnet(34, num_classes, stem, l2, stochastic_depth, in_channels)
+
+
+@MODELS.register(info="standard CIFAR ResNet")
+def resnet50(num_classes: int = 10, stem: Stem = "cifar", l2: float = 1e-4, stochastic_depth: float = 0.0,
+             in_channels: int = 3) -> ResNet:
+    return _resnet(50, num_classes, stem, l2, stochastic_depth, in_channels)
+
+
+@MODELS.register(info="standard CIFAR ResNet")
+def resnet101(num_classes: int = 10, stem: Stem = "cifar", l2: float = 1e-4, stochastic_depth: float = 0.0,
               in_channels: int = 3) -> ResNet:
-        return set_stochastic_depth(ResNet(depth, num_classes, stem, l2, in_channels), stochastic_depth)
-
-    MODELS.register(f"resnet{depth}", info="§3 ResNet-34 (model.stem=imagenet)" if depth == 34 else "standard CIFAR ResNet")(build)
+    return _resnet(101, num_classes, stem, l2, stochastic_depth, in_channels)
 
 
-for _depth in DEPTHS:
-    _register(_depth)
+@MODELS.register(info="standard CIFAR ResNet")
+def resnet152(num_classes: int = 10, stem: Stem = "cifar", l2: float = 1e-4, stochastic_depth: float = 0.0,
+              in_channels: int = 3) -> ResNet:
+    return _resnet(152, num_classes, stem, l2, stochastic_depth, in_channels)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from cifarbench.models.registry import MODELS
+from cifarbench.core.registry import ConfigError
 from cifarbench.models.layers import Residual, conv_bn_act, set_stochastic_depth
+from cifarbench.models.registry import MODELS
 
 
 
@@ -28,7 +29,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int = 20, num_classes: int = 10, widths=(16, 32, 64), in_channels: int = 3):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"model.depth={depth}; it must be 6n+2 (20, 32, 44, 56, 74, 110, ...)")
+            raise ConfigError(f"model.depth={depth}; it must be 6n+2 (20, 32, 44, 56, 74, 110, ...)")
         n = (depth - 2) // 6
         self.stem = conv_bn_act(in_channels, widths[0], 3)
         blocks, in_ch = [], widths[0]

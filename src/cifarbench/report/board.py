@@ -10,8 +10,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifarbench.report.runs import NOT_STARTED, SEED, Run
+from cifarbench.report.runs import NOT_STARTED, Run
 from cifarbench.run.metrics import objective
+from cifarbench.run.setting import SEED
 
 THRESHOLDS = (0.5, 0.7, 0.9)  # time-to-accuracy columns (test accuracy)
 SECONDS_TO = tuple(f"seconds_to_{int(100 * a)}" for a in THRESHOLDS)

@@ -8,16 +8,11 @@ from pathlib import Path
 
 import yaml
 
+from cifarbench.run.layout import run_folders
 from cifarbench.run.metrics import read_metrics
+from cifarbench.run.setting import NOT_THE_TEST_SET, SEED, is_setting_override, setting_key
 
-SEED = "trainer.seed"
 NOT_STARTED = "not started"
-# Keys that say how a job is run or watched, not what it trains: ignored when matching a sweep's jobs
-# to their folders and when telling settings apart.
-NOT_THE_SETTING = ("hydra.", "trainer.resume=", "logger=", "logger.")
-# The data fields that choose the training side (images, split, preprocessing) or where the files are;
-# every other data field (the dataset, data.test_subset) decides the test set a run is scored on.
-NOT_THE_TEST_SET = {"root", "download", "url", "train_subset", "val_split", "val_seed", "preprocess"}
 
 
 @dataclass
@@ -40,7 +35,7 @@ class Run:
     @property
     def job(self) -> tuple[str, ...]:
         """The overrides that make this job the job it is in its sweep (seed included)."""
-        return tuple(sorted(o for o in self.overrides if not o.startswith(NOT_THE_SETTING)))
+        return tuple(sorted(o for o in self.overrides if is_setting_override(o)))
 
     @property
     def seedless_job(self) -> tuple:
@@ -49,13 +44,11 @@ class Run:
 
     @property
     def setting(self) -> str:
-        """What the run's config is apart from its seed and trackers (without a config: its sweep and
-        overrides, else its folder)."""
+        """What the run's config is apart from its seed and what is not the setting (run/setting.py; without
+        a config: its sweep and overrides, else its folder)."""
         config = self.summary.get("config")
         if config:
-            return json.dumps({**{k: v for k, v in config.items() if k != "logger"},
-                               "trainer": {k: v for k, v in config.get("trainer", {}).items() if k != "seed"}},
-                              sort_keys=True)
+            return setting_key(config)
         if self.overrides:
             return json.dumps(self.seedless_job)
         return f"path:{self.path}"
@@ -74,30 +67,21 @@ def sweep_of(path: Path) -> Path | None:
     return next((p for p in path.parents if (p / "multirun.yaml").is_file()), None)
 
 
-TRACKER_STORES = {"mlartifacts", "mlruns"}  # MLflow's copies of run files (logger=mlflow), not runs
-
-
 def find_runs(folder: str | Path) -> list[Run]:
-    """Every run folder (holding summary.json or metrics.csv) under `folder`, in path order."""
+    """Every run folder (run/layout.py's `run_folders`) under `folder`, in path order."""
     runs = []
-    for marker in sorted({*Path(folder).rglob("summary.json"), *Path(folder).rglob("metrics.csv")}):
-        path = marker.parent
-        if any(r.path == path for r in runs) or TRACKER_STORES & set(marker.relative_to(folder).parts):
-            continue
-        summary, rows, overrides = {}, [], []
+    for run_folder in run_folders(folder):
+        rows, overrides = [], []
         try:
-            summary = json.loads((path / "summary.json").read_text())
-        except (OSError, ValueError):
-            pass
-        try:
-            rows = read_metrics(path / "metrics.csv")
+            rows = read_metrics(run_folder.metrics)
         except (OSError, ValueError, KeyError):
             pass
         try:
-            overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
+            overrides = yaml.safe_load(run_folder.overrides.read_text()) or []
         except (OSError, yaml.YAMLError):
             pass
-        runs.append(Run(path, summary, rows, overrides, sweep_of(path.resolve())))
+        path = run_folder.path
+        runs.append(Run(path, run_folder.read_summary() or {}, rows, overrides, sweep_of(path.resolve())))
     return runs
 
 

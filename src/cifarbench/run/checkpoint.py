@@ -1,36 +1,71 @@
-"""Checkpoints: everything a run needs to continue exactly where it stopped, or to predict later.
+"""The checkpoint: every key it holds is a field of `Checkpoint`, written and read here only.
 
 Saved with `torch.save` atomically (temporary file, then rename) and loaded with
 `torch.load(weights_only=True)`: only tensors and plain containers, so a checkpoint from anywhere
-cannot run code. The resolved config is stored as plain dicts, the normalisation as buffers.
+cannot run code. The resolved config is stored as plain dicts, the fitted preprocessing as buffers.
+Resume (engine/resume.py), `predict`, `inspect` and the recorder all go through `save_checkpoint` /
+`load_checkpoint`.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from cifarbench.core.files import atomic_write
 
 log = logging.getLogger(__name__)
-FORMAT = "cifarbench-checkpoint/1"
+FORMAT = "cifarbench-checkpoint/1"  # the format version; a change of fields is a new version
 
 
 class CheckpointError(RuntimeError):
     """A file that is not a usable cifarbench checkpoint; the message says why."""
 
 
-def save_checkpoint(path: str | Path, state: dict):
-    """Write `state` (tensors and plain containers) to `path` atomically; raises OutputError."""
-    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
+@dataclass
+class Checkpoint:
+    """Everything a run needs to continue exactly where it stopped, or to predict later.
+
+    model: the plain module's state_dict (never DDP's or torch.compile's wrapper); optimizer, scaler:
+    their state_dicts; ema, lookahead: the averagers' state_dicts (None without one; `ema["module"]`
+    holds the averaged weights the run evaluated); loader: the data position (DeviceLoader.state_dict,
+    rank 0's); window: the training metrics since the last evaluation (TrainStep.state_dict); state:
+    the RunState's fields (step, seconds, metrics rows, best accuracy); ranks: per process, its global
+    RNG states (`rng`) and augmentation generator state (`augment`); config: the resolved config as
+    plain dicts; preprocess: the fitted preprocessing (data.preprocess.preprocess_state); classes: the
+    class names; loggers: where each tracker writes (so a resume continues the same tracked runs).
+    """
+    model: dict
+    optimizer: dict
+    scaler: dict
+    ema: dict | None
+    lookahead: dict | None
+    loader: dict
+    window: dict
+    state: dict
+    ranks: list[dict]
+    config: dict
+    preprocess: dict
+    classes: list[str]
+    loggers: dict = field(default_factory=dict)
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """The state saved at `path`, loaded with weights_only=True; raises CheckpointError naming the problem."""
+FIELDS = tuple(f.name for f in dataclasses.fields(Checkpoint))
+
+
+def save_checkpoint(path: str | Path, checkpoint: Checkpoint):
+    """Write `checkpoint` to `path` atomically; raises OutputError."""
+    state = {"format": FORMAT, **{name: getattr(checkpoint, name) for name in FIELDS}}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> Checkpoint:
+    """The checkpoint saved at `path`, loaded with weights_only=True (tensors on `map_location`);
+    raises CheckpointError naming the problem (no file, not a checkpoint, another format, missing keys)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -43,7 +78,10 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cifarbench checkpoint (format {FORMAT!r} expected)")
-    return state
+    missing = [name for name in FIELDS if name not in state and name != "loggers"]
+    if missing:
+        raise CheckpointError(f"{path} is a damaged cifarbench checkpoint: it lacks {', '.join(missing)}")
+    return Checkpoint(**{name: state[name] for name in FIELDS if name in state})
 
 
 def rng_state() -> dict:
@@ -60,75 +98,3 @@ def restore_rng(state: dict):
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-# What may differ between a checkpoint's config and the run resuming it: where things are and how the
-# run is watched, plus how long it trains (trainer.epochs re-plans the schedule). Any other key changes
-# what a step means. (A group name stands for all its keys: `logger`, the trackers watching the run.)
-RESUMABLE_CHANGES = {"logger", "reported", "trainer.resume", "trainer.epochs", "trainer.budget_min", "trainer.progress",
-                     "trainer.eval_every", "trainer.eval_batch_size", "trainer.device", "trainer.compile",
-                     "trainer.plots", "trainer.dist_backend", "trainer.dist_timeout_s", "data.root", "data.download",
-                     "data.mirrors"}
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """A nested config as {dotted key: value}; an empty group is one value ({})."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def config_changes(saved: dict, current: dict, allowed=frozenset()) -> list[str]:
-    """'key: saved → current' for every dotted key whose value differs, except the `allowed` ones (a key
-    or a group: `logger` allows `logger.mlflow.tracking_uri`)."""
-    old, new = flatten(saved), flatten(current)
-    missing = object()
-    return [f"{key}: {old.get(key, missing)!r} → {new.get(key, missing)!r}".replace(repr(missing), "(absent)")
-            for key in sorted(old.keys() | new.keys())
-            if not any(key == a or key.startswith(f"{a}.") for a in allowed)
-            and old.get(key, missing) != new.get(key, missing)]
-
-
-# What may differ between a run's recorded config and the same run started again: the resume switch
-# itself, where the data lives, which trackers log it and what a study reported (metadata, not training).
-SAME_RUN = frozenset({"trainer.resume", "data.root", "logger", "reported"})
-
-
-def read_summary(folder: Path) -> dict | None:
-    """The summary.json in `folder`, or None when it is absent or unreadable."""
-    try:
-        return json.loads((folder / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def find_resumable(run_dir: Path, config: dict) -> Path | None:
-    """`trainer.resume=auto`: the newest unfinished run with the same config, looked for in this run's
-    folder, then beside it (`runs/<date>/*`), then in the other dates of the same `runs/` folder.
-
-    Unfinished = summary.json says running or interrupted and checkpoints/last.pt exists."""
-    candidates = [run_dir, *run_dir.parent.glob("*/"), *run_dir.parent.parent.glob("*/*/")]
-    found = []
-    for folder in {c.resolve() for c in candidates if c.is_dir()}:
-        checkpoint, info = folder / "checkpoints" / "last.pt", read_summary(folder)
-        if (checkpoint.is_file() and info is not None and info.get("status") in ("running", "interrupted")
-                and not config_changes(info.get("config", {}), config, SAME_RUN)):
-            found.append((checkpoint.stat().st_mtime, checkpoint))
-    return max(found)[1] if found else None
-
-
-def completed_run(run_dir: Path, config: dict) -> dict | None:
-    """The summary of `run_dir` when it records a completed run of `config` (apart from SAME_RUN keys),
-    else None. A sweep started again in its own folder with `trainer.resume=auto` skips such a job."""
-    info = read_summary(run_dir)
-    if info is None or info.get("status") != "completed" or config_changes(info.get("config", {}), config, SAME_RUN):
-        return None
-    return info
-
-
-def plain_config(cfg) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)

@@ -11,6 +11,7 @@ import numpy as np
 
 from cifarbench.run.background import draw
 from cifarbench.run.figures import DPI, new_figure, save_png
+from cifarbench.run.layout import RunFolder
 
 FRAME = 4  # pixels of margin around each sample tile, red for a wrong prediction
 RED = (220, 20, 20, 255)  # RGBA
@@ -133,9 +134,10 @@ def plot_samples(path: str | Path, images: np.ndarray, labels: np.ndarray, predi
 
 def write_diagnostics(out_dir: str | Path, images: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
                       classes) -> dict[str, float]:
-    """confusion.png and samples.png into `out_dir` (drawn by `drawing.draw`: in a sweep, in the background);
+    """confusion.png and samples.png into `out_dir` (drawn by `run.background.draw`: in a sweep, in the background);
     returns the accuracy (fraction) of each true class."""
     confusion = confusion_matrix(labels, predictions, len(classes))
-    draw(plot_confusion, Path(out_dir) / "confusion.png", confusion, classes)
-    draw(plot_samples, Path(out_dir) / "samples.png", images, labels, predictions, classes)
+    folder = RunFolder(out_dir)
+    draw(plot_confusion, folder.confusion, confusion, classes)
+    draw(plot_samples, folder.samples, images, labels, predictions, classes)
     return per_class_accuracy(confusion, classes)

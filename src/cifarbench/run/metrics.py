@@ -7,6 +7,7 @@ import io
 import math
 from pathlib import Path
 
+from cifarbench.core.clock import RunState
 from cifarbench.core.files import atomic_write_text
 
 # val_loss and val_acc are empty cells (None in memory) when the run holds out no validation split.
@@ -38,3 +39,14 @@ def objective(summary: dict) -> float:
     if summary.get("status") != "completed" or value is None or math.isnan(value):
         return -math.inf
     return float(value)
+
+
+def metrics_row(state: RunState, steps_per_epoch: int, lr: float, window: dict, test: tuple[float, float],
+                val: tuple[float, float] | tuple[None, None] = (None, None)) -> dict:
+    """One metrics.csv row; `window` is TrainStep.window() (training metrics since the last row);
+    `test` and `val` are (mean cross-entropy, accuracy as a fraction), `val` (None, None) without a split."""
+    return {"epoch": round(state.step / steps_per_epoch, 4), "step": state.step,
+            "train_seconds": round(state.train_seconds, 3), "lr": lr, "train_loss": window["train_loss"],
+            "train_acc": window["train_acc"], "test_loss": test[0], "test_acc": test[1],
+            "images_per_s": round(window["seen"] / state.window_seconds, 1) if state.window_seconds else 0.0,
+            "val_loss": val[0], "val_acc": val[1]}

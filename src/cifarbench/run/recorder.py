@@ -1,5 +1,5 @@
-"""What a run leaves in its folder, written by one object: metrics.csv (a row per evaluation),
-checkpoints/last.pt and best.pt, curves.png, confusion.png, samples.png and summary.json;
+"""What a run leaves in its folder (run/layout.py), written by one object: metrics.csv (a row per
+evaluation), checkpoints/last.pt and best.pt, curves.png, confusion.png, samples.png and summary.json;
 reported_vs_measured.md/.csv when the config carries a study's reported figures; and what it
 hands the trackers of the `logger` group (run/trackers.py) at each evaluation and at the end.
 
@@ -7,21 +7,29 @@ Every file is written atomically; accuracies are fractions in [0, 1]; seconds ar
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import platform
 from pathlib import Path
 
-from cifarbench.run.checkpoint import save_checkpoint
+import torch
+
+from cifarbench import __version__
 from cifarbench.core.clock import RunState
+from cifarbench.core.distributed import World
+from cifarbench.core.files import atomic_write, link_or_copy
+from cifarbench.core.registry import ConfigError
 from cifarbench.run.background import draw
 from cifarbench.run.background import wait as wait_for_figures
-from cifarbench.core.files import atomic_write, atomic_write_json, link_or_copy
-from cifarbench.run.trackers import Loggers
-from cifarbench.core.registry import ConfigError
+from cifarbench.run.checkpoint import Checkpoint, save_checkpoint
 from cifarbench.run.figures import plot_curves
+from cifarbench.run.layout import RunFolder
 from cifarbench.run.metrics import write_metrics
+from cifarbench.run.provenance import command_line, running_source_state
 from cifarbench.run.studies import write_reported
+from cifarbench.run.trackers import Loggers, end_tracked_run
 
-log = logging.getLogger("cifarbench.engine.loop")
+log = logging.getLogger(__name__)
 PLOTS = ("all", "end", "none")  # curves at every evaluation and figures at the end | figures at the end | none
 
 
@@ -41,9 +49,9 @@ class Recorder:
         if plots not in PLOTS:
             raise ConfigError(f"trainer.plots={plots!r}; choose one of {', '.join(PLOTS)}")
         self.run_dir, self.summary, self.plots, self.writes = run_dir, summary, plots, writes
+        self.folder = RunFolder(run_dir)
         self.selected_by = "val_acc" if validation else "test_acc"
         summary["selection"] = {"best_checkpoint": self.selected_by, "objective": f"final_{self.selected_by}"}
-        self.last, self.best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
         self.write_summary()
         self.loggers = loggers if loggers is not None and writes else Loggers()
         if self.loggers.chosen:
@@ -53,7 +61,7 @@ class Recorder:
     def write_summary(self, **updates):
         self.summary.update(updates)
         if self.writes:
-            atomic_write_json(self.run_dir / "summary.json", self.summary)
+            self.folder.write_summary(self.summary)
 
     def add_row(self, state: RunState, row: dict) -> bool:
         """Append an evaluation's metrics to metrics.csv and the log; returns whether it is the best
@@ -61,7 +69,7 @@ class Recorder:
         state.rows.append(row)
         if not self.writes:
             return self._is_best(state, row)
-        write_metrics(self.run_dir / "metrics.csv", state.rows)
+        write_metrics(self.folder.metrics, state.rows)
         val = (f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:5.2f}%"
                if row["val_acc"] is not None else "")
         log.info("epoch %6.2f  train loss %.4f acc %5.2f%%%s  test loss %.4f acc %5.2f%%  %8.0f img/s  %6.1fs",
@@ -77,28 +85,29 @@ class Recorder:
         state.best_acc = max(state.best_acc, row[self.selected_by])
         return best
 
-    def save(self, checkpoint: dict, best: bool = False):
+    def save(self, checkpoint: Checkpoint, best: bool = False):
         """last.pt always; best.pt too when this evaluation is the best so far."""
         if not self.writes:
             return
-        checkpoint = {**checkpoint, "loggers": self.loggers.record()}  # a resume continues the same tracked runs
-        save_checkpoint(self.last, checkpoint)
+        # a resume continues the same tracked runs
+        save_checkpoint(self.folder.last, dataclasses.replace(checkpoint, loggers=self.loggers.record()))
         if best:  # the same bytes: linked, not serialised (or copied) again
-            atomic_write(self.best, lambda tmp: link_or_copy(self.last, tmp))
+            atomic_write(self.folder.best, lambda tmp: link_or_copy(self.folder.last, tmp))
 
     def adopt_best(self, best: Path):
         """A run resumed from another folder's checkpoint: that folder's best.pt (`best`), the best
         evaluation so far, becomes this folder's (linked) until this run evaluates better. A no-op when
         this folder has its own best.pt or `best` does not exist."""
-        if self.writes and best.is_file() and not self.best.exists():
-            atomic_write(self.best, lambda tmp: link_or_copy(best, tmp))
+        if self.writes and best.is_file() and not self.folder.best.exists():
+            atomic_write(self.folder.best, lambda tmp: link_or_copy(best, tmp))
 
     def last_good(self) -> str:
         """For messages: the checkpoint a user can resume from, or that there is none yet."""
-        return f"the last good checkpoint is {self.last}" if self.last.is_file() else "no checkpoint was written yet"
+        last = self.folder.last
+        return f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
 
     def draw_curves(self, state: RunState):
-        draw(plot_curves, self.run_dir / "curves.png", list(state.rows),
+        draw(plot_curves, self.folder.curves, list(state.rows),
              title=f"{self.summary['model']} / {self.summary['optim']} / {self.summary['aug']}")
 
     def finish(self, state: RunState, status: str, stopped_by: str, diagnostics=None) -> dict:
@@ -134,13 +143,32 @@ class Recorder:
         return self.summary
 
 
-def metrics_row(state: RunState, steps_per_epoch: int, lr: float, window: dict, test: tuple[float, float],
-                val: tuple[float, float] | tuple[None, None] = (None, None)) -> dict:
-    """One metrics.csv row; `window` is TrainStep.window() (training metrics since the last row);
-    `test` and `val` are (mean cross-entropy, accuracy as a fraction), `val` (None, None) without a split."""
-    return {"epoch": round(state.step / steps_per_epoch, 4), "step": state.step,
-            "train_seconds": round(state.train_seconds, 3), "lr": lr, "train_loss": window["train_loss"],
-            "train_acc": window["train_acc"], "test_loss": test[0], "test_acc": test[1],
-            "images_per_s": round(window["seen"] / state.window_seconds, 1) if state.window_seconds else 0.0,
-            "val_loss": val[0], "val_acc": val[1]}
+def start_recorder(cfg, run_dir: Path, config: dict, world: World = World(),
+                   resumed: Checkpoint | None = None) -> Recorder:
+    """The Recorder of a run of `cfg` (`config`: it resolved as plain dicts) in `run_dir`: summary.json
+    written at once (status running, what the run is, the command, versions and git state), the
+    trackers of `cfg.logger` started on rank 0 (continuing `resumed`'s tracked runs)."""
+    summary = {
+        "status": "running", "model": cfg.model.name, "optim": cfg.optim.name,
+        "aug": "+".join(filter(None, (cfg.aug.name, cfg.aug.get("mix")))), "command": command_line(),
+        "versions": {"cifarbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "git": running_source_state(), "config": config,
+    }
+    loggers = Loggers(cfg.logger, config, resumed=resumed.loggers if resumed else None) if world.main else None
+    return Recorder(run_dir, summary, cfg.trainer.plots, validation=cfg.data.val_split != 0, writes=world.main,
+                    loggers=loggers)
 
+
+def record_failure(run_dir: Path, config: dict, error: BaseException):
+    """A job that raised: its summary.json (or, without one, a new one holding `config`) says status
+    "failed" and the error's first line, and the MLflow run it records ends FAILED. A folder that
+    cannot be written is passed over (the log still says what failed)."""
+    folder = RunFolder(run_dir)
+    summary = folder.read_summary() or {"config": config}
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    summary.update(status="failed", error=f"{type(error).__name__}: {first_line}")
+    try:
+        folder.write_summary(summary)
+    except OSError:
+        pass  # the failure may be that the folder is unwritable
+    end_tracked_run(summary)  # the MLflow run's status follows summary.json's

@@ -26,8 +26,9 @@ import logging
 import time
 from pathlib import Path
 
-from cifarbench.run.checkpoint import flatten
+from cifarbench.core.config_diff import flatten
 from cifarbench.core.registry import ConfigError
+from cifarbench.run.layout import RunFolder
 from cifarbench.run.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ EXTRAS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # tracker → the m
 SERIES = tuple(c for c in METRICS if c != "step")  # logged per evaluation, under metrics.csv's names
 # summary.json's headline numbers, logged once at the end (its train_seconds is the last row's)
 FINAL = ("final_test_acc", "final_test_loss", "best_test_acc", "final_val_acc", "final_val_loss", "best_val_acc")
-FIGURES = ("curves.png", "confusion.png", "samples.png")
 MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
 DEFAULT_EXPERIMENT = "cifarbench"
 
@@ -68,7 +68,7 @@ class TensorBoardLogger:
     def __init__(self, run_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.log_dir = run_dir / "tensorboard"
+        self.log_dir = RunFolder(run_dir).tensorboard
         self.writer = SummaryWriter(str(self.log_dir))
 
     def record(self) -> dict:
@@ -92,11 +92,9 @@ class TensorBoardLogger:
             self.writer.file_writer.add_summary(summary_proto, step)
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, step)
-        for name in FIGURES:
-            if (run_dir / name).is_file():
-                with Image.open(run_dir / name) as image:
-                    self.writer.add_image(name.removesuffix(".png"), np.asarray(image.convert("RGB")), step,
-                                          dataformats="HWC")
+        for figure in RunFolder(run_dir).figures():
+            with Image.open(figure) as image:
+                self.writer.add_image(figure.stem, np.asarray(image.convert("RGB")), step, dataformats="HWC")
         self.writer.close()
 
 
@@ -179,11 +177,12 @@ class MlflowLogger:
 
     def finish(self, run_dir: Path, summary: dict):
         self._log_metrics(final_metrics(summary), summary.get("steps", 0))
-        for name in (*FIGURES, "summary.json"):
-            if (run_dir / name).is_file():
-                self.client.log_artifact(self.run_id, str(run_dir / name))
-        if (run_dir / ".hydra").is_dir():
-            self.client.log_artifacts(self.run_id, str(run_dir / ".hydra"), "hydra")
+        folder = RunFolder(run_dir)
+        for file in [*folder.figures(), folder.summary]:
+            if file.is_file():
+                self.client.log_artifact(self.run_id, str(file))
+        if folder.hydra.is_dir():
+            self.client.log_artifacts(self.run_id, str(folder.hydra), "hydra")
         self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(summary["status"], "FAILED"))
 
 

@@ -1,0 +1,231 @@
+"""Everything a run decides before its loop: the device, precision and seeds (`set_up`), the network
+and its whitening init (`build_network`), and the loaders, optimizer, averaging, compiled forward and
+step (`build_training`); a Training is written to and restored from a Checkpoint here."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from cifarbench.aug import build_augment, build_mix
+from cifarbench.core.clock import RunState
+from cifarbench.core.config_diff import plain_config
+from cifarbench.core.device import resolve_amp
+from cifarbench.core.distributed import World, rank_seed
+from cifarbench.data import DeviceLoader
+from cifarbench.data.prepared import PreparedData
+from cifarbench.engine.averaging import EMA, Lookahead
+from cifarbench.engine.evaluate import tta_views
+from cifarbench.engine.resume import checkpoint_to_resume
+from cifarbench.engine.step import Plan, TrainStep, build_criterion
+from cifarbench.models import build_model
+from cifarbench.models.init import whiten_first_conv
+from cifarbench.optim import build_optimizer
+from cifarbench.run.checkpoint import Checkpoint, restore_rng, rng_state
+from cifarbench.sched import build_schedule
+from cifarbench.validate import check_shares, validate_config
+
+log = logging.getLogger(__name__)
+WHITENING_IMAGES = 5000  # training images the whitening init fits its patches on (airbench94's number)
+
+
+def configure_determinism(deterministic: bool, device: torch.device):
+    """Reproducible kernels or fast ones. Only touches the global switch when it must change (the
+    first call costs seconds). On CUDA, cuBLAS needs CUBLAS_WORKSPACE_CONFIG set before its first use."""
+    if deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if torch.are_deterministic_algorithms_enabled() != deterministic:
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic  # autotuned kernels are faster but not reproducible
+
+
+@dataclass
+class Setup:
+    """A run's decisions before any data loads: its processes, run folder (rank 0's on every rank),
+    resolved config, device, AMP dtype (None: off) and autocast context, memory format, and the
+    checkpoint it resumes from (path and contents; None to start afresh)."""
+    world: World
+    run_dir: Path
+    config: dict
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    autocast: contextlib.AbstractContextManager
+    memory_format: torch.memory_format
+    resume_from: str | None
+    checkpoint: Checkpoint | None
+
+
+def set_up(cfg: DictConfig, run_dir: str | Path) -> Setup:
+    """Check the config (ConfigError before any data loads), find the checkpoint to resume from (before
+    this run writes anything), choose device and precision, seed every rank alike (the same initial
+    weights). Raises ConfigError or CheckpointError."""
+    world = World.current()
+    validate_config(cfg, world.size)
+    t = cfg.trainer
+    run_dir = Path(world.broadcast(str(run_dir)))  # rank 0's folder, which its messages name on every rank
+    config = plain_config(cfg)
+    outputs = Path(cfg.paths.output_dir) if "paths" in cfg else None
+    resume_from, checkpoint = checkpoint_to_resume(t.resume, run_dir, config, outputs, world)
+    device = world.device(t.device)
+    amp_dtype = resolve_amp(t.amp, device)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    configure_determinism(t.deterministic, device)
+    torch.manual_seed(t.seed)
+    np.random.seed(t.seed)
+    return Setup(world, run_dir, config, device, amp_dtype, autocast,
+                 torch.channels_last if t.channels_last else torch.contiguous_format, resume_from, checkpoint)
+
+
+def build_network(cfg: DictConfig, setup: Setup, data: PreparedData) -> tuple[torch.nn.Module, torch.nn.Conv2d | None]:
+    """The model on the device in its memory format (SyncBatchNorm if asked), and its first conv when
+    `trainer.whiten_init` initialised it to whiten the training patches (else None)."""
+    t = cfg.trainer
+    model = build_model(cfg.model, len(data.classes), data.train_images.shape[1:])
+    model = model.to(setup.device, memory_format=setup.memory_format)
+    if t.sync_bn:
+        model = setup.world.sync_batchnorm(model, setup.device)
+    first_conv = (whiten_first_conv(model, data.preprocess(data.train_images[:WHITENING_IMAGES]))
+                  if t.whiten_init else None)
+    return model, first_conv
+
+
+@dataclass
+class Training:
+    """Everything the loop works with, built before it starts. `train_forward` is `model` or its
+    torch.compile wrapper (same parameters), around DDP's under several processes; `eval_model` is what
+    evaluation reads (the EMA's weights when there is one, never DDP's wrapper); `val_loader` holds the
+    validation split (None without one); the evaluation loaders hold this rank's share of their images."""
+    model: torch.nn.Module
+    train_forward: torch.nn.Module
+    eval_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    step: TrainStep
+    train_loader: DeviceLoader
+    test_loader: DeviceLoader
+    val_loader: DeviceLoader | None
+    ema: EMA | None
+    lookahead: Lookahead | None
+    world: World
+
+    def checkpoint(self, state: RunState, config: dict, preprocess: dict, classes: list[str]) -> Checkpoint:
+        """Everything a resume needs. The weights (of the plain module), optimizer and data position are
+        the same on every rank; `ranks` holds each rank's random states (global RNGs, augmentation draws).
+        Under DDP this gathers from every rank: all call it, rank 0's recorder saves it."""
+        ranks = self.world.gather_objects({"rng": rng_state(), "augment": self.train_loader.generator.get_state()})
+        return Checkpoint(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                          scaler=self.scaler.state_dict(), ema=self.ema.state_dict() if self.ema else None,
+                          lookahead=self.lookahead.state_dict() if self.lookahead else None,
+                          loader=self.train_loader.state_dict(), window=self.step.state_dict(), state=vars(state),
+                          ranks=ranks, config=config, preprocess=preprocess, classes=classes)
+
+    def restore(self, checkpoint: Checkpoint, seed: int) -> RunState:
+        """Load a checkpoint (tensors on the CPU: each piece moves to where it lives); returns its RunState.
+        Written by as many processes as now, each rank continues its own random streams; written by
+        another number, the weights and the data order continue exactly and each rank's random draws
+        start afresh from `seed`, its rank and the step."""
+        state = RunState(**checkpoint.state)
+        self.model.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)  # moves the state to the parameters' device
+        self.scaler.load_state_dict(checkpoint.scaler)
+        if self.ema is not None and checkpoint.ema:
+            self.ema.load_state_dict(checkpoint.ema)
+        if self.lookahead is not None and checkpoint.lookahead:
+            self.lookahead.load_state_dict(checkpoint.lookahead)
+        self.train_loader.load_state_dict(checkpoint.loader)
+        self.step.load_state_dict(checkpoint.window)
+        ranks, world = checkpoint.ranks, self.world
+        if len(ranks) == world.size:
+            restore_rng(ranks[world.rank]["rng"])
+            self.train_loader.generator.set_state(ranks[world.rank]["augment"].cpu())
+        else:
+            if world.main:
+                log.warning("resuming on %d process(es) a checkpoint written by %d: the weights and the data order "
+                            "continue exactly, the random draws (augmentation, dropout) start afresh", world.size,
+                            len(ranks))
+            torch.manual_seed(rank_seed(seed, world.rank, state.step))
+            self.train_loader.generator.manual_seed(rank_seed(seed, world.rank, state.step))
+        return state
+
+
+def warm_up_compiled(training: Training, autocast, tta: str):
+    """Compile every graph the run will use before it starts (each training batch size forward and
+    backward, each evaluation batch size under no_grad), so nothing recompiles inside the timed loop.
+    The model's weights, statistics and the RNG are left as they were: no step is taken."""
+    saved = {name: tensor.clone() for name, tensor in training.model.state_dict().items()}
+    rng = rng_state()
+
+    def inputs(loader: DeviceLoader, size: int) -> torch.Tensor:
+        return loader.preprocess(loader.images[:size]).contiguous(memory_format=loader.memory_format)
+
+    training.train_forward.train()
+    train_loader = training.train_loader
+    # One batch of each global size, so every rank runs as many backward passes (DDP's collectives)
+    # on its own share's size.
+    for batch in sorted({end - start: i for i, (start, end) in enumerate(train_loader.bounds)}.values()):
+        start, end = train_loader.share(batch)
+        with autocast:
+            training.train_forward(inputs(train_loader, end - start)).float().mean().backward()
+    training.optimizer.zero_grad(set_to_none=True)
+    training.eval_model.eval()
+    with torch.no_grad():
+        for loader in [loader for loader in (training.test_loader, training.val_loader) if loader is not None]:
+            for size in sorted({end - start for start, end in loader.bounds}):
+                for _, view in tta_views(inputs(loader, size), tta):
+                    with autocast:
+                        training.eval_model(view)
+    training.model.load_state_dict(saved)
+    restore_rng(rng)
+
+
+def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_conv: torch.nn.Conv2d | None,
+                   data: PreparedData, budget_s: float) -> tuple[Training, Plan]:
+    """The loaders (training; test, then validation if the data holds a split, of which this rank keeps
+    its share), optimizer, scaler, averaging, compiled forward and step of a run, and its Plan; every
+    decision before the loop. The training forward is wrapped in this order: memory format (already
+    set on `model`), DDP under several processes, then torch.compile."""
+    t, world, device = cfg.trainer, setup.world, setup.device
+    # Each rank draws its own dropout and stochastic-depth masks (the weights are already alike).
+    torch.manual_seed(rank_seed(t.seed, world.rank))
+    if first_conv is not None and t.whiten_freeze:
+        first_conv.weight.requires_grad_(False)
+    bias_epochs = ({id(first_conv.bias): t.whiten_bias_epochs}
+                   if first_conv is not None and first_conv.bias is not None and t.whiten_bias_epochs is not None
+                   else None)
+    evaluation_sets = [(data.test_images, data.test_labels)]
+    if len(data.val_labels):
+        evaluation_sets.append((data.val_images, data.val_labels))
+    check_shares(t, len(data.train_labels), [len(labels) for _, labels in evaluation_sets], world.size)
+    train_loader = DeviceLoader(data.train_images, data.train_labels, t.batch_size, data.preprocess,
+                                build_augment(cfg.aug), seed=t.seed, memory_format=setup.memory_format,
+                                alternating_flip=cfg.aug.get("flip") == "alternating", drop_last=t.drop_last,
+                                world=world)
+    test_loader, val_loader = [
+        DeviceLoader(torch.from_numpy(images[share]).to(device), torch.from_numpy(labels[share]).to(device),
+                     t.eval_batch_size, data.preprocess, shuffle=False, memory_format=setup.memory_format)
+        for images, labels in evaluation_sets for share in [slice(*world.shard(len(labels)))]
+    ] + [None] * (2 - len(evaluation_sets))
+    plan = Plan(math.ceil(t.epochs * len(train_loader)), len(train_loader), budget_s)
+    optimizer = build_optimizer(cfg.optim, model, bias_epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=setup.amp_dtype == torch.float16)
+    ema = EMA(model, t.ema, warmup=t.ema_warmup) if t.ema else None
+    lookahead = (Lookahead(model, t.lookahead.every, t.lookahead.decay, t.lookahead.decay_power)
+                 if t.lookahead.every else None)
+
+    def compiled_if_asked(module: torch.nn.Module) -> torch.nn.Module:
+        return torch.compile(module, dynamic=False) if t.compile else module
+
+    compiled = compiled_if_asked(model)  # evaluation reads the plain module; training, DDP's wrapper if any
+    train_forward = compiled if world.size == 1 else compiled_if_asked(world.wrap(model))
+    step = TrainStep(model, train_forward, optimizer, scaler, build_criterion(cfg.aug.get("mix"), t.label_smoothing),
+                     setup.autocast, build_schedule(cfg.sched), plan,
+                     build_mix(cfg.aug, len(data.classes), train_loader.generator), ema, lookahead, world)
+    return Training(model, train_forward, ema.module if ema else compiled, optimizer, scaler, step, train_loader,
+                    test_loader, val_loader, ema, lookahead, world), plan
