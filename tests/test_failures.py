@@ -195,3 +195,41 @@ def test_validation_happens_before_data_is_loaded(tmp_path, monkeypatch, capsys)
                           f"hydra.run.dir={tmp_path / 'run'}") == 2
     output = "".join(capsys.readouterr())
     assert "trainer.batch_size=0" in output and "CIFAR-10 not found" not in output
+
+
+@pytest.mark.parametrize("overrides, message", [
+    # Seen: a model's own value raised ValueError after the data loaded, a traceback.
+    (("model=lenet", "model.kernel=7x7"), "model.kernel='7x7'; it must be one of 5x5, 3x3, 3x1"),
+    (("model=resnet18", "model.stem=keras"), "model.stem='keras'; it must be one of cifar, imagenet"),
+    (("model=resnet_cifar", "model.depth=21"), "model.depth=21; it must be 6n+2 (20, 32, 44, 56, 74, 110, ...)"),
+    (("model=resnet74", "model.stochastic_depth=1.5"), "model.stochastic_depth=1.5; it must be in [0, 1)"),
+    # Seen: these two fired after the data had loaded.
+    (("trainer.batch_size=60000", "trainer.drop_last=true"),
+     "trainer.batch_size=60000 with trainer.drop_last=true: 50000 training images make no full batch"),
+    (("trainer.batch_size=4000", "trainer.drop_last=true", "data.train_subset=5000", "data.val_split=1001"),
+     "trainer.batch_size=4000 with trainer.drop_last=true: 3999 training images make no full batch"),
+])
+def test_a_bad_value_found_only_by_building_stops_in_one_line_before_any_data_loads(tmp_path, monkeypatch, capsys,
+                                                                                    overrides, message):
+    """On a data.root holding no data (and download off), the error names the config key, not the files."""
+    assert cli_in_process(monkeypatch, *overrides, "data.download=false", f"data.root={tmp_path / 'none'}",
+                          f"hydra.run.dir={tmp_path / 'run'}") == 2
+    output = "".join(capsys.readouterr())
+    assert "Traceback" not in output and "not found" not in output
+    errors = [line.split("] - ")[-1] for line in output.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and errors[0].startswith(message)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"].startswith("ConfigError: ")
+
+
+def test_fewer_evaluation_images_than_processes_is_named_before_any_data_loads(compose_with):
+    """Seen: raised after the data had loaded. Each process evaluates a share of every evaluation set."""
+    with pytest.raises(ConfigError, match=r"^3 evaluation images for 4 processes: each evaluates a share; raise "
+                                          r"data.test_subset \(or data.val_split\)$"):
+        validate_config(compose_with("data.test_subset=3"), world_size=4)
+    with pytest.raises(ConfigError, match=r"^2 evaluation images for 4 processes"):
+        validate_config(compose_with("data.val_split=2"), world_size=4)
+    validate_config(compose_with("data.test_subset=4", "data.val_split=4"), world_size=4)
+    with pytest.raises(ConfigError, match=r"^trainer.batch_size=130 is the global batch: it must divide evenly among "
+                                          r"the 4 processes"):
+        validate_config(compose_with("trainer.batch_size=130"), world_size=4)

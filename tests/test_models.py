@@ -1,4 +1,4 @@
-"""The model zoo: every registered network builds, trains, and matches SPEC's architecture."""
+"""The model zoo: every registered network builds, trains, and matches the studies' architectures (docs/studies.md)."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -9,7 +9,7 @@ from cifarbench.optim import OPTIMIZERS, AdaBound, build_optimizer
 
 
 def reference_adabound(param, grads, lr=1e-3, betas=(0.9, 0.999), final_lr=0.1, gamma=1e-3, eps=1e-8, ams=False):
-    """The rule written out element by element in plain Python (the SPEC's formula)."""
+    """The rule written out element by element in plain Python (the paper's formula)."""
     values = list(param)
     m = [0.0] * len(values)
     v = [0.0] * len(values)

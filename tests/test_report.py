@@ -107,9 +107,10 @@ def test_the_band_is_the_mean_min_and_max_over_seeds(seed_sweep):
 
 
 # Reports of several folders, and figures a person can read ------------------------------------------
-def fake_run(folder: Path, overrides: list[str], final_acc: float, test_subset: int | None = None) -> Path:
+def fake_run(folder: Path, overrides: list[str], final_acc: float, test_subset: int | None = None,
+             root: str = "/data", trainer: dict | None = None) -> Path:
     """A run folder as a completed job leaves it (summary.json, metrics.csv, .hydra/overrides.yaml),
-    without training: three evaluations reaching `final_acc`."""
+    without training: three evaluations reaching `final_acc`; `trainer`: more of its trainer config."""
     from cifarbench.run.metrics import write_metrics
 
     seed = next((int(o.split("=")[1]) for o in overrides if o.startswith("trainer.seed=")), 0)
@@ -119,7 +120,7 @@ def fake_run(folder: Path, overrides: list[str], final_acc: float, test_subset: 
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     write_metrics(folder / "metrics.csv", rows)
-    config = {"data": {"root": "/data", "test_subset": test_subset}, "trainer": {"seed": seed},
+    config = {"data": {"root": root, "test_subset": test_subset}, "trainer": {"seed": seed, **(trainer or {})},
               "model": {"name": overrides[0]}}
     (folder / "summary.json").write_text(json.dumps({
         "status": "completed", "final_test_acc": final_acc, "best_test_acc": final_acc, "epochs": 3.0,
@@ -155,6 +156,23 @@ def test_several_folders_make_one_report_that_ranks_each_test_set_apart(tmp_path
             assert (tmp_path / "both" / f"{name}_set{k}.png").is_file()
     assert not (tmp_path / "both" / "final_acc.png").exists() and not (tmp_path / "a" / "leaderboard.csv").exists()
     assert "Test set 2: data.test_subset=null" in (tmp_path / "both" / "report.html").read_text()
+
+
+def test_one_setting_from_two_data_roots_and_a_resume_is_one_row(tmp_path):
+    """Seen: the seeds of one setting, one run from another data.root (or resumed with trainer.resume=auto,
+    watched with other progress and figures settings), made two leaderboard rows of n=1. Where the data
+    lives and how a run is watched are not the setting (run/setting.py): one row of n=2."""
+    from cifarbench.report.board import settings_of
+
+    fake_run(tmp_path / "0", ["model=lenet", "trainer.seed=0"], 0.6, root="/data", trainer={"resume": None})
+    fake_run(tmp_path / "1", ["model=lenet", "trainer.seed=1"], 0.7, root="/mnt/elsewhere",
+             trainer={"resume": "auto", "progress": False, "plots": "none"})
+    fake_run(tmp_path / "2", ["model=lenet", "trainer.seed=0"], 0.5, trainer={"resume": None, "epochs": 5})
+    settings = settings_of(find_runs(tmp_path))
+    assert [[run.path.name for run in setting.runs] for setting in settings] == [["0", "1"], ["2"]]
+    write_report(tmp_path)
+    with open(tmp_path / "leaderboard.csv") as f:
+        assert sorted((row["n"], row["seeds"]) for row in csv.DictReader(f)) == [("1", "0"), ("2", "0,1")]
 
 
 @pytest.fixture(scope="module")

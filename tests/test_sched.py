@@ -33,7 +33,7 @@ def test_the_issue_example_values():
 
 def test_values_at_chosen_steps():
     assert schedule(name="constant")(70, 100) == 1.0
-    spec5 = schedule(name="step", every=1 / 3, gamma=0.1)  # SPEC §5: ×0.1 at epochs 100 and 200 of 300
+    spec5 = schedule(name="step", every=1 / 3, gamma=0.1)  # study §5: ×0.1 at epochs 100 and 200 of 300
     assert [spec5(e, 300) for e in (0, 99, 100, 199, 200, 299)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
     multi = schedule(name="multistep", milestones=[0.5, 0.75], gamma=0.5)
     assert [multi(s, 100) for s in (49, 50, 80)] == [1, 0.5, 0.25]

@@ -89,6 +89,11 @@ def test_an_interrupted_sweep_run_again_finishes_without_duplicates(tmp_path, da
         board = list(csv.DictReader(f))
     assert sorted(row["seed"] for row in board) == ["0", "1", "2"]
     assert {row["status"] for row in board} == {"completed"}
+    # Seen: job 0 recorded trainer.resume=null and the resumed jobs trainer.resume=auto, and the leaderboard
+    # showed two rows (n=1 and n=2) for one setting. Right: one row of its three seeds.
+    with open(sweep / "leaderboard.csv") as f:
+        settings = list(csv.DictReader(f))
+    assert [(row["n"], row["seeds"], row["status"]) for row in settings] == [("3", "0,1,2", "completed")]
 
 
 def test_a_run_stopped_after_its_final_checkpoint_resumes_to_its_figures(tmp_path, data, compose_with):

@@ -66,7 +66,7 @@ def multistep(milestones=(0.5, 0.75), gamma: float = 0.1) -> Schedule:
 
 @SCHEDULES.register()
 def step(every: float = 1 / 3, gamma: float = 0.1) -> Schedule:
-    """× gamma every `every` of training: SPEC §5's ×0.1 at epochs 100 and 200 of 300 is every=1/3."""
+    """× gamma every `every` of training: study §5's ×0.1 at epochs 100 and 200 of 300 is every=1/3."""
     every = exact(every)
     return multistep([every * k for k in range(1, math.ceil(1 / every))], gamma)
 
@@ -86,7 +86,7 @@ def onecycle(peak: float = 0.25, initial: float = 0.0, final: float = 0.0) -> Sc
 
 @SCHEDULES.register()
 def inverse(k: float = 1.0) -> Schedule:
-    """1 / (1 + k·progress): Keras' time-based `decay` d over N steps is k = d·N (SPEC §3: d = 1e-4)."""
+    """1 / (1 + k·progress): Keras' time-based `decay` d over N steps is k = d·N (study §3: d = 1e-4)."""
     return Schedule(lambda p: 1 / (1 + k * p))
 
 

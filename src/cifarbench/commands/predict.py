@@ -1,4 +1,4 @@
-"""Classify image files with a trained checkpoint, as SPEC §3 does with photos from the web.
+"""Classify image files with a trained checkpoint, as study §3 does with photos from the web.
 
     cifarbench predict ckpt=outputs/.../checkpoints/best.pt images=[car.jpg,jet.png] [topk=3] [json=out.json]
 
@@ -76,7 +76,7 @@ def load_trained(path: str | Path, device: str = "cpu") -> Trained:
 
 def read_image(path: str | Path, shape: tuple[int, int, int] = (3, 32, 32)) -> np.ndarray:
     """An image file as a viewer shows it, as `shape` (C, H, W) uint8: RGB for 3 channels, grey (ITU-R
-    601 luma, Pillow's "L") for 1; resized with Lanczos as SPEC §3 does.
+    601 luma, Pillow's "L") for 1; resized with Lanczos as study §3 does.
 
     Raises ValueError with one line naming the file when it is missing, not an image, in a form
     with no defined 8-bit meaning, or a possible decompression bomb.

@@ -8,6 +8,7 @@ from pathlib import Path
 import cifarbench.report
 from cifarbench.report import write_report
 from cifarbench.report.board import not_started
+from cifarbench.run.layout import METRICS, SUMMARY
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or args.paths[0])
     boards = write_report(args.paths, out)
     if not boards:
-        print(f"no runs (folders with summary.json or metrics.csv) under {' '.join(args.paths)}")
+        print(f"no runs (folders with {SUMMARY} or {METRICS}) under {' '.join(args.paths)}")
         return 1
     print((out / "leaderboard.md").read_text())
     waiting = not_started(boards)

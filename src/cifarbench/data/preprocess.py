@@ -3,7 +3,7 @@
 
 `build_preprocess(name, train_images, cache_dir)` returns a module mapping a uint8 batch
 (N, C, H, W) (RGB or grey) on any device to the float input of the network. Names (`data.preprocess`):
-meanstd (per-channel mean/std, the default), mean (SPEC §5: subtract the training set's mean image),
+meanstd (per-channel mean/std, the default), mean (study §5: subtract the training set's mean image),
 contrast (per-image zero mean, unit std), zca (contrast, then ZCA whitening fitted on the training
 set and cached in `cache_dir`).
 """
@@ -96,7 +96,7 @@ def meanstd(train_images: torch.Tensor, cache_dir=None) -> nn.Module:
 
 @PREPROCESSES.register()
 def mean(train_images: torch.Tensor, cache_dir=None) -> nn.Module:
-    """SPEC §5: subtract the mean image of the training set (pixels in [0, 1])."""
+    """study §5: subtract the mean image of the training set (pixels in [0, 1])."""
     mean_image = torch.zeros(train_images.shape[1:], dtype=torch.float64)
     for start in range(0, len(train_images), 10_000):
         mean_image += train_images[start:start + 10_000].cpu().double().sum(0) / 255

@@ -1,4 +1,4 @@
-"""SPEC §4's AlexNet for small images: conv(96,11,/4)-ReLU, maxpool 3/2, BN, conv(256,5)-ReLU, maxpool
+"""study §4's AlexNet for small images: conv(96,11,/4)-ReLU, maxpool 3/2, BN, conv(256,5)-ReLU, maxpool
 3/2, BN, conv(384,3), conv(384,3), conv(256,3) (ReLU each), maxpool 3/2, BN, FC(2048)-dropout 0.5 ×2,
 FC(10). On 32×32 inputs the pools pad by 1 so the map shrinks 8→4→2→1 instead of vanishing."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Chainer networks of SPEC §5: a 3-layer CNN (with and without BN) and the VGG-like net.
+"""The Chainer networks of study §5: a 3-layer CNN (with and without BN) and the VGG-like net.
 
 Chainer's max_pooling_2d(3, 2) covers the whole input (cover_all), which is PyTorch's ceil_mode.
 """

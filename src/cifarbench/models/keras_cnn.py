@@ -1,4 +1,4 @@
-"""The plain Keras CNNs of SPEC §1 and §2: the 10-layer CNN, the BC-learning deep CNN and the
+"""The plain Keras CNNs of study §1 and §2: the 10-layer CNN, the BC-learning deep CNN and the
 Fashion-MNIST sample CNN."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from cifarbench.models.layers import conv_bn_act, flat_size
 
 
 class CNN10(nn.Module):
-    """SPEC §2: three sets of conv1×1 → conv3×3 → conv5×5 (each BN + ReLU, 'valid' padding), widths
+    """study §2: three sets of conv1×1 → conv3×3 → conv5×5 (each BN + ReLU, 'valid' padding), widths
     64/128/256, max-pool between sets 1 and 2, dropout 0.25 after each set, flatten, FC(10).
-    Spatial sizes 32→32→30→26 →pool 13 →13→11→7 →7→5→1. `kernels=[5,3,1]` gives SPEC's descending
+    Spatial sizes 32→32→30→26 →pool 13 →13→11→7 →7→5→1. `kernels=[5,3,1]` gives the study's descending
     ablation. Its 'valid' convs need 32×32: a smaller input is edge-padded to 32×32 first (MNIST's black background
     goes on), as LeNet-5 read MNIST in a 32×32 field."""
     INPUTS = "its 'valid' convs need 32×32: smaller inputs are edge-padded to 32×32 first"
@@ -37,7 +37,7 @@ class CNN10(nn.Module):
     @staticmethod
     def min_size(kernels) -> int:
         """The smallest input side with a 1×1 output: each set shrinks by s = Σ(k − 1) ('valid') and the
-        pool after set 1 halves, so (side − s) // 2 − 2s ≥ 1 (32 for SPEC's kernels)."""
+        pool after set 1 halves, so (side − s) // 2 − 2s ≥ 1 (32 for the study's kernels)."""
         shrink = sum(k - 1 for k in kernels)
         return 2 * (2 * shrink + 1) + shrink
 
@@ -52,7 +52,7 @@ def cnn10(num_classes: int = 10, kernels=(1, 3, 5), dropout: float = 0.25, in_ch
 
 
 class DeepCNN(nn.Module):
-    """SPEC §1 (BC-learning): [conv(64,3)-BN-ReLU]×3, avgpool2, [conv(128,3)-BN-ReLU]×3, avgpool2,
+    """study §1 (BC-learning): [conv(64,3)-BN-ReLU]×3, avgpool2, [conv(128,3)-BN-ReLU]×3, avgpool2,
     [conv(256,3)-BN-ReLU]×3, global average pool, FC(10)."""
     INPUTS = "any size: global average pool"
 
@@ -78,7 +78,7 @@ def deep_cnn(num_classes: int = 10, in_channels: int = 3) -> DeepCNN:
 
 
 class FashionCNN(nn.Module):
-    """SPEC §1: 3 × [BN, conv(256,5)-ELU, maxpool2, dropout 0.25], FC(256)-ELU, dropout 0.5, FC(10)."""
+    """study §1: 3 × [BN, conv(256,5)-ELU, maxpool2, dropout 0.25], FC(256)-ELU, dropout 0.5, FC(10)."""
     INPUTS = "28×28 is the Keras sample's own input: 14→7→3, the FC reads 256×3×3"
 
     def __init__(self, num_classes: int = 10, width: int = 256, hidden: int = 256, in_channels: int = 3,

@@ -1,4 +1,4 @@
-"""SPEC §1's Keras ResNets: conv(16,3); stages of blocks at 16, 32, 64 channels joined by
+"""study §1's Keras ResNets: conv(16,3); stages of blocks at 16, 32, 64 channels joined by
 avgpool2 + conv(C,3); flatten; FC(10). Block: shortcut = BN(x); x → conv3-BN-ReLU-conv3-BN; add; ReLU.
 resnet_k24: 3 blocks per stage, 3 stages; resnet_k12: 2 blocks per stage, 2 stages."""
 from __future__ import annotations

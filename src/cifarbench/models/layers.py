@@ -49,7 +49,7 @@ class Residual(nn.Module):
 
 
 def set_stochastic_depth(model: nn.Module, final_prob: float) -> nn.Module:
-    """SPEC §5's linear rule: block i of L is dropped with p_i = i / (L − 1) · p_L (0 for the first,
+    """study §5's linear rule: block i of L is dropped with p_i = i / (L − 1) · p_L (0 for the first,
     p_L for the last); blocks that change the shape (transitions) are never dropped."""
     if not 0 <= final_prob < 1:
         raise ConfigError(f"model.stochastic_depth={final_prob}; it must be in [0, 1)")

@@ -1,8 +1,8 @@
-"""LeNet and the variants of SPEC §1 ("CIFAR-10 in 10 minutes"), and LeNet-5 of SPEC §4.
+"""LeNet and the variants of study §1 ("CIFAR-10 in 10 minutes"), and LeNet-5 of study §4.
 
 One family with fields, so variants combine from the command line (`model.width=2 model.bn=true`):
 stages of `convs_per_stage` convolutions (each ReLU, then BN if `bn`), a 2×2 max-pool per stage,
-FC(hidden)-ReLU(-BN), FC(classes); `dropout` adds SPEC's 0.2 after each pool and 0.5 after the FC.
+FC(hidden)-ReLU(-BN), FC(classes); `dropout` adds the study's 0.2 after each pool and 0.5 after the FC.
 `kernel` replaces every 5×5 conv by two 3×3 (`3x3`) or by two (1×3 then 3×1) pairs (`3x1`).
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ _preset("lenet_dropout", "§1 LeNet-Dropout", dropout=True)
 
 
 class LeNet5(nn.Module):
-    """SPEC §4: conv(6,5, valid)-ReLU-pool, conv(16,5, valid)-ReLU-pool, FC(120), FC(84), FC(10)."""
+    """study §4: conv(6,5, valid)-ReLU-pool, conv(16,5, valid)-ReLU-pool, FC(120), FC(84), FC(10)."""
     INPUTS = "'valid' convs as published (28×28: 24→12→8→4, FC(120) reads 16×4×4)"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32):

@@ -1,7 +1,7 @@
 """ResNet-18/34/50/101/152 (He et al. 2016).
 
 `stem=cifar` (default): the usual CIFAR variant (3×3 stem, no max-pool, post-activation blocks, as in
-kuangliu/pytorch-cifar): ResNet-18 has 11,173,962 parameters. `stem=imagenet`: SPEC §3's Keras
+kuangliu/pytorch-cifar): ResNet-18 has 11,173,962 parameters. `stem=imagenet`: study §3's Keras
 builder — conv(64,7,/2)-BN-ReLU, max-pool 3/2, pre-activation blocks (the first block of the first
 stage starts with its conv), 1×1 projection shortcuts, final BN-ReLU, He-normal init and an L2 of
 `l2` on conv weights, applied as weight decay on those weights only (`conv_weight_decay`).

@@ -1,4 +1,4 @@
-"""The CIFAR ResNets of He et al. 2016 (§4.2), depth 6n+2 — ResNet-20/32/44/56/110, and SPEC §5's
+"""The CIFAR ResNets of He et al. 2016 (§4.2), depth 6n+2 — ResNet-20/32/44/56/110, and study §5's
 ResNet-74: conv(16,3); three stages of n basic blocks at 16, 32, 64 channels, stride 2 at stage entry;
 option-A shortcuts (2× average-pool subsampling, channels zero-padded); global average pool; FC."""
 from __future__ import annotations

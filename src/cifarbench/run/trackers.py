@@ -28,6 +28,7 @@ from pathlib import Path
 
 from cifarbench.core.config_diff import flatten
 from cifarbench.core.registry import ConfigError
+from cifarbench.run.layout import METRICS as METRICS_CSV
 from cifarbench.run.layout import RunFolder
 from cifarbench.run.metrics import METRICS
 
@@ -220,16 +221,13 @@ class Loggers:
             return action(*args)
         except Exception as e:
             first_line = (str(e).strip().splitlines() or [""])[0]
-            log.warning("logger %s failed (%s: %s); the run goes on without it (metrics.csv and the run folder "
-                        "are unaffected)", tracker_name, type(e).__name__, first_line)
+            log.warning("logger %s failed (%s: %s); the run goes on without it (%s and the run folder "
+                        "are unaffected)", tracker_name, type(e).__name__, first_line, METRICS_CSV)
             self.trackers = [t for t in self.trackers if t.name != tracker_name]
             return None
 
     def start(self, run_dir: Path):
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-            return  # rank 0 alone tracks
+        """Start the chosen trackers (the recorder starts them on rank 0 only)."""
         builders = {"tensorboard": lambda: TensorBoardLogger(run_dir),
                     "mlflow": lambda: MlflowLogger(run_dir, self.config, self.logger_cfg["mlflow"],
                                                    self.resumed.get("mlflow"))}
