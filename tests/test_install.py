@@ -1,9 +1,33 @@
-"""A wheel install finds its Hydra configs: conf/ ships inside the package as cifarbench.conf."""
+"""A wheel install holds every module and finds its Hydra configs: conf/ ships inside the package as
+cifarbench.conf, and pyproject.toml's package list (by hand, for that mapping) names every package."""
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+# Import every module of the installed package and list them (walk_packages finds what the wheel holds).
+IMPORT_ALL = """
+import importlib, pkgutil, cifarbench
+names = ["cifarbench", *(m.name for m in pkgutil.walk_packages(cifarbench.__path__, "cifarbench."))]
+for name in names:
+    importlib.import_module(name)
+print(" ".join(sorted(names)))
+"""
+
+
+def source_modules() -> list[str]:
+    return sorted(".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+                  for path in (SRC / "cifarbench").rglob("*.py"))
+
+
+def test_pyproject_lists_every_package():
+    tomllib = pytest.importorskip("tomllib")  # (Python 3.11+)
+    listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = [".".join(init.parent.relative_to(SRC).parts) for init in (SRC / "cifarbench").rglob("__init__.py")]
+    assert sorted(listed) == sorted([*found, "cifarbench.conf"])
 
 
 def test_wheel_install_runs_from_anywhere(tmp_path):
@@ -21,6 +45,9 @@ def test_wheel_install_runs_from_anywhere(tmp_path):
     where = subprocess.run([python, "-c", "import cifarbench; print(cifarbench.__file__)"], cwd=elsewhere,
                            check=True, capture_output=True, text=True).stdout
     assert Path(where.strip()).is_relative_to(venv)
+    imported = subprocess.run([python, "-c", IMPORT_ALL], cwd=elsewhere, capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.split() == sorted([*source_modules(), "cifarbench.conf"])
     composed = subprocess.run([python, "-m", "cifarbench", "--cfg", "job", "model=lenet", "optim=adam"],
                               cwd=elsewhere, capture_output=True, text=True)
     assert composed.returncode == 0, composed.stderr

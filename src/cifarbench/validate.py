@@ -237,7 +237,8 @@ MODEL = Entries(MODELS, ("name", *COMMON_FIELDS), {  # a family's own fields are
 # What a reproduced study published for a variant (studies.py's table; null for everything else).
 NOTE = Field("text", nullable=True)
 REPORTED = Schema({
-    "study": NOTE, "variant": NOTE, "test_acc": between(0, 1, nullable=True), "seconds_per_epoch": positive(nullable=True),
+    "study": NOTE, "variant": NOTE, "test_acc": between(0, 1, nullable=True),
+    "seconds_per_epoch": positive(nullable=True),
     "epochs": positive(nullable=True), "train_seconds": positive(nullable=True), "hardware": NOTE, "note": NOTE,
 }, nullable=True)
 LOGGER = Schema({  # each tracker a sub-group of its own, present when chosen (logger=[csv,mlflow])

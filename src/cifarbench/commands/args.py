@@ -20,4 +20,3 @@ def key_value_args(argv: list[str], usage_line: str, required: tuple[str, ...]) 
         print(f"{usage_line}\n({problem})", file=sys.stderr)
         sys.exit(2)
     return args
-

@@ -21,7 +21,8 @@ from cifarbench.core.registry import did_you_mean, unknown_fields
 
 # `cifarbench NAME ...` runs MODULE.main(argv) (each takes --help); `python -m MODULE` does the same.
 COMMANDS = {
-    "models": ("cifarbench.commands.models", "list the models: parameters, MACs, the study (docs/studies.md) each reproduces"),
+    "models": ("cifarbench.commands.models",
+               "list the models: parameters, MACs, the study (docs/studies.md) each reproduces"),
     "report": ("cifarbench.commands.report", "leaderboard and comparison plots of a folder of runs"),
     "predict": ("cifarbench.commands.predict", "classify image files, folders or glob patterns with a checkpoint"),
     "inspect": ("cifarbench.commands.inspect",
@@ -89,7 +90,6 @@ def one_line(error: BaseException) -> str:
     return " ".join(lines)
 
 
-
 def raised_in_a_job(error: BaseException) -> bool:
     """Whether `error` came from inside `run` (a bug in training, whose traceback matters), not from
     composing the config."""
@@ -113,7 +113,6 @@ def run_command(name: str, argv: list[str]) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     with errors_in_one_line(user_errors()):
         return module.main(argv)
-
 
 
 def main():

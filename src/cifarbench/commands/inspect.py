@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset({**trained.config["data"], "root": root}, download=False)
     test_subset = trained.config["data"].get("test_subset")
     images, labels = data.test_images[:test_subset], data.test_labels[:test_subset]
-    loader = DeviceLoader(torch.from_numpy(images), torch.from_numpy(labels), trained.config["trainer"]["eval_batch_size"],
+    loader = DeviceLoader(torch.from_numpy(images), torch.from_numpy(labels),
+                          trained.config["trainer"]["eval_batch_size"],
                           trained.preprocess, shuffle=False, memory_format=trained.memory_format)
     loss, acc, predictions = evaluate(trained.model, loader, tta=trained.tta)
     out = Path(args.get("out") or RunFolder.of_checkpoint(args.ckpt).inspect)

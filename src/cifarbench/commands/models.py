@@ -14,9 +14,9 @@ from cifarbench.models.layers import count_macs
 
 
 def model_table(names: list[str], data: str = "cifar10") -> list[dict]:
-    """One row per model: params and MACs (per image) as built for dataset `data`, the study section (docs/studies.md) it
-    reproduces and what its network does on inputs other than 3×32×32 (its class's `INPUTS`, "—" for a
-    network that does not say)."""
+    """One row per model: params and MACs (per image) as built for dataset `data`, the study section
+    (docs/studies.md) it reproduces and what its network does on inputs other than 3×32×32 (its class's
+    `INPUTS`, "—" for a network that does not say)."""
     source = DATASETS.build(data)
     rows = []
     for name in names:

@@ -22,7 +22,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 
-
 log = logging.getLogger("cifarbench")
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # Hydra's default: jobs in this process
 
@@ -120,4 +119,3 @@ class SlurmCheck(Callback):
                   "to run the jobs here use hydra/launcher=submitit_local (one process per job, "
                   "pip install 'cifarbench[slurm]') or hydra/launcher=parallel", file=sys.stderr)
             sys.exit(2)
-

@@ -45,7 +45,7 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._builders: dict[str, Callable[..., Any]] = {}
-        self.info: dict[str, str] = {}  # a short note per entry, e.g. the study section (docs/studies.md) a model reproduces
+        self.info: dict[str, str] = {}  # a short note per entry, e.g. the study (docs/studies.md) a model reproduces
 
     def register(self, name: str | None = None, info: str = ""):
         def add(fn):

@@ -6,8 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from cifarbench.models.registry import MODELS
-from cifarbench.models.layers import flat_size
-
+from cifarbench.models.layers import flat_size, mlp_head
 
 
 class AlexNet(nn.Module):
@@ -27,11 +26,7 @@ class AlexNet(nn.Module):
             *conv(96, 256, 5), *pool_bn(256),
             *conv(256, 384, 3), *conv(384, 384, 3), *conv(384, 256, 3), *pool_bn(256),
         )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat_size(self.features, in_channels, image_size), hidden), nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
-            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(hidden, num_classes),
-        )
+        self.classifier = mlp_head(flat_size(self.features, in_channels, image_size), hidden, num_classes)
 
     def forward(self, x):
         return self.classifier(self.features(x))

@@ -7,8 +7,7 @@ from __future__ import annotations
 from torch import nn
 
 from cifarbench.models.registry import MODELS
-from cifarbench.models.layers import conv_bn_act, flat_size
-
+from cifarbench.models.layers import conv_bn_act, flat_size, mlp_head
 
 
 class ChainerCNN(nn.Module):
@@ -60,11 +59,7 @@ class VGG(nn.Module):
                 in_ch = width
             layers += [nn.MaxPool2d(2), nn.Dropout(0.25)]
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat_size(self.features, in_channels, image_size), hidden), nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
-            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(hidden, num_classes),
-        )
+        self.classifier = mlp_head(flat_size(self.features, in_channels, image_size), hidden, num_classes)
 
     def forward(self, x):
         return self.classifier(self.features(x))

@@ -8,7 +8,6 @@ from cifarbench.models.registry import MODELS
 from cifarbench.models.layers import conv_bn_act, flat_size
 
 
-
 class CNN10(nn.Module):
     """study §2: three sets of conv1×1 → conv3×3 → conv5×5 (each BN + ReLU, 'valid' padding), widths
     64/128/256, max-pool between sets 1 and 2, dropout 0.25 after each set, flatten, FC(10).

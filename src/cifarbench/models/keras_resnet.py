@@ -9,7 +9,6 @@ from cifarbench.models.registry import MODELS
 from cifarbench.models.layers import Residual, conv_bn_act, flat_size, set_stochastic_depth
 
 
-
 class KerasResNet(nn.Module):
     INPUTS = "each stage's pool halves the side, the FC reads the flattened map (28×28: 7×7)"
 

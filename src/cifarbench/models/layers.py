@@ -75,6 +75,15 @@ def flat_size(features: nn.Module, in_channels: int, image_size: int) -> int:
         features.train(was_training)
 
 
+def mlp_head(in_features: int, hidden: int, num_classes: int, dropout: float = 0.5) -> nn.Sequential:
+    """Flatten, then FC(hidden)-ReLU-Dropout twice and FC(num_classes): the classifier of AlexNet
+    (Krizhevsky et al. 2012) and of the VGG-like net; input (N, ...) flattening to `in_features`."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes),
+    )
+
+
 def count_macs(model: nn.Module, shape: tuple[int, int, int] = (3, 32, 32)) -> int:
     """Multiply–accumulates of one forward pass on one image of `shape` (C, H, W), counted from the layers."""
     total = 0

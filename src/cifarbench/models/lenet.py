@@ -24,7 +24,8 @@ class LeNet(nn.Module):
     INPUTS = "'same' convs, each pool halves the side, the FC reads the flattened map (28×28: 7×7; lenet_deep 3×3)"
 
     def __init__(self, num_classes: int = 10, channels=(20, 50), hidden: int = 500, width: float = 1,
-                 convs_per_stage: int = 1, kernel: Literal["5x5", "3x3", "3x1"] = "5x5", bn: bool = False, dropout: bool = False,
+                 convs_per_stage: int = 1, kernel: Literal["5x5", "3x3", "3x1"] = "5x5", bn: bool = False,
+                 dropout: bool = False,
                  in_channels: int = 3, image_size: int = 32):
         super().__init__()
         if kernel not in KERNELS:

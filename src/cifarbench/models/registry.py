@@ -41,4 +41,3 @@ def build_model(cfg, num_classes: int = 10, shape: tuple[int, int, int] = (3, 32
 
 def count_params(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-

@@ -11,7 +11,6 @@ from cifarbench.models.layers import Residual, conv_bn_act, set_stochastic_depth
 from cifarbench.models.registry import MODELS
 
 
-
 class PadShortcut(nn.Module):
     """Option A: no parameters; subsample by 2×2 average pooling, zero-pad the new channels."""
 
@@ -36,7 +35,8 @@ class CifarResNet(nn.Module):
         for stage, width in enumerate(widths):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                branch = nn.Sequential(conv_bn_act(in_ch, width, 3, stride, padding=1), conv_bn_act(width, width, 3, act=None))
+                branch = nn.Sequential(conv_bn_act(in_ch, width, 3, stride, padding=1),
+                                       conv_bn_act(width, width, 3, act=None))
                 transition = stride != 1
                 shortcut = PadShortcut(width - in_ch) if transition else None
                 blocks.append(Residual(branch, shortcut, nn.ReLU(), transition))

@@ -11,7 +11,6 @@ from cifarbench.models.registry import MODELS
 from cifarbench.models.layers import flat_size
 
 
-
 def block(in_ch: int, out_ch: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, 3, padding="same", bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(out_ch), nn.GELU(),

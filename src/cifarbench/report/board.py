@@ -105,7 +105,8 @@ def setting_row(label: str, rows: list[dict]) -> dict:
         **spread("final_test_acc"), **spread("final_val_acc"),
         "train_seconds_median": _median_seconds([r["train_seconds"] for r in done]) if done else None,
         **{f"{c}_median": _median_seconds([r[c] for r in done]) if done else None for c in SECONDS_TO},
-        "status": ", ".join(f"{n} {status}" for status, n in statuses.items()) if len(statuses) > 1 else rows[0]["status"],
+        "status": (", ".join(f"{n} {status}" for status, n in statuses.items()) if len(statuses) > 1
+                   else rows[0]["status"]),
         "error": next((r["error"] for r in rows if r["error"]), ""), "test_set": rows[0]["test_set"],
     }
 

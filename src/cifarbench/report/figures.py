@@ -8,6 +8,7 @@ from cifarbench.report.board import Board, Setting, setting_row
 from cifarbench.report.runs import Run
 from cifarbench.run.figures import new_figure, save_png
 
+
 def mean_band(runs: list[Run], x: str) -> tuple[list[float], list[float], list[float], list[float]]:
     """Test accuracy of the seeds of one setting against `x` (a metrics column: "epoch" or
     "train_seconds"): at each evaluation k, the mean of x, and the mean, min and max of test_acc over

@@ -8,8 +8,9 @@ jobs of a multirun under Hydra's basic launcher; the WaitForFigures callback (re
 config) waits for every pending figure when the multirun ends, and the interpreter's exit waits too.
 The worker ignores Ctrl-C, so figures handed over before an interrupt are still written. A figure that
 fails in the background is a warning, not a failed job; figures the worker could not draw because it
-died (or could not start) are drawn in place. (With "spawn" the worker imports the parent's main module: a script that runs a sweep
-in-process must keep its work under `if __name__ == "__main__":`, as cifarbench's entry points do.)
+died (or could not start) are drawn in place. (With "spawn" the worker imports the parent's main
+module: a script that runs a sweep in-process must keep its work under `if __name__ == "__main__":`,
+as cifarbench's entry points do.)
 """
 from __future__ import annotations
 

@@ -41,8 +41,8 @@ class Recorder:
     (optimistic) and the objective is the final test accuracy. summary.json's `selection` says which.
     `loggers`: the trackers fed each metrics row and the final summary; where they write is recorded
     in summary.json's and every checkpoint's `loggers`. `writes`: false on every rank of a DDP run but
-    rank 0, whose recorder keeps the same rows and summary and writes no file nor tracks. Raises ConfigError for another `plots` value, OutputError (from the
-    first write) if the folder is not writable."""
+    rank 0, whose recorder keeps the same rows and summary and writes no file nor tracks. Raises
+    ConfigError for another `plots` value, OutputError (from the first write) if the folder is not writable."""
 
     def __init__(self, run_dir: Path, summary: dict, plots: str = "end", validation: bool = False,
                  loggers: Loggers | None = None, writes: bool = True):

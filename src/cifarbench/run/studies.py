@@ -55,12 +55,14 @@ def reported_row(setting: str, summaries: list[dict]) -> dict | None:
         "reported_test_acc": reported.get("test_acc"), "measured_test_acc_mean": mean,
         "measured_test_acc_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None, "n": len(done),
         "delta_test_acc": None if mean is None or reported.get("test_acc") is None else mean - reported["test_acc"],
-        "reported_seconds_per_epoch": reported.get("seconds_per_epoch"), "measured_seconds_per_epoch": _median(per_epoch),
+        "reported_seconds_per_epoch": reported.get("seconds_per_epoch"),
+        "measured_seconds_per_epoch": _median(per_epoch),
         "reported_epochs": reported.get("epochs"), "measured_epochs": _median([s.get("epochs") for s in done]),
         "reported_train_seconds": reported.get("train_seconds"),
         "measured_train_seconds": _median([s.get("train_seconds") for s in done]),
         "budget_min": (config.get("trainer") or {}).get("budget_min"), "reported_hardware": reported.get("hardware"),
-        "measured_on": next((s["device"] for s in summaries if s.get("device")), None), "status": ", ".join(statuses), "note": reported.get("note"),
+        "measured_on": next((s["device"] for s in summaries if s.get("device")), None), "status": ", ".join(statuses),
+        "note": reported.get("note"),
     }
 
 
