@@ -362,11 +362,11 @@ def test_the_lenet_alexnet_study_is_eight_jobs_that_validate(compose_with):
     with initialize_config_module("cifarbench.conf", version_base="1.3"):
         study = compose("config", overrides=["experiment=lenet_alexnet"], return_hydra_config=True)
     params = study.hydra.sweeper.params
-    models, variants = params["model"].split(","), params["+lenet_alexnet"].split(",")
+    models, variants = params["model"].split(","), params["study/lenet_alexnet"].split(",")
     assert models == ["lenet5", "alexnet"] and len(variants) == 4
     seen = {}
     for variant in variants:
-        cfg = compose_with("experiment=lenet_alexnet", f"+lenet_alexnet={variant}", "model=alexnet")
+        cfg = compose_with("experiment=lenet_alexnet", f"study/lenet_alexnet={variant}", "model=alexnet")
         validate_config(cfg)
         seen[variant] = (cfg.data.name, cfg.data.train_subset)
     assert seen == {"mnist": ("mnist", None), "mnist_10": ("mnist", 0.1), "mnist_50": ("mnist", 0.02),

@@ -161,7 +161,7 @@ def many_settings(tmp_path_factory):
     root = tmp_path_factory.mktemp("many")
     for i in range(31):
         for seed in (0, 1):
-            fake_run(root / f"{2 * i + seed}", [f"+tenminute=variant_{i:02d}_with_a_long_descriptive_name",
+            fake_run(root / f"{2 * i + seed}", [f"study/tenminute=variant_{i:02d}_with_a_long_descriptive_name",
                                                 f"optim.lr={0.01 * (1 + i % 3):g}", "trainer.epochs=3",
                                                 f"trainer.seed={seed}"], 0.3 + 0.02 * i + 0.01 * seed)
     board, = build_boards(find_runs(root), root)
@@ -171,7 +171,7 @@ def many_settings(tmp_path_factory):
 def test_figure_labels_show_only_what_varies_shortened():
     from cifarbench.report import LABEL_CHARS, figure_labels, short_label
 
-    assert short_label(["model=lenet_bn", "optim.lr=0.01", "+tenminute=lenet_bc", "aug=none"], "x") == (
+    assert short_label(["model=lenet_bn", "optim.lr=0.01", "study/tenminute=lenet_bc", "aug=none"], "x") == (
         "lenet_bn, lr=0.01, lenet_bc, aug=none")
     long = [f"variant_{i:02d}_with_a_long_descriptive_name, lr=0.01" for i in range(3)]
     assert figure_labels(long) == [f"variant_{i:02d}_with_a_long_descriptive_…" for i in range(3)]
@@ -188,8 +188,8 @@ def test_a_many_run_report_keeps_legends_outside_labels_inside_and_one_colour_pe
     from cifarbench.report import comparison_figure, final_acc_figure
 
     settings = many_settings.settings
-    assert [s.label for s in settings[:2]] == ["+tenminute=variant_30_with_a_long_descriptive_name optim.lr=0.01",
-                                               "+tenminute=variant_29_with_a_long_descriptive_name optim.lr=0.03"]
+    assert [s.label for s in settings[:2]] == ["study/tenminute=variant_30_with_a_long_descriptive_name optim.lr=0.01",
+                                               "study/tenminute=variant_29_with_a_long_descriptive_name optim.lr=0.03"]
     assert [s.short for s in settings[:2]] == ["variant_30_with_a_long_descriptive_…",
                                                "variant_29_with_a_long_descriptive_…"]
     curves = comparison_figure(settings, "epoch", "Test accuracy against epoch")

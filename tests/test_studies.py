@@ -10,10 +10,10 @@ from cifarbench.report import write_report
 from cifarbench.run.studies import to_markdown
 
 STUDY_JOBS = {  # composed overrides → (study, variant, reported test accuracy as a fraction)
-    ("experiment=tenminute", "+tenminute=lenet"): ("tenminute", "LeNet (baseline)", 0.68),
-    ("experiment=tenminute", "+tenminute=resnet_k24"): ("tenminute", "ResNet 24-layer", 0.80),
-    ("experiment=chainer", "+chainer=cnn"): ("chainer", "CNN", 1 - 0.1894),  # reported as 18.94% test error
-    ("experiment=chainer", "+chainer=resnet74_sd"): ("chainer", "ResNet-74 + stochastic depth", 1 - 0.0742),
+    ("experiment=tenminute", "study/tenminute=lenet"): ("tenminute", "LeNet (baseline)", 0.68),
+    ("experiment=tenminute", "study/tenminute=resnet_k24"): ("tenminute", "ResNet 24-layer", 0.80),
+    ("experiment=chainer", "study/chainer=cnn"): ("chainer", "CNN", 1 - 0.1894),  # reported as 18.94% test error
+    ("experiment=chainer", "study/chainer=resnet74_sd"): ("chainer", "ResNet-74 + stochastic depth", 1 - 0.0742),
     ("experiment=cnn10",): ("cnn10", "10-layer CNN", 0.9010),
     ("experiment=resnet34",): ("resnet34", "ResNet-34", 0.9561),
 }

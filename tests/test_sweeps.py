@@ -72,7 +72,7 @@ def test_report_on_failed_finished_and_killed_runs(tmp_path, fake_cifar_root, mo
     assert "| completed |" in capsys.readouterr().out
 
 
-STUDIES = {"tenminute": CONF / "tenminute", "chainer": CONF / "chainer", "lenet_alexnet": CONF / "lenet_alexnet"}
+STUDIES = {study: CONF / "study" / study for study in ("tenminute", "chainer", "lenet_alexnet")}
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
@@ -82,7 +82,7 @@ def experiment_jobs() -> list[tuple[str, tuple[str, ...]]]:
     for experiment in EXPERIMENTS:
         study = STUDIES.get(experiment)
         for variant in sorted(p.stem for p in study.glob("*.yaml")) if study else [None]:
-            extra = (f"+{experiment}={variant}",) if variant else ()
+            extra = (f"study/{experiment}={variant}",) if variant else ()
             jobs.append((f"{experiment}-{variant}" if variant else experiment, (f"experiment={experiment}", *extra)))
     return jobs
 
@@ -93,7 +93,7 @@ def test_a_study_sweeps_exactly_its_variants(study):
 
     with initialize_config_module("cifarbench.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={study}"], return_hydra_config=True)
-    listed = cfg.hydra.sweeper.params[f"+{study}"].split(",")
+    listed = cfg.hydra.sweeper.params[f"study/{study}"].split(",")
     assert sorted(listed) == sorted(p.stem for p in STUDIES[study].glob("*.yaml")), "the sweep runs them all"
 
 
