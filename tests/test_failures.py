@@ -145,6 +145,8 @@ def test_unwritable_run_folder_fails_the_cli_cleanly(tmp_path, fake_cifar_root, 
     ("data.preprocess=pca", "data.preprocess='pca'; it must be one of "),
     ("logger=mlflow logger.mlflow.tracking_uri=5", "logger.mlflow.tracking_uri=5; it must be a string or null"),
     ("+logger.wandb={}", "logger has no field(s) wandb; its fields are: csv, tensorboard, mlflow"),
+    ("paths.output_dir=5", "paths.output_dir=5; it must be a string"),
+    ("+paths.log_dir=logs", "; its fields are: output_dir, data_dir, mlflow_uri"),
 ])
 def test_each_bad_value_is_named(compose_with, override, message):
     with pytest.raises(ConfigError) as error:

@@ -238,8 +238,9 @@ LOGGER = Schema({  # each tracker a sub-group of its own, present when chosen (l
     "csv": Schema({}), "tensorboard": Schema({}),
     "mlflow": Schema({"tracking_uri": Field("text", nullable=True), "experiment_name": Field("text", nullable=True)}),
 })
+PATHS = Schema({"output_dir": TEXT, "data_dir": TEXT, "mlflow_uri": TEXT})  # read by interpolation elsewhere
 GROUPS = {"data": DATA, "model": MODEL, "optim": OPTIM, "sched": SCHED, "aug": AUG, "trainer": TRAINER,
-          "logger": LOGGER, "reported": REPORTED}
+          "logger": LOGGER, "paths": PATHS, "reported": REPORTED}
 
 # Above these learning rates an optimizer usually diverges (a warning, not an error).
 USUAL_MAX_LR = {"sgd": 10.0, "muon": 10.0, "adam": 0.1, "adamw": 0.1, "adabound": 0.1, "amsbound": 0.1}
