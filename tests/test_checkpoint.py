@@ -135,3 +135,16 @@ def test_a_file_that_is_not_a_checkpoint_gets_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_where_files_live_is_no_reason_to_refuse_a_resume_or_to_train_a_finished_job_again():
+    """paths.* (run folders, datasets, the MLflow store) may differ as data.root may; a checkpoint or summary
+    written before the paths group existed has none."""
+    from cifarbench.run.checkpoint import RESUMABLE_CHANGES, SAME_RUN, config_changes
+
+    before = {"trainer": {"seed": 0}, "data": {"root": "/a"}}
+    now = {"trainer": {"seed": 0}, "data": {"root": "/b"},
+           "paths": {"output_dir": "outputs", "data_dir": "/b", "mlflow_uri": "sqlite:///outputs/mlflow.db"}}
+    moved = {**now, "paths": {**now["paths"], "output_dir": "/scratch", "data_dir": "/c"}}
+    for old, new in ((before, now), (now, moved)):
+        assert config_changes(old, new, RESUMABLE_CHANGES) == config_changes(old, new, SAME_RUN) == []

@@ -68,7 +68,7 @@ def restore_rng(state: dict):
 RESUMABLE_CHANGES = {"logger", "reported", "trainer.resume", "trainer.epochs", "trainer.budget_min", "trainer.progress",
                      "trainer.eval_every", "trainer.eval_batch_size", "trainer.device", "trainer.compile",
                      "trainer.plots", "trainer.dist_backend", "trainer.dist_timeout_s", "data.root", "data.download",
-                     "data.mirrors"}
+                     "data.mirrors", "paths"}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -94,8 +94,9 @@ def config_changes(saved: dict, current: dict, allowed=frozenset()) -> list[str]
 
 
 # What may differ between a run's recorded config and the same run started again: the resume switch
-# itself, where the data lives, which trackers log it and what a study reported (metadata, not training).
-SAME_RUN = frozenset({"trainer.resume", "data.root", "logger", "reported"})
+# itself, where the data and the runs live, which trackers log it and what a study reported (metadata,
+# not training).
+SAME_RUN = frozenset({"trainer.resume", "data.root", "paths", "logger", "reported"})
 
 
 def read_summary(folder: Path) -> dict | None:
