@@ -169,6 +169,31 @@ def test_every_field_of_every_group_is_declared_once():
             assert not undeclared, (entries.registry.kind, name, undeclared)
 
 
+def test_the_trainer_yaml_holds_the_defaults_its_schema_declares():
+    """conf/trainer/default.yaml is validate.TRAINER's table: the same fields in the same order, each with the
+    default declared beside its type (lookahead's too), and every default passes its own check."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from cifarbench.validate import TRAINER, Schema
+
+    def defaults(schema: Schema, prefix: str = "trainer") -> dict:
+        table = {}
+        for key, field in schema.fields.items():
+            if isinstance(field, Schema):
+                table[key] = defaults(field, f"{prefix}.{key}")
+            else:
+                field.check(f"{prefix}.{key}", field.default)
+                table[key] = field.default
+        return table
+
+    yaml = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "trainer" /
+                                                 "default.yaml"))
+    assert yaml == defaults(TRAINER)
+    assert json.dumps(yaml) == json.dumps(defaults(TRAINER)), "the same order and types (20, not 20.0)"
+
+
 @pytest.mark.parametrize("overrides, warning", [
     (("trainer.batch_size=512", "data.train_subset=300"),
      "trainer.batch_size=512 is larger than the 300 training images: every epoch is a single smaller batch"),
