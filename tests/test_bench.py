@@ -25,7 +25,7 @@ def test_time_to_accuracy_aggregates_over_seeds(tmp_path, monkeypatch, capsys):
     root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
     monkeypatch.chdir(tmp_path)
     bench("accuracy", "--recipe", "speedrun94", "--seeds", "2", "--target", "0.2", "--warmup-runs", "0",
-                "--data", str(root), "+debug=quick", "data.train_subset=300", "data.test_subset=100",
+                "--data", str(root), "debug=quick", "data.train_subset=300", "data.test_subset=100",
                 "model.widths=[16,32,32]",  # the recipe on a narrow network: CPU seconds, not minutes
                 "--json", str(tmp_path / "accuracy.json"))
     out = capsys.readouterr().out

@@ -145,3 +145,16 @@ def test_a_file_that_is_not_a_checkpoint_gets_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="cut.pt is a damaged cifarbench checkpoint: it lacks optimizer, scaler, "
                                               "ema, lookahead, loader, window, state, ranks, preprocess, classes$"):
         load_checkpoint(tmp_path / "cut.pt")
+
+
+def test_where_files_live_is_no_reason_to_refuse_a_resume_or_to_train_a_finished_job_again():
+    """paths.* (run folders, datasets, the MLflow store) may differ as data.root may; a checkpoint or summary
+    written before the paths group existed has none."""
+    from cifarbench.run.setting import resume_conflicts, same_run
+
+    before = {"trainer": {"seed": 0}, "data": {"root": "/a"}}
+    now = {"trainer": {"seed": 0}, "data": {"root": "/b"},
+           "paths": {"output_dir": "outputs", "data_dir": "/b", "mlflow_uri": "sqlite:///outputs/mlflow.db"}}
+    moved = {**now, "paths": {**now["paths"], "output_dir": "/scratch", "data_dir": "/c"}}
+    for old, new in ((before, now), (now, moved)):
+        assert resume_conflicts(old, new) == [] and same_run(old, new)

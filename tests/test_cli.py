@@ -80,7 +80,8 @@ GROUPS = ("optim", "sched", "aug")
 
 
 def group_entries(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The entries of a config group: its YAML files (one whose name starts with `_` would be a base)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def registry_rows() -> list[tuple[str, ...]]:
@@ -94,14 +95,33 @@ def registry_rows() -> list[tuple[str, ...]]:
     return [tuple(f"{group}={names[i % len(names)]}" for group, names in entries.items()) for i in range(rows)]
 
 
-def test_every_registered_entry_has_a_config():
+def entry_name(path: Path) -> str | None:
+    """The registered name a config builds: its own `name:`, else that of the first config its defaults
+    list extends (aug's bc and mixup extend flip_shift; a base, conf/_data.yaml, leaves `name: ???`)."""
+    cfg = OmegaConf.load(path)
+    if "name" in cfg and not OmegaConf.is_missing(cfg, "name"):
+        return cfg.name
+    base = next((d for d in cfg.get("defaults", []) if isinstance(d, str) and d != "_self_"), None)
+    if base is None:
+        return None
+    return entry_name(CONF / f"{base[1:]}.yaml" if base.startswith("/") else path.parent / f"{base}.yaml")
+
+
+def test_every_registered_entry_has_a_config_and_every_config_a_registered_entry():
     from cifarbench.aug import AUGMENTS
+    from cifarbench.data import DATASETS
+    from cifarbench.models import MODELS
     from cifarbench.optim import OPTIMIZERS
     from cifarbench.sched import SCHEDULES
 
-    for group, registry in (("optim", OPTIMIZERS), ("sched", SCHEDULES), ("aug", AUGMENTS)):
-        names = {OmegaConf.load(CONF / group / f"{entry}.yaml").get("name", entry) for entry in group_entries(group)}
-        assert set(registry.names()) <= names, (group, set(registry.names()) - names)
+    for group, registry in (("data", DATASETS), ("model", MODELS), ("optim", OPTIMIZERS), ("sched", SCHEDULES),
+                            ("aug", AUGMENTS)):
+        names = {entry: entry_name(CONF / group / f"{entry}.yaml") for entry in group_entries(group)}
+        # each registered entry is chosen by its own name (model=resnet18 builds resnet18) ...
+        assert {name: names.get(name) for name in registry.names()} == {n: n for n in registry.names()}, group
+        # ... and each config builds a registered entry (aug=bc: flip_shift with BC mixing)
+        unregistered = {entry: name for entry, name in names.items() if name not in registry.names()}
+        assert not unregistered, (group, unregistered)
 
 
 @pytest.mark.parametrize("overrides", registry_rows(), ids=lambda o: ",".join(v.split("=")[1] for v in o))

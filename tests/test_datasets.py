@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import images_for, make_fake_mnist, with_md5s_of
@@ -344,13 +343,14 @@ def test_bad_data_values_are_one_line(compose_with, overrides, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_every_data_entry_declares_exactly_its_fields():
+def test_every_data_entry_declares_exactly_its_fields(compose_with):
+    """Each entry as composed: the fields every dataset has (conf/_data.yaml, declared once), then its own."""
     from cifarbench.validate import DATA
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "data"
     assert sorted(p.stem for p in conf.glob("*.yaml")) == DATASETS.names()
     for name in DATASETS.names():
-        yaml = OmegaConf.load(conf / f"{name}.yaml")
+        yaml = compose_with(f"data={name}").data
         assert yaml.name == name and list(yaml) == DATA.fields(name), name
         assert yaml.flip == DATASETS.build(name).flip
         assert not set(DATA.fields(name)) - set(DATA.table) - {"name"}
@@ -362,11 +362,11 @@ def test_the_lenet_alexnet_study_is_eight_jobs_that_validate(compose_with):
     with initialize_config_module("cifarbench.conf", version_base="1.3"):
         study = compose("config", overrides=["experiment=lenet_alexnet"], return_hydra_config=True)
     params = study.hydra.sweeper.params
-    models, variants = params["model"].split(","), params["+lenet_alexnet"].split(",")
+    models, variants = params["model"].split(","), params["study/lenet_alexnet"].split(",")
     assert models == ["lenet5", "alexnet"] and len(variants) == 4
     seen = {}
     for variant in variants:
-        cfg = compose_with("experiment=lenet_alexnet", f"+lenet_alexnet={variant}", "model=alexnet")
+        cfg = compose_with("experiment=lenet_alexnet", f"study/lenet_alexnet={variant}", "model=alexnet")
         validate_config(cfg)
         seen[variant] = (cfg.data.name, cfg.data.train_subset)
     assert seen == {"mnist": ("mnist", None), "mnist_10": ("mnist", 0.1), "mnist_50": ("mnist", 0.02),

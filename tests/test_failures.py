@@ -145,6 +145,8 @@ def test_unwritable_run_folder_fails_the_cli_cleanly(tmp_path, fake_cifar_root, 
     ("data.preprocess=pca", "data.preprocess='pca'; it must be one of "),
     ("logger=mlflow logger.mlflow.tracking_uri=5", "logger.mlflow.tracking_uri=5; it must be a string or null"),
     ("+logger.wandb={}", "logger has no field(s) wandb; its fields are: csv, tensorboard, mlflow"),
+    ("paths.output_dir=5", "paths.output_dir=5; it must be a string"),
+    ("+paths.log_dir=logs", "; its fields are: output_dir, data_dir, mlflow_uri"),
 ])
 def test_each_bad_value_is_named(compose_with, override, message):
     with pytest.raises(ConfigError) as error:
@@ -165,6 +167,31 @@ def test_every_field_of_every_group_is_declared_once():
         for name in entries.registry.names():
             undeclared = set(entries.fields(name)) - set(entries.table) - {"name"}
             assert not undeclared, (entries.registry.kind, name, undeclared)
+
+
+def test_the_trainer_yaml_holds_the_defaults_its_schema_declares():
+    """conf/trainer/default.yaml is validate.TRAINER's table: the same fields in the same order, each with the
+    default declared beside its type (lookahead's too), and every default passes its own check."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from cifarbench.validate import TRAINER, Schema
+
+    def defaults(schema: Schema, prefix: str = "trainer") -> dict:
+        table = {}
+        for key, field in schema.fields.items():
+            if isinstance(field, Schema):
+                table[key] = defaults(field, f"{prefix}.{key}")
+            else:
+                field.check(f"{prefix}.{key}", field.default)
+                table[key] = field.default
+        return table
+
+    yaml = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "trainer" /
+                                                 "default.yaml"))
+    assert yaml == defaults(TRAINER)
+    assert json.dumps(yaml) == json.dumps(defaults(TRAINER)), "the same order and types (20, not 20.0)"
 
 
 @pytest.mark.parametrize("overrides, warning", [

@@ -184,7 +184,7 @@ def many_settings(tmp_path_factory):
     root = tmp_path_factory.mktemp("many")
     for i in range(31):
         for seed in (0, 1):
-            fake_run(root / f"{2 * i + seed}", [f"+tenminute=variant_{i:02d}_with_a_long_descriptive_name",
+            fake_run(root / f"{2 * i + seed}", [f"study/tenminute=variant_{i:02d}_with_a_long_descriptive_name",
                                                 f"optim.lr={0.01 * (1 + i % 3):g}", "trainer.epochs=3",
                                                 f"trainer.seed={seed}"], 0.3 + 0.02 * i + 0.01 * seed)
     board, = build_boards(find_runs(root), root)
@@ -194,7 +194,7 @@ def many_settings(tmp_path_factory):
 def test_figure_labels_show_only_what_varies_shortened():
     from cifarbench.report.board import LABEL_CHARS, figure_labels, short_label
 
-    assert short_label(["model=lenet_bn", "optim.lr=0.01", "+tenminute=lenet_bc", "aug=none"], "x") == (
+    assert short_label(["model=lenet_bn", "optim.lr=0.01", "study/tenminute=lenet_bc", "aug=none"], "x") == (
         "lenet_bn, lr=0.01, lenet_bc, aug=none")
     long = [f"variant_{i:02d}_with_a_long_descriptive_name, lr=0.01" for i in range(3)]
     assert figure_labels(long) == [f"variant_{i:02d}_with_a_long_descriptive_…" for i in range(3)]
@@ -211,8 +211,8 @@ def test_a_many_run_report_keeps_legends_outside_labels_inside_and_one_colour_pe
     from cifarbench.report.figures import comparison_figure, final_acc_figure
 
     settings = many_settings.settings
-    assert [s.label for s in settings[:2]] == ["+tenminute=variant_30_with_a_long_descriptive_name optim.lr=0.01",
-                                               "+tenminute=variant_29_with_a_long_descriptive_name optim.lr=0.03"]
+    assert [s.label for s in settings[:2]] == ["study/tenminute=variant_30_with_a_long_descriptive_name optim.lr=0.01",
+                                               "study/tenminute=variant_29_with_a_long_descriptive_name optim.lr=0.03"]
     assert [s.short for s in settings[:2]] == ["variant_30_with_a_long_descriptive_…",
                                                "variant_29_with_a_long_descriptive_…"]
     curves = comparison_figure(settings, "epoch", "Test accuracy against epoch")
@@ -236,3 +236,18 @@ def test_a_many_run_report_keeps_legends_outside_labels_inside_and_one_colour_pe
     assert all(t.get_window_extent().x0 >= 0 for t in labels)  # no label cut off
     for label, bar in zip(labels, axis.patches):  # bars bottom to top, each in its setting's colour
         assert to_hex(bar.get_facecolor()) == colour_of[f"{label.get_text()} (2)"]
+
+
+def test_job_folder_names_leave_out_exactly_what_is_not_the_setting(compose_with):
+    """conf/config.yaml's `override_dirname.exclude_keys` is run/setting.py's NOT_THE_SETTING, every key of
+    it an override can name (the trackers' fields with logger=many), and `experiment`."""
+    from omegaconf import OmegaConf
+
+    from cifarbench.core.config_diff import flatten, within
+    from cifarbench.run.setting import NOT_THE_SETTING
+
+    cfg = compose_with("logger=many")
+    excluded = set(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "config.yaml")
+                   .hydra.job.config.override_dirname.exclude_keys)
+    keys = NOT_THE_SETTING | {k for k in flatten(OmegaConf.to_container(cfg)) if within(k, NOT_THE_SETTING)}
+    assert excluded == keys | {"experiment"}

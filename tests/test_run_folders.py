@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -104,3 +105,41 @@ def test_a_multirun_with_21_overrides_gets_short_job_folders(tmp_path, fake_cifa
         summary = json.loads((job / "summary.json").read_text())
         assert summary["status"] == "completed", summary.get("error")
         assert summary["config"]["optim"]["lr"] == float(lr) and summary["config"]["aug"]["pad_mode"] == "reflect"
+
+
+# Every path in one place: conf/paths/default.yaml, read by interpolation ------------------------------
+def test_paths_move_the_run_folders_the_datasets_and_the_mlflow_store(compose_with, monkeypatch, tmp_path):
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from cifarbench.run.trackers import tracking_uri
+    from cifarbench.validate import PATHS
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "paths" / "default.yaml"
+    assert list(OmegaConf.load(conf)) == list(PATHS.fields)  # each path declared once, and validated
+    monkeypatch.setenv("CIFAR10_ROOT", "/env/root")
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_module("cifarbench.conf", version_base="1.3"):
+        default = compose("config", overrides=["logger=mlflow"], return_hydra_config=True)
+        moved = compose("config", overrides=["logger=mlflow", "data=mnist", "paths.output_dir=/scratch/out",
+                                             "paths.data_dir=/data"], return_hydra_config=True)
+    assert default.hydra.run.dir.startswith("outputs/runs/") and default.hydra.sweep.dir.startswith("outputs/multirun/")
+    assert (default.data.root, default.logger.mlflow.tracking_uri) == ("/env/root", "sqlite:///outputs/mlflow.db")
+    # a relative SQLite store is made absolute from the current folder, as the null of old configs was
+    assert tracking_uri(default.logger.mlflow.tracking_uri) == tracking_uri(None) == (
+        f"sqlite:///{tmp_path.resolve() / 'outputs' / 'mlflow.db'}")
+    assert moved.hydra.run.dir.startswith("/scratch/out/runs/") and moved.hydra.sweep.dir.startswith("/scratch/out/multirun/")
+    assert (moved.data.root, moved.logger.mlflow.tracking_uri) == ("/data", "sqlite:////scratch/out/mlflow.db")
+    assert tracking_uri(moved.logger.mlflow.tracking_uri) == "sqlite:////scratch/out/mlflow.db"
+    own = compose_with("logger=mlflow", "paths.data_dir=/data", "data.root=/mine", "logger.mlflow.tracking_uri=http://h:5000")
+    assert (own.data.root, own.logger.mlflow.tracking_uri) == ("/mine", "http://h:5000")  # a field's own value wins
+
+
+def test_a_run_goes_under_paths_output_dir(tmp_path, fake_cifar_root, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli_in_process(monkeypatch, *QUICK, "trainer.plots=none", f"paths.data_dir={fake_cifar_root}",
+                          "paths.output_dir=elsewhere") == 0
+    (folder,) = (tmp_path / "elsewhere" / "runs").glob("*/*")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["config"]["data"]["root"] == str(fake_cifar_root)
+    assert not (tmp_path / "outputs").exists()

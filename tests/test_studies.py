@@ -3,6 +3,7 @@ puts them beside what the runs measured."""
 import csv
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -10,10 +11,10 @@ from cifarbench.report import write_report
 from cifarbench.run.studies import to_markdown
 
 STUDY_JOBS = {  # composed overrides → (study, variant, reported test accuracy as a fraction)
-    ("experiment=tenminute", "+tenminute=lenet"): ("tenminute", "LeNet (baseline)", 0.68),
-    ("experiment=tenminute", "+tenminute=resnet_k24"): ("tenminute", "ResNet 24-layer", 0.80),
-    ("experiment=chainer", "+chainer=cnn"): ("chainer", "CNN", 1 - 0.1894),  # reported as 18.94% test error
-    ("experiment=chainer", "+chainer=resnet74_sd"): ("chainer", "ResNet-74 + stochastic depth", 1 - 0.0742),
+    ("experiment=tenminute", "study/tenminute=lenet"): ("tenminute", "LeNet (baseline)", 0.68),
+    ("experiment=tenminute", "study/tenminute=resnet_k24"): ("tenminute", "ResNet 24-layer", 0.80),
+    ("experiment=chainer", "study/chainer=cnn"): ("chainer", "CNN", 1 - 0.1894),  # reported as 18.94% test error
+    ("experiment=chainer", "study/chainer=resnet74_sd"): ("chainer", "ResNet-74 + stochastic depth", 1 - 0.0742),
     ("experiment=cnn10",): ("cnn10", "10-layer CNN", 0.9010),
     ("experiment=resnet34",): ("resnet34", "ResNet-34", 0.9561),
 }
@@ -29,6 +30,67 @@ def test_variant_configs_carry_the_published_figures(compose_with, overrides):
 
 def test_plain_runs_report_nothing(compose_with):
     assert compose_with("model=resnet18").reported is None
+
+
+# A study is one experiment file (conf/experiment/<study>.yaml) holding what all its variants share, and
+# one file per variant (conf/study/<study>/<variant>.yaml) holding only that variant's difference.
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SHARED = {  # study → what every variant composes to, declared once, in the experiment file
+    "tenminute": {"trainer.budget_min": 10, "trainer.epochs": 1000, "reported.study": "tenminute",
+                  "reported.hardware": "Keras on a Colab GPU"},
+    "chainer": {"trainer.epochs": 300, "trainer.batch_size": 128, "data.preprocess": "mean", "sched.name": "step",
+                "sched.every": pytest.approx(1 / 3), "sched.gamma": 0.1, "aug.name": "flip_shift",
+                "reported.study": "chainer", "reported.epochs": 300, "reported.hardware": "Chainer on a GPU"},
+    "lenet_alexnet": {"trainer.epochs": 20, "trainer.batch_size": 128, "optim.name": "adam", "aug.name": "none",
+                      "reported": None},
+}
+OWN = {  # (study, variant) → some of what that variant's file says
+    ("tenminute", "lenet"): {"model.name": "lenet", "optim.name": "sgd", "optim.lr": 0.01, "aug.name": "none",
+                             "trainer.batch_size": 1024, "reported.variant": "LeNet (baseline)",
+                             "reported.test_acc": 0.68, "reported.seconds_per_epoch": 4.1, "reported.epochs": 150},
+    ("tenminute", "lenet_augment"): {"optim.name": "adam", "aug.name": "keras", "aug.rotation": 10.0,
+                                     "aug.width_shift": 0.1, "aug.height_shift": 0.1, "aug.shear": 0.05,
+                                     "aug.zoom": 0.1, "aug.horizontal_flip": True, "trainer.batch_size": 1024},
+    ("tenminute", "lenet_bc"): {"aug.name": "flip_shift", "aug.mix": "bc", "trainer.batch_size": 128,
+                                "reported.test_acc": 0.75, "reported.seconds_per_epoch": 30},
+    ("tenminute", "deep_cnn_bc"): {"model.name": "deep_cnn", "aug.mix": "bc", "reported.epochs": 10},
+    ("chainer", "cnn"): {"model.name": "chainer_cnn", "optim.name": "adam", "optim.lr": 0.001,
+                         "reported.variant": "CNN", "reported.train_seconds": None},
+    ("chainer", "resnet74"): {"model.name": "resnet74", "optim.name": "sgd", "optim.lr": 0.1, "optim.nesterov": False,
+                              "reported.test_acc": 0.9194, "reported.train_seconds": 36000},
+    ("lenet_alexnet", "mnist"): {"data.name": "mnist", "data.train_subset": None, "data.flip": False},
+    ("lenet_alexnet", "mnist_50"): {"data.name": "mnist", "data.train_subset": 0.02},
+    ("lenet_alexnet", "cifar10_1000"): {"data.name": "cifar10", "data.train_subset": 0.02},
+}
+
+
+def flat_keys(tree: dict, prefix: str = "") -> set[str]:
+    return {k for key, value in tree.items() for k in (
+        flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"})}
+
+
+@pytest.mark.parametrize("study", sorted(SHARED))
+def test_each_variant_holds_only_its_difference_and_composes_as_before(compose_with, study):
+    from omegaconf import OmegaConf
+
+    variants = sorted(p.stem for p in (CONF / "study" / study).glob("*.yaml"))
+    assert len(variants) == {"tenminute": 16, "chainer": 5, "lenet_alexnet": 4}[study]
+    assert {v for s, v in OWN if s == study} <= set(variants)
+    for variant in variants:
+        own = OmegaConf.to_container(OmegaConf.load(CONF / "study" / study / f"{variant}.yaml"))
+        assert not flat_keys(own) & set(SHARED[study]), f"{variant} repeats what its experiment file declares"
+        cfg = compose_with(f"experiment={study}", f"study/{study}={variant}")
+        expected = {**SHARED[study], **OWN.get((study, variant), {})}
+        assert {key: OmegaConf.select(cfg, key) for key in expected} == expected, variant
+
+
+@pytest.mark.parametrize("overrides", [("experiment=lenet_alexnet", "study/lenet_alexnet=mnist_50"),
+                                       ("experiment=tenminute", "study/tenminute=lenet")])
+def test_debug_shrinks_a_study_variant(compose_with, overrides):
+    """debug is the last overlay of the root defaults list: it wins over the experiment and its variant."""
+    cfg = compose_with(*overrides, "debug=quick")
+    assert (cfg.data.train_subset, cfg.data.test_subset, cfg.trainer.epochs, cfg.trainer.budget_min) == (
+        256, 500, 1, 0.02)
 
 
 def _run(folder, seed, accuracy, status="completed", reported=True, epochs=10.0, seconds=50.0, model="lenet"):

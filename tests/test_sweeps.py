@@ -72,7 +72,7 @@ def test_report_on_failed_finished_and_killed_runs(tmp_path, fake_cifar_root, mo
     assert "| completed |" in capsys.readouterr().out
 
 
-STUDIES = {"tenminute": CONF / "tenminute", "chainer": CONF / "chainer", "lenet_alexnet": CONF / "lenet_alexnet"}
+STUDIES = {study: CONF / "study" / study for study in ("tenminute", "chainer", "lenet_alexnet")}
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
@@ -82,7 +82,7 @@ def experiment_jobs() -> list[tuple[str, tuple[str, ...]]]:
     for experiment in EXPERIMENTS:
         study = STUDIES.get(experiment)
         for variant in sorted(p.stem for p in study.glob("*.yaml")) if study else [None]:
-            extra = (f"+{experiment}={variant}",) if variant else ()
+            extra = (f"study/{experiment}={variant}",) if variant else ()
             jobs.append((f"{experiment}-{variant}" if variant else experiment, (f"experiment={experiment}", *extra)))
     return jobs
 
@@ -93,13 +93,13 @@ def test_a_study_sweeps_exactly_its_variants(study):
 
     with initialize_config_module("cifarbench.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={study}"], return_hydra_config=True)
-    listed = cfg.hydra.sweeper.params[f"+{study}"].split(",")
+    listed = cfg.hydra.sweeper.params[f"study/{study}"].split(",")
     assert sorted(listed) == sorted(p.stem for p in STUDIES[study].glob("*.yaml")), "the sweep runs them all"
 
 
 @pytest.mark.long
 def test_every_experiment_job_runs_in_debug_mode(tmp_path, fake_cifar_root, compose_with, monkeypatch):
-    """Each recipe, and each variant of each study, composes and trains under +debug=quick (compile is
+    """Each recipe, and each variant of each study, composes and trains under debug=quick (compile is
     tested apart on a tiny model: tests/test_engine.py); the MNIST and Fashion-MNIST ones on fake files
     whose MD5s are patched into the registry."""
     from conftest import make_fake_mnist, with_md5s_of
@@ -115,7 +115,7 @@ def test_every_experiment_job_runs_in_debug_mode(tmp_path, fake_cifar_root, comp
     assert len(jobs) == len(EXPERIMENTS) - len(STUDIES) + sum(len(list(d.glob("*.yaml"))) for d in STUDIES.values())
     failed, reported = [], []
     for label, overrides in jobs:
-        cfg = compose_with(*overrides, "+debug=quick", "data.train_subset=32", "trainer.batch_size=16",
+        cfg = compose_with(*overrides, "debug=quick", "data.train_subset=32", "trainer.batch_size=16",
                            "data.test_subset=20", "trainer.eval_batch_size=20", "trainer.compile=false",
                            "trainer.plots=none",
                            f"data.root={fake_cifar_root}")
@@ -143,7 +143,7 @@ def test_launcher_configs_compose(launcher, plugin):
 
 
 def test_optuna_search_composes():
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="install cifarbench[search] for +hparams_search")
-    result = run_cli("+hparams_search=lenet_optuna", "--cfg", "hydra")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="install cifarbench[search] for hparams_search")
+    result = run_cli("hparams_search=lenet_optuna", "--cfg", "hydra")
     assert result.returncode == 0, result.stderr
     assert "direction: maximize" in result.stdout and "optim.lr: tag(log, interval(1e-4, 3e-1))" in result.stdout

@@ -1,10 +1,12 @@
 """Config checks that run before any data is loaded, from one declaration per field.
 
 Each group's fields are declared once below as `Field`s (a type, and a range or the allowed values);
-`trainer` and `logger` are fixed `Schema`s, while `data`, `model`, `optim`, `sched` and `aug` are `Entries`: the
-chosen entry's builder signature (its registry) says which fields it has beside the group's common
-ones, the group's table says what each may hold; the data subsets are then checked against the chosen
-dataset's sizes. A failure raises ConfigError with one line naming the key, its value and what is
+`trainer`, `logger`, `paths` and `reported` are fixed `Schema`s (the trainer's fields with their defaults,
+which conf/trainer/default.yaml is held to by a test), while `data`, `model`, `optim`, `sched` and `aug`
+are `Entries`: the chosen entry's builder signature (its registry) says which fields it has beside the
+group's common ones (its `Literal[...]` arguments, their allowed values), the group's table says what
+each may hold. Then the data subsets and the batches they make are checked against the chosen dataset's
+sizes, and the model is built on the meta device (shapes only) so its own values are checked too. A failure raises ConfigError with one line naming the key, its value and what is
 allowed; an unknown field lists the fields there are, with the nearest as "did you mean". Values that
 work but are likely mistakes are logged as warnings that say why.
 """
@@ -44,12 +46,23 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+class _NoDefault:
+    """The `default` of a Field that declares none (None is a default: null)."""
+
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Any = _NoDefault()
+
+
 @dataclass(frozen=True)
 class Field:
     """What one config field may hold: `kind` is "number", "integer", "bool", "text", "choice" or
     "subset" (an integer >= 1 or a fraction in (0, 1)); numbers lie in [low, high] (an end is open when
     its flag says so, absent when None); a "choice" is one of `choices`; `items` > 0 makes the field a
-    list of that many such values (-1: any number)."""
+    list of that many such values (-1: any number). A field of a fixed group (the trainer's) also carries
+    its `default`, the value its YAML holds, and the `unit` a number counts in (for readers)."""
     kind: str
     low: float | None = None
     high: float | None = None
@@ -58,6 +71,12 @@ class Field:
     choices: tuple = ()
     nullable: bool = False
     items: int = 0
+    default: Any = NO_DEFAULT
+    unit: str = ""
+
+    def with_default(self, default: Any, unit: str = "") -> Field:
+        """This field with its default value (and the unit it counts in)."""
+        return Field(**{**vars(self), "default": default, "unit": unit})
 
     def describe(self) -> str:
         if self.kind == "choice":
@@ -187,18 +206,37 @@ class Entries:
                 one_of(*allowed).check(f"{key}.{field}", cfg[field], nullable=self.null_is_default)
 
 
+# The trainer's fields, each declared once: what it may hold, its default and its unit. conf/trainer/default.yaml
+# holds the same fields and defaults in the same order, with the comments users read (tests/test_failures.py
+# holds the two together).
 TRAINER = Schema({
-    "epochs": positive(), "batch_size": positive(integer=True), "drop_last": FLAG,
-    "budget_min": positive(nullable=True), "device": one_of(*DEVICES), "amp": one_of(*AMP_MODES),
-    "seed": INTEGER, "channels_last": FLAG, "eval_every": positive(), "eval_batch_size": positive(integer=True),
-    "progress": FLAG, "plots": one_of(*PLOTS), "label_smoothing": between(0, 1, high_open=True),
-    "deterministic": FLAG, "resume": Field("text", nullable=True), "compile": FLAG,
-    "ema": between(0, 1, high_open=True, nullable=True), "ema_warmup": FLAG,
-    "lookahead": Schema({"every": positive(integer=True, nullable=True), "decay": FRACTION,
-                         "decay_power": at_least(0)}),
-    "tta": one_of(*TTA_MODES), "whiten_init": FLAG, "whiten_freeze": FLAG,
-    "whiten_bias_epochs": positive(nullable=True),
-    "sync_bn": FLAG, "dist_backend": one_of(*BACKENDS), "dist_timeout_s": positive(),
+    "epochs": positive().with_default(20, "epochs"),
+    "batch_size": positive(integer=True).with_default(128, "images per step, all processes together"),
+    "drop_last": FLAG.with_default(False),
+    "budget_min": positive(nullable=True).with_default(None, "minutes of training steps"),
+    "device": one_of(*DEVICES).with_default("auto"),
+    "amp": one_of(*AMP_MODES).with_default("auto"),
+    "seed": INTEGER.with_default(0),
+    "channels_last": FLAG.with_default(False),
+    "eval_every": positive().with_default(1, "epochs"),
+    "eval_batch_size": positive(integer=True).with_default(1000, "images"),
+    "progress": FLAG.with_default(True),
+    "plots": one_of(*PLOTS).with_default("end"),
+    "label_smoothing": between(0, 1, high_open=True).with_default(0.0, "probability mass spread over the classes"),
+    "deterministic": FLAG.with_default(False),
+    "resume": Field("text", nullable=True).with_default(None),
+    "compile": FLAG.with_default(False),
+    "ema": between(0, 1, high_open=True, nullable=True).with_default(None, "decay per optimizer step"),
+    "ema_warmup": FLAG.with_default(True),
+    "lookahead": Schema({"every": positive(integer=True, nullable=True).with_default(None, "optimizer steps"),
+                         "decay": FRACTION.with_default(0.5), "decay_power": at_least(0).with_default(0.0)}),
+    "tta": one_of(*TTA_MODES).with_default("none"),
+    "whiten_init": FLAG.with_default(False),
+    "whiten_freeze": FLAG.with_default(False),
+    "whiten_bias_epochs": positive(nullable=True).with_default(None, "epochs"),
+    "sync_bn": FLAG.with_default(False),
+    "dist_backend": one_of(*BACKENDS).with_default("auto"),
+    "dist_timeout_s": positive().with_default(600, "seconds"),
 })
 DATA = Entries(DATASETS, ("name", "root", "download", "mirrors", "train_subset", "subset_seed", "test_subset",
                           "val_split", "val_seed", "preprocess", "flip"), {
@@ -245,8 +283,9 @@ LOGGER = Schema({  # each tracker a sub-group of its own, present when chosen (l
     "csv": Schema({}), "tensorboard": Schema({}),
     "mlflow": Schema({"tracking_uri": Field("text", nullable=True), "experiment_name": Field("text", nullable=True)}),
 })
+PATHS = Schema({"output_dir": TEXT, "data_dir": TEXT, "mlflow_uri": TEXT})  # read by interpolation elsewhere
 GROUPS = {"data": DATA, "model": MODEL, "optim": OPTIM, "sched": SCHED, "aug": AUG, "trainer": TRAINER,
-          "logger": LOGGER, "reported": REPORTED}
+          "logger": LOGGER, "paths": PATHS, "reported": REPORTED}
 
 # Above these learning rates an optimizer usually diverges (a warning, not an error).
 USUAL_MAX_LR = {"sgd": 10.0, "muon": 10.0, "adam": 0.1, "adamw": 0.1, "adabound": 0.1, "amsbound": 0.1}

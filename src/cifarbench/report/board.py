@@ -33,7 +33,7 @@ def distinguishing(runs: list[Run]) -> list[list[str]]:
 
 def short_override(override: str) -> str:
     """An override as a figure shows it: a group's choice as the choice (`model=lenet_bn` → `lenet_bn`,
-    `+tenminute=lenet_bc` → `lenet_bc`), a field by its last name (`optim.lr=0.01` → `lr=0.01`)."""
+    `study/tenminute=lenet_bc` → `lenet_bc`), a field by its last name (`optim.lr=0.01` → `lr=0.01`)."""
     key, _, value = override.lstrip("+~").partition("=")
     if "." not in key and value.lower() not in ("none", "null", "true", "false"):
         return value

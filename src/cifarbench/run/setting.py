@@ -46,7 +46,7 @@ def setting_key(config: dict) -> str:
 
 
 def is_setting_override(override: str) -> bool:
-    """Whether a Hydra override (`optim.lr=0.1`, `+debug=quick`, `hydra.job.num=3`) changes the setting
+    """Whether a Hydra override (`optim.lr=0.1`, `debug=quick`, `hydra.job.num=3`) changes the setting
     (the seed does: it tells the jobs of a sweep apart)."""
     key = override.lstrip("+~").partition("=")[0]
     return not key.startswith("hydra.") and not within(key, NOT_THE_SETTING)

@@ -2,7 +2,7 @@
 measured for it.
 
 A variant's published figures are data in its config, under the top-level `reported` key (e.g.
-conf/tenminute/lenet.yaml: `reported: {study: tenminute, variant: LeNet (baseline), test_acc: 0.68,
+conf/study/tenminute/lenet.yaml: `reported: {study: tenminute, variant: LeNet (baseline), test_acc: 0.68,
 seconds_per_epoch: 4.1, epochs: 150, hardware: …}`); `cifarbench report` and a multirun's end write
 reported_vs_measured.md/.csv for every setting that carries them, and a single run that carries them
 writes the same table (one row) into its own folder. Accuracies are fractions, seconds are training

@@ -118,8 +118,13 @@ def experiment_name(configured: str | None) -> str:
 
 
 def tracking_uri(configured: str | None) -> str:
-    """`logger.mlflow.tracking_uri`, else a SQLite store in outputs/ of the current folder (where runs go)."""
-    return configured or f"sqlite:///{Path('outputs/mlflow.db').resolve()}"
+    """`logger.mlflow.tracking_uri` (by default `paths.mlflow_uri`: sqlite:///outputs/mlflow.db), else (null)
+    that same store; a SQLite store's relative path is made absolute from the current folder (where runs go)."""
+    uri = configured or "sqlite:///outputs/mlflow.db"
+    sqlite = "sqlite:///"
+    if uri.startswith(sqlite) and not Path(uri.removeprefix(sqlite)).is_absolute():
+        uri = f"{sqlite}{Path(uri.removeprefix(sqlite)).resolve()}"
+    return uri
 
 
 class MlflowLogger:
