@@ -207,7 +207,7 @@ class Entries:
 
 
 # The trainer's fields, each declared once: what it may hold, its default and its unit. conf/trainer/default.yaml
-# holds the same fields and defaults in the same order, with the comments users read (tests/test_failures.py
+# holds the same fields and defaults in the same order, with the comments users read (tests/engine/test_failures.py
 # holds the two together).
 TRAINER = Schema({
     "epochs": positive().with_default(20, "epochs"),

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import cli_in_process
+from helpers import cli_in_process
 
 
 @pytest.mark.long

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
 # Import every module of the installed package and list them (walk_packages finds what the wheel holds).
 IMPORT_ALL = """

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import bench, make_fake_cifar
+from helpers import bench, make_fake_cifar
 
 
 
@@ -29,7 +29,7 @@ def test_help_and_config_printing_import_neither_torch_nor_matplotlib(args, show
 
 @pytest.mark.long
 def test_overhead_bench_runs_a_sweep_and_a_single_run_and_profiles_a_job(tmp_path, monkeypatch, capsys):
-    """The in-process launcher's sweep (the joblib one runs in tests/test_sweeps.py's 2×2 multirun)."""
+    """The in-process launcher's sweep (the joblib one runs in tests/report/test_sweeps.py's 2×2 multirun)."""
     root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
     monkeypatch.chdir(tmp_path)
     bench("overhead", "--jobs", "3", "--launchers", "basic", "--repeats", "1", "--device", "cpu", "--data", str(root),

@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import DAMAGES, damage, make_archive, make_fake_cifar
+from helpers import DAMAGES, damage, make_archive, make_fake_cifar
 
 from cifarbench.data import DatasetError, load_cifar10
 from cifarbench.data import cifar

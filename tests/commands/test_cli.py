@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import cli_in_process, run_cli
+from helpers import cli_in_process, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -75,7 +75,7 @@ def test_missing_dataset_offline_says_where_to_put_it(tmp_path, monkeypatch, cap
     assert "Traceback" not in output
 
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("optim", "sched", "aug")
 
 
@@ -222,7 +222,7 @@ def test_bash_completion_completes_groups_and_fields():
 
 
 # The README's CLI and "Adding a model" sections are what the code does -----------------------------
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def readme_section(heading: str) -> str:

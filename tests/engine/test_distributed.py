@@ -2,7 +2,7 @@
 run folder written by rank 0, stops that every rank agrees on, resume on another number of processes,
 and one clear line for each bad setup.
 
-The 2-process runs are one torchrun launch of tests/ddp_worker.py (see there); the 1-process runs
+The 2-process runs are one torchrun launch of tests/engine/ddp_worker.py (see there); the 1-process runs
 they are compared with run here, in this process, with the same config (`BASE`).
 """
 import csv
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import cli_in_process, make_fake_cifar
+from helpers import cli_in_process, make_fake_cifar
 from ddp_worker import BASE, SCENARIOS
 
 from cifarbench.engine import loop as trainer

@@ -34,7 +34,7 @@ def test_plain_runs_report_nothing(compose_with):
 
 # A study is one experiment file (conf/experiment/<study>.yaml) holding what all its variants share, and
 # one file per variant (conf/study/<study>/<variant>.yaml) holding only that variant's difference.
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 SHARED = {  # study → what every variant composes to, declared once, in the experiment file
     "tenminute": {"trainer.budget_min": 10, "trainer.epochs": 1000, "reported.study": "tenminute",
                   "reported.hardware": "Keras on a Colab GPU"},

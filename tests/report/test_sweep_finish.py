@@ -8,7 +8,7 @@ import os
 import signal
 
 import pytest
-from conftest import cli_in_process, make_fake_cifar
+from helpers import cli_in_process, make_fake_cifar
 
 from cifarbench.engine import build as engine_build
 from cifarbench.engine import loop as trainer

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import fake_images
+from helpers import fake_images
 from PIL import Image
 
 # The module-scoped runs below are shared by its tests: one pytest-xdist worker runs them all.
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.xdist_group("test_predict")
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, compose_with):
     """A run folder of LeNet trained in-process for 3 epochs on the fake dataset, and that dataset."""
-    from conftest import make_fake_cifar
+    from helpers import make_fake_cifar
 
     from cifarbench.engine.loop import train
 
@@ -239,7 +239,7 @@ def test_predict_on_a_folder_counts_what_it_read_and_skipped(tmp_path, trained_r
 @pytest.fixture(scope="module")
 def ema_tta_run(tmp_path_factory, compose_with):
     """A run that evaluates with EMA weights and flip TTA (the issue's `lenet_bn … trainer.tta=flip`)."""
-    from conftest import make_fake_cifar
+    from helpers import make_fake_cifar
 
     from cifarbench.engine.loop import train
 

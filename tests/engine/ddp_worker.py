@@ -1,4 +1,4 @@
-"""Started by tests/test_distributed.py as `torchrun --standalone --nproc_per_node=2 ddp_worker.py DATA OUT`:
+"""Started by tests/engine/test_distributed.py as `torchrun --standalone --nproc_per_node=2 ddp_worker.py DATA OUT`:
 the 2-process scenarios in one launch (one process group; each launch costs seconds of imports).
 
 - `cli`: `cifarbench` itself (cli.main, Hydra and all) in the folder OUT/cli, one epoch;

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from conftest import cli_in_process
+from helpers import cli_in_process
 from PIL import Image
 
 from cifarbench.run.trackers import FINAL, SERIES, hyperparameters
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.xdist_group("test_tracking")
 QUICK = ("model=lenet5", "trainer.epochs=2", "trainer.batch_size=32", "data.train_subset=64", "data.test_subset=60",
          "trainer.eval_batch_size=100", "trainer.progress=false")
 TRACKERS = [name for name in ("tensorboard", "mlflow") if importlib.util.find_spec(name)]
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def needs(tracker: str):

@@ -100,7 +100,7 @@ def test_adabound_works_under_gradscaler_and_restores_from_state_dict():
 def test_every_optimizer_builds_from_its_config_and_steps(name):
     from pathlib import Path
 
-    conf = Path(__file__).resolve().parents[1] / "conf" / "optim" / f"{name}.yaml"
+    conf = Path(__file__).resolve().parents[2] / "conf" / "optim" / f"{name}.yaml"
     if not conf.is_file():
         pytest.skip(f"{name} has no config of its own")
     cfg = OmegaConf.load(conf)

@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import cli_in_process, run_cli
+from helpers import cli_in_process, run_cli
 from PIL import Image
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 QUICK = ("trainer.epochs=1", "trainer.batch_size=64", "trainer.eval_batch_size=100", "trainer.progress=false")
 
 
@@ -100,9 +100,9 @@ def test_a_study_sweeps_exactly_its_variants(study):
 @pytest.mark.long
 def test_every_experiment_job_runs_in_debug_mode(tmp_path, fake_cifar_root, compose_with, monkeypatch):
     """Each recipe, and each variant of each study, composes and trains under debug=quick (compile is
-    tested apart on a tiny model: tests/test_engine.py); the MNIST and Fashion-MNIST ones on fake files
+    tested apart on a tiny model: tests/engine/test_engine.py); the MNIST and Fashion-MNIST ones on fake files
     whose MD5s are patched into the registry."""
-    from conftest import make_fake_mnist, with_md5s_of
+    from helpers import make_fake_mnist, with_md5s_of
 
     from cifarbench.data import idx
     from cifarbench.engine.loop import train

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import make_fake_cifar
+from helpers import make_fake_cifar
 
 from cifarbench.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 

@@ -71,7 +71,7 @@ def test_git_state_reports_the_revision_and_whether_tracked_files_changed(tmp_pa
 
 def test_git_state_outside_a_checkout_or_without_git_is_unknown(tmp_path, monkeypatch):
     assert git_state(tmp_path) == {"revision": None, "dirty": None}
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     monkeypatch.setenv("PATH", str(tmp_path))  # no git to run
     assert git_state(repo) == {"revision": None, "dirty": None}
 

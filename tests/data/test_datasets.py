@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import images_for, make_fake_mnist, with_md5s_of
+from helpers import images_for, make_fake_mnist, with_md5s_of
 
 from cifarbench.data import DATASETS, DatasetError, stratified_sample, training_subset
 from cifarbench.data.cifar import CIFAR100, CIFAR100_COARSE, CIFAR100_FINE
@@ -347,7 +347,7 @@ def test_every_data_entry_declares_exactly_its_fields(compose_with):
     """Each entry as composed: the fields every dataset has (conf/_data.yaml, declared once), then its own."""
     from cifarbench.validate import DATA
 
-    conf = Path(__file__).resolve().parents[1] / "conf" / "data"
+    conf = Path(__file__).resolve().parents[2] / "conf" / "data"
     assert sorted(p.stem for p in conf.glob("*.yaml")) == DATASETS.names()
     for name in DATASETS.names():
         yaml = compose_with(f"data={name}").data

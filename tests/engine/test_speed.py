@@ -1,6 +1,6 @@
 """Speed options, each checked for correctness on CPU: Muon, EMA, test-time augmentation, Lookahead,
-whitening initialisation, alternating flip. (The recipes run in tests/test_sweeps.py, compile in
-tests/test_engine.py.)"""
+whitening initialisation, alternating flip. (The recipes run in tests/report/test_sweeps.py, compile in
+tests/engine/test_engine.py.)"""
 import contextlib
 import copy
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import fake_images
+from helpers import fake_images
 from omegaconf import OmegaConf
 from torch import nn
 

@@ -41,7 +41,7 @@ def seed_sweep(tmp_path_factory, compose_with):
     """2 settings × 3 seeds of LeNet-5 with a validation split, laid out as a Hydra sweep (job folders
     with .hydra/overrides.yaml), trained in-process: on real CIFAR-10 images (the first 1,000 training
     and 500 test images) where $CIFAR10_ROOT holds them, as in CI, else on the fake dataset."""
-    from conftest import make_fake_cifar
+    from helpers import make_fake_cifar
 
     from cifarbench.engine.loop import train
 
@@ -247,7 +247,7 @@ def test_job_folder_names_leave_out_exactly_what_is_not_the_setting(compose_with
     from cifarbench.run.setting import NOT_THE_SETTING
 
     cfg = compose_with("logger=many")
-    excluded = set(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "config.yaml")
+    excluded = set(OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "config.yaml")
                    .hydra.job.config.override_dirname.exclude_keys)
     keys = NOT_THE_SETTING | {k for k in flatten(OmegaConf.to_container(cfg)) if within(k, NOT_THE_SETTING)}
     assert excluded == keys | {"experiment"}

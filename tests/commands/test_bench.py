@@ -2,7 +2,7 @@
 import json
 
 import pytest
-from conftest import bench, make_fake_cifar
+from helpers import bench, make_fake_cifar
 
 
 def test_throughput_compares_the_loop_with_its_floor_and_a_dataloader(tmp_path, monkeypatch, capsys):

@@ -2,7 +2,7 @@
 matrix whose cell numbers and colour bar are in the same unit."""
 import numpy as np
 import pytest
-from conftest import fake_images
+from helpers import fake_images
 from PIL import Image
 
 from cifarbench.run.diagnostics import (CAPTION, FRAME, RED, confusion_figure, montage, plot_confusion, plot_samples,

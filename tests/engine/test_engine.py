@@ -9,7 +9,7 @@ import signal
 
 import pytest
 import torch
-from conftest import make_fake_cifar
+from helpers import make_fake_cifar
 from torch import nn
 
 from cifarbench.engine import build as engine_build

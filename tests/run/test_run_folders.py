@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import cli_in_process
+from helpers import cli_in_process
 
 from cifarbench.run import naming
 from cifarbench.run.naming import RUN_ID_ENV, run_id, short_name
@@ -115,7 +115,7 @@ def test_paths_move_the_run_folders_the_datasets_and_the_mlflow_store(compose_wi
     from cifarbench.run.trackers import tracking_uri
     from cifarbench.validate import PATHS
 
-    conf = Path(__file__).resolve().parents[1] / "conf" / "paths" / "default.yaml"
+    conf = Path(__file__).resolve().parents[2] / "conf" / "paths" / "default.yaml"
     assert list(OmegaConf.load(conf)) == list(PATHS.fields)  # each path declared once, and validated
     monkeypatch.setenv("CIFAR10_ROOT", "/env/root")
     monkeypatch.chdir(tmp_path)

@@ -1,7 +1,7 @@
 """Preprocessing fitted on the training set: mean image, per-image contrast, ZCA whitening (cached)."""
 import pytest
 import torch
-from conftest import DAMAGES, damage
+from helpers import DAMAGES, damage
 
 from cifarbench.data import build_preprocess, preprocess
 

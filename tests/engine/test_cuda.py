@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from conftest import make_fake_cifar
+from helpers import make_fake_cifar
 
 from cifarbench.engine import loop as trainer
 from cifarbench.run.checkpoint import load_checkpoint
