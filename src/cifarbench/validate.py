@@ -24,7 +24,7 @@ from cifarbench.aug import AUGMENTS, MIXES, PAD_MODES
 from cifarbench.data import DATASETS, PREPROCESSES, dataset_source
 from cifarbench.core.device import AMP_MODES, DEVICES, resolve_amp, resolve_device
 from cifarbench.core.distributed import BACKENDS
-from cifarbench.engine.evaluate import TTA_MODES
+from cifarbench.aug.tta import TTA_MODES
 from cifarbench.run.trackers import check_installed
 from cifarbench.data.split import subset_size
 from cifarbench.models import COMMON_FIELDS, MODELS, build_model

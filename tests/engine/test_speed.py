@@ -20,7 +20,8 @@ from cifarbench.optim import build_optimizer
 from cifarbench.commands.predict import load_trained
 from cifarbench.core.registry import ConfigError
 from cifarbench.engine.averaging import EMA, Lookahead
-from cifarbench.engine.evaluate import evaluate, tta_views
+from cifarbench.aug.tta import tta_views
+from cifarbench.engine.evaluate import evaluate
 from cifarbench.models.init import whiten_first_conv
 from cifarbench.engine.loop import train
 

@@ -22,7 +22,7 @@ from cifarbench.core.distributed import World, rank_seed
 from cifarbench.data import DeviceLoader
 from cifarbench.data.prepared import PreparedData
 from cifarbench.engine.averaging import EMA, Lookahead
-from cifarbench.engine.evaluate import tta_views
+from cifarbench.aug.tta import tta_views
 from cifarbench.engine.resume import checkpoint_to_resume
 from cifarbench.engine.step import Plan, TrainStep, build_criterion
 from cifarbench.models import build_model
