@@ -1,7 +1,8 @@
 """Augmentation (the aug package): each augmentation's behaviour, the same pixels as before the package
-for the same seed, the alternating flip, the mixes with their criteria, the TTA views, and the aug
-config checked before any data loads."""
+for the same seed, the alternating flip, the mixes with their criteria, mixup's λ drawn from the
+augmentation generator alone, the TTA views, and the aug config checked before any data loads."""
 import hashlib
+import math
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from torch import nn
 from cifarbench.aug import AUGMENTS, MIXES, Augmentation, build_augmentation, cutout, flip_shift, keras
 from cifarbench.aug.flip import AlternatingFlip
 from cifarbench.aug.geometric import cutout_squares, keras_affine
-from cifarbench.aug.mix import BetweenClass, Mixup, NoMix, bc_partners, between_class, mixup
+from cifarbench.aug.mix import BetweenClass, Mixup, NoMix, bc_partners, beta_draws, between_class, mixup
 from cifarbench.aug.tta import TTA_MODES, tta_views
 from cifarbench.core.distributed import rank_seed
 from cifarbench.core.registry import ConfigError
@@ -272,6 +273,37 @@ def test_the_config_chooses_the_mix_and_its_arguments():
     assert MIXES.names() == ["bc", "mixup"] and MIXES.fields("mixup") == ["alpha"] and MIXES.fields("bc") == []
     entries = {OmegaConf.load(path).get("mix") for path in (CONF / "aug").glob("*.yaml")}
     assert set(MIXES.names()) <= entries, "every mix has a config in conf/aug"
+
+
+# mixup's λ -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 4.0])
+def test_mixup_lambda_is_beta_distributed(alpha):
+    n = 200_000
+    draws = beta_draws(alpha, n, generator(int(alpha * 10)), torch.device("cpu"))
+    assert draws.dtype == torch.float32 and ((draws >= 0) & (draws <= 1)).all()
+    draws = draws.double()
+    mean, variance = draws.mean(), draws.var()
+    expected = 1 / (4 * (2 * alpha + 1))
+    centred = draws - 0.5
+    assert abs(mean - 0.5) < 5 * math.sqrt(expected / n)
+    variance_error = math.sqrt(((centred ** 4).mean() - expected ** 2) / n)  # the sample variance's standard error
+    assert abs(variance - expected) < 5 * variance_error, (variance.item(), expected)
+    if alpha == 1.0:  # Beta(1, 1) is uniform: Kolmogorov–Smirnov distance within the 0.1% critical value
+        ks = (draws.sort().values - torch.arange(1, n + 1, dtype=torch.float64) / n).abs().max()
+        assert ks < 1.95 / math.sqrt(n)
+
+
+def test_mixup_draws_from_the_augmentation_generator_alone():
+    images, labels = torch.randn(32, 3, 4, 4), torch.randint(0, 10, (32,), generator=generator(1))
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = Mixup(10, 0.0, alpha=0.5)(images, labels, generator(7))
+    assert torch.equal(torch.get_rng_state(), state), "the global RNG is untouched"
+    torch.manual_seed(123)
+    again = Mixup(10, 0.0, alpha=0.5)(images, labels, generator(7))
+    assert all(torch.equal(a, b) for a, b in zip(first, again)), "the same seed draws the same λ"
+    other = Mixup(10, 0.0, alpha=0.5)(images, labels, generator(8))
+    assert not torch.equal(first[1], other[1])
 
 
 # TTA views -----------------------------------------------------------------------------------------------------

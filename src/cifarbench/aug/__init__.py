@@ -10,8 +10,7 @@ loss it needs, the training step calls on the normalised batch.
 
 Choice arguments are `Literal[...]` (`flip`, `pad_mode`), so validate checks them (Registry.choices)
 before any data loads. Every random draw comes from the generator the caller passes (the loader's
-augmentation generator, one stream per process, saved in checkpoints), but for mixup's λ (the global
-RNG's, seeded by the trainer).
+augmentation generator, one stream per process, saved in checkpoints), none from the global RNG.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ and `NoMix` (the batch as it is: cross-entropy with label smoothing).
 
 A mix is called by the training step on the batch as the loader yields it, before the forward:
 `mix(images, labels, generator)` with images (B, C, H, W) float, labels (B,) int64 and the loader's
-augmentation generator (to draw from) returns
+augmentation generator (every draw comes from it, none from the global RNG) returns
 
 - the images to train on, (B, C, H, W), the input's dtype;
 - the targets its `criterion(logits, targets)` takes: the labels themselves without mixing, else soft
@@ -15,6 +15,7 @@ augmentation generator (to draw from) returns
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 Mixed = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, targets, dominant labels
+GAMMA_ROUNDS = 24  # candidates per Gamma draw; all rejected with probability < 0.049**24 < 1e-31
 
 
 def mix_pairs(images: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor, weight: torch.Tensor,
@@ -36,14 +38,53 @@ def mix_pairs(images: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor,
     return mixed, targets, torch.where(weight >= 0.5, labels, labels[partner])
 
 
+def log_gamma_draws(alpha: float, shape: tuple[int, ...], generator: torch.Generator,
+                    device: torch.device) -> torch.Tensor:
+    """log X, X ~ Gamma(alpha, 1), float64 of `shape`, from `generator` alone and without a host sync.
+
+    Marsaglia & Tsang (2000, "A simple method for generating gamma variables"): with d = a − 1/3 and
+    c = 1/√(9d), a candidate x ~ N(0, 1), v = (1 + cx)³ is accepted when v > 0 and
+    log u < x²/2 + d − dv + d·log v (u ~ U(0, 1)), and then d·v ~ Gamma(a). For alpha < 1 it draws
+    Gamma(alpha + 1) and multiplies by U^(1/alpha) (their §6), in logs so nothing underflows.
+
+    Rather than loop until every draw is accepted (a host sync per round), it draws GAMMA_ROUNDS
+    candidates per value and keeps the first accepted one: the same distribution, except that with
+    probability below 1e-31 per value (a ≥ 1 rejects a candidate with probability ≤ 0.049) none is
+    accepted and log d is returned.
+    """
+    a = alpha + 1 if alpha < 1 else alpha
+    d = a - 1 / 3
+    c = 1 / math.sqrt(9 * d)
+    x = torch.randn((GAMMA_ROUNDS, *shape), generator=generator, device=device, dtype=torch.float64)
+    u = torch.rand((GAMMA_ROUNDS, *shape), generator=generator, device=device, dtype=torch.float64)
+    v = (1 + c * x) ** 3
+    log_v = v.clamp_min(torch.finfo(torch.float64).tiny).log()
+    accepted = (v > 0) & (u.log() < x * x / 2 + d - d * v + d * log_v)
+    first = accepted.to(torch.uint8).argmax(0, keepdim=True)  # the first accepted round (0 if none)
+    log_x = torch.where(accepted.any(0), math.log(d) + log_v.gather(0, first)[0], math.log(d))
+    if alpha < 1:
+        log_x = log_x + torch.rand(shape, generator=generator, device=device, dtype=torch.float64).log() / alpha
+    return log_x
+
+
+def beta_draws(alpha: float, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(n,) float32 draws of Beta(alpha, alpha) from `generator` alone: X / (X + Y) with X, Y ~ Gamma(alpha)
+    independent (`log_gamma_draws`), as sigmoid(log X − log Y). Mean ½, variance 1 / (4(2·alpha + 1))."""
+    log_x, log_y = log_gamma_draws(alpha, (2, n), generator, device)
+    return torch.sigmoid(log_x - log_y).nan_to_num(0.5).float()  # (nan: both −inf, probability ~2⁻¹⁰⁶)
+
+
 def mixup(images: torch.Tensor, labels: torch.Tensor, alpha: float, num_classes: int,
           generator: torch.Generator) -> Mixed:
     """mixup (Zhang et al. 2018): each image mixed with its partner in a random permutation of the batch,
-    λ ~ Beta(α, α) drawn per image (the paper draws one per batch)."""
+    λ ~ Beta(α, α) drawn per image (the paper draws one per batch).
+
+    Draws, all from `generator`: the permutation, then λ (`beta_draws`). Until the aug package λ came
+    from the global RNG (torch.distributions.Beta): the same seed now mixes with other λ.
+    """
     n = len(labels)
     partner = torch.randperm(n, generator=generator, device=labels.device)
-    concentration = torch.full((n,), float(alpha), device=labels.device)
-    weight = torch.distributions.Beta(concentration, concentration).sample()  # global RNG, seeded by the trainer
+    weight = beta_draws(alpha, n, generator, labels.device)
     return mix_pairs(images, labels, partner, weight, num_classes)
 
 
