@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from cifarbench.aug import AUGMENTS, MIXES, PAD_MODES
+from cifarbench.aug import AUGMENTS, MIXES, SUPPLIED, mix_fields
 from cifarbench.data import DATASETS, PREPROCESSES, dataset_source
 from cifarbench.core.device import AMP_MODES, DEVICES, resolve_amp, resolve_device
 from cifarbench.core.distributed import BACKENDS
-from cifarbench.engine.evaluate import TTA_MODES
+from cifarbench.aug.tta import TTA_MODES
 from cifarbench.run.trackers import check_installed
 from cifarbench.data.split import subset_size
 from cifarbench.models import COMMON_FIELDS, MODELS, build_model
@@ -263,12 +263,12 @@ SCHED = Entries(SCHEDULES, ("name", "warmup"), {
     "every": between(0, 1, low_open=True), "final": at_least(0), "peak": FRACTION, "initial": at_least(0),
     "k": at_least(0),
 })
-AUG = Entries(AUGMENTS, ("name", "mix", "mix_alpha"), {
-    "mix": one_of(*MIXES), "mix_alpha": positive(), "max_shift": at_least(0, integer=True),
-    "flip": one_of(True, False, "alternating"), "pad_mode": one_of(*PAD_MODES), "size": positive(integer=True),
-    "rotation": between(0, 180), "width_shift": FRACTION, "height_shift": FRACTION, "shear": between(0, 90),
-    "zoom": between(0, 1, high_open=True), "channel_shift": between(0, 255), "horizontal_flip": FLAG,
-})
+AUG = Entries(AUGMENTS, ("name", "mix", *mix_fields()), {  # (flip, pad_mode: the builders' Literal[...])
+    "mix": one_of(*MIXES.names(), nullable=True), "mix_alpha": positive(), "max_shift": at_least(0, integer=True),
+    "size": positive(integer=True), "rotation": between(0, 180), "width_shift": FRACTION, "height_shift": FRACTION,
+    "shear": between(0, 90), "zoom": between(0, 1, high_open=True), "channel_shift": between(0, 255),
+    "horizontal_flip": FLAG,
+}, supplied=SUPPLIED)
 MODEL = Entries(MODELS, ("name", *COMMON_FIELDS), {  # a family's own fields are checked by its builder
     "norm_momentum": FRACTION, "norm_eps": positive(), "norm_weight": FLAG, "dirac_init": FLAG,
 }, supplied=("num_classes", "in_channels", "image_size"))

@@ -1,14 +1,53 @@
-"""Batched augmentation and mixing: Keras affine, cutout, mixup, BC-learning."""
+"""Augmentation (the aug package): each augmentation's behaviour, the same pixels as before the package
+for the same seed, the alternating flip, the mixes with their criteria, mixup's λ drawn from the
+augmentation generator alone, the TTA views, and the aug config checked before any data loads."""
+import hashlib
+import math
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
 
-from cifarbench.aug import bc_partners, between_class, cutout_squares, keras_affine, mixup
-from cifarbench.engine.step import build_criterion
+from cifarbench.aug import AUGMENTS, MIXES, Augmentation, build_augmentation, cutout, flip_shift, keras
+from cifarbench.aug.flip import AlternatingFlip
+from cifarbench.aug.geometric import cutout_squares, keras_affine
+from cifarbench.aug.mix import BetweenClass, Mixup, NoMix, bc_partners, beta_draws, between_class, mixup
+from cifarbench.aug.tta import TTA_MODES, tta_views
+from cifarbench.core.distributed import rank_seed
+from cifarbench.core.registry import ConfigError
+from cifarbench.data import DeviceLoader
+from cifarbench.validate import validate_config
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def generator(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+def digest(*tensors) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def aug_config(name: str, **fields):
+    return OmegaConf.create({"name": name, "mix": None, "mix_alpha": 1.0, **fields})
+
+
+# Each augmentation ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", AUGMENTS.names())
+def test_every_entry_turns_a_uint8_batch_into_one_of_the_same_shape(name):
+    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=generator())
+    fields = {"flip": "alternating"} if "flip" in AUGMENTS.choices(name) else {}
+    augmentation = build_augmentation(aug_config(name, **fields), num_classes=10, num_images=8, seed=0)
+    out = augmentation(images, torch.arange(8), generator(1), 1)
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    assert torch.equal(out, images) == (name == "none")
 
 
 def test_keras_with_all_ranges_zero_is_the_identity():
@@ -54,15 +93,120 @@ def test_cutout_zeroes_one_square_per_image():
     assert (out[:, 0] == out[:, 2]).all(), "the same square in every channel"
 
 
+# The same pixels as before the aug package -------------------------------------------------------------------------
+# Computed with the code of commit 1563bcb (aug.py, the loader's alternating_flip) on these inputs and seeds.
+BEFORE = {"flip_shift zeros": "632897924f35dc2f", "flip_shift reflect": "c39ba880c1c34c97",
+          "flip_shift edge": "f42ed5d867366528", "flip_shift noflip": "cd500ea716a0c506", "cutout": "d51ec5e17bac3e29",
+          "bc": "92f5c73a6f0c447f", "alternating": ("12942dc2e4763cf7", "956f3502a4aeb03d"),
+          "alternating only": "7b34fb52d5473432"}
+# keras: out[:, :, 16, ::8] of a smooth image (bilinear interpolation: compared to ±1 for other CPUs' rounding)
+KERAS_BEFORE = [
+    [[187, 130, 74, 18], [86, 106, 126, 147], [136, 118, 100, 82]],
+    [[25, 42, 109, 176], [182, 163, 144, 125], [103, 102, 126, 150]],
+    [[13, 30, 97, 165], [155, 144, 134, 124], [84, 87, 116, 144]],
+    [[213, 148, 83, 18], [38, 60, 82, 105], [126, 104, 83, 61]],
+    [[255, 193, 127, 61], [173, 174, 175, 177], [216, 184, 151, 119]],
+    [[2, 22, 80, 137], [153, 134, 116, 98], [77, 78, 98, 118]],
+    [[0, 12, 81, 149], [45, 58, 71, 84], [11, 35, 76, 117]],
+    [[1, 58, 114, 171], [84, 93, 103, 113], [42, 75, 109, 142]],
+]
+
+
+def test_the_same_seed_gives_the_same_pixels_as_before_the_aug_package():
+    images = torch.randint(0, 256, (16, 3, 32, 32), generator=generator(0), dtype=torch.uint8)
+    index = torch.arange(16)
+    for pad_mode in ("zeros", "reflect", "edge"):
+        out = flip_shift(4, True, pad_mode)(images, index, generator(1), 1)
+        assert digest(out) == BEFORE[f"flip_shift {pad_mode}"], pad_mode
+    assert digest(flip_shift(2, False)(images, index, generator(1), 1)) == BEFORE["flip_shift noflip"]
+    assert digest(cutout(size=8)(images, index, generator(2), 1)) == BEFORE["cutout"]
+
+    y, x = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    smooth = torch.stack([x * 8, y * 8, (x + y) * 4]).clamp(0, 255).to(torch.uint8).expand(8, 3, 32, 32).contiguous()
+    out = keras(rotation=20, width_shift=0.2, height_shift=0.2, shear=10, zoom=0.1, channel_shift=30,
+                horizontal_flip=True)(smooth, torch.arange(8), generator(3), 1)
+    assert (out[:, :, 16, ::8].int() - torch.tensor(KERAS_BEFORE)).abs().max() <= 1
+
+    labels = torch.randint(0, 10, (16,), generator=generator(4))
+    assert digest(*between_class(images.float() / 255, labels, 10, generator(5))) == BEFORE["bc"]
+    assert digest(*BetweenClass(10, 0.0)(images.float() / 255, labels, generator(5))) == BEFORE["bc"]
+
+
+def test_the_alternating_flip_mirrors_the_same_images_as_before_the_aug_package():
+    """The loader drew the phase from its order generator, before the epochs' permutations; the phase is
+    the same now, and the same batches (then's orders, rebuilt here) get the same pixels."""
+    n = 40
+    images = torch.randint(0, 256, (n, 3, 8, 8), generator=generator(6), dtype=torch.uint8)
+    then = generator(3)
+    torch.rand(n, generator=then)  # the phase, as the loader drew it
+    orders = [torch.randperm(n, generator=then) for _ in range(3)]
+    batches = [(epoch, order[start:end]) for epoch, order in enumerate(orders, 1) for start, end in
+               [(0, 16), (16, 32), (32, 40)]]
+    augment, draws = flip_shift(2, "alternating", num_images=n, seed=3), generator(rank_seed(3, 0))
+    out = [augment(images[index], index, draws, epoch) for epoch, index in batches]
+    assert (digest(*out), digest(*[index for _, index in batches])) == BEFORE["alternating"]
+    alone = AlternatingFlip(n, seed=3)
+    assert digest(*[alone(images[index], index, epoch) for epoch, index in batches[:6]]) == BEFORE["alternating only"]
+
+
+# The alternating flip --------------------------------------------------------------------------------------------
+def test_alternating_flip_shows_each_image_both_ways_in_two_epochs_and_survives_resume():
+    n = 40
+    images = torch.arange(n * 3 * 8 * 8).reshape(n, 3, 8, 8).to(torch.uint8)  # each image asymmetric
+    augment = AlternatingFlip(n, seed=0)
+
+    def loader():
+        return DeviceLoader(images, torch.arange(n), 16, nn.Identity(),
+                            lambda batch, index, draws, epoch: augment(batch, index, epoch))
+
+    def flipped_in_next_epoch(source) -> torch.Tensor:
+        flipped = torch.zeros(n, dtype=torch.bool)
+        for batch, labels in source:
+            flipped[labels] = (batch != images[labels]).flatten(1).any(1)
+            assert torch.equal(batch, torch.where(flipped[labels].view(-1, 1, 1, 1), images[labels].flip(3),
+                                                  images[labels]))
+        return flipped
+
+    whole = loader()
+    epochs = [flipped_in_next_epoch(whole) for _ in range(3)]
+    assert 0 < epochs[0].sum() < n
+    assert torch.equal(epochs[1], ~epochs[0]) and torch.equal(epochs[2], epochs[0])
+    resumed = loader()
+    resumed.load_state_dict(whole.state_dict())  # after epoch 3: the phase is drawn from the seed again
+    assert torch.equal(flipped_in_next_epoch(resumed), ~epochs[2])
+    alternating, plain = loader(), DeviceLoader(images, torch.arange(n), 16, nn.Identity())
+    assert torch.equal(torch.cat([y for _ in range(2) for _, y in alternating]),
+                       torch.cat([y for _ in range(2) for _, y in plain])), "the same orders as without a flip"
+
+
+def test_the_loader_calls_augment_with_the_batch_its_indices_generator_and_epoch():
+    images = torch.arange(10).repeat_interleave(3 * 4 * 4).view(10, 3, 4, 4).to(torch.uint8)
+    calls = []
+
+    def augment(batch, index, draws, epoch):
+        calls.append((index.clone(), epoch))
+        assert torch.equal(batch, images[index]) and draws is loader.generator
+        return batch
+
+    loader = DeviceLoader(images, torch.arange(10), 4, nn.Identity(), augment)
+    labels = [y for _ in range(2) for _, y in loader]
+    assert [epoch for _, epoch in calls] == [1, 1, 1, 2, 2, 2]
+    assert all(torch.equal(index, y) for (index, _), y in zip(calls, labels, strict=True))
+
+
+# Mixes and their criteria ----------------------------------------------------------------------------------------
 def test_mixup_targets_sum_to_one_and_match_the_images():
-    torch.manual_seed(0)
     images, labels = torch.randn(64, 3, 4, 4), torch.randint(0, 10, (64,))
     mixed, targets, dominant = mixup(images, labels, alpha=1.0, num_classes=10, generator=generator())
     assert torch.allclose(targets.sum(1), torch.ones(64))
     assert ((targets > 0).sum(1) <= 2).all()
     assert (dominant == labels).float().mean() > 0.3 and (dominant != labels).any()
     assert (targets.gather(1, dominant[:, None]) >= 0.5 - 1e-6).all(), "the dominant label has the larger weight"
-    assert not torch.equal(mixed, images)
+    weight = targets[torch.arange(64), labels]
+    partner = torch.randperm(64, generator=generator())  # the first draw
+    same = labels == labels[partner]
+    expected = images * weight.view(-1, 1, 1, 1) + images[partner] * (1 - weight).view(-1, 1, 1, 1)
+    assert torch.allclose(mixed[~same], expected[~same], atol=1e-6)
 
 
 def test_bc_partners_are_of_another_class_and_r_dominates():
@@ -89,11 +233,11 @@ def test_bc_loss_is_finite_and_falls_on_real_images(real_cifar_root):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4),
                                 torch.nn.Flatten(), torch.nn.Linear(256, 10))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    criterion, g = build_criterion("bc", 0.0), generator()
+    mix, g = BetweenClass(10, 0.0), generator()
     losses = []
     for _ in range(60):
-        mixed, targets, _ = between_class(x, labels, 10, g)
-        loss = criterion(model(mixed), targets)
+        mixed, targets, _ = mix(x, labels, g)
+        loss = mix.criterion(model(mixed), targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -103,10 +247,102 @@ def test_bc_loss_is_finite_and_falls_on_real_images(real_cifar_root):
     assert last < 0.85 * first, (first, last)
 
 
-def test_soft_cross_entropy_equals_kl_plus_target_entropy():
+def test_each_mix_brings_its_criterion():
     logits, targets = torch.randn(8, 10), torch.softmax(torch.randn(8, 10), 1)
-    ce, kl = build_criterion(None, 0.0)(logits, targets), build_criterion("bc", 0.0)(logits, targets)
+    ce, kl = Mixup(10, 0.0).criterion(logits, targets), BetweenClass(10, 0.0).criterion(logits, targets)
     entropy = -(targets * targets.log()).sum(1).mean()
-    assert ce.item() == pytest.approx((kl + entropy).item(), rel=1e-5)
-    smoothed = build_criterion(None, 0.1)(logits, targets.argmax(1))
-    assert smoothed.item() == pytest.approx(F.cross_entropy(logits, targets.argmax(1), label_smoothing=0.1).item())
+    assert ce.item() == pytest.approx((kl + entropy).item(), rel=1e-5), "BC-learning: KL = cross-entropy − entropy"
+    hard = targets.argmax(1)
+    assert NoMix(0.1).criterion(logits, hard).item() == pytest.approx(
+        F.cross_entropy(logits, hard, label_smoothing=0.1).item())
+    assert Mixup(10, 0.1).criterion(logits, targets).item() == pytest.approx(
+        F.cross_entropy(logits, targets, label_smoothing=0.1).item())
+    images, labels = torch.randn(4, 3, 2, 2), torch.arange(4)
+    assert all(a is b for a, b in zip(NoMix()(images, labels, generator()), (images, labels, labels)))
+
+
+def test_the_config_chooses_the_mix_and_its_arguments():
+    def built(**fields) -> Augmentation:
+        return build_augmentation(aug_config("flip_shift", **fields), num_classes=7, num_images=4, seed=0,
+                                  label_smoothing=0.2)
+
+    assert built().mix == NoMix(0.2)
+    assert built(mix="mixup", mix_alpha=0.4).mix == Mixup(7, 0.2, alpha=0.4)
+    assert built(mix="mixup", mix_alpha=None).mix == Mixup(7, 0.2, alpha=1.0)  # null: the default
+    assert built(mix="bc", mix_alpha=0.4).mix == BetweenClass(7, 0.2)  # (mix_alpha is mixup's)
+    assert MIXES.names() == ["bc", "mixup"] and MIXES.fields("mixup") == ["alpha"] and MIXES.fields("bc") == []
+    entries = {OmegaConf.load(path).get("mix") for path in (CONF / "aug").glob("*.yaml")}
+    assert set(MIXES.names()) <= entries, "every mix has a config in conf/aug"
+
+
+# mixup's λ -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 4.0])
+def test_mixup_lambda_is_beta_distributed(alpha):
+    n = 200_000
+    draws = beta_draws(alpha, n, generator(int(alpha * 10)), torch.device("cpu"))
+    assert draws.dtype == torch.float32 and ((draws >= 0) & (draws <= 1)).all()
+    draws = draws.double()
+    mean, variance = draws.mean(), draws.var()
+    expected = 1 / (4 * (2 * alpha + 1))
+    centred = draws - 0.5
+    assert abs(mean - 0.5) < 5 * math.sqrt(expected / n)
+    variance_error = math.sqrt(((centred ** 4).mean() - expected ** 2) / n)  # the sample variance's standard error
+    assert abs(variance - expected) < 5 * variance_error, (variance.item(), expected)
+    if alpha == 1.0:  # Beta(1, 1) is uniform: Kolmogorov–Smirnov distance within the 0.1% critical value
+        ks = (draws.sort().values - torch.arange(1, n + 1, dtype=torch.float64) / n).abs().max()
+        assert ks < 1.95 / math.sqrt(n)
+
+
+def test_mixup_draws_from_the_augmentation_generator_alone():
+    images, labels = torch.randn(32, 3, 4, 4), torch.randint(0, 10, (32,), generator=generator(1))
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = Mixup(10, 0.0, alpha=0.5)(images, labels, generator(7))
+    assert torch.equal(torch.get_rng_state(), state), "the global RNG is untouched"
+    torch.manual_seed(123)
+    again = Mixup(10, 0.0, alpha=0.5)(images, labels, generator(7))
+    assert all(torch.equal(a, b) for a, b in zip(first, again)), "the same seed draws the same λ"
+    other = Mixup(10, 0.0, alpha=0.5)(images, labels, generator(8))
+    assert not torch.equal(first[1], other[1])
+
+
+# TTA views -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", TTA_MODES)
+def test_tta_views_weights_sum_to_one(mode):
+    images = torch.randn(2, 3, 8, 8)
+    views = tta_views(images, mode)
+    assert sum(weight for weight, _ in views) == 1
+    assert all(view.shape == images.shape for _, view in views) and torch.equal(views[0][1], images)
+
+
+def test_an_unknown_tta_mode_is_one_line():
+    with pytest.raises(ValueError, match=r"^trainer\.tta='all'; choose one of none, flip, flip_translate$"):
+        tta_views(torch.zeros(1, 3, 4, 4), "all")
+
+
+# The aug config, before any data loads -----------------------------------------------------------------------------
+def test_choice_arguments_are_their_builders_literals():
+    assert AUGMENTS.choices("flip_shift") == {"flip": (True, False, "alternating"),
+                                              "pad_mode": ("zeros", "reflect", "edge")}
+    assert AUGMENTS.choices("cutout") == AUGMENTS.choices("flip_shift") and AUGMENTS.choices("keras") == {}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ("aug.flip=sometimes", "aug.flip='sometimes'; it must be one of true, false, alternating"),
+    ("aug=cutout aug.flip=1", "aug.flip=1; it must be one of true, false, alternating"),
+    ("aug.pad_mode=wrap", "aug.pad_mode='wrap'; it must be one of zeros, reflect, edge"),
+    ("aug=cutout aug.pad_mode=constant", "aug.pad_mode='constant'; it must be one of zeros, reflect, edge"),
+    ("aug.mix=cutmix", "aug.mix='cutmix'; it must be one of bc, mixup or null"),
+    ("aug=bc +aug.mix_beta=1", "aug 'flip_shift' has no field(s) mix_beta; its fields are: name, mix, mix_alpha,"),
+    ("+aug.num_images=3", "aug 'flip_shift' has no field(s) num_images; its fields are: name, mix, mix_alpha, "
+                          "max_shift, flip, pad_mode"),
+])
+def test_bad_aug_values_are_one_line_before_any_data_loads(compose_with, overrides, message):
+    with pytest.raises(ConfigError) as error:
+        validate_config(compose_with(*overrides.split(), "data.root=/nonexistent"))
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_the_alternating_flip_needs_the_dataset_size():
+    with pytest.raises(ValueError, match="the alternating flip needs the dataset's number of images"):
+        flip_shift(flip="alternating")

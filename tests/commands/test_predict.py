@@ -273,7 +273,7 @@ def test_predict_classifies_as_the_run_evaluates(ema_tta_run):
     import torch
 
     from cifarbench.data import load_cifar10
-    from cifarbench.engine.evaluate import tta_logits
+    from cifarbench.aug.tta import tta_logits
     from cifarbench.commands.predict import classify, load_trained
 
     run, root, _ = ema_tta_run

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifarbench.aug import translate_flip
+from cifarbench.aug.geometric import translate_flip
 from cifarbench.data import DeviceLoader, build_preprocess
 from cifarbench.data.preprocess import channel_stats
 

@@ -173,8 +173,8 @@ def test_a_loader_restored_mid_epoch_yields_what_the_original_would_have(drop_la
     from cifarbench.aug import flip_shift
 
     images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
-    make = functools.partial(DeviceLoader, images, torch.arange(50), 16, nn.Identity(), flip_shift(2), seed=3,
-                             alternating_flip=True, drop_last=drop_last)
+    make = functools.partial(DeviceLoader, images, torch.arange(50), 16, nn.Identity(),
+                             flip_shift(2, "alternating", num_images=50, seed=3), seed=3, drop_last=drop_last)
     whole, stopped = make(), make()
     expected = [batch for _ in range(3) for batch in whole]
     assert len(whole) == (3 if drop_last else 4)

@@ -1,5 +1,5 @@
 """Speed options, each checked for correctness on CPU: Muon, EMA, test-time augmentation, Lookahead,
-whitening initialisation, alternating flip. (The recipes run in tests/report/test_sweeps.py, compile in
+whitening initialisation. (The recipes run in tests/report/test_sweeps.py, compile in
 tests/engine/test_engine.py.)"""
 import contextlib
 import copy
@@ -20,7 +20,8 @@ from cifarbench.optim import build_optimizer
 from cifarbench.commands.predict import load_trained
 from cifarbench.core.registry import ConfigError
 from cifarbench.engine.averaging import EMA, Lookahead
-from cifarbench.engine.evaluate import evaluate, tta_views
+from cifarbench.aug.tta import tta_views
+from cifarbench.engine.evaluate import evaluate
 from cifarbench.models.init import whiten_first_conv
 from cifarbench.engine.loop import train
 
@@ -204,27 +205,6 @@ def test_whitening_init_decorrelates_the_first_conv_outputs():
         out = F.conv2d(images.double(), weight[:12].double()).transpose(0, 1).flatten(1)
     covariance = torch.cov(out)
     assert torch.allclose(covariance, torch.eye(12, dtype=torch.float64), atol=1e-3)
-
-
-def test_alternating_flip_mirrors_each_image_on_every_other_epoch_and_survives_resume():
-    n = 40
-    images = torch.arange(n * 3 * 32 * 32, dtype=torch.float32).reshape(n, 3, 32, 32)  # each image asymmetric
-    loader = DeviceLoader(images, torch.arange(n), 16, nn.Identity(), alternating_flip=True)
-
-    def flipped_in_next_epoch(source) -> torch.Tensor:
-        flipped = torch.zeros(n, dtype=torch.bool)
-        for batch, labels in source:
-            flipped[labels] = (batch != images[labels]).flatten(1).any(1)
-            assert torch.equal(batch, torch.where(flipped[labels].view(-1, 1, 1, 1), images[labels].flip(3),
-                                                  images[labels]))
-        return flipped
-
-    epochs = [flipped_in_next_epoch(loader) for _ in range(3)]
-    assert 0 < epochs[0].sum() < n
-    assert torch.equal(epochs[1], ~epochs[0]) and torch.equal(epochs[2], epochs[0])
-    resumed = DeviceLoader(images, torch.arange(n), 16, nn.Identity(), alternating_flip=True)
-    resumed.epoch = 2  # as the trainer sets it when resuming after epoch 2
-    assert torch.equal(flipped_in_next_epoch(resumed), epochs[2])
 
 
 def test_muon_leaves_exactly_the_input_layer_and_the_classifier_to_the_auxiliary_optimizer():

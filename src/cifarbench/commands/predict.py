@@ -32,7 +32,7 @@ from torch import nn
 from cifarbench.run.checkpoint import load_checkpoint
 from cifarbench.data import dataset_source
 from cifarbench.data.preprocess import restore_preprocess
-from cifarbench.engine.evaluate import tta_logits
+from cifarbench.aug.tta import tta_logits
 from cifarbench.commands.args import key_value_args
 from cifarbench.core.files import atomic_write_json
 from cifarbench.models import build_model

@@ -147,13 +147,13 @@ def read_batch(path: Path, title: str, label_sets: dict[str, int]) -> tuple[np.n
 
 CIFAR10 = CifarSource(
     title="CIFAR-10", classes=CIFAR10_CLASSES, shape=(3, 32, 32), sizes=(50_000, 10_000), folder="", mirrors=TORONTO,
-    flip=True, archive=OfficialFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    archive=OfficialFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
     batches="cifar-10-batches-py", train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
     test_files=("test_batch",), label_sets=(("labels", 10),), cache="cifar-10-uint8.npz",
 )
 CIFAR100 = CifarSource(
     title="CIFAR-100", classes=CIFAR100_FINE, shape=(3, 32, 32), sizes=(50_000, 10_000), folder="", mirrors=TORONTO,
-    flip=True, archive=OfficialFile("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
+    archive=OfficialFile("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
     batches="cifar-100-python", train_files=("train",), test_files=("test",),
     label_sets=(("fine_labels", 100), ("coarse_labels", 20)), label_key="fine_labels", cache="cifar-100-uint8.npz",
 )

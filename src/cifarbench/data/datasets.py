@@ -36,8 +36,9 @@ class Source(ABC):
 
     `shape` is (channels, height, width); `sizes` the number of (training, test) images; `folder` the
     subfolder of data.root its files go into ("" for the CIFAR archives, which unpack into their own
-    folder); `mirrors` the base URLs its files are served from, tried in order; `flip` whether a
-    horizontal mirror keeps an image's label (not for digits), the default of the aug group's flips.
+    folder); `mirrors` the base URLs its files are served from, tried in order. (Whether a mirrored
+    image keeps its label is the config's `data.flip`, the default of the aug group's horizontal flips:
+    true in conf/_data.yaml, false in the digit datasets' conf/data/<name>.yaml.)
     """
     title: str
     classes: tuple[str, ...]
@@ -45,7 +46,6 @@ class Source(ABC):
     sizes: tuple[int, int]
     folder: str
     mirrors: tuple[str, ...]
-    flip: bool
 
     @abstractmethod
     def load(self, root: str | Path, download: bool = True, mirrors=None) -> ImageDataset:

@@ -77,7 +77,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 MNIST = IdxSource(
     title="MNIST", classes=tuple("0123456789"), shape=(1, 28, 28), sizes=(60_000, 10_000), folder="mnist",
-    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"), flip=False,
+    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
     files=tuple(OfficialFile(name, md5) for name, md5 in zip(NAMES, (
         "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432", "9fb629c4189551a2d022fa330f9573f3",
         "ec29112dd5afa0611ce80d1b7f02629c"))),
@@ -87,7 +87,7 @@ FASHION_MNIST = IdxSource(
     title="Fashion-MNIST", classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                                     "Sneaker", "Bag", "Ankle boot"),
     shape=(1, 28, 28), sizes=(60_000, 10_000), folder="fashion_mnist",
-    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",), flip=True,
+    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     files=tuple(OfficialFile(name, md5) for name, md5 in zip(NAMES, (
         "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe", "bef4ecab320f06d8554ea6380940ec79",
         "bb300cfdad3c16e7a12a480ee83cd310"))),

@@ -4,7 +4,8 @@
 The loader owns the run's position in the data (epoch, batch within the epoch, the epoch's order and
 the generator that draws the orders), and `state_dict()` saves it, so a run stopped after any step
 resumes at the very next batch with the same images. The augmentation draws come from a generator of
-their own (`generator`), one stream per process.
+their own (`generator`), one stream per process. What augmentation does is not the loader's business:
+it calls one function on every batch (`augment`, an `aug.Augmentation` in training).
 
 Several processes (DDP) share one order: each epoch's permutation is drawn from the same seed on every
 rank, and each rank takes its share of every (global) batch, so the global position, and the saved
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cifarbench.aug import Augment
+from cifarbench.aug import Transform
 from cifarbench.core.distributed import World, rank_seed
 
 
@@ -28,28 +29,26 @@ class DeviceLoader:
             `drop_last`. In a `world` of several processes each rank yields its share of every batch
             (`World.shard`: contiguous, sizes differing by at most one).
         preprocess: uint8 batch → network input (normalisation), applied after augmentation.
-        augment: `augment(uint8 batch, generator) -> uint8 batch`, or None.
+        augment: `augment(images, indices, generator, epoch) -> images` (`aug.Transform`), or None: the
+            batch's uint8 images (B, C, H, W), their positions (B,) int64 in `images` (the same for an
+            image every epoch), this rank's augmentation generator and the epoch (1 for the first) →
+            the augmented uint8 batch (B, C, H, W).
         shuffle: a new permutation each epoch (training) or the stored order (evaluation).
         seed: seeds the epoch orders (the same on every rank) and, with the rank, the augmentation
             draws of `generator` (on the images' device).
-        alternating_flip: airbench's flip: each image mirrored on every other epoch, from a random start.
         drop_last: skip the last partial batch (airbench94 does; every step then has the same shape).
         world: the processes training together (a world of one by default).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, preprocess: nn.Module,
-                 augment: Augment | None = None, shuffle: bool = True, seed: int = 0,
-                 memory_format: torch.memory_format = torch.contiguous_format, alternating_flip: bool = False,
-                 drop_last: bool = False, world: World = World()):
+                 augment: Transform | None = None, shuffle: bool = True, seed: int = 0,
+                 memory_format: torch.memory_format = torch.contiguous_format, drop_last: bool = False,
+                 world: World = World()):
         self.images, self.labels = images, labels
         self.batch_size, self.preprocess, self.augment = batch_size, preprocess, augment
         self.shuffle, self.memory_format, self.drop_last, self.world = shuffle, memory_format, drop_last, world
         self.order_generator = torch.Generator(images.device).manual_seed(seed)
         self.generator = torch.Generator(images.device).manual_seed(rank_seed(seed, world.rank))
-        # Alternating flip: the parity of `epoch` decides which images are mirrored, so every image
-        # is seen both ways in any two consecutive epochs; the phase is drawn once from the seed.
-        self.flip_phase = (torch.rand(len(images), generator=self.order_generator, device=images.device) < 0.5
-                           if alternating_flip else None)
         self.bounds = self._bounds()
         if not self.bounds:
             raise ValueError(f"{len(images)} images make no batch of {batch_size} with drop_last")
@@ -105,11 +104,8 @@ class DeviceLoader:
             self.batch += 1  # before the yield: a batch handed out is a batch trained on
             index = self.order[start:end]
             images = self.images[index]
-            if self.flip_phase is not None:
-                flip = self.flip_phase[index] ^ bool(self.epoch % 2)
-                images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
             if self.augment is not None:
-                images = self.augment(images, self.generator)
+                images = self.augment(images, index, self.generator, self.epoch)
             yield self.preprocess(images).contiguous(memory_format=self.memory_format), self.labels[index]
 
     def state_dict(self) -> dict:

@@ -87,7 +87,7 @@ def read_mat(path: Path, loadmat) -> tuple[np.ndarray, np.ndarray]:
 
 SVHN = SvhnSource(
     title="SVHN", classes=tuple("0123456789"), shape=(3, 32, 32), sizes=(73_257, 26_032), folder="svhn",
-    mirrors=("http://ufldl.stanford.edu/housenumbers/",), flip=False,
+    mirrors=("http://ufldl.stanford.edu/housenumbers/",),
     train=OfficialFile("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
     test=OfficialFile("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
     extra_file=OfficialFile("extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7"),

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from cifarbench.aug import build_augment, build_mix
+from cifarbench.aug import build_augmentation
+from cifarbench.aug.tta import tta_views
 from cifarbench.core.clock import RunState
 from cifarbench.core.config_diff import plain_config
 from cifarbench.core.device import resolve_amp
@@ -22,9 +23,8 @@ from cifarbench.core.distributed import World, rank_seed
 from cifarbench.data import DeviceLoader
 from cifarbench.data.prepared import PreparedData
 from cifarbench.engine.averaging import EMA, Lookahead
-from cifarbench.engine.evaluate import tta_views
 from cifarbench.engine.resume import checkpoint_to_resume
-from cifarbench.engine.step import Plan, TrainStep, build_criterion
+from cifarbench.engine.step import Plan, TrainStep
 from cifarbench.models import build_model
 from cifarbench.models.init import whiten_first_conv
 from cifarbench.optim import build_optimizer
@@ -203,10 +203,9 @@ def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_
     if len(data.val_labels):
         evaluation_sets.append((data.val_images, data.val_labels))
     check_shares(t, len(data.train_labels), [len(labels) for _, labels in evaluation_sets], world.size)
-    train_loader = DeviceLoader(data.train_images, data.train_labels, t.batch_size, data.preprocess,
-                                build_augment(cfg.aug), seed=t.seed, memory_format=setup.memory_format,
-                                alternating_flip=cfg.aug.get("flip") == "alternating", drop_last=t.drop_last,
-                                world=world)
+    augmentation = build_augmentation(cfg.aug, len(data.classes), len(data.train_labels), t.seed, t.label_smoothing)
+    train_loader = DeviceLoader(data.train_images, data.train_labels, t.batch_size, data.preprocess, augmentation,
+                                seed=t.seed, memory_format=setup.memory_format, drop_last=t.drop_last, world=world)
     test_loader, val_loader = [
         DeviceLoader(torch.from_numpy(images[share]).to(device), torch.from_numpy(labels[share]).to(device),
                      t.eval_batch_size, data.preprocess, shuffle=False, memory_format=setup.memory_format)
@@ -224,8 +223,7 @@ def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_
 
     compiled = compiled_if_asked(model)  # evaluation reads the plain module; training, DDP's wrapper if any
     train_forward = compiled if world.size == 1 else compiled_if_asked(world.wrap(model))
-    step = TrainStep(model, train_forward, optimizer, scaler, build_criterion(cfg.aug.get("mix"), t.label_smoothing),
-                     setup.autocast, build_schedule(cfg.sched), plan,
-                     build_mix(cfg.aug, len(data.classes), train_loader.generator), ema, lookahead, world)
+    step = TrainStep(model, train_forward, optimizer, scaler, augmentation.mix, setup.autocast,
+                     build_schedule(cfg.sched), plan, train_loader.generator, ema, lookahead, world)
     return Training(model, train_forward, ema.module if ema else compiled, optimizer, scaler, step, train_loader,
                     test_loader, val_loader, ema, lookahead, world), plan

@@ -1,4 +1,4 @@
-"""One training step, built once before the loop: set the scheduled lr, (mix,) forward, loss,
+"""One training step, built once before the loop: set the scheduled lr, mix, forward, the mix's loss,
 backward, optimizer step, weight averaging; the running training metrics stay on the device."""
 from __future__ import annotations
 
@@ -6,22 +6,14 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from cifarbench.aug import Mix
 from cifarbench.engine.averaging import EMA, Lookahead
 from cifarbench.core.distributed import World
 from cifarbench.sched import Schedule, progress
 
 DIVERGENCE_CHECK_EVERY = 50  # steps; each check is one host–device sync
-
-
-def build_criterion(mix: str | None, label_smoothing: float):
-    """Cross-entropy on hard or soft (mixed) targets, mean over the batch; SPEC's BC-learning trains
-    with the KL divergence to its mixed targets."""
-    if mix == "bc":
-        return lambda logits, targets: F.kl_div(F.log_softmax(logits.float(), 1), targets, reduction="batchmean")
-    return lambda logits, targets: F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
 
 
 @dataclass
@@ -38,6 +30,9 @@ class TrainStep:
     float as the loader yields them, labels (B,) int64; `step` is the number of steps done before this
     one and `elapsed_s` the training seconds so far (both decide the lr); the mean loss is weighted by
     `loss_weight` for the backward (DeviceLoader.loss_weight: 1.0 but for unequal shares under DDP).
+    `mix` (aug.Augmentation.mix) mixes the batch, drawing from `generator` (the training loader's
+    augmentation generator), and its `criterion` is the loss (cross-entropy with label smoothing
+    without a mix).
 
     The lr of each optimizer group is base lr × schedule × the group's `lr_scale`, and 0 once the
     group's `train_epochs` are over. Training loss and accuracy since the last `reset()` accumulate on
@@ -48,11 +43,12 @@ class TrainStep:
     """
 
     def __init__(self, model: nn.Module, compiled: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, criterion, autocast, schedule: Schedule, plan: Plan,
-                 mix=None, ema: EMA | None = None, lookahead: Lookahead | None = None, world: World = World()):
+                 scaler: torch.amp.GradScaler, mix: Mix, autocast, schedule: Schedule, plan: Plan,
+                 generator: torch.Generator | None = None, ema: EMA | None = None, lookahead: Lookahead | None = None,
+                 world: World = World()):
         self.model, self.compiled, self.optimizer, self.scaler, self.world = model, compiled, optimizer, scaler, world
-        self.criterion, self.autocast, self.schedule, self.plan = criterion, autocast, schedule, plan
-        self.mix, self.ema, self.lookahead = mix, ema, lookahead
+        self.mix, self.autocast, self.schedule, self.plan = mix, autocast, schedule, plan
+        self.generator, self.ema, self.lookahead = generator, ema, lookahead
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         device = next(model.parameters()).device
         self.loss_sum = torch.zeros((), device=device)
@@ -73,12 +69,10 @@ class TrainStep:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, step: int, elapsed_s: float,
                  loss_weight: float = 1.0):
         self.set_lr(step, elapsed_s)
-        targets = labels
-        if self.mix is not None:  # soft targets; accuracy counts the dominant label
-            images, targets, labels = self.mix(images, labels)
+        images, targets, labels = self.mix(images, labels, self.generator)  # accuracy counts the dominant label
         with self.autocast:
             logits = self.compiled(images)
-            loss = self.criterion(logits, targets)
+            loss = self.mix.criterion(logits, targets)
         self.scaler.scale(loss if loss_weight == 1.0 else loss * loss_weight).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
