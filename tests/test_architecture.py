@@ -49,7 +49,7 @@ def test_nothing_outside_the_commands_imports_them():
     assert {name: targets for name, targets in outside.items() if targets} == {}
 
 
-@pytest.mark.parametrize("package", ["cifarbench.models", "cifarbench.data"])
+@pytest.mark.parametrize("package", ["cifarbench.models", "cifarbench.data", "cifarbench.aug"])
 def test_a_family_file_never_imports_its_packages_face(package):
     """The registry lives in its own module (models/registry.py, data/datasets.py), so family files import
     it rather than the package's __init__, which imports them."""

@@ -6,9 +6,10 @@ which conf/trainer/default.yaml is held to by a test), while `data`, `model`, `o
 are `Entries`: the chosen entry's builder signature (its registry) says which fields it has beside the
 group's common ones (its `Literal[...]` arguments, their allowed values), the group's table says what
 each may hold. Then the data subsets and the batches they make are checked against the chosen dataset's
-sizes, and the model is built on the meta device (shapes only) so its own values are checked too. A failure raises ConfigError with one line naming the key, its value and what is
-allowed; an unknown field lists the fields there are, with the nearest as "did you mean". Values that
-work but are likely mistakes are logged as warnings that say why.
+sizes, and the model is built on the meta device (shapes only) so its own values are checked too. A
+failure raises ConfigError with one line naming the key, its value and what is allowed; an unknown field
+lists the fields there are, with the nearest as "did you mean". Values that work but are likely mistakes
+are logged as warnings that say why.
 """
 from __future__ import annotations
 

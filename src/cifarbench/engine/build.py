@@ -107,7 +107,7 @@ class Training:
     eval_model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    step: TrainStep
+    train_step: TrainStep
     train_loader: DeviceLoader
     test_loader: DeviceLoader
     val_loader: DeviceLoader | None
@@ -123,7 +123,7 @@ class Training:
         return Checkpoint(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                           scaler=self.scaler.state_dict(), ema=self.ema.state_dict() if self.ema else None,
                           lookahead=self.lookahead.state_dict() if self.lookahead else None,
-                          loader=self.train_loader.state_dict(), window=self.step.state_dict(), state=vars(state),
+                          loader=self.train_loader.state_dict(), window=self.train_step.state_dict(), state=vars(state),
                           ranks=ranks, config=config, preprocess=preprocess, classes=classes)
 
     def restore(self, checkpoint: Checkpoint, seed: int) -> RunState:
@@ -140,7 +140,7 @@ class Training:
         if self.lookahead is not None and checkpoint.lookahead:
             self.lookahead.load_state_dict(checkpoint.lookahead)
         self.train_loader.load_state_dict(checkpoint.loader)
-        self.step.load_state_dict(checkpoint.window)
+        self.train_step.load_state_dict(checkpoint.window)
         ranks, world = checkpoint.ranks, self.world
         if len(ranks) == world.size:
             restore_rng(ranks[world.rank]["rng"])
@@ -223,7 +223,7 @@ def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_
 
     compiled = compiled_if_asked(model)  # evaluation reads the plain module; training, DDP's wrapper if any
     train_forward = compiled if world.size == 1 else compiled_if_asked(world.wrap(model))
-    step = TrainStep(model, train_forward, optimizer, scaler, augmentation.mix, setup.autocast,
-                     build_schedule(cfg.sched), plan, train_loader.generator, ema, lookahead, world)
-    return Training(model, train_forward, ema.module if ema else compiled, optimizer, scaler, step, train_loader,
-                    test_loader, val_loader, ema, lookahead, world), plan
+    train_step = TrainStep(model, train_forward, optimizer, scaler, augmentation.mix, setup.autocast,
+                           build_schedule(cfg.sched), plan, train_loader.generator, ema, lookahead, world)
+    return Training(model, train_forward, ema.module if ema else compiled, optimizer, scaler, train_step,
+                    train_loader, test_loader, val_loader, ema, lookahead, world), plan

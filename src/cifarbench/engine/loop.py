@@ -79,7 +79,7 @@ def stop_reason(training: Training, state: RunState, plan: Plan, clock: Clock,
     if world.size > 1 and not (at_check or training.train_loader.epoch_done):
         return None
     host = [interrupted.is_set(), clock.over_budget()]
-    diverged = (at_check or world.size > 1 or any(host)) and training.step.diverged(state.step) is not None
+    diverged = (at_check or world.size > 1 or any(host)) and training.train_step.diverged(state.step) is not None
     flags = world.any(diverged, *host)
     reason = next((reason for reason, flag in zip(("diverged", "interrupted", "budget"), flags) if flag), None)
     return reason or ("epochs" if done else None)
@@ -104,8 +104,8 @@ class Evaluation:
                                                     self.tta, world)
         best = self.recorder.add_row(state, metrics_row(state, len(training.train_loader),
                                                         training.optimizer.param_groups[0]["lr"],
-                                                        training.step.window(), (test_loss, test_acc), val))
-        training.step.reset()
+                                                        training.train_step.window(), (test_loss, test_acc), val))
+        training.train_step.reset()
         state.window_seconds = 0.0
         self.recorder.save(self.checkpoint(state), best)
         return predictions
@@ -155,7 +155,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 for images, labels in tqdm(train_loader, desc=f"epoch {state.step // len(train_loader) + 1}",
                                            leave=False, disable=None if t.progress and world.main else True,
                                            unit="batch"):
-                    training.step(images, labels, state.step, clock.elapsed(), train_loader.loss_weight())
+                    training.train_step(images, labels, state.step, clock.elapsed(), train_loader.loss_weight())
                     state.step += 1
                     stopped_by = stop_reason(training, state, plan, clock, interrupted)
                     if stopped_by is not None:
@@ -199,7 +199,7 @@ def finish(training: Training, state: RunState, stopped_by: str, predictions: to
     the diagnostics figures and the final summary."""
     world = training.world
     if stopped_by == "diverged":
-        reason = next(filter(None, world.gather_objects(training.step.diverged(state.step))))
+        reason = next(filter(None, world.gather_objects(training.train_step.diverged(state.step))))
         log.error("diverged: %s; %s", reason, recorder.last_good())
         recorder.summary["error"] = f"{reason}; {recorder.last_good()}"
         return recorder.finish(state, "diverged", "diverged")

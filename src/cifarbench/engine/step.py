@@ -37,16 +37,16 @@ class TrainStep:
     The lr of each optimizer group is base lr × schedule × the group's `lr_scale`, and 0 once the
     group's `train_epochs` are over. Training loss and accuracy since the last `reset()` accumulate on
     the device; a divergence check reads the window's losses once every DIVERGENCE_CHECK_EVERY steps.
-    `compiled` is the training forward (DDP's wrapper under several processes), `model` the plain
+    `forward` is the training forward (torch.compile's and DDP's wrappers when asked), `model` the plain
     module the averaging reads. In a `world` of several processes the window's sums are all-reduced
     when read or saved, so they count the images of every rank.
     """
 
-    def __init__(self, model: nn.Module, compiled: nn.Module, optimizer: torch.optim.Optimizer,
+    def __init__(self, model: nn.Module, forward: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, mix: Mix, autocast, schedule: Schedule, plan: Plan,
                  generator: torch.Generator | None = None, ema: EMA | None = None, lookahead: Lookahead | None = None,
                  world: World = World()):
-        self.model, self.compiled, self.optimizer, self.scaler, self.world = model, compiled, optimizer, scaler, world
+        self.model, self.forward, self.optimizer, self.scaler, self.world = model, forward, optimizer, scaler, world
         self.mix, self.autocast, self.schedule, self.plan = mix, autocast, schedule, plan
         self.generator, self.ema, self.lookahead = generator, ema, lookahead
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -71,7 +71,7 @@ class TrainStep:
         self.set_lr(step, elapsed_s)
         images, targets, labels = self.mix(images, labels, self.generator)  # accuracy counts the dominant label
         with self.autocast:
-            logits = self.compiled(images)
+            logits = self.forward(images)
             loss = self.mix.criterion(logits, targets)
         self.scaler.scale(loss if loss_weight == 1.0 else loss * loss_weight).backward()
         self.scaler.step(self.optimizer)
