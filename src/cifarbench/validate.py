@@ -13,8 +13,11 @@ are logged as warnings that say why.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +154,21 @@ def one_of(*choices, nullable: bool = False) -> Field:
 
 
 FLAG, TEXT, INTEGER = Field("bool"), Field("text"), Field("integer")
+
+
+def field_of(hint: Any) -> Field | None:
+    """The Field a builder argument's annotation declares: `Literal[...]` its values, `bool`, `int`,
+    `float` (an int is a number too), `str`, each `| None` making it nullable; None for any other type
+    (checked by building the model on the meta device, or by the builder)."""
+    args = typing.get_args(hint)
+    nullable = type(None) in args and typing.get_origin(hint) in (typing.Union, types.UnionType)
+    if nullable:
+        rest = [a for a in args if a is not type(None)]
+        hint = rest[0] if len(rest) == 1 else hint
+    if typing.get_origin(hint) is typing.Literal:
+        return one_of(*typing.get_args(hint), nullable=nullable)
+    simple = {bool: Field("bool"), int: Field("integer"), float: Field("number"), str: Field("text")}.get(hint)
+    return None if simple is None else dataclasses.replace(simple, nullable=nullable)
 FRACTION = between(0, 1)
 
 
@@ -202,9 +220,10 @@ class Entries:
         for field, value in cfg.items():
             if field != "name" and field in self.table:
                 self.table[field].check(f"{key}.{field}", value, nullable=self.null_is_default)
-        for field, allowed in self.registry.choices(cfg.name).items():  # the builder's Literal[...] arguments
-            if field in cfg and field not in self.table:
-                one_of(*allowed).check(f"{key}.{field}", cfg[field], nullable=self.null_is_default)
+        for field, hint in self.registry.annotations(cfg.name).items():  # the builder's own typed arguments
+            declared = field_of(hint)
+            if field in cfg and field not in self.table and declared is not None:
+                declared.check(f"{key}.{field}", cfg[field], nullable=self.null_is_default)
 
 
 # The trainer's fields, each declared once: what it may hold, its default and its unit. conf/trainer/default.yaml

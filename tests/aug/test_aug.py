@@ -43,7 +43,7 @@ def aug_config(name: str, **fields):
 @pytest.mark.parametrize("name", AUGMENTS.names())
 def test_every_entry_turns_a_uint8_batch_into_one_of_the_same_shape(name):
     images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=generator())
-    fields = {"flip": "alternating"} if "flip" in AUGMENTS.choices(name) else {}
+    fields = {"flip": "alternating"} if "flip" in AUGMENTS.annotations(name) else {}
     augmentation = build_augmentation(aug_config(name, **fields), num_classes=10, num_images=8, seed=0)
     out = augmentation(images, torch.arange(8), generator(1), 1)
     assert out.dtype == torch.uint8 and out.shape == images.shape
@@ -322,9 +322,14 @@ def test_an_unknown_tta_mode_is_one_line():
 
 # The aug config, before any data loads -----------------------------------------------------------------------------
 def test_choice_arguments_are_their_builders_literals():
-    assert AUGMENTS.choices("flip_shift") == {"flip": (True, False, "alternating"),
-                                              "pad_mode": ("zeros", "reflect", "edge")}
-    assert AUGMENTS.choices("cutout") == AUGMENTS.choices("flip_shift") and AUGMENTS.choices("keras") == {}
+    from cifarbench.validate import field_of
+
+    def choices(name: str) -> dict[str, tuple]:
+        return {field: declared.choices for field, hint in AUGMENTS.annotations(name).items()
+                if (declared := field_of(hint)) is not None and declared.kind == "choice"}
+
+    assert choices("flip_shift") == {"flip": (True, False, "alternating"), "pad_mode": ("zeros", "reflect", "edge")}
+    assert choices("cutout") == choices("flip_shift") and choices("keras") == {}
 
 
 @pytest.mark.parametrize("overrides, message", [

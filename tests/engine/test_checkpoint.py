@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from PIL import Image
 import torch
 from helpers import make_fake_cifar
 
@@ -136,6 +137,11 @@ def test_a_file_that_is_not_a_checkpoint_gets_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "notes.txt")
+    # Seen (a new user): a photo given as ckpt= was refused "as holding objects other than tensors".
+    Image.new("RGB", (4, 4)).save(tmp_path / "photo.png")
+    with pytest.raises(CheckpointError, match=r"photo.png is not a readable checkpoint \(torch.save writes a zip "
+                                              r"archive; this file is not one\)$"):
+        load_checkpoint(tmp_path / "photo.png")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a cifarbench checkpoint"):
         load_checkpoint(tmp_path / "other.pt")

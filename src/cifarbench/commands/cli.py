@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import sys
 import traceback
 
@@ -68,6 +69,25 @@ def is_command(word: str) -> bool:
     return "=" not in word and not word.startswith(("-", "+", "~"))
 
 
+# Hydra's advice for these two refusals misleads here: the overlay groups are in the root defaults list
+# (`debug: null`), and a study's variants compose only inside their experiment.
+_APPEND_TO_DEFAULTS = re.compile(r"Multiple values for ([\w/]+)\. To override a value use 'override \1: (.+)'")
+_STUDY_VARIANT = re.compile(r"Could not override '(study/(\w+))'\. .*use \+study/\w+=(.+)")
+
+
+def composition_hint(message: str) -> str:
+    """For Hydra's refusal of `+debug=quick` (an overlay the root config already lists) or of a study
+    variant without its experiment, the one line that says what to write instead; else ''."""
+    if found := _APPEND_TO_DEFAULTS.search(message):
+        group, value = found.groups()
+        return f"{group} is in the root defaults list already: write {group}={value}, without '+'"
+    if found := _STUDY_VARIANT.search(" ".join(message.split())):
+        group, study, value = found.groups()
+        return (f"{group} is not an option on its own: a study's variants are chosen inside its experiment, "
+                f"experiment={study} {group}={value}")
+    return ""
+
+
 def one_line(error: BaseException) -> str:
     """A Hydra or OmegaConf error as one line: an unknown key lists the group's fields with the
     nearest one, a missing config lists the options; otherwise the message's lines joined."""
@@ -83,6 +103,8 @@ def one_line(error: BaseException) -> str:
         missing = (error.missing_cfg_file or "").rpartition("/")[2]
         return f"{first}{did_you_mean(missing, error.options)}; available: {', '.join(error.options)}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if hint := composition_hint(str(error)):
+        return hint
     if isinstance(error, OverrideParseException):
         lines.insert(0, f"cannot parse the override {error.override!r}:")
     if isinstance(cause, OmegaConfBaseException):

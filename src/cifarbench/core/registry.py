@@ -6,7 +6,7 @@ import inspect
 import logging
 import sys
 import typing
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ class Registry:
             return None
         return [key for key, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty]
 
-    def choices(self, name: str) -> dict[str, tuple]:
-        """The allowed values of each argument of builder `name` annotated `Literal[...]` (checked
-        against the config before any data loads)."""
+    def annotations(self, name: str) -> dict[str, Any]:
+        """The type each argument of builder `name` is annotated with (postponed annotations evaluated in
+        the builder's module); arguments without one are left out."""
         builder = self.get(name)
         namespace = vars(sys.modules.get(builder.__module__, typing))
         found = {}
@@ -90,8 +90,8 @@ class Registry:
                     hint = eval(hint, namespace)  # noqa: S307  the module's own annotation
                 except Exception:
                     continue
-            if typing.get_origin(hint) is Literal:
-                found[key] = typing.get_args(hint)
+            if hint is not parameter.empty:
+                found[key] = hint
         return found
 
     def build(self, name: str, *args, **fields) -> Any:

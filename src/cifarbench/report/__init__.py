@@ -2,7 +2,7 @@
 leaderboard.csv and leaderboard.md (one row per setting: runs whose configs differ only in
 `trainer.seed` share a row), leaderboard_runs.csv (one row per run), compare_time.png,
 compare_epoch.png, final_acc.png, and report.html, one page holding all of it;
-reported_vs_measured.md/.csv for studies whose configs carry reported figures (studies.py).
+reported_vs_measured.md/.csv for studies whose configs carry reported figures (run/studies.py).
 
     cifarbench report outputs/multirun/2026-11-24/10-00-00
     cifarbench report SWEEP_A SWEEP_B --out DIR                            (several folders, one report)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    if not zipfile.is_zipfile(path):  # what torch.save writes; a photo or a text file is not one
+        raise CheckpointError(f"{path} is not a readable checkpoint (torch.save writes a zip archive; this file "
+                              f"is not one)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
