@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifarbench.report import stats
+from cifarbench.report.stats import mean_interval, p_above, seeds_to_resolve, welch
 from cifarbench.report.runs import NOT_STARTED, Run
 from cifarbench.run.metrics import objective
 from cifarbench.run.setting import SEED
@@ -109,13 +109,13 @@ def setting_row(label: str, rows: list[dict], level: float = LEVEL, target: floa
 
     def spread(column: str, interval: bool = True) -> dict:
         values = completed_values(rows, column)
-        low_high = stats.mean_interval(values, level) or (None, None)
+        low_high = mean_interval(values, level) or (None, None)
         return {f"{column}_mean": statistics.fmean(values) if values else None,
                 f"{column}_std": statistics.stdev(values) if len(values) > 1 else None,
                 **({f"{column}_ci_low": low_high[0], f"{column}_ci_high": low_high[1]} if interval else {})}
 
     objectives = completed_values(rows, "objective")
-    ci = stats.mean_interval(objectives, level) or (None, None)
+    ci = mean_interval(objectives, level) or (None, None)
     statuses = Counter(r["status"] for r in rows)
     row = {
         "setting": label, **{k: rows[0][k] for k in ("model", "optim", "aug", "params")},
@@ -132,12 +132,12 @@ def setting_row(label: str, rows: list[dict], level: float = LEVEL, target: floa
     }
     if target is not None:
         accuracies = completed_values(rows, "final_test_acc")
-        row["p_above_target"] = stats.p_above(accuracies, target)
+        row["p_above_target"] = p_above(accuracies, target)
         row["above_target"] = (ONE_SEED if len(accuracies) == 1 else NO_SEED if not accuracies else
                                "yes" if row["p_above_target"] < 1 - level else
                                "no (mean not above)" if row["final_test_acc_mean"] <= target else "not resolved")
         if len(accuracies) > 1:
-            row["seeds_for_target"] = stats.seeds_to_resolve(row["final_test_acc_mean"], row["final_test_acc_std"],
+            row["seeds_for_target"] = seeds_to_resolve(row["final_test_acc_mean"], row["final_test_acc_std"],
                                                              target, 1 - level)
     return row
 
@@ -152,7 +152,7 @@ def compare_to_top(table: list[tuple[dict, list[float]]], level: float = LEVEL):
     (top, best), *others = table
     top["vs_top"] = TOP if best else NO_SEED
     for row, values in others:
-        test = stats.welch(best, values)
+        test = welch(best, values)
         row["p_vs_top"] = test[2] if test else None
         row["vs_top"] = (NO_SEED if not values else ONE_SEED if len(values) == 1 else
                          TOP_ONE_SEED if test is None else TIED if test[2] >= 1 - level else BELOW)
