@@ -48,7 +48,8 @@ def test_interval_welch_and_one_sided_test_by_hand_and_by_scipy():
 
 
 def test_seeds_to_resolve_is_the_fewest_seeds_whose_test_would_pass():
-    # by hand, mean 0.92, s 0.02, target 0.90: t = √n must exceed t_{0.95, n−1}: n = 4: 2 < 2.353; n = 5: 2.236 > 2.132
+    # by hand, mean 0.92, s 0.02, target 0.90: t = √n must exceed t_{0.95, n−1}:
+    # n = 4: 2 < 2.353; n = 5: 2.236 > 2.132
     assert 2 < T_95_3 and math.sqrt(5) > T_95_4
     assert stats.seeds_to_resolve(0.92, 0.02, 0.90) == 5
     for mean, std, target, alpha in ((0.941, 0.003, 0.94, 0.05), (0.95, 0.04, 0.9, 0.01), (0.5, 0.3, 0.2, 0.05)):
@@ -125,7 +126,8 @@ def test_without_a_target_the_markdown_has_no_target_columns_and_the_figure_show
     assert "target" not in (board_folder / "leaderboard.md").read_text()
     rows = {row["setting"]: row for row in board.setting_rows}
     expected = scipy_stats.t.interval(0.9, 2, loc=0.92, scale=scipy_stats.sem(ACCURACIES["model=a"]))
-    assert (rows["model=a"]["final_test_acc_ci_low"], rows["model=a"]["final_test_acc_ci_high"]) == pytest.approx(expected)
+    row = rows["model=a"]
+    assert (row["final_test_acc_ci_low"], row["final_test_acc_ci_high"]) == pytest.approx(expected)
     figure = final_acc_figure(board.settings, board.setting_rows, "Final test accuracy per setting", board.level)
     figure.draw_without_rendering()
     axis, = figure.axes
