@@ -5,10 +5,10 @@ an experiment's `hydra.sweeper.params`), checks each config as a run would befor
 would write, and an estimate of its training time on this device; nothing is trained into them.
 
 The estimate comes from a short timed probe per distinct speed setting (model, augmentation, data,
-batch size, device, precision, compile): the job's own config trained for two epochs of a few batches
-(PROBE_BATCHES, at least PROBE_IMAGES images) in a temporary folder. Its second epoch gives the training
-throughput (images/s, steady state); the rest of its wall time, less its evaluations, is a job's fixed
-seconds (start, data, network, the first steps' warm-up, figures). A job then takes
+batch size, device, precision, compile): the job's own config trained for PROBE_EPOCHS epochs of a few
+batches (PROBE_BATCHES, at least PROBE_IMAGES images) in a temporary folder. Its last epoch gives the
+training throughput (images/s, steady state); the rest of its wall time, less its training at that speed
+and its evaluations, is a job's fixed seconds (start, data, network, the first steps' warm-up, figures). A job then takes
 fixed + trained images / throughput + evaluated images / (EVAL_SPEEDUP × throughput) seconds, its
 training capped by `trainer.budget_min`. A search sweeper (Optuna) draws its trials as it goes: its
 `n_trials` jobs are planned from the base config.
@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-PROBE_BATCHES = 8  # training batches a probe trains on (one epoch) ...
-PROBE_IMAGES = 1024  # ... and at least this many images, when the job has them
+PROBE_EPOCHS = 3  # a probe's epochs: the last is timed (on a CPU the first 10 to 20 steps are slower)
+PROBE_BATCHES = 12  # training batches of a probe's epoch ...
+PROBE_IMAGES = 1536  # ... and at least this many images, when the job has them
 PROBE_TEST_IMAGES = 500  # test images a probe evaluates
 EVAL_SPEEDUP = 3.0  # evaluation's images/s over training's: a forward pass alone, about a third of a step
 # What decides a job's images/s, besides the whole model config (the probe of one serves every job sharing them)
@@ -77,14 +78,16 @@ def sweep_jobs(overrides: list[str]) -> tuple[list[Job], Path, str]:
         loader = hydra.config_loader
         task_overrides = list(master.hydra.overrides.task)
         sweeper = master.hydra.sweeper
+        parser = OverridesParser.create(config_loader=loader)
         if sweeper._target_ == BASIC_SWEEPER:
             params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
-            parsed = OverridesParser.create(config_loader=loader).parse_overrides([*params, *task_overrides])
+            parsed = parser.parse_overrides([*params, *task_overrides])
             lists = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
             note = f"{len(lists)} job(s)"
         else:
             trials = int(sweeper.get("n_trials", 1))
-            lists = [[o for o in task_overrides if "," not in o]] * trials
+            base = [o.input_line for o in parser.parse_overrides(task_overrides) if not o.is_sweep_override()]
+            lists = [base] * trials
             note = (f"{trials} trial(s) that {sweeper._target_.rpartition('.')[2]} draws as it goes, each planned "
                     f"from the base config (what it searches: {', '.join(sweeper.get('params') or {}) or '-'})")
         sweep_dir = Path(str(master.hydra.sweep.dir))
@@ -165,10 +168,10 @@ def speed_key(cfg) -> str:
 
 
 def run_probe(cfg) -> Probe:
-    """Train `cfg` for two epochs of PROBE_BATCHES batches (at least PROBE_IMAGES images) in a temporary
-    folder, evaluating PROBE_TEST_IMAGES test images after each, and time it: the second epoch gives the
-    steady images/s; the rest of the wall time, less the evaluations, is a job's fixed seconds (start, data,
-    network, the first steps' warm-up, figures)."""
+    """Train `cfg` for PROBE_EPOCHS epochs of PROBE_BATCHES batches (at least PROBE_IMAGES images) in a
+    temporary folder, evaluating PROBE_TEST_IMAGES test images after each, and time it: the last epoch gives
+    the steady images/s; the rest of the wall time, less the training at that speed and the evaluations, is
+    a job's fixed seconds (start, data, network, the first steps' warm-up, figures)."""
     from omegaconf import open_dict
 
     from cifarbench.engine.loop import train
@@ -181,16 +184,16 @@ def run_probe(cfg) -> Probe:
     with open_dict(cfg):
         subset = min(n_train, max(PROBE_IMAGES, PROBE_BATCHES * cfg.trainer.batch_size))
         cfg.data.update(train_subset=subset, test_subset=min(n_test, PROBE_TEST_IMAGES), val_split=0, download=False)
-        cfg.trainer.update(epochs=2, budget_min=None, progress=False, resume=None, eval_every=1)
+        cfg.trainer.update(epochs=PROBE_EPOCHS, budget_min=None, progress=False, resume=None, eval_every=1)
         cfg.logger = {"csv": {}}  # no tracker store gets the probe's run
     with tempfile.TemporaryDirectory(prefix="cifarbench-plan-") as folder:
         start = time.perf_counter()
         summary = train(cfg, folder)
         wall = time.perf_counter() - start
-        first, second = read_metrics(Path(folder) / METRICS)[:2]
-    images_per_s = subset / max(second["train_seconds"] - first["train_seconds"], 1e-6)
+        before, last = read_metrics(Path(folder) / METRICS)[-2:]
+    images_per_s = subset / max(last["train_seconds"] - before["train_seconds"], 1e-6)
     n_test = images_of(cfg)[1]  # the probe's own
-    fixed = wall - 2 * subset / images_per_s - 2 * n_test / (EVAL_SPEEDUP * images_per_s)
+    fixed = wall - PROBE_EPOCHS * (subset / images_per_s + n_test / (EVAL_SPEEDUP * images_per_s))
     return Probe(images_per_s, max(0.0, fixed), summary.get("device", "?"))
 
 
@@ -247,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     if not estimated:
         print("no estimate: no probe ran")
         return 1
-    print(f"estimate: {duration(total)} for {estimated} job(s) on {', '.join(sorted(devices)) or '-'}"
+    seconds = f" ({total:.0f} s)" if total >= 90 else ""
+    print(f"estimate: {duration(total)}{seconds} for {estimated} job(s) on {', '.join(sorted(devices)) or '-'}"
           + (f" ({len(good) - estimated} job(s) could not be probed)" if estimated < len(good) else ""))
     return 1 if bad else 0
 
