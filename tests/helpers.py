@@ -7,6 +7,7 @@ formats and of damaged files, and ways to run the CLI and the benchmark script.
 - `make_fake_mnist(folder, n_train, n_test)`: MNIST's four gzipped IDX files (also Fashion-MNIST's);
   `with_md5s_of(entry, folder)`: that registry entry with the MD5s of those files patched in.
 - `damage(path, how)`: spoils a file as disks, crashes and people do, `how` one of `DAMAGES`.
+- `fake_run(folder, overrides, final_acc, ...)`: a run folder as a completed job leaves it, without training.
 - `run_cli(*overrides, cwd=None)`: runs `python -m cifarbench` in a subprocess, returns CompletedProcess.
 - `cli_in_process(monkeypatch, *args)`: `cifarbench ARGS` run in this process under Hydra (the CLI's own
   entry point; no interpreter start); returns its exit status.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import json
 import os
 import pickle
 import struct
@@ -26,6 +28,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
@@ -122,6 +125,27 @@ def damage(path: Path, how: str):
     spoilt = {"truncated": data[:n // 2], "garbage": np.random.default_rng(0).bytes(n), "empty": b"",
               "bit-rot": data[:n // 3] + bytes(n // 3) + data[2 * (n // 3):]}[how]
     path.write_bytes(spoilt)
+
+
+def fake_run(folder: Path, overrides: list[str], final_acc: float, test_subset: int | None = None,
+             root: str = "/data", trainer: dict | None = None) -> Path:
+    """A run folder as a completed job leaves it (summary.json, metrics.csv, .hydra/overrides.yaml),
+    without training: three evaluations reaching `final_acc`; `trainer`: more of its trainer config."""
+    from cifarbench.run.metrics import write_metrics
+
+    seed = next((int(o.split("=")[1]) for o in overrides if o.startswith("trainer.seed=")), 0)
+    rows = [{"epoch": e, "step": 10 * e, "train_seconds": 2.0 * e, "lr": 0.01, "train_loss": 1.0, "train_acc": 0.5,
+             "test_loss": 1.0, "test_acc": final_acc * e / 3, "images_per_s": 100.0, "val_loss": None, "val_acc": None}
+            for e in (1, 2, 3)]
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    write_metrics(folder / "metrics.csv", rows)
+    config = {"data": {"root": root, "test_subset": test_subset}, "trainer": {"seed": seed, **(trainer or {})},
+              "model": {"name": overrides[0]}}
+    (folder / "summary.json").write_text(json.dumps({
+        "status": "completed", "final_test_acc": final_acc, "best_test_acc": final_acc, "epochs": 3.0,
+        "train_seconds": 6.0, "model": overrides[0], "optim": "sgd", "config": config}))
+    return folder
 
 
 def run_cli(*overrides: str, module: str = "cifarbench", cwd: str | Path | None = None, timeout: float = 300,

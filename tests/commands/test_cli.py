@@ -169,9 +169,9 @@ def test_each_command_has_help(monkeypatch, capsys, command):
 
 @pytest.mark.parametrize("word, message", [
     ("reprot", "cifarbench: unknown command 'reprot' (did you mean report?); commands: models, report, predict, "
-               "inspect (or none, to train; cifarbench --help)\n"),
-    ("train", "cifarbench: unknown command 'train'; commands: models, report, predict, inspect (or none, to train; "
-              "cifarbench --help)\n"),
+               "inspect, plan (or none, to train; cifarbench --help)\n"),
+    ("train", "cifarbench: unknown command 'train'; commands: models, report, predict, inspect, plan (or none, to "
+              "train; cifarbench --help)\n"),
 ])
 def test_an_unknown_command_lists_the_commands(monkeypatch, capsys, word, message):
     assert cli_main(monkeypatch, capsys, word, "model=lenet") == (2, "", message)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import fake_run
 from PIL import Image
+from scipy import stats as scipy_stats
 
 from cifarbench.report import write_report
 from cifarbench.report.board import settings_of
@@ -81,6 +83,11 @@ def test_seeds_of_a_setting_form_one_row_with_their_spread(seed_sweep):
             assert float(row[f"{key}_mean"]) == pytest.approx(statistics.fmean(values), rel=1e-12)
             assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(values), rel=1e-12, abs=1e-15)
         assert float(row["objective"]) == pytest.approx(float(row["final_val_acc_mean"]), rel=1e-12)
+        # the 95% interval of the objective (the validation accuracy here), Student's t as SciPy computes it
+        values = [s["final_val_acc"] for s in summaries]
+        if statistics.stdev(values) > 0:
+            expected = scipy_stats.t.interval(0.95, 2, loc=statistics.fmean(values), scale=scipy_stats.sem(values))
+            assert (float(row["objective_ci_low"]), float(row["objective_ci_high"])) == pytest.approx(expected)
         assert float(row["train_seconds_median"]) == statistics.median(s["train_seconds"] for s in summaries)
         to_50 = [next((r["train_seconds"] for r in run.rows if r["test_acc"] >= 0.5), math.inf)
                  for run in find_runs(seed_sweep) if run.overrides[0] == row["setting"]]
@@ -88,6 +95,10 @@ def test_seeds_of_a_setting_form_one_row_with_their_spread(seed_sweep):
                                                else str(statistics.median(to_50)))
         assert row["status"] == "completed"
     assert [float(r["objective"]) for r in board] == sorted((float(r["objective"]) for r in board), reverse=True)
+    top, other = ([float(r["final_val_acc"]) for r in runs if r["run"] == row["setting"]] for row in board)
+    assert board[0]["vs_top"] == "top" and board[1]["vs_top"] in ("tied with top", "below top")
+    if statistics.stdev(top) + statistics.stdev(other) > 0:
+        assert float(board[1]["p_vs_top"]) == pytest.approx(scipy_stats.ttest_ind(top, other, equal_var=False).pvalue)
     assert "±" in (seed_sweep / "leaderboard.md").read_text()
     for name in ("compare_time.png", "compare_epoch.png"):
         with Image.open(seed_sweep / name) as image:
@@ -107,27 +118,6 @@ def test_the_band_is_the_mean_min_and_max_over_seeds(seed_sweep):
 
 
 # Reports of several folders, and figures a person can read ------------------------------------------
-def fake_run(folder: Path, overrides: list[str], final_acc: float, test_subset: int | None = None,
-             root: str = "/data", trainer: dict | None = None) -> Path:
-    """A run folder as a completed job leaves it (summary.json, metrics.csv, .hydra/overrides.yaml),
-    without training: three evaluations reaching `final_acc`; `trainer`: more of its trainer config."""
-    from cifarbench.run.metrics import write_metrics
-
-    seed = next((int(o.split("=")[1]) for o in overrides if o.startswith("trainer.seed=")), 0)
-    rows = [{"epoch": e, "step": 10 * e, "train_seconds": 2.0 * e, "lr": 0.01, "train_loss": 1.0, "train_acc": 0.5,
-             "test_loss": 1.0, "test_acc": final_acc * e / 3, "images_per_s": 100.0, "val_loss": None, "val_acc": None}
-            for e in (1, 2, 3)]
-    (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    write_metrics(folder / "metrics.csv", rows)
-    config = {"data": {"root": root, "test_subset": test_subset}, "trainer": {"seed": seed, **(trainer or {})},
-              "model": {"name": overrides[0]}}
-    (folder / "summary.json").write_text(json.dumps({
-        "status": "completed", "final_test_acc": final_acc, "best_test_acc": final_acc, "epochs": 3.0,
-        "train_seconds": 6.0, "model": overrides[0], "optim": "sgd", "config": config}))
-    return folder
-
-
 def test_several_folders_make_one_report_that_ranks_each_test_set_apart(tmp_path, capsys):
     from cifarbench.commands.report import main
 
@@ -227,7 +217,7 @@ def test_a_many_run_report_keeps_legends_outside_labels_inside_and_one_colour_pe
     colour_of = {line.get_label(): to_hex(line.get_color()) for line in axis.lines}
     assert len(axis.lines) == len(set(colour_of.values())) == 31  # one line and colour per setting, its seeds' band
 
-    bars = final_acc_figure(settings, "Final test accuracy per setting")
+    bars = final_acc_figure(settings, many_settings.setting_rows, "Final test accuracy per setting")
     bars.draw_without_rendering()
     axis, = bars.axes
     assert axis.get_title() == "Final test accuracy per setting"

@@ -1,4 +1,4 @@
-"""`cifarbench` / `python -m cifarbench`: dispatch to a command (`models`, `report`, `predict`, `inspect`)
+"""`cifarbench` / `python -m cifarbench`: dispatch to a command (`models`, `report`, `predict`, `inspect`, `plan`)
 or train under Hydra (commands/train.py); help, and Hydra's and OmegaConf's errors as one line.
 
 A config that does not compose, an unknown override key or an override Hydra cannot parse prints one
@@ -28,6 +28,8 @@ COMMANDS = {
     "predict": ("cifarbench.commands.predict", "classify image files, folders or glob patterns with a checkpoint"),
     "inspect": ("cifarbench.commands.inspect",
                 "confusion matrix, sample predictions and per-class accuracy of a checkpoint"),
+    "plan": ("cifarbench.commands.plan",
+             "what a sweep would run: its jobs, those that would fail, its folders, its time (no training)"),
 }
 
 HELP = """usage: cifarbench COMMAND [--help | ARGS...]
@@ -43,6 +45,7 @@ common overrides (`cifarbench --cfg job ...` prints the composed config and runs
   data.root=DIR data.train_subset=10000 optim.lr=0.05     change one field
   +model.norm_momentum=0.1                                 add a field the YAML lacks
   -m optim=sgd,adam model=lenet,resnet18                   a sweep: one job per combination
+  -m ... --plan                                            its jobs, those that would fail, folders, time; no training
 
 outputs, relative to the current folder:
   outputs/runs/<date>/<time>_<model>_<optim>_<run id>/     one run (printed at its start and end)
@@ -142,6 +145,8 @@ def main():
     argv = sys.argv[1:]
     if argv and argv[0] in COMMANDS:
         sys.exit(run_command(argv[0], argv[1:]))
+    if "--plan" in argv:  # cifarbench -m OVERRIDES --plan: the sweep's plan (commands/plan.py), nothing trained
+        sys.exit(run_command("plan", [a for a in argv if a != "--plan"]))
     if argv and is_command(argv[0]):
         print(f"cifarbench: unknown command {argv[0]!r}{did_you_mean(argv[0], COMMANDS)}; "
               f"commands: {', '.join(COMMANDS)} (or none, to train; cifarbench --help)", file=sys.stderr)

@@ -12,6 +12,9 @@ root config). Accuracies are fractions; seconds are training seconds. Runs are r
 the sweeper maximises (`run.metrics.objective`: final validation accuracy with a validation split, else
 final test accuracy; -inf for a run that did not complete), settings by the mean of their runs'
 values, so a setting with a failed, diverged or unfinished seed ranks below every fully completed one.
+Each setting with n ≥ 2 completed seeds gets the 95% confidence interval of its mean (Student's t)
+and Welch's t-test against the top setting (`tied with top` where p ≥ 0.05); `report --target 0.94`
+adds the one-sided t-test of the mean final test accuracy against 0.94 (report/stats.py).
 Runs evaluated on different test sets (another dataset or `data.test_subset`) are never ranked
 together: each test set gets its own table and figures. The jobs a sweep's `multirun.yaml` lists
 that left no run behind are listed as "not started".
@@ -24,7 +27,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from cifarbench.core.files import atomic_write_text
-from cifarbench.report.board import Board, build_boards
+from cifarbench.report.board import LEVEL, Board, build_boards
 from cifarbench.report.figures import plot_comparisons
 from cifarbench.report.page import write_page
 from cifarbench.report.runs import find_runs, unstarted_jobs
@@ -34,15 +37,18 @@ from cifarbench.run.studies import write_reported
 log = logging.getLogger(__name__)
 
 
-def write_report(folders: str | Path | list, out: str | Path | None = None) -> list[Board]:
+def write_report(folders: str | Path | list, out: str | Path | None = None, level: float = LEVEL,
+                 target: float | None = None) -> list[Board]:
     """Write the report of the runs under `folders` (one folder or several) into `out` (default: the
-    first folder); returns its Boards, one per test set, the most used first."""
+    first folder); returns its Boards, one per test set, the most used first. Intervals are at confidence
+    `level` (a probability: 0.95) and differences resolved at 1 − level; `target` (a fraction, 0.94)
+    adds the one-sided test of each setting's mean final test accuracy against it."""
     folders = [Path(f) for f in (folders if isinstance(folders, (list, tuple)) else [folders])]
     out = Path(out) if out is not None else folders[0]
     found = {run.path.resolve(): run for folder in folders for run in find_runs(folder)}  # a folder may hold another
     runs = list(found.values())
     runs += unstarted_jobs(folders, runs)
-    boards = build_boards(runs, out)
+    boards = build_boards(runs, out, level, target)
     settings = [row for board in boards for row in board.setting_rows]
     atomic_write_text(out / "leaderboard.csv", to_csv(settings))
     atomic_write_text(out / "leaderboard.md", boards_markdown(boards))

@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from cifarbench.report.stats import mean_interval, p_above, seeds_to_resolve, welch
 from cifarbench.report.runs import NOT_STARTED, Run
 from cifarbench.run.metrics import objective
 from cifarbench.run.setting import SEED
@@ -18,6 +19,10 @@ THRESHOLDS = (0.5, 0.7, 0.9)  # time-to-accuracy columns (test accuracy)
 SECONDS_TO = tuple(f"seconds_to_{int(100 * a)}" for a in THRESHOLDS)
 FIGURES = ("compare_time.png", "compare_epoch.png", "final_acc.png")
 LABEL_CHARS = 36  # a figure's labels are cut to this many characters (the tables keep them whole)
+LEVEL = 0.95  # confidence level of the intervals; differences are resolved at 1 − LEVEL (report --level)
+# A setting row's verdict against the top setting (column vs_top)
+TOP, TIED, BELOW = "top", "tied with top", "below top"
+ONE_SEED, NO_SEED, TOP_ONE_SEED = "one seed", "no completed seed", "top has one seed"
 
 
 def seconds_to(rows: list[dict], accuracy: float) -> float | None:
@@ -88,27 +93,69 @@ def _median_seconds(values: list[float | None]) -> float | None:
     return None if math.isinf(median) else median
 
 
-def setting_row(label: str, rows: list[dict]) -> dict:
-    """One leaderboard.csv row from the run rows of one setting (its seeds)."""
+def completed_values(rows: list[dict], column: str) -> list[float]:
+    """The values of `column` in the completed run rows of one setting (its seeds' sample)."""
+    return [r[column] for r in rows if r["status"] == "completed" and r[column] is not None
+            and math.isfinite(r[column])]
+
+
+def setting_row(label: str, rows: list[dict], level: float = LEVEL, target: float | None = None) -> dict:
+    """One leaderboard.csv row from the run rows of one setting (its seeds): means, sample standard
+    deviations and `level` confidence intervals (Student's t; n ≥ 2) over its completed runs; with a
+    `target` accuracy (fraction), the one-sided t-test that the mean final test accuracy exceeds it and
+    the seeds that would resolve it at the observed spread. The columns against the top setting
+    (p_vs_top, vs_top) are filled in by `compare_to_top`."""
     done = [r for r in rows if r["status"] == "completed"]
 
-    def spread(column: str) -> dict:
-        values = [r[column] for r in done if r[column] is not None]
+    def spread(column: str, interval: bool = True) -> dict:
+        values = completed_values(rows, column)
+        low_high = mean_interval(values, level) or (None, None)
         return {f"{column}_mean": statistics.fmean(values) if values else None,
-                f"{column}_std": statistics.stdev(values) if len(values) > 1 else None}
+                f"{column}_std": statistics.stdev(values) if len(values) > 1 else None,
+                **({f"{column}_ci_low": low_high[0], f"{column}_ci_high": low_high[1]} if interval else {})}
 
+    objectives = completed_values(rows, "objective")
+    ci = mean_interval(objectives, level) or (None, None)
     statuses = Counter(r["status"] for r in rows)
-    return {
+    row = {
         "setting": label, **{k: rows[0][k] for k in ("model", "optim", "aug", "params")},
         "seeds": ",".join(str(r["seed"]) for r in rows if r["seed"] is not None), "n": len(done),
         "objective": statistics.fmean(r["objective"] for r in rows),
-        **spread("final_test_acc"), **spread("final_val_acc"),
+        "objective_ci_low": ci[0], "objective_ci_high": ci[1], "p_vs_top": None, "vs_top": None,
+        **spread("final_test_acc"), **spread("final_val_acc", interval=False),
         "train_seconds_median": _median_seconds([r["train_seconds"] for r in done]) if done else None,
         **{f"{c}_median": _median_seconds([r[c] for r in done]) if done else None for c in SECONDS_TO},
         "status": (", ".join(f"{n} {status}" for status, n in statuses.items()) if len(statuses) > 1
                    else rows[0]["status"]),
         "error": next((r["error"] for r in rows if r["error"]), ""), "test_set": rows[0]["test_set"],
+        "target": target, "p_above_target": None, "above_target": None, "seeds_for_target": None,
     }
+    if target is not None:
+        accuracies = completed_values(rows, "final_test_acc")
+        row["p_above_target"] = p_above(accuracies, target)
+        row["above_target"] = (ONE_SEED if len(accuracies) == 1 else NO_SEED if not accuracies else
+                               "yes" if row["p_above_target"] < 1 - level else
+                               "no (mean not above)" if row["final_test_acc_mean"] <= target else "not resolved")
+        if len(accuracies) > 1:
+            row["seeds_for_target"] = seeds_to_resolve(row["final_test_acc_mean"], row["final_test_acc_std"],
+                                                             target, 1 - level)
+    return row
+
+
+def compare_to_top(table: list[tuple[dict, list[float]]], level: float = LEVEL):
+    """Fill in p_vs_top and vs_top of each ranked setting row (best first, each with its completed runs'
+    objectives): Welch's two-sided t-test against the top setting; a difference with p < 1 − level is
+    resolved ("below top"), else the setting is "tied with top". A setting (or top) with one seed cannot
+    be tested and says so."""
+    if not table:
+        return
+    (top, best), *others = table
+    top["vs_top"] = TOP if best else NO_SEED
+    for row, values in others:
+        test = welch(best, values)
+        row["p_vs_top"] = test[2] if test else None
+        row["vs_top"] = (NO_SEED if not values else ONE_SEED if len(values) == 1 else
+                         TOP_ONE_SEED if test is None else TIED if test[2] >= 1 - level else BELOW)
 
 
 @dataclass
@@ -141,17 +188,20 @@ def settings_of(runs: list[Run]) -> list[Setting]:
     return settings
 
 
-def leaderboards(settings: list[Setting]) -> tuple[list[dict], list[dict]]:
+def leaderboards(settings: list[Setting], level: float = LEVEL,
+                 target: float | None = None) -> tuple[list[dict], list[dict]]:
     """(setting rows, run rows), each best first by the objective (settings: its mean over the runs,
-    then the mean final test accuracy)."""
+    then the mean final test accuracy); setting rows with their intervals and tests (`setting_row`,
+    `compare_to_top`) at confidence `level`, against `target` (a fraction) when given."""
     run_table, setting_table = [], []
     for setting in settings:
         rows = setting.rows()
         run_table += rows
-        setting_table.append(setting_row(setting.label, rows))
+        setting_table.append((setting_row(setting.label, rows, level, target), completed_values(rows, "objective")))
     run_table.sort(key=lambda r: r["objective"], reverse=True)
-    setting_table.sort(key=lambda r: (r["objective"], r["final_test_acc_mean"] or -1), reverse=True)
-    return setting_table, run_table
+    setting_table.sort(key=lambda pair: (pair[0]["objective"], pair[0]["final_test_acc_mean"] or -1), reverse=True)
+    compare_to_top(setting_table, level)
+    return [row for row, _ in setting_table], run_table
 
 
 @dataclass
@@ -162,6 +212,7 @@ class Board:
     setting_rows: list[dict]
     run_rows: list[dict]
     figures: list[Path]
+    level: float = LEVEL
 
 
 def not_started(boards: list[Board]) -> list[Run]:
@@ -170,18 +221,19 @@ def not_started(boards: list[Board]) -> list[Run]:
                    if run.status == NOT_STARTED), key=lambda run: (str(run.sweep), run.summary["job"]))
 
 
-def build_boards(runs: list[Run], out: Path) -> list[Board]:
-    """One Board per test set, the one with the most runs first; figure names get `_set<k>` with several."""
+def build_boards(runs: list[Run], out: Path, level: float = LEVEL, target: float | None = None) -> list[Board]:
+    """One Board per test set, the one with the most runs first; figure names get `_set<k>` with several;
+    statistics at confidence `level`, against `target` (a fraction) when given (see `leaderboards`)."""
     test_sets = [name for name, _ in Counter(run.test_set for run in runs).most_common()]
     boards = []
     for k, test_set in enumerate(test_sets, start=1):
         settings = settings_of([run for run in runs if run.test_set == test_set])
-        setting_rows, run_rows = leaderboards(settings)
+        setting_rows, run_rows = leaderboards(settings, level, target)
         rank = {row["setting"]: k for k, row in enumerate(setting_rows)}
         settings.sort(key=lambda setting: rank[setting.label])  # so colours and legends follow the ranking
         for setting, short in zip(settings, figure_labels([setting.short for setting in settings])):
             setting.short = short
         suffix = f"_set{k}" if len(test_sets) > 1 else ""
         boards.append(Board(test_set, settings, setting_rows, run_rows,
-                            [out / name.replace(".png", f"{suffix}.png") for name in FIGURES]))
+                            [out / name.replace(".png", f"{suffix}.png") for name in FIGURES], level))
     return boards

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from cifarbench.report.board import Board, Setting, setting_row
+from cifarbench.report.board import LEVEL, TIED, Board, Setting, completed_values
 from cifarbench.report.runs import Run
 from cifarbench.run.figures import new_figure, save_png
 
@@ -56,31 +56,41 @@ def comparison_figure(settings: list[Setting], x: str, title: str):
     return fig
 
 
-def final_acc_figure(settings: list[Setting], title: str):
-    """Per setting, a bar of the mean final test accuracy (fraction) of its completed seeds with ± one
-    standard deviation, each seed's own value a dot on it, in the setting's colour; hatched, with its
-    status in the label, when not every seed completed. Best at the top; 900 px wide, 35 px per bar."""
+def final_acc_figure(settings: list[Setting], setting_rows: list[dict], title: str, level: float = LEVEL):
+    """Per setting, a bar of the mean final test accuracy (fraction) of its completed seeds with its `level`
+    confidence interval (Student's t, leaderboard.csv's final_test_acc_ci_low/high; none with one seed),
+    each seed's own value a dot on it, in the setting's colour; hatched, with its status in the label, when
+    not every seed completed; the settings the leaderboard cannot tell from the top marked "tied with top".
+    Best at the top; 900 px wide, 35 px per bar."""
+    row_of = {row["setting"]: row for row in setting_rows}
     bars = []
     for setting, colour in zip(settings, setting_colours(len(settings))):
-        rows = setting.rows()
-        row = setting_row(setting.label, rows)
+        row = row_of[setting.label]
         ok = row["status"] == "completed"
-        seeds = [r["final_test_acc"] for r in rows if r["status"] == "completed" and r["final_test_acc"] is not None]
-        value = f"{row['final_test_acc_mean']:.1%}" if seeds else "no completed seed"
-        bars.append((row["final_test_acc_mean"] or 0, row["final_test_acc_std"] or 0, setting.short, ok, colour, seeds,
+        seeds = completed_values(setting.rows(), "final_test_acc")
+        mean = row["final_test_acc_mean"]
+        low, high = row["final_test_acc_ci_low"], row["final_test_acc_ci_high"]
+        error = (mean - low, high - mean) if low is not None else (0, 0)
+        value = f"{mean:.1%}" if seeds else "no completed seed"
+        if row["vs_top"] == TIED:
+            value += f", tied with top (p={row['p_vs_top']:.2g})" if row["p_vs_top"] is not None else ""
+        bars.append((mean or 0, error, setting.short, ok, colour, seeds,
                      value if ok else f"{value} ({row['status']})"))
     bars.sort(key=lambda bar: bar[0])
     fig = new_figure(9, 1.2 + 0.35 * len(bars))
     fig.set_layout_engine("constrained")  # the bar labels are run labels of up to LABEL_CHARS characters
     axis = fig.add_subplot()
-    for i, (mean, std, _, ok, colour, seeds, value) in enumerate(bars):
-        axis.barh(i, mean, xerr=std, color=colour, hatch=None if ok else "//", edgecolor="black", linewidth=0.5)
+    for i, (mean, error, _, ok, colour, seeds, value) in enumerate(bars):
+        axis.barh(i, mean, xerr=[[error[0]], [error[1]]], color=colour, hatch=None if ok else "//",
+                  edgecolor="black", linewidth=0.5)
         axis.plot(seeds, [i] * len(seeds), "o", ms=3, color="black")
-        # past the error bar, and room for a status
-        axis.text(min(mean + std, 0.9 if ok else 0.75), i, f" {value}", va="center", fontsize=8)
+        # past the error bar and the seeds, leaving room for the text (about 0.009 of the axis per character)
+        axis.text(min(max([mean + error[1], *seeds]), max(0.3, 0.99 - 0.009 * len(value))), i, f" {value}",
+                  va="center", fontsize=8)
     axis.set_yticks(range(len(bars)), [label for _, _, label, *_ in bars], fontsize=8)
     axis.set_ylim(-0.6, len(bars) - 0.4)
-    axis.set(xlabel="final test accuracy (mean ± std over seeds; dots: the seeds)", xlim=(0, 1), title=title)
+    axis.set(xlabel=f"final test accuracy (mean, {level:.0%} confidence interval over seeds; dots: the seeds)",
+             xlim=(0, 1), title=title)
     return fig
 
 
@@ -92,4 +102,5 @@ def plot_comparisons(board: Board, several: bool):
     save_png(comparison_figure(board.settings, "train_seconds", f"Test accuracy against training time{where}"),
              time_png)
     save_png(comparison_figure(board.settings, "epoch", f"Test accuracy against epoch{where}"), epoch_png)
-    save_png(final_acc_figure(board.settings, f"Final test accuracy per setting{where}"), final_png)
+    save_png(final_acc_figure(board.settings, board.setting_rows, f"Final test accuracy per setting{where}",
+                              board.level), final_png)

@@ -113,14 +113,21 @@ def run_figure(row: dict, out: Path) -> str:
     return f"<figure><figcaption>{caption}</figcaption>{picture}</figure>"
 
 
+def confidence(board: Board) -> str:
+    """The boards' confidence level as text ("95%")."""
+    return f"{board.level:.0%}" if round(100 * board.level) == 100 * board.level else f"{board.level:.1%}"
+
+
 def board_section(k: int, board: Board, several: bool, out: Path) -> str:
     heading = f"Test set {k}: {board.test_set}" if several else "Leaderboard"
     rows = [row for row in board.run_rows if row["status"] != NOT_STARTED]
+    settings = table(board.setting_rows, markdown_columns(board.setting_rows), markdown_cell, f"settings{k}")
     parts = [f"<h2>{html.escape(heading)}</h2>",
              f'<p class="note">Scored on {html.escape(board.test_set)}. One row per setting (its seeds); ranked by the '
-             f'objective (final validation accuracy with a split, else final test accuracy; mean over seeds). '
-             f'Click a heading to sort.</p>',
-             f'<div class="wide">{table(board.setting_rows, markdown_columns(), markdown_cell, f"settings{k}")}</div>',
+             f'objective (final validation accuracy with a split, else final test accuracy; mean over seeds, '
+             f'[its {confidence(board)} confidence interval]); p_vs_top: Welch\'s t-test against the top setting, '
+             f'"tied with top" where it does not resolve the difference. Click a heading to sort.</p>',
+             f'<div class="wide">{settings}</div>',
              '<div class="figures">',
              *(f'<img src="{png_data(f)}" alt="{f.name}">' for f in board.figures if f.is_file()),
              "</div>", f"<h3>Runs ({len(rows)})</h3>",

@@ -11,16 +11,26 @@ from cifarbench.report.board import SECONDS_TO, Board
 RUN_COLUMNS = ("run", "seed", "model", "optim", "aug", "params", "objective", "best_test_acc", "final_test_acc",
                "final_val_acc", "epochs", "train_seconds", *SECONDS_TO, "status", "error", "path", "test_set")
 # One row per setting: mean and sample standard deviation over its completed runs (n of them; no std
-# for n = 1), medians of seconds (a run that never reached an accuracy counts as never reaching it).
-COLUMNS = ("setting", "model", "optim", "aug", "params", "seeds", "n", "objective", "final_test_acc_mean",
-           "final_test_acc_std", "final_val_acc_mean", "final_val_acc_std", "train_seconds_median",
-           *(f"{c}_median" for c in SECONDS_TO), "status", "error", "test_set")
+# for n = 1), the confidence interval of the mean (Student's t, n ≥ 2; 95% unless report --level), Welch's
+# p-value against the top setting and the verdict (vs_top: top, tied with top, below top, one seed, ...),
+# medians of seconds (a run that never reached an accuracy counts as never reaching it), and with
+# report --target the one-sided test of the mean final test accuracy against it (board.setting_row).
+TARGET_COLUMNS = ("target", "p_above_target", "above_target", "seeds_for_target")
+COLUMNS = ("setting", "model", "optim", "aug", "params", "seeds", "n", "objective", "objective_ci_low",
+           "objective_ci_high", "p_vs_top", "vs_top", "final_test_acc_mean", "final_test_acc_std",
+           "final_test_acc_ci_low", "final_test_acc_ci_high", "final_val_acc_mean", "final_val_acc_std",
+           "train_seconds_median", *(f"{c}_median" for c in SECONDS_TO), "status", "error", "test_set",
+           *TARGET_COLUMNS)
 
 
 def format_cell(column: str, value) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
-    if column.endswith(("_acc", "_acc_mean", "_acc_std", "objective")):
+    if isinstance(value, str):
+        return value
+    if column.startswith("p_"):  # a p-value
+        return f"{value:.3g}"
+    if column.endswith(("_acc", "_acc_mean", "_acc_std", "objective", "_ci_low", "_ci_high")) or column == "target":
         return f"{value:.4f}"
     if column == "epochs":
         return f"{value:g}"
@@ -31,21 +41,32 @@ def format_cell(column: str, value) -> str:
     return str(value)
 
 
-def markdown_columns() -> list[str]:
-    """The leaderboard.md columns: each mean with its spread, no std or test-set column of their own."""
-    return [c for c in COLUMNS if not c.endswith("_std") and c != "test_set"]
+def markdown_columns(table: list[dict] | None = None) -> list[str]:
+    """The leaderboard.md columns: each mean with its spread and interval, no std, interval or test-set
+    column of their own; the target's columns only when `table` has a target."""
+    with_target = any(row.get("target") is not None for row in table or [])
+    return [c for c in COLUMNS if not c.endswith(("_std", "_ci_low", "_ci_high")) and c != "test_set"
+            and (with_target or c not in TARGET_COLUMNS)]
 
 
 def markdown_cell(row: dict, column: str) -> str:
-    """A setting row's value as leaderboard.md and report.html show it (a mean as mean ± std)."""
+    """A setting row's value as leaderboard.md and report.html show it: a mean as `mean ± std [low, high]`
+    (its confidence interval), the objective as `mean [low, high]`, no seeds for the target as `never`."""
     text = format_cell(column, row[column])
-    spread = format_cell(column, row.get(column.replace("_mean", "_std")) if column.endswith("_mean") else None)
-    return f"{text} ± {spread}" if text and spread else text
+    if column == "seeds_for_target" and row.get("target") is not None and row[column] is None \
+            and row.get("n", 0) > 1:
+        return "never"
+    stem = column.removesuffix("_mean")
+    spread = format_cell(column, row.get(f"{stem}_std")) if column.endswith("_mean") else ""
+    low, high = (format_cell(column, row.get(f"{stem}_ci_{end}")) for end in ("low", "high"))
+    if text and spread:
+        text = f"{text} ± {spread}"
+    return f"{text} [{low}, {high}]" if text and low and high else text
 
 
 def to_markdown(table: list[dict]) -> str:
-    """The setting rows as a Markdown table, each mean with its spread (mean ± std)."""
-    columns = markdown_columns()
+    """The setting rows as a Markdown table, each mean with its spread and interval (mean ± std [low, high])."""
+    columns = markdown_columns(table)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(markdown_cell(row, c).replace("|", "\\|") for c in columns) + " |" for row in table]
     return "\n".join(lines) + "\n"
