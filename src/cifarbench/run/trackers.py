@@ -194,7 +194,7 @@ class MlflowLogger:
 
 def end_tracked_run(summary: dict):
     """Set the MLflow run a summary.json records (if any) to the status that summary ends with; for a run
-    whose failure was recorded after the Recorder (cli.record_failure). A tracker error is a warning."""
+    whose ending was recorded outside the Recorder (recorder.record_ending). A tracker error is a warning."""
     record = summary.get("loggers", {}).get("mlflow")
     if not record:
         return
