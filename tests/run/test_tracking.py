@@ -141,16 +141,24 @@ def test_a_resumed_run_continues_its_mlflow_run(sweep, mlflow_client, tmp_path, 
 
 
 @needs("mlflow")
-def test_a_run_that_fails_ends_its_mlflow_run_failed_as_its_summary(sweep, mlflow_client, tmp_path, monkeypatch):
-    """The MLflow run starts with the run folder; the dataset is then missing: the CLI records the failure."""
-    assert cli_in_process(monkeypatch, "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db",
-                          "data.download=false", f"data.root={tmp_path / 'nothing'}",
+def test_a_run_that_fails_ends_its_mlflow_run_failed_as_its_summary(sweep, mlflow_client, tmp_path, monkeypatch,
+                                                                     shared_fake_root):
+    """The MLflow run starts with the run; its checkpoints/ folder is then taken by a file: the CLI records
+    the failure. (A command refused before the run starts, such as missing data, starts no MLflow run.)"""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("a file where the checkpoints/ folder must go")
+    assert cli_in_process(monkeypatch, *QUICK, "trainer.plots=none", "logger=mlflow",
+                          f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db", f"data.root={shared_fake_root}",
                           f"hydra.run.dir={tmp_path / 'run'}") == 2
     summary = summary_of(tmp_path / "run")
-    assert summary["status"] == "failed" and summary["error"].startswith("DatasetError: CIFAR-10 not found")
+    assert summary["status"] == "failed" and "could not write" in summary["error"]
     run = mlflow_client.get_run(summary["loggers"]["mlflow"]["run_id"])
     assert (run.info.status, run.info.run_name) == ("FAILED", "run")
     assert mlflow_client.get_experiment(run.info.experiment_id).name == "cifarbench"  # a single run's default
+    assert cli_in_process(monkeypatch, "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db",
+                          "data.download=false", f"data.root={tmp_path / 'nothing'}",
+                          f"hydra.run.dir={tmp_path / 'refused'}") == 2
+    assert not (tmp_path / "refused" / "summary.json").exists()
 
 
 @pytest.mark.skipif(not TRACKERS, reason="install cifarbench[tensorboard] or cifarbench[mlflow]")
