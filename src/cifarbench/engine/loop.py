@@ -134,6 +134,7 @@ class Evaluation:
 
     def __call__(self, state: RunState) -> torch.Tensor:
         training, world = self.training, self.training.world
+        world.average_buffers(training.model, training.eval_model)  # evaluate what is saved, the same on every rank
         val = ((None, None) if training.val_loader is None
                else evaluate(training.eval_model, training.val_loader, self.autocast, self.tta, world)[:2])
         test_loss, test_acc, predictions = evaluate(training.eval_model, training.test_loader, self.autocast,
