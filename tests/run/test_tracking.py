@@ -161,6 +161,33 @@ def test_a_run_that_fails_ends_its_mlflow_run_failed_as_its_summary(sweep, mlflo
     assert not (tmp_path / "refused" / "summary.json").exists()
 
 
+@needs("mlflow")
+def test_an_mlflow_run_ends_with_its_status_when_the_artifact_upload_fails(tmp_path, monkeypatch, caplog):
+    """Seen (issue 26): the artifact folder could not be created; summary.json said completed and the MLflow
+    run stayed RUNNING with no end time."""
+    from mlflow.tracking import MlflowClient
+    from omegaconf import OmegaConf
+
+    from cifarbench.run.trackers import Loggers
+
+    def no_artifacts(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied: 'mlartifacts'")
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", no_artifacts)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    loggers = Loggers(OmegaConf.create({"mlflow": {"tracking_uri": uri, "experiment_name": "upload"}}), {"a": 1})
+    (tmp_path / "run").mkdir()
+    loggers.start(tmp_path / "run")
+    run_id = loggers.record()["mlflow"]["run_id"]
+    summary = {"status": "interrupted", "steps": 3, "config": {"a": 1}, "final_test_acc": 0.5}
+    (tmp_path / "run" / "summary.json").write_text(json.dumps(summary))
+    loggers.finish(tmp_path / "run", summary)
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert run.data.metrics["final_test_acc"] == 0.5
+    assert sum("Permission denied" in r.getMessage() for r in caplog.records if r.levelname == "WARNING") == 1
+
+
 @pytest.mark.skipif(not TRACKERS, reason="install cifarbench[tensorboard] or cifarbench[mlflow]")
 def test_failing_trackers_warn_once_each_and_the_run_completes(tmp_path, shared_fake_root, compose_with, caplog):
     """TensorBoard's folder is taken by a file, MLflow's SQLite store would lie under a file."""

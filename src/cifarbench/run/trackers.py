@@ -182,14 +182,19 @@ class MlflowLogger:
         self._log_metrics({key: row[key] for key in SERIES if row[key] is not None}, int(row["step"]))
 
     def finish(self, run_dir: Path, summary: dict):
-        self._log_metrics(final_metrics(summary), summary.get("steps", 0))
-        folder = RunFolder(run_dir)
-        for file in [*folder.figures(), folder.summary]:
-            if file.is_file():
-                self.client.log_artifact(self.run_id, str(file))
-        if folder.hydra.is_dir():
-            self.client.log_artifacts(self.run_id, str(folder.hydra), "hydra")
-        self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(summary["status"], "FAILED"))
+        """The final metrics and the artifacts, then the run's status (FINISHED, KILLED or FAILED as
+        summary.json's): set whatever the metrics and uploads do (an upload that raises still raises,
+        for Loggers' one warning, after the status is set)."""
+        try:
+            self._log_metrics(final_metrics(summary), summary.get("steps", 0))
+            folder = RunFolder(run_dir)
+            for file in [*folder.figures(), folder.summary]:
+                if file.is_file():
+                    self.client.log_artifact(self.run_id, str(file))
+            if folder.hydra.is_dir():
+                self.client.log_artifacts(self.run_id, str(folder.hydra), "hydra")
+        finally:
+            self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(summary["status"], "FAILED"))
 
 
 def end_tracked_run(summary: dict):
