@@ -162,6 +162,27 @@ def test_a_run_that_fails_ends_its_mlflow_run_failed_as_its_summary(sweep, mlflo
 
 
 @needs("mlflow")
+def test_a_tracking_server_that_is_down_costs_seconds_and_one_warning(monkeypatch, caplog):
+    """Seen (issue 26): http://127.0.0.1:9 (nothing listens) cost 4 min 12 s of retries before training, again
+    for every job of a sweep. Now one request, bounded by logger.mlflow.timeout_s, then one warning."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from cifarbench.run.trackers import Loggers
+
+    for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test (bound_server_wait sets them)
+    loggers = Loggers(OmegaConf.create({"mlflow": {"tracking_uri": "http://127.0.0.1:9", "experiment_name": None,
+                                                   "timeout_s": 3}}), {"a": 1})
+    start = time.perf_counter()
+    loggers.start(Path("run"))
+    assert time.perf_counter() - start < 10 and loggers.record() == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("logger mlflow failed")
+
+
+@needs("mlflow")
 def test_an_mlflow_run_ends_with_its_status_when_the_artifact_upload_fails(tmp_path, monkeypatch, caplog):
     """Seen (issue 26): the artifact folder could not be created; summary.json said completed and the MLflow
     run stayed RUNNING with no end time."""
