@@ -301,7 +301,8 @@ REPORTED = Schema({
 }, nullable=True)
 LOGGER = Schema({  # each tracker a sub-group of its own, present when chosen (logger=[csv,mlflow])
     "csv": Schema({}), "tensorboard": Schema({}),
-    "mlflow": Schema({"tracking_uri": Field("text", nullable=True), "experiment_name": Field("text", nullable=True)}),
+    "mlflow": Schema({"tracking_uri": Field("text", nullable=True), "experiment_name": Field("text", nullable=True),
+                      "timeout_s": positive()}),
 })
 PATHS = Schema({"output_dir": TEXT, "data_dir": TEXT, "mlflow_uri": TEXT})  # read by interpolation elsewhere
 GROUPS = {"data": DATA, "model": MODEL, "optim": OPTIM, "sched": SCHED, "aug": AUG, "trainer": TRAINER,

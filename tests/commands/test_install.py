@@ -2,6 +2,7 @@
 cifarbench.conf, and pyproject.toml's package list (by hand, for that mapping) names every package."""
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,15 @@ def test_wheel_install_runs_from_anywhere(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels,
                     REPO], check=True, capture_output=True)
     venv = tmp_path / "venv"
-    # System site-packages supply torch & co; the wheel itself goes into the venv and wins.
+    # The packages of the interpreter running the tests supply torch & co: its site-packages, named in a .pth
+    # (--system-site-packages alone shows the base interpreter's, which in a virtual environment, as the
+    # README's install makes, lack them: "No module named 'omegaconf'"); the wheel goes into the venv and wins.
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)
     python = venv / "bin" / "python"
+    venv_site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip()
+    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(venv_site) / "test_parent_env.pth").write_text("".join(f"{path}\n" for path in ours))
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", *wheels.glob("cifarbench-*.whl")],
                    check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"

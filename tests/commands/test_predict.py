@@ -238,7 +238,8 @@ def test_predict_on_a_folder_counts_what_it_read_and_skipped(tmp_path, trained_r
 
 @pytest.fixture(scope="module")
 def ema_tta_run(tmp_path_factory, compose_with):
-    """A run that evaluates with EMA weights and flip TTA (the issue's `lenet_bn … trainer.tta=flip`)."""
+    """A run that evaluates with EMA weights and flip TTA (the issue's `lenet_bn … trainer.tta=flip`), in
+    bf16 on the CPU (issue 26: inspect evaluated it in fp32, 0.276 where the run said 0.278)."""
     from helpers import make_fake_cifar
 
     from cifarbench.engine.loop import train
@@ -247,7 +248,8 @@ def ema_tta_run(tmp_path_factory, compose_with):
     root = make_fake_cifar(base / "data", n_train=300, n_test=150)
     summary = train(compose_with("model=lenet_bn", "trainer.epochs=1", "trainer.batch_size=32", "trainer.ema=0.9",
                                  "trainer.tta=flip", "trainer.eval_batch_size=64", "data.test_subset=130",
-                                 "trainer.progress=false", f"data.root={root}"), base / "run")
+                                 "trainer.amp=bf16", "trainer.device=cpu", "trainer.progress=false",
+                                 f"data.root={root}"), base / "run")
     return base / "run", root, summary
 
 
@@ -264,12 +266,13 @@ def test_inspect_evaluates_a_checkpoint_exactly_as_its_run_did(ema_tta_run, caps
     assert report["test_images"] == 130
     assert report["per_class_acc"] == pytest.approx(summary["per_class_acc"], nan_ok=True)
     assert "EMA weights, trainer.tta=flip, data.preprocess=meanstd" in report["evaluated_as"]
+    assert report["evaluated_as"].endswith("precision bfloat16 (trainer.amp=bf16 on cpu)")
     assert (run / "inspect" / "confusion.png").is_file() and (run / "inspect" / "samples.png").is_file()
     assert figures == {name: (run / name).read_bytes() for name in figures}  # the run's own figures untouched
 
 
 def test_predict_classifies_as_the_run_evaluates(ema_tta_run):
-    """classify's probabilities are the softmax of the run's evaluation logits: EMA weights, flip TTA."""
+    """classify's probabilities are the softmax of the run's evaluation logits: EMA weights, flip TTA, bf16."""
     import torch
 
     from cifarbench.data import load_cifar10
@@ -282,7 +285,9 @@ def test_predict_classifies_as_the_run_evaluates(ema_tta_run):
     images = load_cifar10(root, download=False).test_images[:8]
     with torch.no_grad():
         inputs = trained.preprocess(torch.from_numpy(images))
-        expected, without_tta = (tta_logits(trained.model, inputs, tta).softmax(1).max(1) for tta in ("flip", "none"))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # as the run evaluated: trainer.amp=bf16 on the CPU
+            logits = {tta: tta_logits(trained.model, inputs, tta) for tta in ("flip", "none")}
+        expected, without_tta = (logits[tta].float().softmax(1).max(1) for tta in ("flip", "none"))
     top = [t[0] for t in classify(trained, images, topk=1)]
     assert top == [(trained.classes[i], p) for p, i in zip(expected.values.tolist(), expected.indices.tolist())]
     assert [p for _, p in top] != without_tta.values.tolist()  # so the check above could fail without TTA

@@ -141,16 +141,72 @@ def test_a_resumed_run_continues_its_mlflow_run(sweep, mlflow_client, tmp_path, 
 
 
 @needs("mlflow")
-def test_a_run_that_fails_ends_its_mlflow_run_failed_as_its_summary(sweep, mlflow_client, tmp_path, monkeypatch):
-    """The MLflow run starts with the run folder; the dataset is then missing: the CLI records the failure."""
-    assert cli_in_process(monkeypatch, "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db",
-                          "data.download=false", f"data.root={tmp_path / 'nothing'}",
+def test_a_run_that_fails_ends_its_mlflow_run_failed_as_its_summary(sweep, mlflow_client, tmp_path, monkeypatch,
+                                                                     shared_fake_root):
+    """The MLflow run starts with the run; its checkpoints/ folder is then taken by a file: the CLI records
+    the failure. (A command refused before the run starts, such as missing data, starts no MLflow run.)"""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("a file where the checkpoints/ folder must go")
+    assert cli_in_process(monkeypatch, *QUICK, "trainer.plots=none", "logger=mlflow",
+                          f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db", f"data.root={shared_fake_root}",
                           f"hydra.run.dir={tmp_path / 'run'}") == 2
     summary = summary_of(tmp_path / "run")
-    assert summary["status"] == "failed" and summary["error"].startswith("DatasetError: CIFAR-10 not found")
+    assert summary["status"] == "failed" and "could not write" in summary["error"]
     run = mlflow_client.get_run(summary["loggers"]["mlflow"]["run_id"])
     assert (run.info.status, run.info.run_name) == ("FAILED", "run")
     assert mlflow_client.get_experiment(run.info.experiment_id).name == "cifarbench"  # a single run's default
+    assert cli_in_process(monkeypatch, "logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db",
+                          "data.download=false", f"data.root={tmp_path / 'nothing'}",
+                          f"hydra.run.dir={tmp_path / 'refused'}") == 2
+    assert not (tmp_path / "refused" / "summary.json").exists()
+
+
+@needs("mlflow")
+def test_a_tracking_server_that_is_down_costs_seconds_and_one_warning(monkeypatch, caplog):
+    """Seen (issue 26): http://127.0.0.1:9 (nothing listens) cost 4 min 12 s of retries before training, again
+    for every job of a sweep. Now one request, bounded by logger.mlflow.timeout_s, then one warning."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from cifarbench.run.trackers import Loggers
+
+    for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test (bound_server_wait sets them)
+    loggers = Loggers(OmegaConf.create({"mlflow": {"tracking_uri": "http://127.0.0.1:9", "experiment_name": None,
+                                                   "timeout_s": 3}}), {"a": 1})
+    start = time.perf_counter()
+    loggers.start(Path("run"))
+    assert time.perf_counter() - start < 10 and loggers.record() == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("logger mlflow failed")
+
+
+@needs("mlflow")
+def test_an_mlflow_run_ends_with_its_status_when_the_artifact_upload_fails(tmp_path, monkeypatch, caplog):
+    """Seen (issue 26): the artifact folder could not be created; summary.json said completed and the MLflow
+    run stayed RUNNING with no end time."""
+    from mlflow.tracking import MlflowClient
+    from omegaconf import OmegaConf
+
+    from cifarbench.run.trackers import Loggers
+
+    def no_artifacts(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied: 'mlartifacts'")
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", no_artifacts)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    loggers = Loggers(OmegaConf.create({"mlflow": {"tracking_uri": uri, "experiment_name": "upload"}}), {"a": 1})
+    (tmp_path / "run").mkdir()
+    loggers.start(tmp_path / "run")
+    run_id = loggers.record()["mlflow"]["run_id"]
+    summary = {"status": "interrupted", "steps": 3, "config": {"a": 1}, "final_test_acc": 0.5}
+    (tmp_path / "run" / "summary.json").write_text(json.dumps(summary))
+    loggers.finish(tmp_path / "run", summary)
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert run.data.metrics["final_test_acc"] == 0.5
+    assert sum("Permission denied" in r.getMessage() for r in caplog.records if r.levelname == "WARNING") == 1
 
 
 @pytest.mark.skipif(not TRACKERS, reason="install cifarbench[tensorboard] or cifarbench[mlflow]")

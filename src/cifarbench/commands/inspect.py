@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = DeviceLoader(torch.from_numpy(images), torch.from_numpy(labels),
                           trained.config["trainer"]["eval_batch_size"],
                           trained.preprocess, shuffle=False, memory_format=trained.memory_format)
-    loss, acc, predictions = evaluate(trained.model, loader, tta=trained.tta)
+    loss, acc, predictions = evaluate(trained.model, loader, trained.autocast(), trained.tta)
     out = Path(args.get("out") or RunFolder.of_checkpoint(args.ckpt).inspect)
     accuracy = write_diagnostics(out, images, labels, predictions.numpy(), trained.classes)
     figures = RunFolder(out)

@@ -18,6 +18,7 @@ than Pillow's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`) are refuse
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import sys
 import warnings
@@ -34,7 +35,9 @@ from cifarbench.data import dataset_source
 from cifarbench.data.preprocess import restore_preprocess
 from cifarbench.aug.tta import tta_logits
 from cifarbench.commands.args import key_value_args
+from cifarbench.core.device import resolve_amp
 from cifarbench.core.files import atomic_write_json
+from cifarbench.core.registry import ConfigError
 from cifarbench.models import build_model
 
 
@@ -42,7 +45,10 @@ from cifarbench.models import build_model
 class Trained:
     """A checkpoint's model set up to evaluate as its run did: `weights` "ema" (the averaged weights,
     which the run evaluated) or "model", the run's `tta` mode, its fitted `preprocess`, its
-    `memory_format` (the inputs' layout, channels_last or not) and `shape`, its dataset's (C, H, W)."""
+    `memory_format` (the inputs' layout, channels_last or not), `shape`, its dataset's (C, H, W), and
+    `amp`: the autocast dtype its `trainer.amp` means on this device (None: fp32), so a bf16 run is
+    evaluated in bf16 as its run was; where that differs from the run (fp16 without CUDA, or `auto`
+    trained on a GPU), `describe` says which precision was used."""
     model: nn.Module
     preprocess: nn.Module
     classes: list[str]
@@ -51,12 +57,20 @@ class Trained:
     tta: str
     memory_format: torch.memory_format
     shape: tuple[int, int, int]
+    amp: torch.dtype | None = None
+
+    def autocast(self):
+        """The autocast context of `amp` on the model's device (a no-op for fp32)."""
+        device = next(self.model.parameters()).device
+        return torch.autocast(device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
 
     def describe(self) -> str:
         """One line saying how this model evaluates, for the output of inspect and predict."""
+        precision = str(self.amp).removeprefix("torch.") if self.amp else "fp32"
         return (f"evaluated as its run did: {'EMA' if self.weights == 'ema' else 'trained'} weights, "
                 f"trainer.tta={self.tta}, data.preprocess={self.config['data']['preprocess']} "
-                f"(statistics fitted by the run)")
+                f"(statistics fitted by the run), precision {precision} "
+                f"(trainer.amp={self.config['trainer'].get('amp', 'off')} on {self.config['trainer'].get('device')})")
 
 
 def load_trained(path: str | Path, device: str = "cpu") -> Trained:
@@ -69,9 +83,13 @@ def load_trained(path: str | Path, device: str = "cpu") -> Trained:
     weights = "ema" if checkpoint.ema else "model"
     model.load_state_dict(checkpoint.ema["module"] if weights == "ema" else checkpoint.model)
     memory_format = torch.channels_last if config["trainer"].get("channels_last") else torch.contiguous_format
+    try:
+        amp = resolve_amp(config["trainer"].get("amp", "off"), torch.device(device))
+    except ConfigError:  # fp16 on a device without CUDA: fp32 here, and `describe` names both
+        amp = None
     return Trained(model.to(device, memory_format=memory_format).eval(),
                    restore_preprocess(checkpoint.preprocess).to(device), checkpoint.classes, config, weights,
-                   config["trainer"].get("tta", "none"), memory_format, shape)
+                   config["trainer"].get("tta", "none"), memory_format, shape, amp)
 
 
 def read_image(path: str | Path, shape: tuple[int, int, int] = (3, 32, 32)) -> np.ndarray:
@@ -128,7 +146,9 @@ def classify(trained: Trained, images: np.ndarray, topk: int = 3) -> list[list[t
     softmax of the logits summed over the run's TTA views, as the run's evaluation computes them."""
     batch = torch.from_numpy(images).to(next(trained.model.parameters()).device)
     inputs = trained.preprocess(batch).contiguous(memory_format=trained.memory_format)
-    probabilities = tta_logits(trained.model, inputs, trained.tta).softmax(1)
+    with trained.autocast():
+        logits = tta_logits(trained.model, inputs, trained.tta)
+    probabilities = logits.float().softmax(1)
     top = probabilities.topk(min(topk, probabilities.shape[1]), dim=1)
     return [[(trained.classes[i], p) for p, i in zip(ps.tolist(), idx.tolist())] for ps, idx in zip(*top)]
 

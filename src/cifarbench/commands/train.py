@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 
 log = logging.getLogger("cifarbench")
@@ -57,13 +59,13 @@ def run(cfg: DictConfig) -> float:
     that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search).
     A job of a sweep run again in its folder with `trainer.resume=auto` that completed there before is
     not trained again: its summary stays as it is and its objective is returned."""
-    from cifarbench.core.config_diff import plain_config
     from cifarbench.core.distributed import environment_ranks, process_group
-    from cifarbench.engine.loop import train
+    from cifarbench.engine.loop import exit_status, train
     from cifarbench.engine.resume import completed_run
     from cifarbench.run.background import in_background
+    from cifarbench.run.layout import RunFolder
     from cifarbench.run.metrics import objective
-    from cifarbench.run.recorder import record_failure
+    from cifarbench.run.recorder import record_ending, record_failure
 
     hydra_cfg = HydraConfig.get()
     run_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
@@ -71,20 +73,34 @@ def run(cfg: DictConfig) -> float:
     if not main_rank:  # one run, one writer: the other ranks of a DDP run log warnings only and write nothing
         logging.getLogger().setLevel(logging.WARNING)
     log.info("run folder: %s", run_dir)
-    if multirun and cfg.trainer.resume == "auto" and (done := completed_run(run_dir, plain_config(cfg))):
-        log.info("trainer.resume=auto: this job completed in %s before; skipped (its files are kept)", run_dir)
-        return objective(done)
-    # The jobs of a sweep run here one after another: the next one trains while these figures render.
-    in_process = multirun and hydra_cfg.launcher._target_ == BASIC_LAUNCHER
+    resume_hint = ("run the sweep's command again with trainer.resume=auto" if multirun else
+                   f"resume with trainer.resume={RunFolder(run_dir).last}")
+    # A single run looks for its config's newest run under the outputs folder; a job of a sweep in its own folder.
+    outputs = None if multirun else Path(OmegaConf.select(cfg, "paths.output_dir", default="outputs"))
+    config = None  # resolved below: an interpolation that cannot resolve is the user's override, one line
     try:
+        config = resolved_config(cfg)
+        if cfg.trainer.resume == "auto" and (done := completed_run(run_dir, config, outputs)):
+            log.info("trainer.resume=auto: this job completed in %s before; skipped (its files are kept; "
+                     "trainer.resume=null trains a new run)", done[0])
+            return objective(done[1])
+        # The jobs of a sweep run here one after another: the next one trains while these figures render.
+        in_process = multirun and hydra_cfg.launcher._target_ == BASIC_LAUNCHER
         with process_group(cfg.trainer) as world, in_background(in_process):
             if world.size == 1:
                 pin_gpu(hydra_cfg.job.get("num") if multirun else None)
             summary = train(cfg, run_dir)
+    except KeyboardInterrupt as e:  # a second stop signal (engine.loop.Interrupted), or Ctrl-C outside the loop
+        signum = getattr(e, "signum", signal.SIGINT)
+        if main_rank:
+            record_ending(run_dir, "interrupted", stopped_by="interrupted", signal=signal.Signals(signum).name)
+        log.warning("stopped at once by %s (no checkpoint at this step); %s", signal.Signals(signum).name,
+                    resume_hint)
+        sys.exit(exit_status(signum))
     except user_errors() as e:  # the message says it all
         log.error("%s", e)
         if main_rank:
-            record_failure(run_dir, plain_config(cfg), e)
+            record_failure(run_dir, e, (config or {}) if multirun else None)
         if not multirun and tracebacks_wanted():
             raise
         if multirun:
@@ -92,18 +108,37 @@ def run(cfg: DictConfig) -> float:
         sys.exit(2)
     except Exception as e:
         if main_rank:
-            record_failure(run_dir, plain_config(cfg), e)
+            record_failure(run_dir, e, (config or {}) if multirun else None)
         if not multirun:
             raise
         log.exception("job failed; the sweep goes on")
         return -math.inf
     finally:
         log.info("run folder: %s (the run's files)", run_dir)
-    if summary["status"] == "interrupted":
-        sys.exit(130)  # Ctrl-C ends a sweep too
+    if summary.get("signal"):  # a stop signal ends a sweep too, with the shell's status for that signal
+        if summary["status"] == "interrupted":
+            log.warning("%s", resume_hint)
+        sys.exit(exit_status(signal.Signals[summary["signal"]]))
     if summary["status"] == "diverged" and not multirun:
         sys.exit(1)
     return objective(summary)
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    """`cfg` resolved as plain dicts (core.config_diff.plain_config). Raises ConfigError, in one line naming
+    the key, for an interpolation that cannot resolve (`'optim.lr=${oc.env:NO_SUCH_VAR}'`): only the
+    user's overrides and configs can hold one (an OmegaConf error from inside training is a bug and keeps
+    its traceback)."""
+    from cifarbench.core.config_diff import plain_config
+    from cifarbench.core.registry import ConfigError
+
+    try:
+        return plain_config(cfg)
+    except OmegaConfBaseException as e:
+        message = (str(e).strip().splitlines() or [""])[0].partition("raised while resolving interpolation: ")
+        message = (message[2] or message[0]).strip("\"'")  # what failed, without OmegaConf's wrapping
+        raise ConfigError(f"{getattr(e, 'full_key', None) or 'the config'} cannot be resolved: {message}; fix the "
+                          f"override or set what it reads") from None
 
 
 class SlurmCheck(Callback):

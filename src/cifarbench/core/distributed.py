@@ -115,6 +115,22 @@ class World:
         dist.all_gather_object(objects, obj)
         return objects
 
+    def average_buffers(self, *modules: nn.Module):
+        """Set every floating-point buffer of `modules` (batch norm's running mean and variance) to its
+        mean over the ranks, in place (one all-reduce, summed in float64); integer buffers (BN's
+        num_batches_tracked) are equal on every rank already. Each rank updates these statistics on its
+        own batches, so without this every rank would evaluate, and rank 0 save, different ones; after
+        it every rank evaluates what is saved (timm's `--dist-bn reduce`). A world of one: a no-op."""
+        if self.size == 1:
+            return
+        buffers = list({id(b): b for m in modules for b in m.buffers() if b.is_floating_point()}.values())
+        if not buffers:
+            return
+        total = torch.cat([b.detach().reshape(-1).to(self.comm_device, torch.float64) for b in buffers])
+        dist.all_reduce(total)
+        for buffer, mean in zip(buffers, (total / self.size).split([b.numel() for b in buffers])):
+            buffer.copy_(mean.view_as(buffer))
+
     def device(self, name: str) -> torch.device:
         """The training device for `trainer.device`: on CUDA each rank of a world of several takes
         cuda:LOCAL_RANK. Raises ConfigError when that GPU does not exist."""

@@ -134,7 +134,7 @@ class Training:
         state = RunState(**checkpoint.state)
         self.model.load_state_dict(checkpoint.model)
         self.optimizer.load_state_dict(checkpoint.optimizer)  # moves the state to the parameters' device
-        self.scaler.load_state_dict(checkpoint.scaler)
+        load_scaler(self.scaler, checkpoint.scaler)
         if self.ema is not None and checkpoint.ema:
             self.ema.load_state_dict(checkpoint.ema)
         if self.lookahead is not None and checkpoint.lookahead:
@@ -153,6 +153,17 @@ class Training:
             torch.manual_seed(rank_seed(seed, world.rank, state.step))
             self.train_loader.generator.manual_seed(rank_seed(seed, world.rank, state.step))
         return state
+
+
+def load_scaler(scaler: torch.amp.GradScaler, state: dict):
+    """Put a checkpoint's GradScaler state back, across any precision change a resume allows: a
+    checkpoint written without fp16 (bf16 or off: a disabled scaler saves an empty state) resumed
+    under fp16 starts its scaler afresh (scale 2^16, as torch.amp.GradScaler's default) where
+    load_state_dict would raise "The source state dict is empty"; a disabled scaler ignores any state."""
+    if state:
+        scaler.load_state_dict(state)
+    elif scaler.is_enabled():
+        log.info("the checkpoint was written without fp16 loss scaling: the GradScaler starts afresh")
 
 
 def warm_up_compiled(training: Training, autocast, tta: str):

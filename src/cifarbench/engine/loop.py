@@ -42,30 +42,66 @@ from cifarbench.run.recorder import Recorder, start_recorder
 log = logging.getLogger(__name__)
 
 
+# Every signal that can be caught and whose default action ends the process, but those Python or its
+# libraries use themselves (SIGPIPE, which Python ignores; SIGALRM and the profiling timers): Ctrl-C
+# (SIGINT), SIGTERM (kill, scancel, docker stop, torchrun stopping its workers), SIGHUP (a closed
+# terminal), SIGQUIT, SIGUSR1/SIGUSR2 (SLURM's --signal warnings) and SIGXCPU (a CPU-time limit).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1",
+                                                        "SIGUSR2", "SIGXCPU") if hasattr(signal, name))
+
+
+class StopRequest(threading.Event):
+    """Set by the first stop signal this process receives; `signum` says which (None before one)."""
+    signum: int | None = None
+
+
+class Interrupted(KeyboardInterrupt):
+    """A second stop signal: the run ends at once, without a checkpoint at this step. `signum`: which
+    signal; the process exits with 128 + signum, as a shell reports a process that signal ended."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def exit_status(signum: int) -> int:
+    """The exit status of a run a signal stopped: 128 + its number (130 for Ctrl-C, 143 for SIGTERM,
+    129 for SIGHUP), the shell's convention, so a scheduler or a sweep sees which signal it was."""
+    return 128 + signum
+
+
 @contextlib.contextmanager
 def deferred_interrupt():
-    """Ctrl-C sets a flag that the loop reads after each step, so the run can save and exit cleanly;
-    a second Ctrl-C interrupts at once."""
-    flag = threading.Event()
+    """The one place where signals are handled: while it is open, each of STOP_SIGNALS sets the yielded
+    StopRequest (with its number) and the loop reads it after each step (several processes: at the
+    steps where they agree), so the run finishes the step, saves a checkpoint and records that it was
+    interrupted; a second stop signal raises Interrupted at once. Outside the main thread (where
+    Python cannot handle signals) the flag is yielded and never set."""
+    flag = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
     def handler(signum, frame):
         if flag.is_set():
-            raise KeyboardInterrupt
-        log.warning("interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to abort now)")
+            raise Interrupted(signum)
+        flag.signum = signum
+        log.warning("interrupt (%s): finishing this step, then saving a checkpoint (Ctrl-C again to abort now)",
+                    signal.Signals(signum).name)
         flag.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, handler)
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler_before in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler_before is None else handler_before)
 
 
 def stop_reason(training: Training, state: RunState, plan: Plan, clock: Clock,
-                interrupted: threading.Event) -> str | None:
+                interrupted: StopRequest) -> str | None:
     """After a step: None to go on, or why training stops ("epochs", "diverged", "interrupted", "budget"),
     the same answer on every rank.
 
@@ -98,6 +134,7 @@ class Evaluation:
 
     def __call__(self, state: RunState) -> torch.Tensor:
         training, world = self.training, self.training.world
+        world.average_buffers(training.model, training.eval_model)  # evaluate what is saved, the same on every rank
         val = ((None, None) if training.val_loader is None
                else evaluate(training.eval_model, training.val_loader, self.autocast, self.tta, world)[:2])
         test_loss, test_acc, predictions = evaluate(training.eval_model, training.test_loader, self.autocast,
@@ -125,30 +162,32 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     Raises ConfigError (a bad value, caught before any data loads, or a resume under a config that
     changes what a step means), CheckpointError, DatasetError or OutputError, each with a one-line message.
     """
-    setup = set_up(cfg, run_dir)
-    t, world = cfg.trainer, setup.world
-    recorder = start_recorder(cfg, setup.run_dir, setup.config, setup.world, setup.checkpoint)
-    # Data (decoded once, to the device once as uint8; kept for the next job with the same data), model
-    # and whitening init: a speed run's clock counts the on-device preparation, so these are training
-    # seconds, charged at what preparing the data took even when it was reused (a resume restores its own).
-    data = prepared_data(cfg.data, setup.device)
-    recorder.summary["data_preparation"] = {"from_cache": data.from_cache, "seconds": round(data.prepare_seconds, 3)}
-    state = RunState(train_seconds=data.prepare_seconds, window_seconds=data.prepare_seconds)
-    clock = Clock(setup.device, state, t.budget_min * 60 if t.budget_min else math.inf)
-    with clock.training():
-        model, first_conv = build_network(cfg, setup, data)
-    training, plan = build_training(cfg, setup, model, first_conv, data, clock.budget_s)
-    evaluate_and_save = Evaluation(training, recorder, setup, data, t.tta)
-    if setup.checkpoint is not None:
-        state = clock.state = resume(training, setup, recorder, plan, t.seed)
-    if t.compile:
-        with clock.compiling():
-            warm_up_compiled(training, setup.autocast, t.tta)
-    describe(recorder, cfg, setup, data, training, plan)
+    with deferred_interrupt() as interrupted:  # from the first second: no signal leaves a run "running"
+        setup = set_up(cfg, run_dir)
+        t, world = cfg.trainer, setup.world
+        # Data (decoded once, to the device once as uint8; kept for the next job with the same data), model and
+        # whitening init: a speed run's clock counts the on-device preparation, so these are training seconds,
+        # charged at what preparing the data took even when it was reused (a resume restores its own).
+        data = prepared_data(cfg.data, setup.device)
+        # The run starts here: a command refused before (a value, the data) leaves no summary.json, so no run.
+        recorder = start_recorder(cfg, setup.run_dir, setup.config, setup.world, setup.checkpoint, setup.resume_from)
+        recorder.summary["data_preparation"] = {"from_cache": data.from_cache,
+                                                "seconds": round(data.prepare_seconds, 3)}
+        state = RunState(train_seconds=data.prepare_seconds, window_seconds=data.prepare_seconds)
+        clock = Clock(setup.device, state, t.budget_min * 60 if t.budget_min else math.inf)
+        with clock.training():
+            model, first_conv = build_network(cfg, setup, data)
+        training, plan = build_training(cfg, setup, model, first_conv, data, clock.budget_s)
+        evaluate_and_save = Evaluation(training, recorder, setup, data, t.tta)
+        if setup.checkpoint is not None:
+            state = clock.state = resume(training, setup, recorder, plan, t.seed)
+        if t.compile:
+            with clock.compiling():
+                warm_up_compiled(training, setup.autocast, t.tta)
+        describe(recorder, cfg, setup, data, training, plan)
 
-    stopped_by = None if state.step < plan.total_steps else "epochs"  # (a resumed run may have no step left)
-    predictions, train_loader = None, training.train_loader
-    with deferred_interrupt() as interrupted:
+        stopped_by = None if state.step < plan.total_steps else "epochs"  # (a resumed run may have no step left)
+        predictions, train_loader = None, training.train_loader
         while stopped_by is None:
             training.train_forward.train()
             with clock.training():
@@ -160,9 +199,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                     stopped_by = stop_reason(training, state, plan, clock, interrupted)
                     if stopped_by is not None:
                         break
-            if stopped_by is None and train_loader.epoch_done and train_loader.epoch % t.eval_every == 0:
-                predictions = evaluate_and_save(state)  # (the final evaluation comes after the loop)
-    return finish(training, state, stopped_by, predictions, recorder, evaluate_and_save, setup, data, t.tta)
+            # An epoch's evaluation is due when it ends, an interrupted one's too (else its resume never makes
+            # it); the final evaluation comes after the loop.
+            if (stopped_by in (None, "interrupted") and train_loader.epoch_done
+                    and train_loader.epoch % t.eval_every == 0):
+                predictions = evaluate_and_save(state)
+        return finish(training, state, stopped_by, predictions, recorder, evaluate_and_save, setup, data, t.tta,
+                      interrupted)
 
 
 def resume(training: Training, setup: Setup, recorder: Recorder, plan: Plan, seed: int) -> RunState:
@@ -192,21 +235,32 @@ def describe(recorder: Recorder, cfg: DictConfig, setup: Setup, data: PreparedDa
 
 
 def finish(training: Training, state: RunState, stopped_by: str, predictions: torch.Tensor | None,
-           recorder: Recorder, evaluate_and_save: Evaluation, setup: Setup, data: PreparedData, tta: str) -> dict:
+           recorder: Recorder, evaluate_and_save: Evaluation, setup: Setup, data: PreparedData, tta: str,
+           interrupted: StopRequest) -> dict:
     """End the run as `stopped_by` says and return its summary: a diverged run keeps its last good
-    checkpoint and records its first bad step; an interrupted one saves a checkpoint at this very step
-    (resume continues with the next batch); otherwise the final evaluation (always at the last step),
-    the diagnostics figures and the final summary."""
+    checkpoint and records its first bad step; an interrupted one has a checkpoint at this very step
+    (resume continues with the next batch; saved here unless the epoch's evaluation just saved it);
+    otherwise the final evaluation (always at the last step), the diagnostics figures and the final
+    summary. A stop signal received (`interrupted`; under several processes the one any rank received
+    when they stopped for it) is recorded in the summary's `signal` (its name: SIGINT, SIGTERM, ...)."""
     world = training.world
+    signum = interrupted.signum
+    if stopped_by == "interrupted":  # the ranks agreed to stop: every rank takes part, and learns which signal
+        signum = next(filter(None, world.gather_objects(interrupted.signum)), signal.SIGINT)
+    if signum is not None:
+        recorder.summary["signal"] = signal.Signals(signum).name
+    epochs = state.step / len(training.train_loader)
     if stopped_by == "diverged":
         reason = next(filter(None, world.gather_objects(training.train_step.diverged(state.step))))
         log.error("diverged: %s; %s", reason, recorder.last_good())
         recorder.summary["error"] = f"{reason}; {recorder.last_good()}"
-        return recorder.finish(state, "diverged", "diverged")
+        return recorder.finish(state, "diverged", "diverged", epochs)
     if stopped_by == "interrupted":
-        recorder.save(evaluate_and_save.checkpoint(state))
-        log.warning("interrupted at step %d; resume with trainer.resume=%s", state.step, recorder.folder.last)
-        return recorder.finish(state, "interrupted", "interrupted")
+        if not state.rows or state.rows[-1]["step"] != state.step:
+            recorder.save(evaluate_and_save.checkpoint(state))
+        log.warning("interrupted by %s at step %d (%.2f epochs); checkpoint %s", recorder.summary["signal"],
+                    state.step, epochs, recorder.folder.last)
+        return recorder.finish(state, "interrupted", "interrupted", epochs)
     if training.lookahead is not None:
         training.lookahead.finish()  # evaluate and keep the slow weights
     if not state.rows or state.rows[-1]["step"] != state.step:
@@ -215,4 +269,4 @@ def finish(training: Training, state: RunState, stopped_by: str, predictions: to
         predictions = evaluate(training.eval_model, training.test_loader, setup.autocast, tta, world)[2]
     diagnostics = functools.partial(write_diagnostics, setup.run_dir, data.test_images, data.test_labels,
                                     predictions.numpy(), data.classes)
-    return recorder.finish(state, "completed", stopped_by, diagnostics)
+    return recorder.finish(state, "completed", stopped_by, epochs, diagnostics)

@@ -16,27 +16,37 @@ log = logging.getLogger(__name__)
 UNFINISHED = ("running", "interrupted")
 
 
+def runs_of(config: dict, run_dir: Path, root: Path | None = None) -> list[tuple[float, RunFolder, dict]]:
+    """(time of its last write, folder, summary) of every run of `config` (run/setting.py's `same_run`) in
+    `run_dir` and in every run folder under `root` (the outputs folder, any depth), newest first; a run
+    that a later run in another folder resumed from (its summary's `resumed_from`) is left out: that
+    later run carries it on, so neither `trainer.resume=auto` nor the completed-run check looks at it."""
+    folders = {RunFolder(f.path.resolve())
+               for f in [RunFolder(run_dir), *(run_folders(root) if root is not None and Path(root).is_dir() else [])]}
+    summaries = {folder: folder.read_summary() for folder in folders}
+    continued = {RunFolder.of_checkpoint(info["resumed_from"]).path for folder, info in summaries.items()
+                 if info and info.get("resumed_from")
+                 and RunFolder.of_checkpoint(info["resumed_from"]).path != folder.path}
+    found = [(max(p.stat().st_mtime for p in (folder.summary, folder.last) if p.is_file()), folder, info)
+             for folder, info in summaries.items()
+             if info is not None and folder.path not in continued and same_run(info.get("config", {}), config)]
+    return sorted(found, key=lambda item: item[0], reverse=True)
+
+
 def find_resumable(run_dir: Path, config: dict, root: Path | None = None) -> Path | None:
-    """`trainer.resume=auto`: the last.pt of the newest unfinished run of the same config (run/setting.py's
-    `same_run`), looked for in `run_dir` and in every run folder under `root` (the outputs folder), at
-    any depth. Unfinished = summary.json says running or interrupted and checkpoints/last.pt exists."""
-    folders = [RunFolder(run_dir), *(run_folders(root) if root is not None and Path(root).is_dir() else [])]
-    found = []
-    for folder in {RunFolder(f.path.resolve()) for f in folders}:
-        info = folder.read_summary()
-        if (folder.last.is_file() and info is not None and info.get("status") in UNFINISHED
-                and same_run(info.get("config", {}), config)):
-            found.append((folder.last.stat().st_mtime, folder.last))
-    return max(found)[1] if found else None
+    """`trainer.resume=auto`: the last.pt of the newest unfinished run of `config` (`runs_of`): its
+    summary.json says running or interrupted and checkpoints/last.pt exists; None when there is none."""
+    return next((folder.last for _, folder, info in runs_of(config, run_dir, root)
+                 if info.get("status") in UNFINISHED and folder.last.is_file()), None)
 
 
-def completed_run(run_dir: Path, config: dict) -> dict | None:
-    """The summary of `run_dir` when it records a completed run of `config` (run/setting.py's `same_run`),
-    else None. A sweep started again in its own folder with `trainer.resume=auto` skips such a job."""
-    info = RunFolder(run_dir).read_summary()
-    if info is None or info.get("status") != "completed" or not same_run(info.get("config", {}), config):
-        return None
-    return info
+def completed_run(run_dir: Path, config: dict, root: Path | None = None) -> tuple[Path, dict] | None:
+    """(folder, summary) of the newest run of `config` (`runs_of`, in `run_dir` and under `root`) when it
+    completed and nothing unfinished of the same config is newer, else None. With `trainer.resume=auto`
+    a job of a sweep started again in its own folder (root None), or a single run, is skipped then."""
+    runs = [(folder.path, info) for _, folder, info in runs_of(config, run_dir, root)
+            if info.get("status") in (*UNFINISHED, "completed")]
+    return runs[0] if runs and runs[0][1]["status"] == "completed" else None
 
 
 def checkpoint_to_resume(resume: str | None, run_dir: Path, config: dict, root: Path | None = None,

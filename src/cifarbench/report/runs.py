@@ -10,7 +10,7 @@ import yaml
 
 from cifarbench.run.layout import run_folders
 from cifarbench.run.metrics import read_metrics
-from cifarbench.run.setting import NOT_THE_TEST_SET, SEED, is_setting_override, setting_key
+from cifarbench.run.setting import SEED, TEST_SET, is_setting_override, setting_key
 
 NOT_STARTED = "not started"
 
@@ -60,7 +60,7 @@ class Run:
         if data is None:
             return "unknown (no config recorded)"
         return ", ".join(f"data.{k}={'null' if v is None else v}" for k, v in sorted(data.items())
-                         if k not in NOT_THE_TEST_SET) or "data (default)"
+                         if k in TEST_SET) or "data (default)"
 
 
 def sweep_of(path: Path) -> Path | None:

@@ -110,9 +110,11 @@ class Recorder:
         draw(plot_curves, self.folder.curves, list(state.rows),
              title=f"{self.summary['model']} / {self.summary['optim']} / {self.summary['aug']}")
 
-    def finish(self, state: RunState, status: str, stopped_by: str, diagnostics=None) -> dict:
-        """Final figures (unless plots=none), then summary.json with the final and best metrics.
-        `diagnostics()` draws confusion.png and samples.png and returns the per-class accuracy."""
+    def finish(self, state: RunState, status: str, stopped_by: str, epochs: float, diagnostics=None) -> dict:
+        """Final figures (unless plots=none), then summary.json with the final and best metrics and
+        `epochs`, the epochs trained (steps / steps per epoch: an interrupted run's count its steps after
+        the last evaluation too). `diagnostics()` draws confusion.png and samples.png and returns the
+        per-class accuracy."""
         rows = state.rows
         if rows:
             if self.plots != "none" and self.writes:
@@ -121,14 +123,14 @@ class Recorder:
             self.summary.update({
                 "final_test_acc": rows[-1]["test_acc"], "final_test_loss": rows[-1]["test_loss"],
                 # The evaluation of best.pt; without a validation split chosen on the test set, so optimistic.
-                "best_test_acc": best["test_acc"], "best_epoch": best["epoch"], "epochs": rows[-1]["epoch"],
+                "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
             })
             if self.selected_by == "val_acc":
                 self.summary.update(final_val_acc=rows[-1]["val_acc"], final_val_loss=rows[-1]["val_loss"],
                                     best_val_acc=best["val_acc"])
         if diagnostics is not None and self.plots != "none" and self.writes:
             self.summary["per_class_acc"] = diagnostics()
-        self.write_summary(status=status, stopped_by=stopped_by, steps=state.step,
+        self.write_summary(status=status, stopped_by=stopped_by, steps=state.step, epochs=round(epochs, 4),
                            train_seconds=round(state.train_seconds, 3),
                            compile_seconds=round(state.compile_seconds, 3))
         if self.writes and write_reported(self.run_dir, [(self.run_dir.name, [self.summary])]):
@@ -144,31 +146,46 @@ class Recorder:
 
 
 def start_recorder(cfg, run_dir: Path, config: dict, world: World = World(),
-                   resumed: Checkpoint | None = None) -> Recorder:
+                   resumed: Checkpoint | None = None, resumed_from: str | None = None) -> Recorder:
     """The Recorder of a run of `cfg` (`config`: it resolved as plain dicts) in `run_dir`: summary.json
-    written at once (status running, what the run is, the command, versions and git state), the
-    trackers of `cfg.logger` started on rank 0 (continuing `resumed`'s tracked runs)."""
+    written at once (status running, what the run is, the command, versions and git state, and
+    `resumed_from`: the checkpoint it continues, which engine/resume.py reads so that the run that
+    checkpoint came from is never resumed again), the trackers of `cfg.logger` started on rank 0
+    (continuing `resumed`'s tracked runs)."""
     summary = {
         "status": "running", "model": cfg.model.name, "optim": cfg.optim.name,
         "aug": "+".join(filter(None, (cfg.aug.name, cfg.aug.get("mix")))), "command": command_line(),
         "versions": {"cifarbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git": running_source_state(), "config": config,
     }
+    if resumed_from is not None:
+        summary["resumed_from"] = str(Path(resumed_from).resolve())
     loggers = Loggers(cfg.logger, config, resumed=resumed.loggers if resumed else None) if world.main else None
     return Recorder(run_dir, summary, cfg.trainer.plots, validation=cfg.data.val_split != 0, writes=world.main,
                     loggers=loggers)
 
 
-def record_failure(run_dir: Path, config: dict, error: BaseException):
-    """A job that raised: its summary.json (or, without one, a new one holding `config`) says status
-    "failed" and the error's first line, and the MLflow run it records ends FAILED. A folder that
-    cannot be written is passed over (the log still says what failed)."""
+def record_ending(run_dir: Path, status: str, job_config: dict | None = None, **fields):
+    """A run that ended outside its Recorder's `finish` (an exception, a second stop signal): when it
+    started (its summary.json exists) that summary says `status` ("failed", "interrupted") and `fields`
+    (its `error`, the `signal`), and the MLflow run it records ends as that status says (FAILED,
+    KILLED). A run refused before it started has no summary: a single run gets none (it is no run);
+    a job of a sweep (`job_config`: its resolved config) gets one holding that config, so the sweep's
+    leaderboard shows the job and why it failed. A folder that cannot be written is passed over (the
+    log still says what happened)."""
     folder = RunFolder(run_dir)
-    summary = folder.read_summary() or {"config": config}
-    first_line = (str(error).strip().splitlines() or [""])[0]
-    summary.update(status="failed", error=f"{type(error).__name__}: {first_line}")
+    summary = folder.read_summary() or ({"config": job_config} if job_config is not None else None)
+    if summary is None:
+        return
+    summary.update(status=status, **fields)
     try:
         folder.write_summary(summary)
     except OSError:
         pass  # the failure may be that the folder is unwritable
     end_tracked_run(summary)  # the MLflow run's status follows summary.json's
+
+
+def record_failure(run_dir: Path, error: BaseException, job_config: dict | None = None):
+    """`record_ending` with status "failed" and the error's type and first line."""
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    record_ending(run_dir, "failed", job_config, error=f"{type(error).__name__}: {first_line}")

@@ -11,7 +11,9 @@ groups into one row, what a job folder's name leaves out.
 - `RESUMABLE_CHANGES`: what a resume may change beside those: how long the run trains (the schedule is
   re-planned), how often and at what batch size it evaluates, its device and compilation. Any other
   key changes what a step means.
-- `NOT_THE_TEST_SET`: the data fields that do not decide which test images a run is scored on.
+- `TEST_SET`: the data fields that decide which test images (and labels) a run is scored on: the
+  dataset, `test_subset` and CIFAR-100's `labels`; no other field (seeds, flips, mirrors, subsets of
+  the training set, preprocessing) changes them.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ NOT_THE_SETTING = frozenset({
 SEED = "trainer.seed"
 RESUMABLE_CHANGES = NOT_THE_SETTING | {"trainer.epochs", "trainer.budget_min", "trainer.eval_every",
                                        "trainer.eval_batch_size", "trainer.device", "trainer.compile"}
-NOT_THE_TEST_SET = frozenset({"root", "download", "url", "train_subset", "val_split", "val_seed", "preprocess"})
+TEST_SET = frozenset({"name", "test_subset", "labels"})
 
 
 def same_run(recorded: dict, config: dict) -> bool:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
+import os
 import time
 from pathlib import Path
 
@@ -127,6 +129,15 @@ def tracking_uri(configured: str | None) -> str:
     return uri
 
 
+def bound_server_wait(timeout_s: float):
+    """A tracking server that is down or slow costs at most `timeout_s` seconds per request, once: MLflow's
+    HTTP client is told (through its environment variables, for this process) to wait that long and not to
+    retry (by default it retries 7 times with backoff, 4 minutes for a server that is down, for every job
+    of a sweep). The request that fails drops the tracker with one warning."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(timeout_s)))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+
+
 class MlflowLogger:
     """One MLflow run for the job, written with mlflow.tracking.MlflowClient (no global active run, so the
     jobs of a sweep in one process never share one). A local SQLite store keeps artifacts beside itself in
@@ -139,6 +150,8 @@ class MlflowLogger:
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri(settings.get("tracking_uri"))
+        if self.uri.startswith(("http://", "https://")):
+            bound_server_wait(settings.get("timeout_s", 10))
         artifacts = None
         if self.uri.startswith("sqlite:///"):
             database = Path(self.uri.removeprefix("sqlite:///"))
@@ -182,19 +195,24 @@ class MlflowLogger:
         self._log_metrics({key: row[key] for key in SERIES if row[key] is not None}, int(row["step"]))
 
     def finish(self, run_dir: Path, summary: dict):
-        self._log_metrics(final_metrics(summary), summary.get("steps", 0))
-        folder = RunFolder(run_dir)
-        for file in [*folder.figures(), folder.summary]:
-            if file.is_file():
-                self.client.log_artifact(self.run_id, str(file))
-        if folder.hydra.is_dir():
-            self.client.log_artifacts(self.run_id, str(folder.hydra), "hydra")
-        self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(summary["status"], "FAILED"))
+        """The final metrics and the artifacts, then the run's status (FINISHED, KILLED or FAILED as
+        summary.json's): set whatever the metrics and uploads do (an upload that raises still raises,
+        for Loggers' one warning, after the status is set)."""
+        try:
+            self._log_metrics(final_metrics(summary), summary.get("steps", 0))
+            folder = RunFolder(run_dir)
+            for file in [*folder.figures(), folder.summary]:
+                if file.is_file():
+                    self.client.log_artifact(self.run_id, str(file))
+            if folder.hydra.is_dir():
+                self.client.log_artifacts(self.run_id, str(folder.hydra), "hydra")
+        finally:
+            self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(summary["status"], "FAILED"))
 
 
 def end_tracked_run(summary: dict):
     """Set the MLflow run a summary.json records (if any) to the status that summary ends with; for a run
-    whose failure was recorded after the Recorder (cli.record_failure). A tracker error is a warning."""
+    whose ending was recorded outside the Recorder (recorder.record_ending). A tracker error is a warning."""
     record = summary.get("loggers", {}).get("mlflow")
     if not record:
         return
