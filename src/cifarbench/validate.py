@@ -63,7 +63,8 @@ class Field:
     "subset" (an integer >= 1 or a fraction in (0, 1)); numbers lie in [low, high] (an end is open when
     its flag says so, absent when None); a "choice" is one of `choices`; `items` > 0 makes the field a
     list of that many such values (-1: any number). A field of a fixed group (the trainer's) also carries
-    its `default`, the value its YAML holds, and the `unit` a number counts in (for readers)."""
+    its `default`, the value its YAML holds, and the `unit` a number counts in (for readers). An `ordered`
+    list is a range: its values in non-decreasing order (low, high)."""
     kind: str
     low: float | None = None
     high: float | None = None
@@ -72,6 +73,7 @@ class Field:
     choices: tuple = ()
     nullable: bool = False
     items: int = 0
+    ordered: bool = False
     default: Any = NO_DEFAULT
     unit: str = ""
 
@@ -101,7 +103,7 @@ class Field:
                 text = f"{noun} in {opening}{self.low:g}, {self.high:g}{closing}"
         if self.items:
             count = "" if self.items < 0 else f"{self.items} "
-            text = f"a list of {count}values, each {text}"
+            text = f"a list of {count}values{' in increasing order' if self.ordered else ''}, each {text}"
         return text + (" or null" if self.nullable else "")
 
     def _fits(self, value: Any) -> bool:
@@ -126,7 +128,8 @@ class Field:
             return
         if self.items:
             fits = isinstance(value, (list, tuple, ListConfig)) and (self.items < 0 or len(value) == self.items) \
-                and all(value is not None and self._fits(v) for v in value)
+                and all(value is not None and self._fits(v) for v in value) \
+                and not (self.ordered and any(a > b for a, b in zip(value, value[1:])))
         else:
             fits = self._fits(value)
         if not fits:
@@ -144,6 +147,11 @@ def at_least(low: float, integer: bool = False) -> Field:
 def between(low: float, high: float, high_open: bool = False, low_open: bool = False, integer: bool = False,
             nullable: bool = False, items: int = 0) -> Field:
     return Field("integer" if integer else "number", low, high, low_open, high_open, nullable=nullable, items=items)
+
+
+def value_range(low: float, high: float | None, low_open: bool = False) -> Field:
+    """A (low, high) pair of numbers in [low, high] (`high` None: no bound) with low <= high."""
+    return Field("number", low, high, low_open, items=2, ordered=True)
 
 
 def one_of(*choices, nullable: bool = False) -> Field:
@@ -268,7 +276,8 @@ AUG = Entries(AUGMENTS, ("name", "mix", *mix_fields()), {  # (flip, pad_mode: th
     "mix": one_of(*MIXES.names(), nullable=True), "mix_alpha": positive(), "max_shift": at_least(0, integer=True),
     "size": positive(integer=True), "rotation": between(0, 180), "width_shift": FRACTION, "height_shift": FRACTION,
     "shear": between(0, 90), "zoom": between(0, 1, high_open=True), "channel_shift": between(0, 255),
-    "horizontal_flip": FLAG,
+    "horizontal_flip": FLAG, "mix_cutmix_alpha": positive(), "mix_switch_prob": FRACTION,
+    "probability": FRACTION, "scale": value_range(0, 1, low_open=True), "ratio": value_range(0, None, low_open=True),
 }, supplied=SUPPLIED)
 MODEL = Entries(MODELS, ("name", *COMMON_FIELDS), {  # a family's own fields are checked by its builder
     "norm_momentum": FRACTION, "norm_eps": positive(), "norm_weight": FLAG, "dirac_init": FLAG,
