@@ -215,6 +215,8 @@ class Entries:
                 one_of(*allowed).check(f"{key}.{field}", cfg[field], nullable=self.null_is_default)
 
 
+CLIP_MODES = ("norm", "value")  # engine/step.py GradientClipping: the global L2 norm, or each element
+
 # The trainer's fields, each declared once: what it may hold, its default and its unit. conf/trainer/default.yaml
 # holds the same fields and defaults in the same order, with the comments users read (tests/engine/test_failures.py
 # holds the two together).
@@ -232,6 +234,8 @@ TRAINER = Schema({
     "progress": FLAG.with_default(True),
     "plots": one_of(*PLOTS).with_default("end"),
     "label_smoothing": between(0, 1, high_open=True).with_default(0.0, "probability mass spread over the classes"),
+    "clip_grad": positive(nullable=True).with_default(None, "the gradients' L2 norm, or each element's magnitude"),
+    "clip_mode": one_of(*CLIP_MODES).with_default("norm"),
     "deterministic": FLAG.with_default(False),
     "resume": Field("text", nullable=True).with_default(None),
     "compile": FLAG.with_default(False),

@@ -30,7 +30,7 @@ from cifarbench.validate import validate_config
     ("+model.depth=3", "model 'lenet' has no field(s) depth (did you mean width?); its fields are: name, "
                        "norm_momentum, norm_eps, norm_weight, dirac_init, channels, hidden,"),
     ("+aug.pad=reflect", "aug 'flip_shift' has no field(s) pad (did you mean pad_mode?); its fields are: name, mix, "
-                         "mix_alpha, max_shift, flip, pad_mode"),
+                         "mix_alpha, mix_cutmix_alpha, mix_switch_prob, max_shift, flip, pad_mode"),
     ("optim=muon +optim.auxiliary.weight_decay=0.1", "optim.auxiliary 'sgd' has no field(s) weight_decay; its fields "
                                                      "are: name, lr, momentum, nesterov"),
     # every group's numeric and enum fields, declared once in validate.py
@@ -39,7 +39,9 @@ from cifarbench.validate import validate_config
     ("aug.max_shift=1.5", "aug.max_shift=1.5; it must be an integer >= 0"),
     ("aug.flip=sometimes", "aug.flip='sometimes'; it must be one of true, false, alternating"),
     ("aug.pad_mode=wrap", "aug.pad_mode='wrap'; it must be one of zeros, reflect, edge"),
-    ("aug.mix=cutmix", "aug.mix='cutmix'; it must be one of bc, mixup or null"),
+    ("aug.mix=cutmixup", "aug.mix='cutmixup'; it must be one of bc, cutmix, mixup, mixup_cutmix or null"),
+    ("trainer.clip_grad=0", "trainer.clip_grad=0; it must be a positive number or null"),
+    ("trainer.clip_mode=agc", "trainer.clip_mode='agc'; it must be one of norm, value"),
     ("aug=cutout aug.size=0", "aug.size=0; it must be a positive integer"),
     ("aug=keras aug.width_shift=1.5", "aug.width_shift=1.5; it must be a number in [0, 1]"),
     ("aug=keras aug.horizontal_flip=maybe", "aug.horizontal_flip='maybe'; it must be true or false"),

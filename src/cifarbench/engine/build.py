@@ -24,7 +24,7 @@ from cifarbench.data import DeviceLoader
 from cifarbench.data.prepared import PreparedData
 from cifarbench.engine.averaging import EMA, Lookahead
 from cifarbench.engine.resume import checkpoint_to_resume
-from cifarbench.engine.step import Plan, TrainStep
+from cifarbench.engine.step import GradientClipping, Plan, TrainStep
 from cifarbench.models import build_model
 from cifarbench.models.init import whiten_first_conv
 from cifarbench.optim import build_optimizer
@@ -224,6 +224,7 @@ def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_
     compiled = compiled_if_asked(model)  # evaluation reads the plain module; training, DDP's wrapper if any
     train_forward = compiled if world.size == 1 else compiled_if_asked(world.wrap(model))
     train_step = TrainStep(model, train_forward, optimizer, scaler, augmentation.mix, setup.autocast,
-                           build_schedule(cfg.sched), plan, train_loader.generator, ema, lookahead, world)
+                           build_schedule(cfg.sched), plan, train_loader.generator, ema, lookahead, world,
+                           None if t.clip_grad is None else GradientClipping(t.clip_grad, t.clip_mode))
     return Training(model, train_forward, ema.module if ema else compiled, optimizer, scaler, train_step,
                     train_loader, test_loader, val_loader, ema, lookahead, world), plan
