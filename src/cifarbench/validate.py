@@ -223,6 +223,7 @@ CLIP_MODES = ("norm", "value")  # engine/step.py GradientClipping: the global L2
 TRAINER = Schema({
     "epochs": positive().with_default(20, "epochs"),
     "batch_size": positive(integer=True).with_default(128, "images per step, all processes together"),
+    "accumulate": positive(integer=True).with_default(1, "batches of batch_size per optimizer step"),
     "drop_last": FLAG.with_default(False),
     "budget_min": positive(nullable=True).with_default(None, "minutes of training steps"),
     "device": one_of(*DEVICES).with_default("auto"),
@@ -341,9 +342,12 @@ def check_shares(trainer: DictConfig, train_images: int, evaluation_images: list
     least one image of each evaluation set. `check_batches` calls it with the dataset's official sizes
     before any data loads; the engine again with the sizes loaded (files may hold fewer images). Raises
     ConfigError."""
-    if trainer.drop_last and trainer.batch_size > train_images:
-        raise ConfigError(f"trainer.batch_size={trainer.batch_size} with trainer.drop_last=true: {train_images} "
-                          f"training images make no full batch; lower the batch size or set trainer.drop_last=false")
+    batch = trainer.batch_size * trainer.accumulate  # the images of one optimizer step
+    if trainer.drop_last and batch > train_images:
+        accumulated = f" × trainer.accumulate={trainer.accumulate}" if trainer.accumulate > 1 else ""
+        raise ConfigError(f"trainer.batch_size={trainer.batch_size}{accumulated} with trainer.drop_last=true: "
+                          f"{train_images} training images make no full batch; lower the batch size"
+                          f"{' or accumulate' if accumulated else ''} or set trainer.drop_last=false")
     if min(evaluation_images) < world_size:
         raise ConfigError(f"{min(evaluation_images)} evaluation images for {world_size} processes: each evaluates "
                           f"a share; raise data.test_subset (or data.val_split)")
@@ -367,9 +371,10 @@ def warnings_for(cfg: DictConfig) -> list[str]:
     """Legal values that are probably mistakes, each with the reason."""
     found = []
     images = train_size(cfg.data)
-    if cfg.trainer.batch_size > images:
-        found.append(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the {images} training images: "
-                     "every epoch is a single smaller batch")
+    t = cfg.trainer
+    if t.batch_size * t.accumulate > images:
+        named = f"trainer.batch_size={t.batch_size}" + (f" × trainer.accumulate={t.accumulate}" if t.accumulate > 1 else "")
+        found.append(f"{named} is larger than the {images} training images: every epoch is a single smaller batch")
     if cfg.trainer.tta != "none" and not cfg.data.flip:
         found.append(f"trainer.tta={cfg.trainer.tta} averages mirrored views, but data.flip=false says a mirrored "
                      f"{cfg.data.name} image may change its label; trainer.tta=none is likely better")

@@ -42,6 +42,11 @@ from cifarbench.validate import validate_config
     ("aug.mix=cutmixup", "aug.mix='cutmixup'; it must be one of bc, cutmix, mixup, mixup_cutmix or null"),
     ("trainer.clip_grad=0", "trainer.clip_grad=0; it must be a positive number or null"),
     ("trainer.clip_mode=agc", "trainer.clip_mode='agc'; it must be one of norm, value"),
+    ("trainer.accumulate=0", "trainer.accumulate=0; it must be a positive integer"),
+    ("trainer.accumulate=1.5", "trainer.accumulate=1.5; it must be a positive integer"),
+    ("data.train_subset=200 trainer.batch_size=128 trainer.accumulate=2 trainer.drop_last=true",
+     "trainer.batch_size=128 × trainer.accumulate=2 with trainer.drop_last=true: 200 training images make no full "
+     "batch; lower the batch size or accumulate or set trainer.drop_last=false"),
     ("aug=cutout aug.size=0", "aug.size=0; it must be a positive integer"),
     ("aug=keras aug.width_shift=1.5", "aug.width_shift=1.5; it must be a number in [0, 1]"),
     ("aug=keras aug.horizontal_flip=maybe", "aug.horizontal_flip='maybe'; it must be true or false"),

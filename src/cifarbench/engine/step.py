@@ -1,8 +1,9 @@
-"""One training step, built once before the loop: set the scheduled lr, mix, forward, the mix's loss,
-backward, gradient clipping, optimizer step, weight averaging; the running training metrics stay on the
-device."""
+"""One training step, built once before the loop: set the scheduled lr, mix, forward, the mix's loss and
+backward (per micro-batch under gradient accumulation), gradient clipping, optimizer step, weight
+averaging; the running training metrics stay on the device."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -15,6 +16,13 @@ from cifarbench.core.distributed import World
 from cifarbench.sched import Schedule, progress
 
 DIVERGENCE_CHECK_EVERY = 50  # steps; each check is one host–device sync
+
+
+def micro_batches(size: int, accumulate: int) -> int:
+    """How many micro-batches a step of `size` images trains in under `trainer.accumulate`: `accumulate`,
+    fewer only when the batch has fewer images (an epoch's last partial batch); `Tensor.tensor_split` of the
+    batch into that many gives their sizes, which differ by at most one."""
+    return max(1, min(accumulate, size))
 
 
 @dataclass(frozen=True)
@@ -64,19 +72,34 @@ class TrainStep:
     the device; a divergence check reads the window's losses once every DIVERGENCE_CHECK_EVERY steps.
     `forward` is the training forward (torch.compile's and DDP's wrappers when asked), `model` the plain
     module the averaging reads. In a `world` of several processes the window's sums are all-reduced
-    when read or saved, so they count the images of every rank. With `clipping` the gradients are
-    clipped before the optimizer step and the window also holds the mean of their norms before clipping
-    (over the steps whose norm was finite).
+    when read or saved, so they count the images of every rank.
+
+    With `accumulate` K > 1 (`trainer.accumulate`, as timm's `--grad-accum-steps` and Lightning's
+    `accumulate_grad_batches`) the batch, K micro-batches' worth (the loader's batch is
+    `trainer.batch_size` × K), is mixed as a whole, then split into K micro-batches (`micro_batches`),
+    each forwarded and backpropagated in turn with its loss weighted by its share of the batch's images,
+    so the summed gradients are those of the mean loss over the whole batch: one optimizer step, the
+    update of the K× larger batch, with the activations of one micro-batch in memory. Without BatchNorm
+    it equals the large batch's update up to float rounding; with BatchNorm each micro-batch is
+    normalised by its own statistics (and the running statistics are updated K times), as in timm and
+    Lightning, so it differs from the large batch. Under DDP only the last micro-batch all-reduces
+    (the others run in `no_sync`). Steps, the schedule and the budget count optimizer steps.
+
+    With `clipping` the gradients (summed over the micro-batches) are clipped before the optimizer step
+    and the window also holds the mean of their norms before clipping (over the steps whose norm was
+    finite).
     """
 
     def __init__(self, model: nn.Module, forward: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, mix: Mix, autocast, schedule: Schedule, plan: Plan,
                  generator: torch.Generator | None = None, ema: EMA | None = None, lookahead: Lookahead | None = None,
-                 world: World = World(), clipping: GradientClipping | None = None):
+                 world: World = World(), clipping: GradientClipping | None = None, accumulate: int = 1):
         self.model, self.forward, self.optimizer, self.scaler, self.world = model, forward, optimizer, scaler, world
         self.mix, self.autocast, self.schedule, self.plan = mix, autocast, schedule, plan
         self.generator, self.ema, self.lookahead, self.clipping = generator, ema, lookahead, clipping
         self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.accumulate = accumulate
+        self.no_sync = getattr(forward, "no_sync", contextlib.nullcontext)  # DDP's; nothing to skip on one process
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         device = next(model.parameters()).device
         self.loss_sum = torch.zeros((), device=device)
@@ -100,10 +123,18 @@ class TrainStep:
                  loss_weight: float = 1.0):
         self.set_lr(step, elapsed_s)
         images, targets, labels = self.mix(images, labels, self.generator)  # accuracy counts the dominant label
-        with self.autocast:
-            logits = self.forward(images)
-            loss = self.mix.criterion(logits, targets)
-        self.scaler.scale(loss if loss_weight == 1.0 else loss * loss_weight).backward()
+        count = micro_batches(len(labels), self.accumulate)
+        loss = torch.zeros((), device=labels.device)  # the batch's mean loss, for the window
+        for i, (x, y, dominant) in enumerate(zip(images.tensor_split(count), targets.tensor_split(count),
+                                                 labels.tensor_split(count))):
+            share = len(dominant) / len(labels)
+            with self.no_sync() if i < count - 1 else contextlib.nullcontext():  # all-reduce on the last
+                with self.autocast:
+                    logits = self.forward(x)
+                    micro_loss = self.mix.criterion(logits, y)
+                self.scaler.scale(micro_loss * (share * loss_weight)).backward()
+            loss += micro_loss.detach().float() * share
+            self.correct += (logits.argmax(1) == dominant).sum()
         if self.clipping is not None:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
             norm = self.clipping(self.parameters)
@@ -119,9 +150,8 @@ class TrainStep:
         if self.lookahead is not None and done % self.lookahead.every == 0:  # (progress only where it is read)
             self.lookahead.after_step(done, progress(done, self.plan.total_steps, elapsed_s, self.plan.budget_s))
         self.seen += len(labels)
-        self.loss_sum += loss.detach().float() * len(labels)
-        self.correct += (logits.argmax(1) == labels).sum()
-        self.recent_losses[step % DIVERGENCE_CHECK_EVERY] = loss.detach()
+        self.loss_sum += loss * len(labels)
+        self.recent_losses[step % DIVERGENCE_CHECK_EVERY] = loss
         self.recent_lrs[done] = self.optimizer.param_groups[0]["lr"]
 
     def diverged(self, steps_done: int) -> str | None:
