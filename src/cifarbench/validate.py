@@ -215,6 +215,7 @@ class Entries:
                 one_of(*allowed).check(f"{key}.{field}", cfg[field], nullable=self.null_is_default)
 
 
+WANDB_MODES = ("online", "offline", "disabled")  # run/trackers.py WandbLogger: wandb.init's modes
 CLIP_MODES = ("norm", "value")  # engine/step.py GradientClipping: the global L2 norm, or each element
 
 # The trainer's fields, each declared once: what it may hold, its default and its unit. conf/trainer/default.yaml
@@ -297,6 +298,8 @@ REPORTED = Schema({
 LOGGER = Schema({  # each tracker a sub-group of its own, present when chosen (logger=[csv,mlflow])
     "csv": Schema({}), "tensorboard": Schema({}),
     "mlflow": Schema({"tracking_uri": Field("text", nullable=True), "experiment_name": Field("text", nullable=True)}),
+    "wandb": Schema({"project": Field("text", nullable=True), "entity": Field("text", nullable=True),
+                     "mode": one_of(*WANDB_MODES, nullable=True)}),
 })
 PATHS = Schema({"output_dir": TEXT, "data_dir": TEXT, "mlflow_uri": TEXT})  # read by interpolation elsewhere
 GROUPS = {"data": DATA, "model": MODEL, "optim": OPTIM, "sched": SCHED, "aug": AUG, "trainer": TRAINER,
