@@ -76,7 +76,8 @@ from cifarbench.validate import validate_config
     ("trainer.tta=all", "trainer.tta='all'; it must be one of none, flip, flip_translate"),
     ("data.preprocess=pca", "data.preprocess='pca'; it must be one of "),
     ("logger=mlflow logger.mlflow.tracking_uri=5", "logger.mlflow.tracking_uri=5; it must be a string or null"),
-    ("+logger.wandb={}", "logger has no field(s) wandb; its fields are: csv, tensorboard, mlflow"),
+    ("+logger.comet={}", "logger has no field(s) comet; its fields are: csv, tensorboard, mlflow, wandb"),
+    ("logger=wandb logger.wandb.mode=sync", "logger.wandb.mode='sync'; it must be one of online, offline, disabled or null"),
     ("paths.output_dir=5", "paths.output_dir=5; it must be a string"),
     ("+paths.log_dir=logs", "; its fields are: output_dir, data_dir, mlflow_uri"),
 ])
