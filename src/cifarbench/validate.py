@@ -66,7 +66,8 @@ class Field:
     "subset" (an integer >= 1 or a fraction in (0, 1)); numbers lie in [low, high] (an end is open when
     its flag says so, absent when None); a "choice" is one of `choices`; `items` > 0 makes the field a
     list of that many such values (-1: any number). A field of a fixed group (the trainer's) also carries
-    its `default`, the value its YAML holds, and the `unit` a number counts in (for readers)."""
+    its `default`, the value its YAML holds, and the `unit` a number counts in (for readers). An `ordered`
+    list is a range: its values in non-decreasing order (low, high)."""
     kind: str
     low: float | None = None
     high: float | None = None
@@ -75,6 +76,7 @@ class Field:
     choices: tuple = ()
     nullable: bool = False
     items: int = 0
+    ordered: bool = False
     default: Any = NO_DEFAULT
     unit: str = ""
 
@@ -104,7 +106,7 @@ class Field:
                 text = f"{noun} in {opening}{self.low:g}, {self.high:g}{closing}"
         if self.items:
             count = "" if self.items < 0 else f"{self.items} "
-            text = f"a list of {count}values, each {text}"
+            text = f"a list of {count}values{' in increasing order' if self.ordered else ''}, each {text}"
         return text + (" or null" if self.nullable else "")
 
     def _fits(self, value: Any) -> bool:
@@ -129,7 +131,8 @@ class Field:
             return
         if self.items:
             fits = isinstance(value, (list, tuple, ListConfig)) and (self.items < 0 or len(value) == self.items) \
-                and all(value is not None and self._fits(v) for v in value)
+                and all(value is not None and self._fits(v) for v in value) \
+                and not (self.ordered and any(a > b for a, b in zip(value, value[1:])))
         else:
             fits = self._fits(value)
         if not fits:
@@ -147,6 +150,11 @@ def at_least(low: float, integer: bool = False) -> Field:
 def between(low: float, high: float, high_open: bool = False, low_open: bool = False, integer: bool = False,
             nullable: bool = False, items: int = 0) -> Field:
     return Field("integer" if integer else "number", low, high, low_open, high_open, nullable=nullable, items=items)
+
+
+def value_range(low: float, high: float | None, low_open: bool = False) -> Field:
+    """A (low, high) pair of numbers in [low, high] (`high` None: no bound) with low <= high."""
+    return Field("number", low, high, low_open, items=2, ordered=True)
 
 
 def one_of(*choices, nullable: bool = False) -> Field:
@@ -226,12 +234,16 @@ class Entries:
                 declared.check(f"{key}.{field}", cfg[field], nullable=self.null_is_default)
 
 
+WANDB_MODES = ("online", "offline", "disabled")  # run/trackers.py WandbLogger: wandb.init's modes
+CLIP_MODES = ("norm", "value")  # engine/step.py GradientClipping: the global L2 norm, or each element
+
 # The trainer's fields, each declared once: what it may hold, its default and its unit. conf/trainer/default.yaml
 # holds the same fields and defaults in the same order, with the comments users read (tests/engine/test_failures.py
 # holds the two together).
 TRAINER = Schema({
     "epochs": positive().with_default(20, "epochs"),
     "batch_size": positive(integer=True).with_default(128, "images per step, all processes together"),
+    "accumulate": positive(integer=True).with_default(1, "batches of batch_size per optimizer step"),
     "drop_last": FLAG.with_default(False),
     "budget_min": positive(nullable=True).with_default(None, "minutes of training steps"),
     "device": one_of(*DEVICES).with_default("auto"),
@@ -243,6 +255,8 @@ TRAINER = Schema({
     "progress": FLAG.with_default(True),
     "plots": one_of(*PLOTS).with_default("end"),
     "label_smoothing": between(0, 1, high_open=True).with_default(0.0, "probability mass spread over the classes"),
+    "clip_grad": positive(nullable=True).with_default(None, "the gradients' L2 norm, or each element's magnitude"),
+    "clip_mode": one_of(*CLIP_MODES).with_default("norm"),
     "deterministic": FLAG.with_default(False),
     "resume": Field("text", nullable=True).with_default(None),
     "compile": FLAG.with_default(False),
@@ -287,7 +301,8 @@ AUG = Entries(AUGMENTS, ("name", "mix", *mix_fields()), {  # (flip, pad_mode: th
     "mix": one_of(*MIXES.names(), nullable=True), "mix_alpha": positive(), "max_shift": at_least(0, integer=True),
     "size": positive(integer=True), "rotation": between(0, 180), "width_shift": FRACTION, "height_shift": FRACTION,
     "shear": between(0, 90), "zoom": between(0, 1, high_open=True), "channel_shift": between(0, 255),
-    "horizontal_flip": FLAG,
+    "horizontal_flip": FLAG, "mix_cutmix_alpha": positive(), "mix_switch_prob": FRACTION,
+    "probability": FRACTION, "scale": value_range(0, 1, low_open=True), "ratio": value_range(0, None, low_open=True),
 }, supplied=SUPPLIED)
 MODEL = Entries(MODELS, ("name", *COMMON_FIELDS), {  # a family's own fields are checked by its builder
     "norm_momentum": FRACTION, "norm_eps": positive(), "norm_weight": FLAG, "dirac_init": FLAG,
@@ -303,6 +318,8 @@ LOGGER = Schema({  # each tracker a sub-group of its own, present when chosen (l
     "csv": Schema({}), "tensorboard": Schema({}),
     "mlflow": Schema({"tracking_uri": Field("text", nullable=True), "experiment_name": Field("text", nullable=True),
                       "timeout_s": positive()}),
+    "wandb": Schema({"project": Field("text", nullable=True), "entity": Field("text", nullable=True),
+                     "mode": one_of(*WANDB_MODES, nullable=True)}),
 })
 PATHS = Schema({"output_dir": TEXT, "data_dir": TEXT, "mlflow_uri": TEXT})  # read by interpolation elsewhere
 GROUPS = {"data": DATA, "model": MODEL, "optim": OPTIM, "sched": SCHED, "aug": AUG, "trainer": TRAINER,
@@ -348,9 +365,12 @@ def check_shares(trainer: DictConfig, train_images: int, evaluation_images: list
     least one image of each evaluation set. `check_batches` calls it with the dataset's official sizes
     before any data loads; the engine again with the sizes loaded (files may hold fewer images). Raises
     ConfigError."""
-    if trainer.drop_last and trainer.batch_size > train_images:
-        raise ConfigError(f"trainer.batch_size={trainer.batch_size} with trainer.drop_last=true: {train_images} "
-                          f"training images make no full batch; lower the batch size or set trainer.drop_last=false")
+    batch = trainer.batch_size * trainer.accumulate  # the images of one optimizer step
+    if trainer.drop_last and batch > train_images:
+        accumulated = f" × trainer.accumulate={trainer.accumulate}" if trainer.accumulate > 1 else ""
+        raise ConfigError(f"trainer.batch_size={trainer.batch_size}{accumulated} with trainer.drop_last=true: "
+                          f"{train_images} training images make no full batch; lower the batch size"
+                          f"{' or accumulate' if accumulated else ''} or set trainer.drop_last=false")
     if min(evaluation_images) < world_size:
         raise ConfigError(f"{min(evaluation_images)} evaluation images for {world_size} processes: each evaluates "
                           f"a share; raise data.test_subset (or data.val_split)")
@@ -374,9 +394,10 @@ def warnings_for(cfg: DictConfig) -> list[str]:
     """Legal values that are probably mistakes, each with the reason."""
     found = []
     images = train_size(cfg.data)
-    if cfg.trainer.batch_size > images:
-        found.append(f"trainer.batch_size={cfg.trainer.batch_size} is larger than the {images} training images: "
-                     "every epoch is a single smaller batch")
+    t = cfg.trainer
+    if t.batch_size * t.accumulate > images:
+        named = f"trainer.batch_size={t.batch_size}" + (f" × trainer.accumulate={t.accumulate}" if t.accumulate > 1 else "")
+        found.append(f"{named} is larger than the {images} training images: every epoch is a single smaller batch")
     if cfg.trainer.tta != "none" and not cfg.data.flip:
         found.append(f"trainer.tta={cfg.trainer.tta} averages mirrored views, but data.flip=false says a mirrored "
                      f"{cfg.data.name} image may change its label; trainer.tta=none is likely better")

@@ -13,8 +13,9 @@ from torch import nn
 
 from cifarbench.aug import AUGMENTS, MIXES, Augmentation, build_augmentation, cutout, flip_shift, keras
 from cifarbench.aug.flip import AlternatingFlip
-from cifarbench.aug.geometric import cutout_squares, keras_affine
-from cifarbench.aug.mix import BetweenClass, Mixup, NoMix, bc_partners, beta_draws, between_class, mixup
+from cifarbench.aug.geometric import cutout_squares, erasing_boxes, keras_affine, random_erasing
+from cifarbench.aug.mix import (BetweenClass, CutMix, Mixup, MixupCutMix, NoMix, bc_partners, beta_draws,
+                                between_class, cutmix, cutmix_boxes, mixup)
 from cifarbench.aug.tta import TTA_MODES, tta_views
 from cifarbench.core.distributed import rank_seed
 from cifarbench.core.registry import ConfigError
@@ -270,7 +271,11 @@ def test_the_config_chooses_the_mix_and_its_arguments():
     assert built(mix="mixup", mix_alpha=0.4).mix == Mixup(7, 0.2, alpha=0.4)
     assert built(mix="mixup", mix_alpha=None).mix == Mixup(7, 0.2, alpha=1.0)  # null: the default
     assert built(mix="bc", mix_alpha=0.4).mix == BetweenClass(7, 0.2)  # (mix_alpha is mixup's)
-    assert MIXES.names() == ["bc", "mixup"] and MIXES.fields("mixup") == ["alpha"] and MIXES.fields("bc") == []
+    assert built(mix="cutmix", mix_alpha=0.4).mix == CutMix(7, 0.2, alpha=0.4)
+    assert built(mix="mixup_cutmix", mix_alpha=0.4, mix_cutmix_alpha=2.0, mix_switch_prob=0.25).mix == MixupCutMix(
+        7, 0.2, alpha=0.4, cutmix_alpha=2.0, switch_prob=0.25)
+    assert MIXES.names() == ["bc", "cutmix", "mixup", "mixup_cutmix"] and MIXES.fields("mixup") == ["alpha"]
+    assert MIXES.fields("mixup_cutmix") == ["alpha", "cutmix_alpha", "switch_prob"] and MIXES.fields("bc") == []
     entries = {OmegaConf.load(path).get("mix") for path in (CONF / "aug").glob("*.yaml")}
     assert set(MIXES.names()) <= entries, "every mix has a config in conf/aug"
 
@@ -337,10 +342,18 @@ def test_choice_arguments_are_their_builders_literals():
     ("aug=cutout aug.flip=1", "aug.flip=1; it must be one of true, false, alternating"),
     ("aug.pad_mode=wrap", "aug.pad_mode='wrap'; it must be one of zeros, reflect, edge"),
     ("aug=cutout aug.pad_mode=constant", "aug.pad_mode='constant'; it must be one of zeros, reflect, edge"),
-    ("aug.mix=cutmix", "aug.mix='cutmix'; it must be one of bc, mixup or null"),
+    ("aug.mix=cutmixup", "aug.mix='cutmixup'; it must be one of bc, cutmix, mixup, mixup_cutmix or null"),
+    ("aug.mix=mixup_cutmix aug.mix_switch_prob=2", "aug.mix_switch_prob=2; it must be a number in [0, 1]"),
+    ("aug=cutmix aug.mix_alpha=0", "aug.mix_alpha=0; it must be a positive number"),
+    ("aug=random_erasing aug.scale=[0.4,0.02]", "aug.scale=[0.4, 0.02]; it must be a list of 2 values in increasing "
+                                                "order, each a number in (0, 1]"),
+    ("aug=random_erasing aug.ratio=[0,3]", "aug.ratio=[0, 3]; it must be a list of 2 values in increasing order, "
+                                           "each a positive number"),
+    ("aug=random_erasing aug.probability=1.5", "aug.probability=1.5; it must be a number in [0, 1]"),
+    ("aug=random_erasing aug.fill=zeros", "aug.fill='zeros'; it must be one of random, mean"),
     ("aug=bc +aug.mix_beta=1", "aug 'flip_shift' has no field(s) mix_beta; its fields are: name, mix, mix_alpha,"),
     ("+aug.num_images=3", "aug 'flip_shift' has no field(s) num_images; its fields are: name, mix, mix_alpha, "
-                          "max_shift, flip, pad_mode"),
+                          "mix_cutmix_alpha, mix_switch_prob, max_shift, flip, pad_mode"),
 ])
 def test_bad_aug_values_are_one_line_before_any_data_loads(compose_with, overrides, message):
     with pytest.raises(ConfigError) as error:
@@ -351,3 +364,115 @@ def test_bad_aug_values_are_one_line_before_any_data_loads(compose_with, overrid
 def test_the_alternating_flip_needs_the_dataset_size():
     with pytest.raises(ValueError, match="the alternating flip needs the dataset's number of images"):
         flip_shift(flip="alternating")
+
+
+# CutMix and random erasing (Yun et al. 2019; Zhong et al. 2020) --------------------------------------------------
+def box_sides(pixel_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows and columns each image's box (the pixels of weight 0) spans, (B,) each."""
+    inside = pixel_weight[:, 0] == 0
+    return inside.any(2).sum(1), inside.any(1).sum(1)
+
+
+def test_cutmix_boxes_clip_at_the_border_and_correct_lambda():
+    # λ = 0.75 on 8×8: a 4×4 box (⌊8·√0.25⌋ = 4, half-sides 2) centred on a uniform pixel c, rows c−2..c+1
+    # clipped to 0..7: 4 rows for c in 2..6 (5/8), 3 for c = 1 or 7 (2/8), 2 for c = 0 (1/8); E = 3.5.
+    n = 40_000
+    pixel_weight, kept = cutmix_boxes(torch.full((n,), 0.75), 8, 8, generator())
+    rows, cols = box_sides(pixel_weight)
+    assert torch.equal((pixel_weight[:, 0] == 0).sum((1, 2)), rows * cols), "the box is a rectangle"
+    assert torch.allclose(kept, 1 - (rows * cols).float() / 64), "λ is the fraction of the image's own pixels"
+    for side in (rows, cols):
+        for size, probability in ((4, 5 / 8), (3, 2 / 8), (2, 1 / 8)):
+            frequency = (side == size).float().mean().item()
+            assert abs(frequency - probability) < 5 * math.sqrt(probability * (1 - probability) / n), (size, frequency)
+    assert kept.double().mean().item() == pytest.approx(1 - 3.5 * 3.5 / 64, abs=0.005)
+    none, kept_all = cutmix_boxes(torch.ones(4), 8, 8, generator())
+    assert (none == 1).all() and (kept_all == 1).all(), "λ = 1: no box"
+    _, kept_none = cutmix_boxes(torch.zeros(1000), 8, 8, generator())
+    assert kept_none.min() == 0 and kept_none.max() < 1, "λ = 0: the whole image when centred, clipped otherwise"
+
+
+def constant_images(n: int, size: int = 8) -> torch.Tensor:
+    """Image i is the constant i in its 3 channels (so each pixel says whose it is)."""
+    return torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, size, size).contiguous()
+
+
+def test_cutmix_pastes_the_partner_and_weighs_the_targets_by_area():
+    n = 256
+    images, labels = constant_images(n), torch.arange(n)  # one class per image
+    mixed, targets, dominant = cutmix(images, labels, alpha=1.0, num_classes=n, generator=generator(3))
+    partner = targets.clone()
+    partner[torch.arange(n), labels] = 0
+    partner = partner.argmax(1)
+    own_pixels = (mixed == images).all(1).float().mean((1, 2))  # the fraction of each image left as it was
+    from_partner = (mixed == images[partner]).all(1) | (partner == labels)[:, None, None]
+    assert from_partner[(mixed != images).any(1)].all(), "every changed pixel is the partner's"
+    pasted = own_pixels < 1
+    assert torch.allclose(targets[torch.arange(n), labels][pasted], own_pixels[pasted])
+    assert torch.allclose(targets.sum(1), torch.ones(n)) and ((targets > 0).sum(1) <= 2).all()
+    assert torch.equal(dominant, torch.where(own_pixels >= 0.5, labels, partner))
+    # E[kept] for λ ~ U(0, 1) on 8×8, by enumeration: 1 − λ = c² ~ U(0, 1), the box's half-side
+    # k = ⌊⌊8c⌋/2⌋ (P(k) = ((2k + 2)/8)² − (2k/8)², k < 4), rows [y − k, y + k) ∩ [0, 8) for a uniform centre y.
+    spans = [sum(min(y + k, 8) - max(y - k, 0) for y in range(8)) / 8 for k in range(4)]  # E[rows | k]
+    expected = 1 - sum((((2 * k + 2) / 8) ** 2 - (2 * k / 8) ** 2) * spans[k] ** 2 for k in range(4)) / 64
+    assert abs(own_pixels.mean().item() - expected) < 5 * 0.3 / math.sqrt(n), (own_pixels.mean(), expected)
+
+
+@pytest.mark.parametrize("switch_prob", [0.0, 0.5, 1.0])
+def test_mixup_cutmix_switches_per_batch_with_its_probability(switch_prob):
+    images, labels, g = constant_images(16), torch.arange(16), generator(5)
+    batches = 300
+    cut = 0
+    for _ in range(batches):
+        mixed, targets, _ = MixupCutMix(16, 0.0, switch_prob=switch_prob)(images, labels, g)
+        whole = torch.equal(mixed, mixed.round())  # CutMix copies pixels; mixup blends (λ ∈ {0, 1} never occurs)
+        cut += whole
+        assert torch.allclose(targets.sum(1), torch.ones(16))
+    expected = batches * switch_prob
+    assert abs(cut - expected) <= 5 * math.sqrt(batches * switch_prob * (1 - switch_prob)) + 1e-9, cut
+
+
+def erased_boxes(n, probability=1.0, scale=(0.02, 0.4), ratio=(1.0, 1.0), size=32, seed=0):
+    return erasing_boxes(n, size, size, generator(seed), torch.device("cpu"), probability, scale, ratio)[:, 0]
+
+
+def test_random_erasing_area_is_uniform_in_the_scale_range():
+    # Square boxes (ratio 1) on 32×32 with area fraction s ~ U(0.02, 0.4): side = round(32·√s), so
+    # P(side <= k) = P(s < ((k + ½)/32)²) = (((k + ½)/32)² − 0.02) / 0.38.
+    n = 20_000
+    inside = erased_boxes(n)
+    rows, cols = inside.any(2).sum(1), inside.any(1).sum(1)
+    assert torch.equal(rows, cols) and torch.equal(inside.sum((1, 2)), rows * cols)
+    for k in (6, 10, 14, 18):
+        cdf = min(max((((k + 0.5) / 32) ** 2 - 0.02) / 0.38, 0), 1)
+        frequency = (rows <= k).float().mean().item()
+        assert abs(frequency - cdf) < 5 * math.sqrt(cdf * (1 - cdf) / n), (k, frequency, cdf)
+    assert rows.min() >= round(32 * math.sqrt(0.02)) and rows.max() <= round(32 * math.sqrt(0.4))
+
+
+def test_random_erasing_probability_and_aspect():
+    n = 20_000
+    inside = erased_boxes(n, probability=0.3, scale=(0.25, 0.25), ratio=(1 / 3, 3))
+    erased = inside.any(2).any(1)
+    assert abs(erased.float().mean().item() - 0.3) < 5 * math.sqrt(0.3 * 0.7 / n)
+    rows, cols = inside.any(2).sum(1)[erased].float(), inside.any(1).sum(1)[erased].float()
+    aspect = rows / cols
+    assert aspect.min() >= 1 / 3 - 0.1 and aspect.max() <= 3 + 0.4  # (sides rounded to whole pixels)
+    tall, wide = (aspect > 1).float().mean().item(), (aspect < 1).float().mean().item()
+    assert abs(tall - wide) < 0.03, "log-uniform aspect: as many tall boxes as wide ones"
+    assert (rows * cols).mean().item() == pytest.approx(256, rel=0.03), "area 1/4 of 32×32"
+    too_big = erased_boxes(100, scale=(0.99, 0.99), ratio=(4, 4))  # never fits (h ≈ 64): nothing erased
+    assert not too_big.any()
+
+
+def test_random_erasing_fills_with_random_values_or_the_channel_mean():
+    images = torch.stack([torch.full((8, 8), v, dtype=torch.uint8) for v in (10, 100, 200)]).expand(64, 3, 8, 8)
+    images = images.contiguous()
+    inside = erasing_boxes(64, 8, 8, generator(1), torch.device("cpu"), 1.0, (0.1, 0.3), (0.5, 2))
+    mean = random_erasing(images, generator(1), 1.0, (0.1, 0.3), (0.5, 2), fill="mean")
+    assert torch.equal(mean, images), "the per-channel mean of constant channels is the channel itself"
+    noisy = random_erasing(images, generator(1), 1.0, (0.1, 0.3), (0.5, 2), fill="random")
+    changed = (noisy != images).any(1)
+    assert torch.equal(changed | inside[:, 0], inside[:, 0]), "only the rectangles change"
+    assert changed.sum() > 0.9 * inside.sum()
+    assert noisy.float()[inside.expand_as(noisy)].mean().item() == pytest.approx(127.5, abs=8)

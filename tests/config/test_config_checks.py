@@ -30,7 +30,7 @@ from cifarbench.validate import field_of, validate_config
     ("+model.depth=3", "model 'lenet' has no field(s) depth (did you mean width?); its fields are: name, "
                        "norm_momentum, norm_eps, norm_weight, dirac_init, channels, hidden,"),
     ("+aug.pad=reflect", "aug 'flip_shift' has no field(s) pad (did you mean pad_mode?); its fields are: name, mix, "
-                         "mix_alpha, max_shift, flip, pad_mode"),
+                         "mix_alpha, mix_cutmix_alpha, mix_switch_prob, max_shift, flip, pad_mode"),
     ("optim=muon +optim.auxiliary.weight_decay=0.1", "optim.auxiliary 'sgd' has no field(s) weight_decay; its fields "
                                                      "are: name, lr, momentum, nesterov"),
     # every group's numeric and enum fields, declared once in validate.py
@@ -39,7 +39,14 @@ from cifarbench.validate import field_of, validate_config
     ("aug.max_shift=1.5", "aug.max_shift=1.5; it must be an integer >= 0"),
     ("aug.flip=sometimes", "aug.flip='sometimes'; it must be one of true, false, alternating"),
     ("aug.pad_mode=wrap", "aug.pad_mode='wrap'; it must be one of zeros, reflect, edge"),
-    ("aug.mix=cutmix", "aug.mix='cutmix'; it must be one of bc, mixup or null"),
+    ("aug.mix=cutmixup", "aug.mix='cutmixup'; it must be one of bc, cutmix, mixup, mixup_cutmix or null"),
+    ("trainer.clip_grad=0", "trainer.clip_grad=0; it must be a positive number or null"),
+    ("trainer.clip_mode=agc", "trainer.clip_mode='agc'; it must be one of norm, value"),
+    ("trainer.accumulate=0", "trainer.accumulate=0; it must be a positive integer"),
+    ("trainer.accumulate=1.5", "trainer.accumulate=1.5; it must be a positive integer"),
+    ("data.train_subset=200 trainer.batch_size=128 trainer.accumulate=2 trainer.drop_last=true",
+     "trainer.batch_size=128 × trainer.accumulate=2 with trainer.drop_last=true: 200 training images make no full "
+     "batch; lower the batch size or accumulate or set trainer.drop_last=false"),
     ("aug=cutout aug.size=0", "aug.size=0; it must be a positive integer"),
     ("aug=keras aug.width_shift=1.5", "aug.width_shift=1.5; it must be a number in [0, 1]"),
     ("aug=keras aug.horizontal_flip=maybe", "aug.horizontal_flip='maybe'; it must be true or false"),
@@ -69,7 +76,8 @@ from cifarbench.validate import field_of, validate_config
     ("trainer.tta=all", "trainer.tta='all'; it must be one of none, flip, flip_translate"),
     ("data.preprocess=pca", "data.preprocess='pca'; it must be one of "),
     ("logger=mlflow logger.mlflow.tracking_uri=5", "logger.mlflow.tracking_uri=5; it must be a string or null"),
-    ("+logger.wandb={}", "logger has no field(s) wandb; its fields are: csv, tensorboard, mlflow"),
+    ("+logger.comet={}", "logger has no field(s) comet; its fields are: csv, tensorboard, mlflow, wandb"),
+    ("logger=wandb logger.wandb.mode=sync", "logger.wandb.mode='sync'; it must be one of online, offline, disabled or null"),
     ("paths.output_dir=5", "paths.output_dir=5; it must be a string"),
     ("+paths.log_dir=logs", "; its fields are: output_dir, data_dir, mlflow_uri"),
 ])
@@ -99,7 +107,6 @@ def test_every_field_of_every_group_is_declared_once():
 def test_the_trainer_yaml_holds_the_defaults_its_schema_declares():
     """conf/trainer/default.yaml is validate.TRAINER's table: the same fields in the same order, each with the
     default declared beside its type (lookahead's too), and every default passes its own check."""
-    import json
 
     from omegaconf import OmegaConf
 

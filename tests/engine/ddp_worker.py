@@ -3,6 +3,7 @@ the 2-process scenarios in one launch (one process group; each launch costs seco
 
 - `cli`: `cifarbench` itself (cli.main, Hydra and all) in the folder OUT/cli, one epoch;
 - `equal`, `muon`: the tests' run (`BASE`) and its Muon variant, into OUT/<name>;
+- `accumulate`: `equal` with its batches of 8 as 2 accumulated micro-batches of 4;
 - `budget`, `diverged`: a budget that is over at once, and an lr that makes the loss non-finite;
 - `interrupt`: rank 1 alone gets a real SIGINT during its training forward number 30.
 
@@ -26,6 +27,8 @@ BASE = ("model=lenet", "model.channels=[6,16]", "model.hidden=64", "aug=none", "
         "trainer.device=cpu", "trainer.dist_timeout_s=60")
 SCENARIOS = {
     "equal": ("trainer.ema=0.9", "trainer.lookahead.every=4"),
+    # `equal` in micro-batches of 4 accumulated 2 at a time, each rank's 4 images a step as 2 + 2
+    "accumulate": ("trainer.ema=0.9", "trainer.lookahead.every=4", "trainer.batch_size=4", "trainer.accumulate=2"),
     "muon": ("optim=muon", "trainer.epochs=0.1"),  # 3 steps (see test_muon_under_ddp_matches_one_process)
     "budget": ("trainer.budget_min=1e-6",),
     "diverged": ("optim.lr=1e12",),

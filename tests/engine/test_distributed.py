@@ -89,6 +89,18 @@ def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(two, 
     assert summaries[("equal", 0)]["final_test_acc"] == summaries[("equal", 1)]["final_test_acc"]
 
 
+def test_accumulation_under_ddp_trains_the_weights_of_one_process_with_the_large_batch(two, one):
+    """Batches of 8 as 2 micro-batches of 4 (each rank's share of a micro-batch: 2 images; the last batch
+    of 5 shared 3 + 2 and split 2 + 1, 1 + 1), only the last all-reducing, equal the 1-process batches of 8."""
+    out, _, _ = two
+    both, alone = (load_checkpoint(out / "accumulate" / "checkpoints" / "last.pt"),
+                   load_checkpoint(one / "checkpoints" / "last.pt"))
+    assert both.state["step"] == alone.state["step"] == 52
+    assert max_difference(both.model, alone.model) < 1e-5
+    for a, b in zip(rows(out / "accumulate"), rows(one), strict=True):
+        assert a["train_acc"] == b["train_acc"] and a["test_acc"] == b["test_acc"]
+
+
 def test_muon_under_ddp_matches_one_process(two, data, compose_with, tmp_path):
     """Seen: 0.0098 apart after 3 steps while DDP's gradients were bucket views (Muon read each rank's
     own gradient); 7e-9 to 6e-5 since, as the thread count of the 1-process run changes which bfloat16

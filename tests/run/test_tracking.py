@@ -25,12 +25,12 @@ pytestmark = pytest.mark.xdist_group("test_tracking")
 
 QUICK = ("model=lenet5", "trainer.epochs=2", "trainer.batch_size=32", "data.train_subset=64", "data.test_subset=60",
          "trainer.eval_batch_size=100", "trainer.progress=false")
-TRACKERS = [name for name in ("tensorboard", "mlflow") if importlib.util.find_spec(name)]
+TRACKERS = [name for name in ("tensorboard", "mlflow") if importlib.util.find_spec(name)]  # (wandb: tested apart)
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def needs(tracker: str):
-    return pytest.mark.skipif(tracker not in TRACKERS, reason=f"install cifarbench[{tracker}] to test logger={tracker}")
+    return pytest.mark.skipif(importlib.util.find_spec(tracker) is None, reason=f"install cifarbench[{tracker}] to test logger={tracker}")
 
 
 @pytest.fixture(scope="module")
@@ -349,3 +349,78 @@ def test_report_html_as_chromium_renders_it(sweep, tmp_path):
     with Image.open(shot) as png:
         assert png.size == (1280, 1600)
         assert len(png.convert("L").getcolors(1 << 16)) > 50  # text, tables and figures, not a blank page
+
+
+# Weights & Biases, offline ---------------------------------------------------------------------------------------
+def wandb_records(path: Path) -> list:
+    """The records of a `.wandb` file, parsed with the client's own protobuf schema (wandb_internal_pb2):
+    a 7-byte header (":W&B", magic 0xBEE1, version), then LevelDB's log format, as the client writes it:
+    32 KiB blocks of chunks, each a 7-byte header (CRC-32C, length as 2 bytes little-endian, type: 1 full,
+    2 first, 3 middle, 4 last) and its bytes; a block's tail shorter than a header is padding."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B"
+    records, pending, offset = [], b"", 7
+    while offset + 7 <= len(data):
+        if block - offset % block < 7:  # padding at the end of a block
+            offset += block - offset % block
+            continue
+        length, kind = int.from_bytes(data[offset + 4:offset + 6], "little"), data[offset + 6]
+        chunk, offset = data[offset + 7:offset + 7 + length], offset + 7 + length
+        if kind == 0 and length == 0:  # zeros: the unwritten end
+            break
+        pending += chunk
+        if kind in (1, 4):
+            record = Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def wandb_history(run_dir: Path) -> tuple[set[str], list[dict], dict, dict]:
+    """The run ids, the history rows ({key: value, "_step": step}, nested keys joined by "/"), the last
+    summary and the config of every offline W&B run under `<run>/wandb/`, in the order they were written."""
+    ids, history, summary, config = set(), [], {}, {}
+    for file in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb")):
+        for record in wandb_records(file):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                ids.add(record.run.run_id)
+                config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
+            elif kind == "history":
+                row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+                history.append(row)
+            elif kind == "summary":
+                summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                                for item in record.summary.update})
+    return ids, history, summary, config
+
+
+@needs("wandb")
+def test_wandb_offline_holds_every_metrics_row_and_a_resume_continues_its_run(tmp_path, shared_fake_root,
+                                                                             compose_with, monkeypatch):
+    from cifarbench.engine.loop import train
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)  # no key: offline by default
+    settings = (*QUICK, "logger=[csv,wandb]", f"data.root={shared_fake_root}")
+    first = train(compose_with(*settings, "trainer.epochs=1"), tmp_path)
+    record = first["loggers"]["wandb"]
+    assert record["mode"] == "offline" and record["project"] == "cifarbench"
+    second = train(compose_with(*settings, f"trainer.resume={tmp_path / 'checkpoints' / 'last.pt'}"), tmp_path)
+    assert second["loggers"]["wandb"]["run_id"] == record["run_id"]
+    ids, history, summary, config = wandb_history(tmp_path)
+    assert ids == {record["run_id"]}, "the resumed run continues the same W&B run"
+    rows = read_metrics(tmp_path / "metrics.csv")
+    logged = [row for row in history if "test_acc" in row]
+    assert len(rows) == len(logged) == 2
+    for row, entry in zip(rows, logged):
+        assert entry["_step"] == row["step"]
+        assert {key: entry[key] for key in SERIES if row[key] is not None} == {
+            key: row[key] for key in SERIES if row[key] is not None}
+    assert summary["final_test_acc"] == second["final_test_acc"] and summary["status"] == "completed"
+    assert all(config[group] == first["config"][group] for group in ("model", "optim", "aug", "data"))
+    images = {key.split("/")[0] for key, value in history[-1].items() if key.endswith("/_type") and value == "image-file"}
+    assert images == {"curves", "confusion", "samples"}, "the figures, at the end"

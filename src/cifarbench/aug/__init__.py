@@ -2,10 +2,10 @@
 (`build_augmentation`), which the training loader calls on every uint8 batch and whose mix, with the
 loss it needs, the training step calls on the normalised batch.
 
-- `AUGMENTS` (`aug.name`): none, flip_shift, keras, cutout; each builder returns a `Transform` (or None),
+- `AUGMENTS` (`aug.name`): none, flip_shift, keras, cutout, random_erasing; each builder returns a `Transform` (or None),
   made of the pure batch functions of `geometric.py` and the flips of `flip.py`;
-- `MIXES` (`aug.mix`, null for none): mixup, bc; each entry's arguments are the group's `mix_<argument>`
-  fields (`aug.mix_alpha`); `mix.py` holds them and their criteria (`NoMix` without a mix);
+- `MIXES` (`aug.mix`, null for none): mixup, cutmix, mixup_cutmix, bc; each entry's arguments are the
+  group's `mix_<argument>` fields (`aug.mix_alpha`, `aug.mix_cutmix_alpha`, `aug.mix_switch_prob`); `mix.py` holds them and their criteria (`NoMix` without a mix);
 - `tta.py`: the test-time views (`trainer.tta`), which evaluation sums over.
 
 Choice arguments are `Literal[...]` (`flip`, `pad_mode`), so validate checks them (Registry.choices)
@@ -20,8 +20,9 @@ from typing import Callable
 import torch
 
 from cifarbench.aug.flip import AlternatingFlip, Flip
-from cifarbench.aug.geometric import PAD_MODES, PadMode, check_pad_mode, cutout_squares, keras_affine, translate_flip
-from cifarbench.aug.mix import BetweenClass, Mix, Mixup, NoMix
+from cifarbench.aug.geometric import (PAD_MODES, ErasingFill, PadMode, check_pad_mode, cutout_squares, keras_affine,
+                                      random_erasing, translate_flip)
+from cifarbench.aug.mix import BetweenClass, CutMix, Mix, Mixup, MixupCutMix, NoMix
 from cifarbench.core.registry import Registry
 
 # transform(images, indices, generator, epoch) -> images: a uint8 batch (B, C, H, W) on the training device,
@@ -35,7 +36,7 @@ MIXES = Registry("mix")
 SUPPLIED = ("num_images", "seed")  # builder arguments the run supplies (build_augmentation), not config fields
 
 __all__ = ["AUGMENTS", "MIXES", "PAD_MODES", "SUPPLIED", "Augmentation", "Flip", "Mix", "PadMode", "Transform",
-           "build_augmentation", "cutout", "flip_shift", "keras", "mix_fields"]
+           "build_augmentation", "cutout", "erasing", "flip_shift", "keras", "mix_fields"]
 
 
 @AUGMENTS.register("none")
@@ -82,8 +83,23 @@ def cutout(size: int = 16, max_shift: int = 4, flip: Flip = True, pad_mode: PadM
                                                                     generator, size)
 
 
+@AUGMENTS.register("random_erasing")
+def erasing(probability: float = 0.5, scale: tuple[float, float] = (0.02, 0.4),
+            ratio: tuple[float, float] = (0.3, 1 / 0.3), fill: ErasingFill = "random", max_shift: int = 4,
+            flip: Flip = True, pad_mode: PadMode = "zeros", *, num_images: int = 0, seed: int = 0) -> Transform:
+    """flip_shift, then random erasing (Zhong et al. 2020, `geometric.random_erasing`): with probability
+    `probability` per image, a rectangle of area fraction in `scale` and aspect (height/width) in `ratio`
+    filled with random values or the per-channel mean (`fill`)."""
+    base = flip_shift(max_shift, flip, pad_mode, num_images=num_images, seed=seed)
+    scale, ratio = tuple(scale), tuple(ratio)
+    return lambda images, indices, generator, epoch: random_erasing(base(images, indices, generator, epoch),
+                                                                    generator, probability, scale, ratio, fill)
+
+
 MIXES.register("mixup", info="Zhang et al. 2018")(Mixup)
 MIXES.register("bc", info="Tokozume et al. 2018")(BetweenClass)
+MIXES.register("cutmix", info="Yun et al. 2019")(CutMix)
+MIXES.register("mixup_cutmix", info="timm's Mixup: mixup or CutMix per batch")(MixupCutMix)
 
 
 def mix_fields() -> tuple[str, ...]:

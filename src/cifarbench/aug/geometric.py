@@ -6,7 +6,9 @@ own randomness from that generator alone, so they run the same on CPU and CUDA.
   by up to ±max_shift px and a random horizontal mirror;
 - `keras_affine`: Keras ImageDataGenerator's rotation, shift, shear, zoom, channel shift and flip
   (Chollet et al., Keras 2015), as study §1 and §2 (docs/studies.md) used it;
-- `cutout_squares`: one square zeroed per image (DeVries & Taylor 2017).
+- `cutout_squares`: one square zeroed per image (DeVries & Taylor 2017);
+- `random_erasing`: one rectangle of random size, aspect and place per image, erased with a probability
+  (Zhong et al. 2020), as timm's `RandomErasing`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import torch.nn.functional as F
 from cifarbench.aug.flip import random_mask
 
 PadMode = Literal["zeros", "reflect", "edge"]
+ErasingFill = Literal["random", "mean"]
+ERASING_ATTEMPTS = 10  # candidate rectangles per image, as timm's RandomErasing (none fits: nothing erased)
 PAD_MODES: tuple[str, ...] = typing.get_args(PadMode)
 
 
@@ -110,3 +114,51 @@ def cutout_squares(images: torch.Tensor, generator: torch.Generator, size: int) 
     cols = torch.arange(w, device=device) - left
     inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
     return images * (~inside)[:, None].to(images.dtype)
+
+
+def erasing_boxes(n: int, height: int, width: int, generator: torch.Generator, device, probability: float = 0.5,
+                  scale: tuple[float, float] = (0.02, 0.4), ratio: tuple[float, float] = (0.3, 1 / 0.3)
+                  ) -> torch.Tensor:
+    """Random erasing's rectangles (Zhong et al. 2020, Algorithm 1; timm's `RandomErasing`): (n, 1, H, W)
+    bool, True inside the rectangle of each image that is erased.
+
+    Each image is erased with probability `probability` (the paper's defaults: p = ½, scale (0.02, 0.4),
+    ratio (0.3, 1/0.3)). Its rectangle has area S_e = s·H·W with
+    s ~ U(scale) and aspect r_e = h/w log-uniform in `ratio` (as timm; the paper draws r_e uniformly), so
+    h = round(√(S_e·r_e)), w = round(√(S_e/r_e)); of ERASING_ATTEMPTS such candidates the first with
+    h < H and w < W is kept (none: the image is not erased), its top-left corner uniform over the
+    positions where it fits. Draws, all from `generator`: the coins (n,), the areas and aspects
+    (ATTEMPTS, n) each, then the rows and columns of the corners (n,) each; no host sync."""
+    erase = torch.rand(n, generator=generator, device=device) < probability
+    s = torch.empty(ERASING_ATTEMPTS, n, device=device).uniform_(scale[0], scale[1], generator=generator)
+    log_r = torch.empty(ERASING_ATTEMPTS, n, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]),
+                                                                    generator=generator)
+    area, aspect = s * (height * width), log_r.exp()
+    h, w = (area * aspect).sqrt().round().long(), (area / aspect).sqrt().round().long()
+    fits = (h < height) & (w < width)
+    first = fits.to(torch.uint8).argmax(0, keepdim=True)  # the first candidate that fits (0 if none)
+    h, w = h.gather(0, first)[0], w.gather(0, first)[0]
+    erase &= fits.any(0)
+    top = (torch.rand(n, generator=generator, device=device) * (height - h + 1)).long()
+    left = (torch.rand(n, generator=generator, device=device) * (width - w + 1)).long()
+    rows = torch.arange(height, device=device) - top[:, None]  # row offset inside the rectangle, per image
+    cols = torch.arange(width, device=device) - left[:, None]
+    inside = ((rows >= 0) & (rows < h[:, None]))[:, :, None] & ((cols >= 0) & (cols < w[:, None]))[:, None, :]
+    return (inside & erase[:, None, None])[:, None]
+
+
+def random_erasing(images: torch.Tensor, generator: torch.Generator, probability: float = 0.5,
+                   scale: tuple[float, float] = (0.02, 0.4), ratio: tuple[float, float] = (0.3, 1 / 0.3),
+                   fill: ErasingFill = "random") -> torch.Tensor:
+    """uint8 (N, C, H, W) → uint8 (N, C, H, W): random erasing (Zhong et al. 2020): the rectangle of
+    `erasing_boxes` filled, in every channel, with random values (`fill="random"`: each pixel and channel
+    uniform in 0..255, the paper's RE-R) or the batch's per-channel mean (`"mean"`: an estimate of the
+    training set's mean pixel, the paper's RE-M; 0 after mean–std normalisation). Draws from `generator`:
+    `erasing_boxes`'s, then (random fill) the values (N, C, H, W)."""
+    n, c, h, w = images.shape
+    inside = erasing_boxes(n, h, w, generator, images.device, probability, scale, ratio)
+    if fill == "random":
+        values = torch.randint(0, 256, images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    else:
+        values = images.float().mean((0, 2, 3), keepdim=True).round().to(images.dtype).expand_as(images)
+    return torch.where(inside, values, images)

@@ -24,7 +24,7 @@ from cifarbench.data import DeviceLoader
 from cifarbench.data.prepared import PreparedData
 from cifarbench.engine.averaging import EMA, Lookahead
 from cifarbench.engine.resume import checkpoint_to_resume
-from cifarbench.engine.step import Plan, TrainStep
+from cifarbench.engine.step import GradientClipping, Plan, TrainStep, micro_batches
 from cifarbench.models import build_model
 from cifarbench.models.init import whiten_first_conv
 from cifarbench.optim import build_optimizer
@@ -179,11 +179,13 @@ def warm_up_compiled(training: Training, autocast, tta: str):
     training.train_forward.train()
     train_loader = training.train_loader
     # One batch of each global size, so every rank runs as many backward passes (DDP's collectives)
-    # on its own share's size.
+    # on its own share's size, each micro-batch of gradient accumulation (as the step splits it).
     for batch in sorted({end - start: i for i, (start, end) in enumerate(train_loader.bounds)}.values()):
         start, end = train_loader.share(batch)
-        with autocast:
-            training.train_forward(inputs(train_loader, end - start)).float().mean().backward()
+        share = inputs(train_loader, end - start)
+        for micro in share.tensor_split(micro_batches(end - start, training.train_step.accumulate)):
+            with autocast:
+                training.train_forward(micro).float().mean().backward()
     training.optimizer.zero_grad(set_to_none=True)
     training.eval_model.eval()
     with torch.no_grad():
@@ -215,7 +217,8 @@ def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_
         evaluation_sets.append((data.val_images, data.val_labels))
     check_shares(t, len(data.train_labels), [len(labels) for _, labels in evaluation_sets], world.size)
     augmentation = build_augmentation(cfg.aug, len(data.classes), len(data.train_labels), t.seed, t.label_smoothing)
-    train_loader = DeviceLoader(data.train_images, data.train_labels, t.batch_size, data.preprocess, augmentation,
+    train_loader = DeviceLoader(data.train_images, data.train_labels, t.batch_size * t.accumulate, data.preprocess,
+                                augmentation,
                                 seed=t.seed, memory_format=setup.memory_format, drop_last=t.drop_last, world=world)
     test_loader, val_loader = [
         DeviceLoader(torch.from_numpy(images[share]).to(device), torch.from_numpy(labels[share]).to(device),
@@ -235,6 +238,7 @@ def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_
     compiled = compiled_if_asked(model)  # evaluation reads the plain module; training, DDP's wrapper if any
     train_forward = compiled if world.size == 1 else compiled_if_asked(world.wrap(model))
     train_step = TrainStep(model, train_forward, optimizer, scaler, augmentation.mix, setup.autocast,
-                           build_schedule(cfg.sched), plan, train_loader.generator, ema, lookahead, world)
+                           build_schedule(cfg.sched), plan, train_loader.generator, ema, lookahead, world,
+                           None if t.clip_grad is None else GradientClipping(t.clip_grad, t.clip_mode), t.accumulate)
     return Training(model, train_forward, ema.module if ema else compiled, optimizer, scaler, train_step,
                     train_loader, test_loader, val_loader, ema, lookahead, world), plan

@@ -1,7 +1,9 @@
-"""One training step, built once before the loop: set the scheduled lr, mix, forward, the mix's loss,
-backward, optimizer step, weight averaging; the running training metrics stay on the device."""
+"""One training step, built once before the loop: set the scheduled lr, mix, forward, the mix's loss and
+backward (per micro-batch under gradient accumulation), gradient clipping, optimizer step, weight
+averaging; the running training metrics stay on the device."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -14,6 +16,37 @@ from cifarbench.core.distributed import World
 from cifarbench.sched import Schedule, progress
 
 DIVERGENCE_CHECK_EVERY = 50  # steps; each check is one host–device sync
+
+
+def micro_batches(size: int, accumulate: int) -> int:
+    """How many micro-batches a step of `size` images trains in under `trainer.accumulate`: `accumulate`,
+    fewer only when the batch has fewer images (an epoch's last partial batch); `Tensor.tensor_split` of the
+    batch into that many gives their sizes, which differ by at most one."""
+    return max(1, min(accumulate, size))
+
+
+@dataclass(frozen=True)
+class GradientClipping:
+    """Gradient clipping (`trainer.clip_grad`, `trainer.clip_mode`), as timm's `--clip-grad`/`--clip-mode`
+    and PyTorch's `clip_grad_norm_`/`clip_grad_value_`: mode "norm" rescales all gradients together so
+    that their global L2 norm is at most `max` (Pascanu et al. 2013); "value" clamps each gradient
+    element to [−max, max].
+
+    Called after the backward with the gradients unscaled (fp16: GradScaler.unscale_ first) and, under
+    DDP, already all-reduced, so every rank clips the same gradients alike. Returns the global L2 norm
+    of the gradients before clipping, a float32 scalar on the device (no host sync); non-finite when an
+    fp16 step overflowed (the scaler then skips that step)."""
+    max: float
+    mode: str = "norm"  # one of validate.CLIP_MODES
+
+    def __call__(self, parameters: list[nn.Parameter]) -> torch.Tensor:
+        grads = [p.grad for p in parameters if p.grad is not None]
+        norm = nn.utils.get_total_norm(grads)
+        if self.mode == "norm":
+            nn.utils.clip_grads_with_norm_(parameters, self.max, norm)
+        else:
+            nn.utils.clip_grad_value_(parameters, self.max)
+        return norm.float()
 
 
 @dataclass
@@ -40,20 +73,40 @@ class TrainStep:
     `forward` is the training forward (torch.compile's and DDP's wrappers when asked), `model` the plain
     module the averaging reads. In a `world` of several processes the window's sums are all-reduced
     when read or saved, so they count the images of every rank.
+
+    With `accumulate` K > 1 (`trainer.accumulate`, as timm's `--grad-accum-steps` and Lightning's
+    `accumulate_grad_batches`) the batch, K micro-batches' worth (the loader's batch is
+    `trainer.batch_size` × K), is mixed as a whole, then split into K micro-batches (`micro_batches`),
+    each forwarded and backpropagated in turn with its loss weighted by its share of the batch's images,
+    so the summed gradients are those of the mean loss over the whole batch: one optimizer step, the
+    update of the K× larger batch, with the activations of one micro-batch in memory. Without BatchNorm
+    it equals the large batch's update up to float rounding; with BatchNorm each micro-batch is
+    normalised by its own statistics (and the running statistics are updated K times), as in timm and
+    Lightning, so it differs from the large batch. Under DDP only the last micro-batch all-reduces
+    (the others run in `no_sync`). Steps, the schedule and the budget count optimizer steps.
+
+    With `clipping` the gradients (summed over the micro-batches) are clipped before the optimizer step
+    and the window also holds the mean of their norms before clipping (over the steps whose norm was
+    finite).
     """
 
     def __init__(self, model: nn.Module, forward: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, mix: Mix, autocast, schedule: Schedule, plan: Plan,
                  generator: torch.Generator | None = None, ema: EMA | None = None, lookahead: Lookahead | None = None,
-                 world: World = World()):
+                 world: World = World(), clipping: GradientClipping | None = None, accumulate: int = 1):
         self.model, self.forward, self.optimizer, self.scaler, self.world = model, forward, optimizer, scaler, world
         self.mix, self.autocast, self.schedule, self.plan = mix, autocast, schedule, plan
-        self.generator, self.ema, self.lookahead = generator, ema, lookahead
+        self.generator, self.ema, self.lookahead, self.clipping = generator, ema, lookahead, clipping
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.accumulate = accumulate
+        self.no_sync = getattr(forward, "no_sync", contextlib.nullcontext)  # DDP's; nothing to skip on one process
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         device = next(model.parameters()).device
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.seen = 0
+        self.grad_norm_sum = torch.zeros((), device=device)
+        self.grad_norm_steps = torch.zeros((), device=device)
         self.recent_losses = torch.zeros(DIVERGENCE_CHECK_EVERY, device=device)
         self.recent_lrs: dict[int, float] = {}
 
@@ -70,10 +123,24 @@ class TrainStep:
                  loss_weight: float = 1.0):
         self.set_lr(step, elapsed_s)
         images, targets, labels = self.mix(images, labels, self.generator)  # accuracy counts the dominant label
-        with self.autocast:
-            logits = self.forward(images)
-            loss = self.mix.criterion(logits, targets)
-        self.scaler.scale(loss if loss_weight == 1.0 else loss * loss_weight).backward()
+        count = micro_batches(len(labels), self.accumulate)
+        loss = torch.zeros((), device=labels.device)  # the batch's mean loss, for the window
+        for i, (x, y, dominant) in enumerate(zip(images.tensor_split(count), targets.tensor_split(count),
+                                                 labels.tensor_split(count))):
+            share = len(dominant) / len(labels)
+            with self.no_sync() if i < count - 1 else contextlib.nullcontext():  # all-reduce on the last
+                with self.autocast:
+                    logits = self.forward(x)
+                    micro_loss = self.mix.criterion(logits, y)
+                self.scaler.scale(micro_loss * (share * loss_weight)).backward()
+            loss += micro_loss.detach().float() * share
+            self.correct += (logits.argmax(1) == dominant).sum()
+        if self.clipping is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
+            norm = self.clipping(self.parameters)
+            finite = torch.isfinite(norm)
+            self.grad_norm_sum += torch.where(finite, norm, 0.0)
+            self.grad_norm_steps += finite
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -83,9 +150,8 @@ class TrainStep:
         if self.lookahead is not None and done % self.lookahead.every == 0:  # (progress only where it is read)
             self.lookahead.after_step(done, progress(done, self.plan.total_steps, elapsed_s, self.plan.budget_s))
         self.seen += len(labels)
-        self.loss_sum += loss.detach().float() * len(labels)
-        self.correct += (logits.argmax(1) == labels).sum()
-        self.recent_losses[step % DIVERGENCE_CHECK_EVERY] = loss.detach()
+        self.loss_sum += loss * len(labels)
+        self.recent_losses[step % DIVERGENCE_CHECK_EVERY] = loss
         self.recent_lrs[done] = self.optimizer.param_groups[0]["lr"]
 
     def diverged(self, steps_done: int) -> str | None:
@@ -100,26 +166,35 @@ class TrainStep:
         return f"loss became non-finite at step {bad_step} (lr {self.recent_lrs.get(bad_step, math.nan):.3g})"
 
     def sums(self) -> list[float]:
-        """[summed loss, correct, images] since the last reset, over every rank (one sync)."""
+        """[summed loss, correct, images, summed gradient norm, steps with a finite norm] since the last
+        reset, over every rank (one sync); the norms are the same on every rank, so rank 0's are taken."""
+        device = self.loss_sum.device
+        main = float(self.world.main)
         return self.world.sum(torch.stack([self.loss_sum.double(), self.correct.double(),
-                                           torch.tensor(float(self.seen), device=self.loss_sum.device)])).tolist()
+                                           torch.tensor(float(self.seen), device=device),
+                                           self.grad_norm_sum.double() * main,
+                                           self.grad_norm_steps.double() * main])).tolist()
 
     def window(self) -> dict:
-        """Training metrics since the last reset (one sync): mean loss and accuracy (fractions), images."""
-        loss_sum, correct, seen = self.sums()
+        """Training metrics since the last reset (one sync): mean loss and accuracy (fractions), images,
+        and with clipping the mean gradient norm before clipping (`grad_norm`; else None)."""
+        loss_sum, correct, seen, norm_sum, norm_steps = self.sums()
+        clipped = self.clipping is not None
         return {"seen": int(seen), "train_loss": loss_sum / seen if seen else math.nan,
-                "train_acc": correct / seen if seen else math.nan}
+                "train_acc": correct / seen if seen else math.nan,
+                "grad_norm": (norm_sum / norm_steps if norm_steps else math.nan) if clipped else None}
 
     def reset(self):
-        self.loss_sum.zero_()
-        self.correct.zero_()
+        for total in (self.loss_sum, self.correct, self.grad_norm_sum, self.grad_norm_steps):
+            total.zero_()
         self.seen = 0
 
     def state_dict(self) -> dict:
         """The window's sums over every rank (a collective under DDP: every rank calls it)."""
-        loss_sum, correct, seen = self.sums()
+        loss_sum, correct, seen, norm_sum, norm_steps = self.sums()
         return {"loss_sum": torch.tensor(loss_sum, dtype=torch.float32), "correct": torch.tensor(int(correct)),
-                "seen": int(seen)}
+                "seen": int(seen), "grad_norm_sum": torch.tensor(norm_sum, dtype=torch.float32),
+                "grad_norm_steps": torch.tensor(norm_steps, dtype=torch.float32)}
 
     def load_state_dict(self, state: dict):
         """Rank 0 takes the saved sums and the other ranks start from zero, so the sums over ranks,
@@ -129,3 +204,5 @@ class TrainStep:
             self.loss_sum.copy_(state["loss_sum"])
             self.correct.copy_(state["correct"])
             self.seen = state["seen"]
+            self.grad_norm_sum.copy_(torch.as_tensor(state.get("grad_norm_sum", 0.0)))  # (absent in checkpoints before clipping)
+            self.grad_norm_steps.copy_(torch.as_tensor(state.get("grad_norm_steps", 0.0)))

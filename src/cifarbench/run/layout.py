@@ -6,6 +6,7 @@
     <run>/curves.png, confusion.png, samples.png
     <run>/inspect/                  `cifarbench inspect`'s figures of one of its checkpoints
     <run>/tensorboard/              logger=tensorboard's event files
+    <run>/wandb/                    logger=wandb's run (offline: offline-run-*/run-<id>.wandb)
     <run>/.hydra/                   Hydra's record of the job (config.yaml, overrides.yaml)
 
 Where run folders themselves go (`hydra.run.dir`, `hydra.sweep.dir`) is the `paths` config's business.
@@ -48,6 +49,7 @@ class RunFolder:
     samples = property(lambda self: self.path / FIGURES[2])
     inspect = property(lambda self: self.path / "inspect")
     tensorboard = property(lambda self: self.path / "tensorboard")
+    wandb = property(lambda self: self.path / "wandb")
     hydra = property(lambda self: self.path / ".hydra")
     overrides = property(lambda self: self.path / ".hydra" / "overrides.yaml")
 

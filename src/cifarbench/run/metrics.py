@@ -10,9 +10,10 @@ from pathlib import Path
 from cifarbench.core.clock import RunState
 from cifarbench.core.files import atomic_write_text
 
-# val_loss and val_acc are empty cells (None in memory) when the run holds out no validation split.
+# val_loss and val_acc are empty cells (None in memory) when the run holds out no validation split;
+# grad_norm (the mean L2 norm of the gradients before clipping, over the window) when it does not clip.
 METRICS = ("epoch", "step", "train_seconds", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-           "images_per_s", "val_loss", "val_acc")
+           "images_per_s", "val_loss", "val_acc", "grad_norm")
 
 
 def write_metrics(path: str | Path, rows: list[dict]):
@@ -49,4 +50,4 @@ def metrics_row(state: RunState, steps_per_epoch: int, lr: float, window: dict, 
             "train_seconds": round(state.train_seconds, 3), "lr": lr, "train_loss": window["train_loss"],
             "train_acc": window["train_acc"], "test_loss": test[0], "test_acc": test[1],
             "images_per_s": round(window["seen"] / state.window_seconds, 1) if state.window_seconds else 0.0,
-            "val_loss": val[0], "val_acc": val[1]}
+            "val_loss": val[0], "val_acc": val[1], "grad_norm": window["grad_norm"]}

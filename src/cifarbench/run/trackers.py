@@ -12,6 +12,11 @@ Recorder whatever `logger` says. The trackers here observe the Recorder, through
   summary.json and the Hydra record (`.hydra/`) as artifacts; its status ends FINISHED, KILLED or
   FAILED as summary.json's ends completed, interrupted or diverged/failed. The jobs of a sweep share
   one MLflow experiment; a resumed run continues its MLflow run (its id travels in the checkpoint).
+- `wandb` (the official client, `wandb.init`) makes one Weights & Biases run per job in `<run>/wandb/`:
+  the resolved config, the same metrics at each evaluation at their step, the summary's final metrics
+  and the figures at the end; offline (`WANDB_MODE=offline`: `wandb sync <run>/wandb/offline-run-*`
+  uploads it later) unless `logger.wandb.mode` says otherwise or an API key is set (`WANDB_API_KEY`); a
+  resumed run continues its W&B run (its id travels in the checkpoint).
 
 Trackers write at evaluations and at the end only, never during training steps. A tracker that raises
 (server down, disk full, unwritable store) logs one warning and is dropped; training, metrics.csv and
@@ -36,7 +41,7 @@ from cifarbench.run.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
-EXTRAS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # tracker → the module it needs, also its pip extra
+EXTRAS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # tracker → the module it needs, also its pip extra
 SERIES = tuple(c for c in METRICS if c != "step")  # logged per evaluation, under metrics.csv's names
 # summary.json's headline numbers, logged once at the end (its train_seconds is the last row's)
 FINAL = ("final_test_acc", "final_test_loss", "best_test_acc", "final_val_acc", "final_val_loss", "best_val_acc")
@@ -210,6 +215,47 @@ class MlflowLogger:
             self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(summary["status"], "FAILED"))
 
 
+def wandb_mode(configured: str | None) -> str:
+    """`logger.wandb.mode` (online, offline, disabled), else `$WANDB_MODE`, else online when an API key is
+    set (`$WANDB_API_KEY`) and offline without one, so a run never waits on a login."""
+    return configured or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+
+
+class WandbLogger:
+    """One Weights & Biases run for the job, written with the official client into `<run>/wandb/`."""
+    name = "wandb"
+
+    def __init__(self, run_dir: Path, config: dict, settings, resumed: dict | None = None):
+        """`settings`: `logger.wandb` (project, entity, mode); `resumed`: the run's earlier record()."""
+        import wandb
+
+        self.mode = wandb_mode(settings.get("mode"))
+        self.run = wandb.init(  # (it writes into dir/wandb/: RunFolder.wandb)
+            project=settings.get("project"), entity=settings.get("entity"), dir=str(run_dir), name=run_dir.name,
+            config=config, mode=self.mode, id=resumed["run_id"] if resumed else None,
+            resume="allow" if resumed else None, reinit="create_new",
+            settings=wandb.Settings(console="off", x_disable_stats=True))
+        log.info("wandb: %s run %s (%s) in %s", "continuing" if resumed else "started", self.run.id, self.mode,
+                 RunFolder(run_dir).wandb)
+
+    def record(self) -> dict:
+        return {"run_id": self.run.id, "mode": self.mode, "project": self.run.project}
+
+    def log_row(self, row: dict):
+        self.run.log({key: row[key] for key in SERIES if row[key] is not None}, step=int(row["step"]))
+
+    def finish(self, run_dir: Path, summary: dict):
+        import wandb
+
+        self.run.summary.update(final_metrics(summary))
+        self.run.summary["status"] = summary["status"]
+        figures = {figure.stem: wandb.Image(str(figure)) for figure in RunFolder(run_dir).figures()}
+        if figures:
+            self.run.log(figures, step=summary.get("steps", 0))
+        self.run.finish(exit_code=0 if summary["status"] == "completed" else 1)
+        wandb.teardown()  # wait for the client's service to write the run out (it does so after finish returns)
+
+
 def end_tracked_run(summary: dict):
     """Set the MLflow run a summary.json records (if any) to the status that summary ends with; for a run
     whose ending was recorded outside the Recorder (recorder.record_ending). A tracker error is a warning."""
@@ -253,7 +299,9 @@ class Loggers:
         """Start the chosen trackers (the recorder starts them on rank 0 only)."""
         builders = {"tensorboard": lambda: TensorBoardLogger(run_dir),
                     "mlflow": lambda: MlflowLogger(run_dir, self.config, self.logger_cfg["mlflow"],
-                                                   self.resumed.get("mlflow"))}
+                                                   self.resumed.get("mlflow")),
+                    "wandb": lambda: WandbLogger(run_dir, self.config, self.logger_cfg["wandb"],
+                                                 self.resumed.get("wandb"))}
         for name in self.chosen:
             tracker = self._guard(name, builders[name])
             if tracker is not None:
