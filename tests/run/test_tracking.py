@@ -343,7 +343,12 @@ def test_report_html_as_chromium_renders_it(sweep, tmp_path):
     with open(sweep / "leaderboard.csv") as f:  # the settings, ranked, each mean ± std over its 2 seeds
         ranked = [(row["setting"], f"{float(row['final_test_acc_mean']):.4f} ± {float(row['final_test_acc_std']):.4f}")
                   for row in csv.DictReader(f)]
-    assert [(row[0], row[8]) for row in parsed.tables["settings1"] if row] == ranked
+    from cifarbench.report.tables import markdown_columns
+
+    column = markdown_columns().index("final_test_acc_mean")  # (the settings table shows leaderboard.md's columns)
+    shown = [(row[0], row[column]) for row in parsed.tables["settings1"] if row]
+    assert [setting for setting, _ in shown] == [setting for setting, _ in ranked]
+    assert all(cell.startswith(f"{mean_std} [") for (_, cell), (_, mean_std) in zip(shown, ranked))  # then its CI
     folders = [link for link in parsed.links if not link.startswith("data:")]
     assert sorted((sweep / unquote(link)).resolve() for link in folders) == [job.resolve() for job in jobs(sweep)]
     with Image.open(shot) as png:
