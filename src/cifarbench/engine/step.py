@@ -124,16 +124,18 @@ class TrainStep:
         self.set_lr(step, elapsed_s)
         images, targets, labels = self.mix(images, labels, self.generator)  # accuracy counts the dominant label
         count = micro_batches(len(labels), self.accumulate)
-        loss = torch.zeros((), device=labels.device)  # the batch's mean loss, for the window
+        loss = None  # the batch's mean loss, for the window
         for i, (x, y, dominant) in enumerate(zip(images.tensor_split(count), targets.tensor_split(count),
                                                  labels.tensor_split(count))):
             share = len(dominant) / len(labels)
+            weight = share * loss_weight  # 1.0 without accumulation and equal shares: no multiply launched
             with self.no_sync() if i < count - 1 else contextlib.nullcontext():  # all-reduce on the last
                 with self.autocast:
                     logits = self.forward(x)
                     micro_loss = self.mix.criterion(logits, y)
-                self.scaler.scale(micro_loss * (share * loss_weight)).backward()
-            loss += micro_loss.detach().float() * share
+                self.scaler.scale(micro_loss if weight == 1.0 else micro_loss * weight).backward()
+            part = micro_loss.detach().float() if count == 1 else micro_loss.detach().float() * share
+            loss = part if loss is None else loss + part
             self.correct += (logits.argmax(1) == dominant).sum()
         if self.clipping is not None:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
