@@ -108,3 +108,20 @@ def test_curves_png_has_its_size(tmp_path):
         assert png.size == (1000, 400)
         pixels = np.asarray(png.convert("RGB"))
     assert (pixels < 250).any(-1).mean() > 0.02  # something is drawn
+
+
+@pytest.mark.parametrize("config, title", [
+    ({"sched": {"name": "constant"}, "trainer": {"budget_min": None}, "data": {"train_subset": None, "val_split": 0}},
+     "lenet / sgd / flip_shift / constant schedule"),
+    ({"sched": {"name": "cosine"}, "trainer": {"budget_min": 1.5},
+      "data": {"train_subset": 10000, "test_subset": 500, "val_split": 5000}},
+     "lenet / sgd / flip_shift / cosine schedule, budget 1.5 min, 10,000 training images, 500 test images, "
+     "5,000 held out for validation"),
+    ({"sched": {"name": "onecycle"}, "trainer": {}, "data": {"train_subset": 0.02}},
+     "lenet / sgd / flip_shift / onecycle schedule, 2% of each class"),
+])
+def test_the_curves_title_names_the_schedule_budget_and_subsets_when_set(config, title):
+    """Seen: curves.png's title left out the schedule, the budget and the subset."""
+    from cifarbench.run.recorder import curves_title
+
+    assert curves_title({"model": "lenet", "optim": "sgd", "aug": "flip_shift", "config": config}) == title
