@@ -385,7 +385,8 @@ def test_report_html_with_long_labels_and_every_column_fits_1400_px(tmp_path):
         for seed in (0, 1):
             fake_run(tmp_path / "runs" / f"{2 * i + seed}",
                      [f"study/tenminute=variant_{i}_with_a_very_long_descriptive_name_that_goes_on_and_on",
-                      f"optim.lr={0.01 * (i + 1):g}", f"+model.norm_momentum={0.1 * (i + 1):g}", f"trainer.seed={seed}"],
+                      f"optim.lr={0.01 * (i + 1):g}", f"+model.norm_momentum={0.1 * (i + 1):g}",
+                      f"trainer.seed={seed}"],
                      0.3 + 0.05 * i + 0.01 * seed)
     failed = tmp_path / "runs" / "7" / "summary.json"
     failed.write_text(json.dumps({**json.loads(failed.read_text()), "status": "failed",

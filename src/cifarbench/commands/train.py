@@ -44,6 +44,7 @@ def resume_hint(hydra_cfg, run_dir: Path, multirun: bool) -> str:
     `trainer.resume=` its last.pt, or, when none was written yet, the same command again."""
     import yaml
 
+    from cifarbench.report.runs import sweep_of
     from cifarbench.run.layout import RunFolder
     from cifarbench.run.provenance import command_line
 
@@ -52,7 +53,7 @@ def resume_hint(hydra_cfg, run_dir: Path, multirun: bool) -> str:
                                                                         "hydra.mode="))]
 
     if multirun:
-        sweep = Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir
+        sweep = sweep_of(run_dir) or run_dir.parent  # the folder holding multirun.yaml
         try:
             overrides = yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["overrides"]
         except (OSError, yaml.YAMLError, KeyError, TypeError):
@@ -60,7 +61,8 @@ def resume_hint(hydra_cfg, run_dir: Path, multirun: bool) -> str:
         hydra_overrides = overrides.get("hydra") or []
         argv = [*(["-m"] if "hydra.mode=MULTIRUN" in hydra_overrides else []), *kept(hydra_overrides),
                 *kept(overrides.get("task") or []), f"hydra.sweep.dir={sweep}", "trainer.resume=auto"]
-        return f"to finish the sweep, run its command again in its folder with trainer.resume=auto: {command_line(argv)}"
+        return ("to finish the sweep, run its command again in its folder with trainer.resume=auto: "
+                + command_line(argv))
     last = RunFolder(run_dir).last
     command = kept(hydra_cfg.overrides.task)
     if not last.is_file():

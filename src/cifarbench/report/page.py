@@ -131,6 +131,7 @@ def board_section(k: int, board: Board, several: bool, out: Path) -> str:
     heading = f"Test set {k}: {board.test_set}" if several else "Leaderboard"
     rows = [row for row in board.run_rows if row["status"] != NOT_STARTED]
     settings = table(board.setting_rows, markdown_columns(board.setting_rows), markdown_cell, f"settings{k}")
+    runs = table(rows, filled(RUN_TABLE, rows), lambda row, c: format_cell(c, row[c]), f"runs{k}")
     parts = [f"<h2>{html.escape(heading)}</h2>",
              f'<p class="note">Scored on {html.escape(board.test_set)}. One row per setting (its seeds); ranked by the '
              f'objective (final validation accuracy with a split, else final test accuracy; mean over seeds, '
@@ -140,8 +141,7 @@ def board_section(k: int, board: Board, several: bool, out: Path) -> str:
              '<div class="figures">',
              *(f'<img src="{png_data(f)}" alt="{f.name}">' for f in board.figures if f.is_file()),
              "</div>", f"<h3>Runs ({len(rows)})</h3>",
-             f'<div class="wide">{table(rows, filled(RUN_TABLE, rows), lambda row, c: format_cell(c, row[c]), f"runs{k}")}'
-             '</div>',
+             f'<div class="wide">{runs}</div>',
              '<div class="runs">', *(run_figure(row, out) for row in rows), "</div>"]
     return "\n".join(parts)
 
