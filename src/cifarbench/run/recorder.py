@@ -137,10 +137,14 @@ class Recorder:
         if self.loggers.chosen:
             wait_for_figures()  # the trackers log this run's figures, which a sweep may draw in the background
         self.loggers.finish(self.run_dir, self.summary)
-        if rows:
+        if rows and rows[-1]["step"] == state.step:
             log.info("%s: final test accuracy %.2f%% (best %.2f%%) after %.2f epochs, %.1f s of training", status,
                      100 * self.summary["final_test_acc"], 100 * self.summary["best_test_acc"],
                      self.summary["epochs"], state.train_seconds)
+        elif rows:  # stopped after steps its last evaluation has not seen: say which epoch each number is of
+            log.info("%s after %.2f epochs, %.1f s of training; its last evaluation, at epoch %.2f: test accuracy "
+                     "%.2f%% (best %.2f%%)", status, self.summary["epochs"], state.train_seconds, rows[-1]["epoch"],
+                     100 * self.summary["final_test_acc"], 100 * self.summary["best_test_acc"])
         return self.summary
 
 
