@@ -4,6 +4,7 @@ and a GradScaler-less checkpoint resumes under fp16. Signals are raised in this 
 step (a real signal, the real handler), so no interpreter is started."""
 import csv
 import json
+import re
 import signal
 
 import pytest
@@ -43,7 +44,8 @@ def test_a_stop_signal_saves_the_step_records_interrupted_and_exits_128_plus_its
         signum, tmp_path, fake_cifar_root, monkeypatch, capsys):
     """Seen: SIGTERM (scancel, docker stop, torchrun) ended the run with exit 143 and no word; summary.json
     said "running" forever. Stopped after step 10 of 14 (epoch 2 of 2): 10 / 7 = 1.43 epochs trained,
-    where the message said "after 1.00 epochs" (the last evaluation's)."""
+    where the message said "after 1.00 epochs" (the last evaluation's); the accuracy it reports is the
+    last evaluation's, at epoch 1.00, and the message says so."""
     before = signal.getsignal(signum)
     signal_at(monkeypatch, 10, signum)
     status = cli_in_process(monkeypatch, *RUN, "trainer.epochs=2", f"data.root={fake_cifar_root}",
@@ -54,8 +56,14 @@ def test_a_stop_signal_saves_the_step_records_interrupted_and_exits_128_plus_its
     assert summary["epochs"] == round(10 / 7, 4)
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt").state["step"] == 10
     output = "".join(capsys.readouterr())
-    assert f"at step 10 ({10 / 7:.2f} epochs)" in output and f"after {10 / 7:.2f} epochs" in output
-    assert f"resume with trainer.resume={tmp_path / 'checkpoints' / 'last.pt'}" in output
+    assert f"at step 10 ({10 / 7:.2f} epochs)" in output
+    # the accuracy reported is that of the last evaluation, at the end of epoch 1, and says so
+    accuracy = summary["final_test_acc"]
+    assert re.search(rf"interrupted after {10 / 7:.2f} epochs, [\d.]+ s of training; its last evaluation, at epoch "
+                     rf"1\.00: test accuracy {100 * accuracy:.2f}%", output)
+    last = tmp_path / "checkpoints" / "last.pt"
+    assert (f"resume with trainer.resume={last}: python -m cifarbench {' '.join(RUN)} trainer.epochs=2 "
+            f"data.root={fake_cifar_root} trainer.resume={last}") in output
     assert signal.getsignal(signum) == before  # the handler is gone after the run
 
 
@@ -75,12 +83,17 @@ def test_every_stop_signal_is_deferred_and_a_second_one_stops_at_once():
         assert signal.getsignal(signum) == before
 
 
-def test_a_second_signal_stops_at_once_and_still_leaves_no_run_running(tmp_path, fake_cifar_root, monkeypatch):
+def test_a_second_signal_stops_at_once_and_still_leaves_no_run_running(tmp_path, fake_cifar_root, monkeypatch,
+                                                                        capsys):
+    """Stopped at once in epoch 1, before any checkpoint: the hint is to start again, not to resume a
+    last.pt that does not exist."""
     signal_at(monkeypatch, 3, signal.SIGTERM, signal.SIGTERM)
     assert cli_in_process(monkeypatch, *RUN, "trainer.epochs=2", f"data.root={fake_cifar_root}",
                           f"hydra.run.dir={tmp_path}") == 143
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["status"], summary["signal"]) == ("interrupted", "SIGTERM")
+    assert (f"no checkpoint was written yet; to start again: python -m cifarbench {' '.join(RUN)} trainer.epochs=2 "
+            f"data.root={fake_cifar_root}\n") in "".join(capsys.readouterr())
 
 
 def test_ctrl_c_on_an_epochs_last_step_keeps_that_epochs_evaluation(tmp_path, fake_cifar_root, compose_with,

@@ -315,6 +315,27 @@ class Tables(HTMLParser):
             self._table[-1][-1] += data
 
 
+# Appended to a copy of a page: how many px the document, and each table's box (.wide), are wider than the window
+# shows (0 or less: no horizontal scrolling), as a data attribute --dump-dom shows.
+MEASURE = ("<script>document.body.dataset.overflow = [document.documentElement, ...document.querySelectorAll('.wide')]"
+           ".map(e => e.scrollWidth - e.clientWidth).join(',');</script>")
+WINDOW = (1400, 1600)  # px: the page must fit 1400 px without horizontal scrolling
+
+
+def render(page: Path, tmp_path: Path, address: str = "", screenshot: Path | None = None) -> tuple[str, list[int]]:
+    """(the DOM after its scripts ran, the px by which the document and each .wide box overflow) of `page`
+    in headless Chromium in a WINDOW-sized window, opened at `address` (`#sort=...`), from a copy beside it."""
+    copy = tmp_path / "measured.html"
+    copy.write_text(page.read_text().replace("</body>", MEASURE + "</body>"))
+    shot = [f"--screenshot={screenshot}"] if screenshot else []
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", *shot, f"--window-size={WINDOW[0]},{WINDOW[1]}", "--dump-dom",
+         copy.as_uri() + address], capture_output=True, text=True, timeout=120, check=True).stdout
+    return dom, [int(v) for v in re.search(r'data-overflow="([-\d,]+)"', dom).group(1).split(",")]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium to render report.html (Debian: apt-get install chromium)")
 def test_report_html_as_chromium_renders_it(sweep, tmp_path):
     page = sweep / "report.html"
@@ -322,12 +343,8 @@ def test_report_html_as_chromium_renders_it(sweep, tmp_path):
     assert len(text) < 2_000_000  # small enough to mail
     assert not re.search(r'(?:src|href)="(?!data:)[^"]*://', text)  # nothing fetched from anywhere
     shot = tmp_path / "page.png"
-    dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,1600", "--dump-dom",
-         page.as_uri() + "#sort=final_test_acc"],  # ascending: the page's script re-sorts the runs
-        capture_output=True, text=True, timeout=120, check=True).stdout
+    dom, overflow = render(page, tmp_path, "#sort=final_test_acc", shot)  # ascending: the script re-sorts the runs
+    assert max(overflow) <= 0  # fits 1400 px, tables included
     parsed = Tables(dom)
     runs = [row for row in parsed.tables["runs1"] if row]
     with open(sweep / "leaderboard_runs.csv") as f:
@@ -343,17 +360,41 @@ def test_report_html_as_chromium_renders_it(sweep, tmp_path):
     with open(sweep / "leaderboard.csv") as f:  # the settings, ranked, each mean ± std over its 2 seeds
         ranked = [(row["setting"], f"{float(row['final_test_acc_mean']):.4f} ± {float(row['final_test_acc_std']):.4f}")
                   for row in csv.DictReader(f)]
-    from cifarbench.report.tables import markdown_columns
-
-    column = markdown_columns().index("final_test_acc_mean")  # (the settings table shows leaderboard.md's columns)
+    header = next(line for line in (sweep / "leaderboard.md").read_text().splitlines() if line.startswith("| setting"))
+    column = header.split(" | ").index("final_test_acc_mean")  # (the settings table shows leaderboard.md's columns)
     shown = [(row[0], row[column]) for row in parsed.tables["settings1"] if row]
     assert [setting for setting, _ in shown] == [setting for setting, _ in ranked]
     assert all(cell.startswith(f"{mean_std} [") for (_, cell), (_, mean_std) in zip(shown, ranked))  # then its CI
     folders = [link for link in parsed.links if not link.startswith("data:")]
     assert sorted((sweep / unquote(link)).resolve() for link in folders) == [job.resolve() for job in jobs(sweep)]
     with Image.open(shot) as png:
-        assert png.size == (1280, 1600)
+        assert png.size == WINDOW
         assert len(png.convert("L").getcolors(1 << 16)) > 50  # text, tables and figures, not a blank page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium to render report.html (Debian: apt-get install chromium)")
+def test_report_html_with_long_labels_and_every_column_fits_1400_px(tmp_path):
+    """Seen: report.html needed horizontal scrolling at 1400 px (its settings table 2342 px wide). The worst
+    case on file: long study variants and overrides as labels, a --target's columns, and a failed seed whose
+    error is one long word; every cell wraps, so the document and each table fit the window."""
+    from helpers import fake_run
+
+    from cifarbench.commands.report import main
+
+    for i in range(4):
+        for seed in (0, 1):
+            fake_run(tmp_path / "runs" / f"{2 * i + seed}",
+                     [f"study/tenminute=variant_{i}_with_a_very_long_descriptive_name_that_goes_on_and_on",
+                      f"optim.lr={0.01 * (i + 1):g}", f"+model.norm_momentum={0.1 * (i + 1):g}",
+                      f"trainer.seed={seed}"],
+                     0.3 + 0.05 * i + 0.01 * seed)
+    failed = tmp_path / "runs" / "7" / "summary.json"
+    failed.write_text(json.dumps({**json.loads(failed.read_text()), "status": "failed",
+                                  "error": "ConfigError: " + "a_long_error_without_spaces_" * 8}))
+    assert main([str(tmp_path / "runs"), "--target", "0.4"]) == 0
+    dom, overflow = render(tmp_path / "runs" / "report.html", tmp_path)
+    assert len(overflow) == 3 and max(overflow) <= 0  # the document, the settings table, the runs table
+    assert 'data-key="p_above_target"' in dom and "a_long_error_without_spaces_" in dom
 
 
 # Weights & Biases, offline ---------------------------------------------------------------------------------------

@@ -36,6 +36,40 @@ def pin_gpu(job_num: int | None):
         torch.cuda.set_device(job_num % torch.cuda.device_count())
 
 
+def resume_hint(hydra_cfg, run_dir: Path, multirun: bool) -> str:
+    """How to carry on a stopped run, with the command to paste. A job of a sweep: the sweep's own command
+    (its overrides as its multirun.yaml records them: the sweep's values, not this job's) in the same sweep
+    folder (`hydra.sweep.dir`, so its jobs find their folders) with `trainer.resume=auto`, which skips the
+    completed jobs, resumes the stopped ones and runs those never started. A single run: its command with
+    `trainer.resume=` its last.pt, or, when none was written yet, the same command again."""
+    import yaml
+
+    from cifarbench.report.runs import sweep_of
+    from cifarbench.run.layout import RunFolder
+    from cifarbench.run.provenance import command_line
+
+    def kept(overrides) -> list[str]:
+        return [o for o in overrides if not o.lstrip("+~").startswith(("trainer.resume=", "hydra.sweep.dir=",
+                                                                        "hydra.mode="))]
+
+    if multirun:
+        sweep = sweep_of(run_dir) or run_dir.parent  # the folder holding multirun.yaml
+        try:
+            overrides = yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["overrides"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            return f"run the sweep's command again with hydra.sweep.dir={sweep} trainer.resume=auto"
+        hydra_overrides = overrides.get("hydra") or []
+        argv = [*(["-m"] if "hydra.mode=MULTIRUN" in hydra_overrides else []), *kept(hydra_overrides),
+                *kept(overrides.get("task") or []), f"hydra.sweep.dir={sweep}", "trainer.resume=auto"]
+        return ("to finish the sweep, run its command again in its folder with trainer.resume=auto: "
+                + command_line(argv))
+    last = RunFolder(run_dir).last
+    command = kept(hydra_cfg.overrides.task)
+    if not last.is_file():
+        return f"no checkpoint was written yet; to start again: {command_line(command)}"
+    return f"resume with trainer.resume={last}: {command_line([*command, f'trainer.resume={last}'])}"
+
+
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message says all a user needs (a value, a file, a folder): shown as one line."""
     from cifarbench.run.checkpoint import CheckpointError
@@ -63,7 +97,6 @@ def run(cfg: DictConfig) -> float:
     from cifarbench.engine.loop import exit_status, train
     from cifarbench.engine.resume import completed_run
     from cifarbench.run.background import in_background
-    from cifarbench.run.layout import RunFolder
     from cifarbench.run.metrics import objective
     from cifarbench.run.recorder import record_ending, record_failure
 
@@ -73,8 +106,6 @@ def run(cfg: DictConfig) -> float:
     if not main_rank:  # one run, one writer: the other ranks of a DDP run log warnings only and write nothing
         logging.getLogger().setLevel(logging.WARNING)
     log.info("run folder: %s", run_dir)
-    resume_hint = ("run the sweep's command again with trainer.resume=auto" if multirun else
-                   f"resume with trainer.resume={RunFolder(run_dir).last}")
     # A single run looks for its config's newest run under the outputs folder; a job of a sweep in its own folder.
     outputs = None if multirun else Path(OmegaConf.select(cfg, "paths.output_dir", default="outputs"))
     config = None  # resolved below: an interpolation that cannot resolve is the user's override, one line
@@ -95,7 +126,7 @@ def run(cfg: DictConfig) -> float:
         if main_rank:
             record_ending(run_dir, "interrupted", stopped_by="interrupted", signal=signal.Signals(signum).name)
         log.warning("stopped at once by %s (no checkpoint at this step); %s", signal.Signals(signum).name,
-                    resume_hint)
+                    resume_hint(hydra_cfg, run_dir, multirun))
         sys.exit(exit_status(signum))
     except user_errors() as e:  # the message says it all
         log.error("%s", e)
@@ -117,7 +148,7 @@ def run(cfg: DictConfig) -> float:
         log.info("run folder: %s (the run's files)", run_dir)
     if summary.get("signal"):  # a stop signal ends a sweep too, with the shell's status for that signal
         if summary["status"] == "interrupted":
-            log.warning("%s", resume_hint)
+            log.warning("%s", resume_hint(hydra_cfg, run_dir, multirun))
         sys.exit(exit_status(signal.Signals[summary["signal"]]))
     if summary["status"] == "diverged" and not multirun:
         sys.exit(1)

@@ -107,8 +107,7 @@ class Recorder:
         return f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
 
     def draw_curves(self, state: RunState):
-        draw(plot_curves, self.folder.curves, list(state.rows),
-             title=f"{self.summary['model']} / {self.summary['optim']} / {self.summary['aug']}")
+        draw(plot_curves, self.folder.curves, list(state.rows), title=curves_title(self.summary))
 
     def finish(self, state: RunState, status: str, stopped_by: str, epochs: float, diagnostics=None) -> dict:
         """Final figures (unless plots=none), then summary.json with the final and best metrics and
@@ -138,11 +137,32 @@ class Recorder:
         if self.loggers.chosen:
             wait_for_figures()  # the trackers log this run's figures, which a sweep may draw in the background
         self.loggers.finish(self.run_dir, self.summary)
-        if rows:
+        if rows and rows[-1]["step"] == state.step:
             log.info("%s: final test accuracy %.2f%% (best %.2f%%) after %.2f epochs, %.1f s of training", status,
                      100 * self.summary["final_test_acc"], 100 * self.summary["best_test_acc"],
                      self.summary["epochs"], state.train_seconds)
+        elif rows:  # stopped after steps its last evaluation has not seen: say which epoch each number is of
+            log.info("%s after %.2f epochs, %.1f s of training; its last evaluation, at epoch %.2f: test accuracy "
+                     "%.2f%% (best %.2f%%)", status, self.summary["epochs"], state.train_seconds, rows[-1]["epoch"],
+                     100 * self.summary["final_test_acc"], 100 * self.summary["best_test_acc"])
         return self.summary
+
+
+def curves_title(summary: dict) -> str:
+    """curves.png's title: model / optimizer / augmentation / schedule, then what else decides the curves'
+    shape when set: the budget (minutes), the training subset (images, or a share of each class), the test
+    subset (images) and the validation split (images held out). `summary`: the run's summary.json."""
+    config = summary.get("config", {})
+    data, trainer = config.get("data", {}), config.get("trainer", {})
+    sched = (config.get("sched") or {}).get("name")
+    title = " / ".join(str(part) for part in (summary["model"], summary["optim"], summary["aug"],
+                                              sched and f"{sched} schedule") if part)
+    subset = data.get("train_subset")
+    extras = [trainer.get("budget_min") and f"budget {trainer['budget_min']:g} min",
+              subset and (f"{100 * subset:g}% of each class" if subset < 1 else f"{subset:,} training images"),
+              data.get("test_subset") and f"{data['test_subset']:,} test images",
+              data.get("val_split") and f"{data['val_split']:,} held out for validation"]
+    return ", ".join([title, *filter(None, extras)])
 
 
 def start_recorder(cfg, run_dir: Path, config: dict, world: World = World(),

@@ -10,13 +10,11 @@ seconds (`train_seconds`), budgets are minutes.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import statistics
 from pathlib import Path
 
-from cifarbench.core.files import atomic_write_text
+from cifarbench.core.files import atomic_write_text, csv_text
 
 COLUMNS = ("study", "variant", "setting", "reported_test_acc", "measured_test_acc_mean", "measured_test_acc_std",
            "n", "delta_test_acc", "reported_seconds_per_epoch", "measured_seconds_per_epoch", "reported_epochs",
@@ -92,19 +90,11 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
-def to_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def write_reported(folder: str | Path, settings: list[tuple[str, list[dict]]]) -> list[dict]:
     """Write reported_vs_measured.md and .csv into `folder` for the settings (label, run summaries)
     whose config reports figures, in the settings' order; writes nothing and returns [] when none do."""
     rows = [row for label, summaries in settings if (row := reported_row(label, summaries)) is not None]
     if rows:
         atomic_write_text(Path(folder) / "reported_vs_measured.md", to_markdown(rows))
-        atomic_write_text(Path(folder) / "reported_vs_measured.csv", to_csv(rows))
+        atomic_write_text(Path(folder) / "reported_vs_measured.csv", csv_text(rows, COLUMNS))
     return rows
