@@ -356,6 +356,116 @@ def test_report_html_as_chromium_renders_it(sweep, tmp_path):
         assert len(png.convert("L").getcolors(1 << 16)) > 50  # text, tables and figures, not a blank page
 
 
+# Where the MLflow store is (issue 26) --------------------------------------------------------------------------
+def test_every_mlflow_uri_form_is_made_absolute_from_the_folder_the_command_ran_in():
+    """Written out by hand: MLflow's documented relative form (`sqlite:///mlflow.db`), absolute SQLite paths,
+    file: URIs and plain paths (its file store), with `%`, `?` and spaces escaped where the URI is parsed."""
+    from cifarbench.run.trackers import sqlite_database, tracking_uri
+
+    base = "/home/ann/sweep 100%25 lr"
+    assert tracking_uri("sqlite:///mlflow.db", base) == "sqlite:////home/ann/sweep 100%2525 lr/mlflow.db"
+    assert tracking_uri("sqlite:///outputs/../m.db", base) == "sqlite:////home/ann/sweep 100%2525 lr/m.db"
+    assert tracking_uri("sqlite:////srv/a?b/m.db", base) == "sqlite:////srv/a%3Fb/m.db"
+    assert sqlite_database(tracking_uri("sqlite:///mlflow.db", base)) == Path(base) / "mlflow.db"
+    assert tracking_uri("mlruns", base) == "file:///home/ann/sweep%20100%2525%20lr/mlruns"
+    assert tracking_uri("/srv/my runs", base) == "file:///srv/my%20runs"
+    assert tracking_uri("file:mlruns", base) == "file:///home/ann/sweep%20100%2525%20lr/mlruns"
+    assert tracking_uri("file:///srv/my%20runs", base) == "file:///srv/my%20runs"
+    for remote in ("http://127.0.0.1:5000", "https://mlflow.example.org/", "databricks", "databricks://profile"):
+        assert tracking_uri(remote, base) == remote
+    assert tracking_uri(None, base) == "sqlite:////home/ann/sweep 100%2525 lr/outputs/mlflow.db"
+
+
+def track_one_row(uri: str, run_dir: Path) -> dict:
+    """A tracked run's life through Loggers (start, one metrics row, finish) in the store `uri`; its record."""
+    from omegaconf import OmegaConf
+
+    from cifarbench.run.trackers import Loggers
+
+    loggers = Loggers(OmegaConf.create({"mlflow": {"tracking_uri": uri, "experiment_name": "forms"}}), {"a": 1})
+    run_dir.mkdir()
+    loggers.start(run_dir)
+    row = {key: 0.5 for key in SERIES} | {"step": 7, "val_loss": None, "val_acc": None}
+    loggers.log_row(row)
+    loggers.finish(run_dir, {"status": "completed", "steps": 7, "config": {"a": 1}, "final_test_acc": 0.5})
+    return loggers.record()
+
+
+@needs("mlflow")
+def test_mlflow_tracks_in_a_folder_named_with_percent_and_spaces_in_every_local_uri_form(sweep, tmp_path,
+                                                                                       monkeypatch, caplog):
+    """Seen (issue 26): `sqlite:///mlflow.db` (MLflow's documented relative form) was "relative path can't be
+    expressed as a file URI"; in a folder named `sweep 100%25 lr` the default store was ~100 s of retries (its
+    path put into the URI unescaped). Read back by MLflow's own client from that folder, in the relative forms."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store behind this switch
+    folder = tmp_path / "sweep 100%25 lr"
+    folder.mkdir()
+    shutil.copy(sweep / "mlflow.db", folder / "mlflow.db")  # (a store made before: no schema migration to wait for)
+    monkeypatch.chdir(folder)
+    forms = (("sqlite:///mlflow.db", "sqlite:///mlflow.db"), ("mlruns", "mlruns"),
+             ((folder / "file store").as_uri(), "file store"))
+    for number, (uri, reader) in enumerate(forms):
+        record = track_one_row(uri, folder / f"run {number}")["mlflow"]
+        run = MlflowClient(reader).get_run(record["run_id"])
+        assert (run.info.status, run.data.metrics["test_acc"], run.data.metrics["final_test_acc"]) == (
+            "FINISHED", 0.5, 0.5), uri
+        assert run.data.tags["cifarbench.run_dir"] == str(folder / f"run {number}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep 100%25 lr"]  # no folder of escapes beside it
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+class SilentServer:
+    """A TCP port that accepts connections and never answers: a tracking server that hangs."""
+
+    def __init__(self):
+        import socket
+
+        self.socket = socket.create_server(("127.0.0.1", 0), backlog=8)
+        self.uri = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+
+    def connections(self) -> int:
+        self.socket.setblocking(False)
+        count = 0
+        while True:
+            try:
+                self.socket.accept()[0].close()
+            except BlockingIOError:
+                return count
+            count += 1
+
+
+@needs("mlflow")
+def test_a_sweeps_later_jobs_do_not_wait_on_a_server_an_earlier_job_found_down(tmp_path, monkeypatch, caplog):
+    """Seen (issue 26): every job of a sweep waited minutes on the same server that was down. The first job waits
+    logger.mlflow.timeout_s (1 s here) once and warns; the next job asks no server and says why in one warning."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from cifarbench.run import trackers
+    from cifarbench.run.layout import SERVERS_DOWN
+
+    for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test (bound_server_wait sets them)
+    monkeypatch.setattr(trackers, "sweep_folder", lambda: tmp_path)  # as in a multirun whose folder is tmp_path
+    server = SilentServer()
+    settings = OmegaConf.create({"mlflow": {"tracking_uri": server.uri, "experiment_name": None, "timeout_s": 1}})
+    seconds = []
+    for job in range(2):
+        loggers, start = trackers.Loggers(settings, {"a": 1}), time.perf_counter()
+        loggers.start(tmp_path / str(job))
+        seconds.append(time.perf_counter() - start)
+        assert loggers.record() == {}
+    assert 1 <= seconds[0] < 5 and seconds[1] < 0.5
+    assert server.connections() == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and all(w.startswith("logger mlflow failed") for w in warnings)
+    assert f"ServerDown: {server.uri} did not answer an earlier job of this sweep" in warnings[1]
+    assert list(json.loads((tmp_path / SERVERS_DOWN).read_text())) == [server.uri]
+
+
 # Weights & Biases, offline ---------------------------------------------------------------------------------------
 def wandb_records(path: Path) -> list:
     """The records of a `.wandb` file, parsed with the client's own protobuf schema (wandb_internal_pb2):
