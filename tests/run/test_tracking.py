@@ -466,6 +466,47 @@ def test_a_sweeps_later_jobs_do_not_wait_on_a_server_an_earlier_job_found_down(t
     assert list(json.loads((tmp_path / SERVERS_DOWN).read_text())) == [server.uri]
 
 
+def test_with_chdir_the_paths_a_user_types_mean_the_folder_they_typed_them_in(compose_with):
+    """hydra.job.chdir=true runs a job in its own folder; what was typed relative is taken from hydra.runtime.cwd
+    (here /home/ann/work), the default MLflow store included; absolute paths, `~` and resume=auto stay."""
+    from cifarbench.commands.train import typed_paths_absolute
+
+    cfg = compose_with("data.root=data", "paths.output_dir=out", "trainer.resume=out/runs/a/checkpoints/last.pt",
+                       "logger=[csv,mlflow]")
+    typed_paths_absolute(cfg, "/home/ann/work")
+    assert (cfg.data.root, cfg.paths.output_dir, cfg.trainer.resume, cfg.logger.mlflow.tracking_uri) == (
+        "/home/ann/work/data", "/home/ann/work/out", "/home/ann/work/out/runs/a/checkpoints/last.pt",
+        "sqlite:////home/ann/work/out/mlflow.db")
+    cfg = compose_with("data.root=/srv/data", "paths.output_dir='~/runs'", "trainer.resume=auto", "logger=[csv,mlflow]",
+                       "logger.mlflow.tracking_uri=sqlite:///store.db")
+    typed_paths_absolute(cfg, "/home/ann/work")
+    assert (cfg.data.root, cfg.paths.output_dir, cfg.trainer.resume, cfg.logger.mlflow.tracking_uri) == (
+        "/srv/data", "~/runs", "auto", "sqlite:////home/ann/work/store.db")
+
+
+@needs("mlflow")
+def test_a_chdir_sweep_reads_data_from_where_it_was_typed_and_shares_one_mlflow_store(sweep, tmp_path, monkeypatch,
+                                                                                        shared_fake_root):
+    """Seen (issue 26): with hydra.job.chdir=true `data.root=data` was looked up in the job's folder and each job
+    of a sweep wrote its own MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "data").symlink_to(shared_fake_root, target_is_directory=True)
+    shutil.copy(sweep / "mlflow.db", tmp_path / "store.db")  # (made before: no schema migration to wait for)
+    monkeypatch.chdir(tmp_path)
+    assert cli_in_process(monkeypatch, "-m", "trainer.seed=0,1", *QUICK, "trainer.epochs=1", "trainer.plots=none",
+                          "hydra.job.chdir=true", "data.root=data", "logger=[csv,mlflow]",
+                          "logger.mlflow.tracking_uri=sqlite:///store.db", "logger.mlflow.experiment_name=chdir",
+                          "hydra.sweep.dir=multirun") == 0
+    assert Path.cwd() == tmp_path
+    folders = jobs(tmp_path / "multirun")
+    assert len(folders) == 2 and not list((tmp_path / "multirun").rglob("*.db"))
+    client = MlflowClient("sqlite:///store.db")
+    runs = client.search_runs([client.get_experiment_by_name("chdir").experiment_id])
+    assert sorted(run.data.tags["cifarbench.run_dir"] for run in runs) == [str(job) for job in folders]
+    assert all(summary_of(job)["config"]["data"]["root"] == str(tmp_path / "data") for job in folders)
+
+
 # Weights & Biases, offline ---------------------------------------------------------------------------------------
 def wandb_records(path: Path) -> list:
     """The records of a `.wandb` file, parsed with the client's own protobuf schema (wandb_internal_pb2):
@@ -539,3 +580,43 @@ def test_wandb_offline_holds_every_metrics_row_and_a_resume_continues_its_run(tm
     assert all(config[group] == first["config"][group] for group in ("model", "optim", "aug", "data"))
     images = {key.split("/")[0] for key, value in history[-1].items() if key.endswith("/_type") and value == "image-file"}
     assert images == {"curves", "confusion", "samples"}, "the figures, at the end"
+
+
+@needs("tensorboard")
+@needs("mlflow")
+@needs("wandb")
+def test_a_resume_into_a_new_folder_holds_every_row_in_every_tracker_under_that_folders_name(
+        sweep, mlflow_client, tmp_path, shared_fake_root, compose_with, monkeypatch):
+    """Seen (issue 26): resumed into a new folder, its TensorBoard lacked the rows before the interruption (its
+    metrics.csv has them) and the MLflow run's name and `cifarbench.run_dir` tag named the interrupted folder.
+    Read back with each tracker's own reader: every row of the new folder's metrics.csv, under its name."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cifarbench.engine.loop import train
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)  # offline
+    settings = (*QUICK, "logger=many", f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db",
+                "logger.mlflow.experiment_name=moved", "trainer.plots=none", f"data.root={shared_fake_root}")
+    first, moved = tmp_path / "interrupted", tmp_path / "resumed here"
+    before = train(compose_with(*settings, "trainer.epochs=1"), first)
+    after = train(compose_with(*settings, f"trainer.resume={first / 'checkpoints' / 'last.pt'}"), moved)
+    rows = read_metrics(moved / "metrics.csv")
+    assert [r["step"] for r in rows] == [2, 4] and set(after["loggers"]) == {"tensorboard", "mlflow", "wandb"}
+    expected = [(r["step"], r["test_acc"]) for r in rows]
+
+    events = EventAccumulator(str(moved / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("test_acc")] == [(s, pytest.approx(v)) for s, v in expected]
+
+    run = mlflow_client.get_run(after["loggers"]["mlflow"]["run_id"])
+    assert run.info.run_id == before["loggers"]["mlflow"]["run_id"]  # the same MLflow run, continued
+    assert (run.info.run_name, run.data.tags["cifarbench.run_dir"]) == ("resumed here", str(moved))
+    assert [(m.step, m.value) for m in mlflow_client.get_metric_history(run.info.run_id, "test_acc")] == expected
+
+    ids, history, _, _ = wandb_history(moved)
+    assert ids == {before["loggers"]["wandb"]["run_id"]}
+    assert [(row["_step"], row["test_acc"]) for row in history if "test_acc" in row] == expected
+    names = [record.run.display_name for file in (moved / "wandb").glob("offline-run-*/run-*.wandb")
+             for record in wandb_records(file) if record.WhichOneof("record_type") == "run"]
+    assert names and set(names) == {"resumed here"}
