@@ -20,7 +20,10 @@ Recorder whatever `logger` says. The trackers here observe the Recorder, through
 
 Trackers write at evaluations and at the end only, never during training steps. A tracker that raises
 (server down, disk full, unwritable store) logs one warning and is dropped; training, metrics.csv and
-the rest of the run folder go on. Under torch.distributed only rank 0 tracks. Accuracies are
+the rest of the run folder go on; a tracking server that failed one job of a sweep is not asked again by
+its later jobs for SERVER_DOWN_TTL_S. After a resume every tracker holds every row of metrics.csv: one
+that does not hold the rows from before it (a new folder, another store) is given them first. Relative
+store paths mean the folder the command was run in (`tracking_uri`). Under torch.distributed only rank 0 tracks. Accuracies are
 fractions, seconds are training seconds, as in metrics.csv.
 """
 from __future__ import annotations
@@ -201,7 +204,8 @@ def bound_server_wait(timeout_s: float):
 
 
 class ServerDown(RuntimeError):
-    """A tracking server an earlier job of this sweep found down, less than SERVER_DOWN_TTL_S ago."""
+    """A tracking server that failed (did not answer, or answered with an error) for an earlier job of this
+    sweep, less than SERVER_DOWN_TTL_S ago."""
 
 
 def servers_down(sweep: Path | None) -> dict[str, float]:
@@ -246,8 +250,8 @@ class MlflowLogger:
         bound_server_wait(settings.get("timeout_s", 10))
         sweep = sweep_folder()
         if (since := servers_down(sweep).get(self.uri)) is not None and time.time() - since < SERVER_DOWN_TTL_S:
-            raise ServerDown(f"{self.uri} did not answer an earlier job of this sweep {time.time() - since:.0f} s "
-                             f"ago; not asked again for {SERVER_DOWN_TTL_S} s")
+            raise ServerDown(f"{self.uri} failed for an earlier job of this sweep {time.time() - since:.0f} s ago; "
+                             f"not asked again for {SERVER_DOWN_TTL_S} s")
         try:
             self._start(run_dir, config, settings, resumed)
         except Exception:
@@ -379,6 +383,12 @@ def end_tracked_run(summary: dict):
                     type(e).__name__, e)
 
 
+def log_rows(tracker, rows: list[dict]):
+    """Give `tracker` the metrics rows `rows`, in order (the rows from before a resume)."""
+    for row in rows:
+        tracker.log_row(row)
+
+
 class Loggers:
     """The trackers of one run, fed by its Recorder: `start` (once the run folder exists), `log_row` (each
     evaluation), `finish` (after the final summary.json). A tracker that raises is dropped after one
@@ -417,9 +427,8 @@ class Loggers:
             tracker = self._guard(name, builders[name])
             if tracker is not None:
                 self.trackers.append(tracker)
-                if not tracker.holds_earlier_rows:
-                    for row in self.earlier_rows:
-                        self._guard(name, tracker.log_row, row)
+                if not tracker.holds_earlier_rows and self.earlier_rows:
+                    self._guard(name, log_rows, tracker, self.earlier_rows)
 
     def record(self) -> dict:
         return {t.name: t.record() for t in self.trackers}
