@@ -338,7 +338,8 @@ class WandbLogger:
 
         self.mode = wandb_mode(settings.get("mode"))
         self.dir = RunFolder(run_dir).wandb
-        self.holds_earlier_rows = bool(resumed) and (resumed.get("dir") == str(self.dir) or
+        # (a record written before records had "dir" is taken as this folder's, as it was then)
+        self.holds_earlier_rows = bool(resumed) and (resumed.get("dir", str(self.dir)) == str(self.dir) or
                                                      self.mode == resumed.get("mode") == "online")
         self.run = wandb.init(  # (it writes into dir/wandb/: RunFolder.wandb)
             project=settings.get("project"), entity=settings.get("entity"), dir=str(run_dir), name=run_dir.name,
