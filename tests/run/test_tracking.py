@@ -397,6 +397,157 @@ def test_report_html_with_long_labels_and_every_column_fits_1400_px(tmp_path):
     assert 'data-key="p_above_target"' in dom and "a_long_error_without_spaces_" in dom
 
 
+# Where the MLflow store is (issue 26) --------------------------------------------------------------------------
+def test_every_mlflow_uri_form_is_made_absolute_from_the_folder_the_command_ran_in():
+    """Written out by hand: MLflow's documented relative form (`sqlite:///mlflow.db`), absolute SQLite paths,
+    file: URIs and plain paths (its file store), with `%`, `?` and spaces escaped where the URI is parsed."""
+    from cifarbench.run.trackers import sqlite_database, tracking_uri
+
+    base = "/home/ann/sweep 100%25 lr"
+    assert tracking_uri("sqlite:///mlflow.db", base) == "sqlite:////home/ann/sweep 100%2525 lr/mlflow.db"
+    assert tracking_uri("sqlite:///outputs/../m.db", base) == "sqlite:////home/ann/sweep 100%2525 lr/m.db"
+    assert tracking_uri("sqlite:////srv/a?b/m.db", base) == "sqlite:////srv/a%3Fb/m.db"
+    assert sqlite_database(tracking_uri("sqlite:///mlflow.db", base)) == Path(base) / "mlflow.db"
+    assert tracking_uri("mlruns", base) == "file:///home/ann/sweep%20100%2525%20lr/mlruns"
+    assert tracking_uri("/srv/my runs", base) == "file:///srv/my%20runs"
+    assert tracking_uri("file:mlruns", base) == "file:///home/ann/sweep%20100%2525%20lr/mlruns"
+    assert tracking_uri("file:///srv/my%20runs", base) == "file:///srv/my%20runs"
+    for remote in ("http://127.0.0.1:5000", "https://mlflow.example.org/", "databricks", "databricks://profile"):
+        assert tracking_uri(remote, base) == remote
+    assert tracking_uri(None, base) == "sqlite:////home/ann/sweep 100%2525 lr/outputs/mlflow.db"
+
+
+def track_one_row(uri: str, run_dir: Path) -> dict:
+    """A tracked run's life through Loggers (start, one metrics row, finish) in the store `uri`; its record."""
+    from omegaconf import OmegaConf
+
+    from cifarbench.run.trackers import Loggers
+
+    loggers = Loggers(OmegaConf.create({"mlflow": {"tracking_uri": uri, "experiment_name": "forms"}}), {"a": 1})
+    run_dir.mkdir()
+    loggers.start(run_dir)
+    row = {key: 0.5 for key in SERIES} | {"step": 7, "val_loss": None, "val_acc": None}
+    loggers.log_row(row)
+    loggers.finish(run_dir, {"status": "completed", "steps": 7, "config": {"a": 1}, "final_test_acc": 0.5})
+    return loggers.record()
+
+
+@needs("mlflow")
+def test_mlflow_tracks_in_a_folder_named_with_percent_and_spaces_in_every_local_uri_form(sweep, tmp_path,
+                                                                                       monkeypatch, caplog):
+    """Seen (issue 26): `sqlite:///mlflow.db` (MLflow's documented relative form) was "relative path can't be
+    expressed as a file URI"; in a folder named `sweep 100%25 lr` the default store was ~100 s of retries (its
+    path put into the URI unescaped). Read back by MLflow's own client from that folder, in the relative forms."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store behind this switch
+    folder = tmp_path / "sweep 100%25 lr"
+    folder.mkdir()
+    shutil.copy(sweep / "mlflow.db", folder / "mlflow.db")  # (a store made before: no schema migration to wait for)
+    monkeypatch.chdir(folder)
+    forms = (("sqlite:///mlflow.db", "sqlite:///mlflow.db"), ("mlruns", "mlruns"),
+             ((folder / "file store").as_uri(), "file store"))
+    for number, (uri, reader) in enumerate(forms):
+        record = track_one_row(uri, folder / f"run {number}")["mlflow"]
+        run = MlflowClient(reader).get_run(record["run_id"])
+        assert (run.info.status, run.data.metrics["test_acc"], run.data.metrics["final_test_acc"]) == (
+            "FINISHED", 0.5, 0.5), uri
+        assert run.data.tags["cifarbench.run_dir"] == str(folder / f"run {number}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep 100%25 lr"]  # no folder of escapes beside it
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+class SilentServer:
+    """A TCP port that accepts connections and never answers: a tracking server that hangs."""
+
+    def __init__(self):
+        import socket
+
+        self.socket = socket.create_server(("127.0.0.1", 0), backlog=8)
+        self.uri = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+
+    def connections(self) -> int:
+        self.socket.setblocking(False)
+        count = 0
+        while True:
+            try:
+                self.socket.accept()[0].close()
+            except BlockingIOError:
+                return count
+            count += 1
+
+
+@needs("mlflow")
+def test_a_sweeps_later_jobs_do_not_wait_on_a_server_an_earlier_job_found_down(tmp_path, monkeypatch, caplog):
+    """Seen (issue 26): every job of a sweep waited minutes on the same server that was down. The first job waits
+    logger.mlflow.timeout_s (1 s here) once and warns; the next job asks no server and says why in one warning."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from cifarbench.run import trackers
+    from cifarbench.run.layout import SERVERS_DOWN
+
+    for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test (bound_server_wait sets them)
+    monkeypatch.setattr(trackers, "sweep_folder", lambda: tmp_path)  # as in a multirun whose folder is tmp_path
+    server = SilentServer()
+    settings = OmegaConf.create({"mlflow": {"tracking_uri": server.uri, "experiment_name": None, "timeout_s": 1}})
+    seconds = []
+    for job in range(2):
+        loggers, start = trackers.Loggers(settings, {"a": 1}), time.perf_counter()
+        loggers.start(tmp_path / str(job))
+        seconds.append(time.perf_counter() - start)
+        assert loggers.record() == {}
+    assert 1 <= seconds[0] < 5 and seconds[1] < 0.5
+    assert server.connections() == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and all(w.startswith("logger mlflow failed") for w in warnings)
+    assert f"ServerDown: {server.uri} failed for an earlier job of this sweep" in warnings[1]
+    assert list(json.loads((tmp_path / SERVERS_DOWN).read_text())) == [server.uri]
+
+
+def test_with_chdir_the_paths_a_user_types_mean_the_folder_they_typed_them_in(compose_with):
+    """hydra.job.chdir=true runs a job in its own folder; what was typed relative is taken from hydra.runtime.cwd
+    (here /home/ann/work), the default MLflow store included; absolute paths, `~` and resume=auto stay."""
+    from cifarbench.commands.train import typed_paths_absolute
+
+    cfg = compose_with("data.root=data", "paths.output_dir=out", "trainer.resume=out/runs/a/checkpoints/last.pt",
+                       "logger=[csv,mlflow]")
+    typed_paths_absolute(cfg, "/home/ann/work")
+    assert (cfg.data.root, cfg.paths.output_dir, cfg.trainer.resume, cfg.logger.mlflow.tracking_uri) == (
+        "/home/ann/work/data", "/home/ann/work/out", "/home/ann/work/out/runs/a/checkpoints/last.pt",
+        "sqlite:////home/ann/work/out/mlflow.db")
+    cfg = compose_with("data.root=/srv/data", "paths.output_dir='~/runs'", "trainer.resume=auto", "logger=[csv,mlflow]",
+                       "logger.mlflow.tracking_uri=sqlite:///store.db")
+    typed_paths_absolute(cfg, "/home/ann/work")
+    assert (cfg.data.root, cfg.paths.output_dir, cfg.trainer.resume, cfg.logger.mlflow.tracking_uri) == (
+        "/srv/data", "~/runs", "auto", "sqlite:////home/ann/work/store.db")
+
+
+@needs("mlflow")
+def test_a_chdir_sweep_reads_data_from_where_it_was_typed_and_shares_one_mlflow_store(sweep, tmp_path, monkeypatch,
+                                                                                        shared_fake_root):
+    """Seen (issue 26): with hydra.job.chdir=true `data.root=data` was looked up in the job's folder and each job
+    of a sweep wrote its own MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "data").symlink_to(shared_fake_root, target_is_directory=True)
+    shutil.copy(sweep / "mlflow.db", tmp_path / "store.db")  # (made before: no schema migration to wait for)
+    monkeypatch.chdir(tmp_path)
+    assert cli_in_process(monkeypatch, "-m", "trainer.seed=0,1", *QUICK, "trainer.epochs=1", "trainer.plots=none",
+                          "hydra.job.chdir=true", "data.root=data", "logger=[csv,mlflow]",
+                          "logger.mlflow.tracking_uri=sqlite:///store.db", "logger.mlflow.experiment_name=chdir",
+                          "hydra.sweep.dir=multirun", "~hydra.callbacks.leaderboard") == 0  # (no report: not this test's)
+    assert Path.cwd() == tmp_path
+    folders = jobs(tmp_path / "multirun")
+    assert len(folders) == 2 and not list((tmp_path / "multirun").rglob("*.db"))
+    client = MlflowClient("sqlite:///store.db")
+    runs = client.search_runs([client.get_experiment_by_name("chdir").experiment_id])
+    assert sorted(run.data.tags["cifarbench.run_dir"] for run in runs) == [str(job) for job in folders]
+    assert all(summary_of(job)["config"]["data"]["root"] == str(tmp_path / "data") for job in folders)
+
+
 # Weights & Biases, offline ---------------------------------------------------------------------------------------
 def wandb_records(path: Path) -> list:
     """The records of a `.wandb` file, parsed with the client's own protobuf schema (wandb_internal_pb2):
@@ -470,3 +621,43 @@ def test_wandb_offline_holds_every_metrics_row_and_a_resume_continues_its_run(tm
     assert all(config[group] == first["config"][group] for group in ("model", "optim", "aug", "data"))
     images = {key.split("/")[0] for key, value in history[-1].items() if key.endswith("/_type") and value == "image-file"}
     assert images == {"curves", "confusion", "samples"}, "the figures, at the end"
+
+
+@needs("tensorboard")
+@needs("mlflow")
+@needs("wandb")
+def test_a_resume_into_a_new_folder_holds_every_row_in_every_tracker_under_that_folders_name(
+        sweep, mlflow_client, tmp_path, shared_fake_root, compose_with, monkeypatch):
+    """Seen (issue 26): resumed into a new folder, its TensorBoard lacked the rows before the interruption (its
+    metrics.csv has them) and the MLflow run's name and `cifarbench.run_dir` tag named the interrupted folder.
+    Read back with each tracker's own reader: every row of the new folder's metrics.csv, under its name."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cifarbench.engine.loop import train
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)  # offline
+    settings = (*QUICK, "logger=many", f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db",
+                "logger.mlflow.experiment_name=moved", "trainer.plots=none", f"data.root={shared_fake_root}")
+    first, moved = tmp_path / "interrupted", tmp_path / "resumed here"
+    before = train(compose_with(*settings, "trainer.epochs=1"), first)
+    after = train(compose_with(*settings, f"trainer.resume={first / 'checkpoints' / 'last.pt'}"), moved)
+    rows = read_metrics(moved / "metrics.csv")
+    assert [r["step"] for r in rows] == [2, 4] and set(after["loggers"]) == {"tensorboard", "mlflow", "wandb"}
+    expected = [(r["step"], r["test_acc"]) for r in rows]
+
+    events = EventAccumulator(str(moved / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("test_acc")] == [(s, pytest.approx(v)) for s, v in expected]
+
+    run = mlflow_client.get_run(after["loggers"]["mlflow"]["run_id"])
+    assert run.info.run_id == before["loggers"]["mlflow"]["run_id"]  # the same MLflow run, continued
+    assert (run.info.run_name, run.data.tags["cifarbench.run_dir"]) == ("resumed here", str(moved))
+    assert [(m.step, m.value) for m in mlflow_client.get_metric_history(run.info.run_id, "test_acc")] == expected
+
+    ids, history, _, _ = wandb_history(moved)
+    assert ids == {before["loggers"]["wandb"]["run_id"]}
+    assert [(row["_step"], row["test_acc"]) for row in history if "test_acc" in row] == expected
+    names = [record.run.display_name for file in (moved / "wandb").glob("offline-run-*/run-*.wandb")
+             for record in wandb_records(file) if record.WhichOneof("record_type") == "run"]
+    assert names and set(names) == {"resumed here"}

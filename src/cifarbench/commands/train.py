@@ -102,6 +102,8 @@ def run(cfg: DictConfig) -> float:
 
     hydra_cfg = HydraConfig.get()
     run_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
+    if hydra_cfg.job.chdir:
+        typed_paths_absolute(cfg, hydra_cfg.runtime.cwd)
     main_rank = environment_ranks()[0] == 0
     if not main_rank:  # one run, one writer: the other ranks of a DDP run log warnings only and write nothing
         logging.getLogger().setLevel(logging.WARNING)
@@ -153,6 +155,33 @@ def run(cfg: DictConfig) -> float:
     if summary["status"] == "diverged" and not multirun:
         sys.exit(1)
     return objective(summary)
+
+
+USER_PATHS = ("paths.output_dir", "paths.data_dir", "data.root", "trainer.resume")  # trainer.resume: or auto
+USER_URIS = ("paths.mlflow_uri", "logger.mlflow.tracking_uri")
+
+
+def typed_paths_absolute(cfg: DictConfig, cwd: str):
+    """With `hydra.job.chdir=true` a job runs in its own folder: the relative paths a user typed (USER_PATHS:
+    `data.root=data`, `paths.output_dir`, `trainer.resume=<last.pt>`; USER_URIS: the MLflow store) are made
+    absolute from `cwd`, the folder the command was run in (`hydra.runtime.cwd`, as hydra.utils.to_absolute_path
+    does), so they mean what they mean without chdir and the jobs of a sweep share one MLflow store. A value
+    that does not resolve is left for `resolved_config` to report."""
+    from cifarbench.run.trackers import tracking_uri
+
+    def value(key: str):
+        try:
+            return OmegaConf.select(cfg, key)
+        except OmegaConfBaseException:
+            return None
+
+    for key in USER_PATHS:
+        path = value(key)
+        if isinstance(path, str) and path != "auto" and not Path(path).expanduser().is_absolute():
+            OmegaConf.update(cfg, key, str(Path(cwd) / path))
+    for key in USER_URIS:
+        if isinstance(uri := value(key), str):
+            OmegaConf.update(cfg, key, tracking_uri(uri, cwd))
 
 
 def resolved_config(cfg: DictConfig) -> dict:

@@ -180,7 +180,8 @@ def start_recorder(cfg, run_dir: Path, config: dict, world: World = World(),
     }
     if resumed_from is not None:
         summary["resumed_from"] = str(Path(resumed_from).resolve())
-    loggers = Loggers(cfg.logger, config, resumed=resumed.loggers if resumed else None) if world.main else None
+    loggers = (Loggers(cfg.logger, config, resumed=resumed.loggers if resumed else None,
+                       earlier_rows=resumed.state["rows"] if resumed else ()) if world.main else None)
     return Recorder(run_dir, summary, cfg.trainer.plots, validation=cfg.data.val_split != 0, writes=world.main,
                     loggers=loggers)
 
