@@ -62,15 +62,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 import cifarbench
 from cifarbench.data import load_cifar10
 from cifarbench.core.device import describe_device, resolve_amp, resolve_device
-from cifarbench.core.files import atomic_write_json
+from cifarbench.core.files import atomic_write_json, atomic_write_text
 from cifarbench.models import build_model, list_models
 from cifarbench.optim import build_optimizer
 from cifarbench.engine.loop import train
+from cifarbench.run.figures import new_figure, save_png
+from cifarbench.run.layout import RunFolder
+from cifarbench.run.studies import reported_row, to_csv, to_markdown
 
 DEFAULT_MODELS = "lenet,cnn10,vgg,resnet18,resnet34"
 TINY_JOB = ["model=lenet", "trainer.epochs=1", "data.train_subset=256", "data.test_subset=500", "trainer.progress=false"]
@@ -277,6 +281,168 @@ def reference(args) -> list[dict]:
     return [*summary, *[{"recipe": args.recipe, **r} for r in ours], *[{"recipe": args.reference, **r} for r in theirs]]
 
 
+# Study §1 (docs/studies.md): every variant trained for ten minutes in the study; what those minutes bought.
+STUDY_BUDGET_S = 600
+BASELINE = "lenet"  # its length stands in for the variants that report neither epochs nor seconds per epoch
+TOY = ["debug=quick", "trainer.epochs=1", "data.test_subset=200", "trainer.eval_batch_size=200"]
+TOY_VARIANTS = ["lenet", "lenet_adam"]
+JPEG_POINTS = 0.034  # what airbench94 loses on this project's copy of the data (README "Speed"), a fraction
+DATA_CAVEAT = ("this project's copy of CIFAR-10 went through JPEG once (airbench94 reaches 90.6% on it against "
+               "its published 94.0% on the original images: 3.4 points lost to the data alone), so every measured "
+               "accuracy here starts a few points under a figure reported on the original images")
+STUDY_COLUMNS = {"length": "length run", "gap_from": "gap from"}  # the table's columns beside run/studies.py's
+
+
+def study_variants() -> list[str]:
+    """The §1 variants, one per file of conf/study/tenminute/, in name order."""
+    from importlib.resources import files
+
+    return sorted(p.name.removesuffix(".yaml") for p in (files("cifarbench.conf") / "study" / "tenminute").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def study_epochs(reported, baseline) -> tuple[float, str]:
+    """The epochs a §1 variant trained in the study's ten minutes, and where the number comes from: the
+    epochs it reported; else 600 s / its reported seconds per epoch, rounded down; else the baseline's
+    (`baseline`: the baseline LeNet's `reported`; LeNet-Adam and LeNet-AdaBound report neither and
+    train the same network at the same batch size)."""
+    if reported.get("epochs"):
+        return float(reported.epochs), f"{reported.epochs:g} epochs (reported)"
+    if reported.get("seconds_per_epoch"):
+        epochs = STUDY_BUDGET_S // reported.seconds_per_epoch
+        return epochs, f"{epochs:g} epochs ({STUDY_BUDGET_S} s / {reported.seconds_per_epoch:g} s per epoch reported)"
+    epochs = study_epochs(baseline, baseline)[0]
+    return epochs, f"{epochs:g} epochs (the baseline's: same network and batch)"
+
+
+def gap_sources(row: dict, epochs: float, toy: bool) -> str:
+    """The `gap from` column: what differs from the study where the measured accuracy (a fraction) falls
+    short of the reported one: the data (always: the JPEG copy); fewer epochs than the study's `epochs`
+    and what stopped them (the budget, a toy run); at the study's epochs or more, a shortfall beyond
+    the data's 3.4 points, which nothing here explains. "closed" when measured ≥ reported; "" when
+    nothing was measured."""
+    if row["delta_test_acc"] is None:
+        return ""
+    if row["delta_test_acc"] >= 0:
+        return "closed"
+    sources = ["data through JPEG"]
+    if row["measured_epochs"] < 0.99 * epochs:
+        cause = ("toy run" if toy else f"budget {60 * row['budget_min']:.0f} s" if "budget" in row["stopped_by"]
+                 else "")
+        sources.append(f"epochs: {row['measured_epochs']:g} of the study's {epochs:g}" + (f" ({cause})" * bool(cause)))
+    elif -row["delta_test_acc"] > JPEG_POINTS:
+        sources.append(f"{100 * (-row['delta_test_acc'] - JPEG_POINTS):.1f} points beyond the data's: not explained")
+    return "; ".join(sources)
+
+
+def study_jobs(args) -> list[tuple[str, float, str, list[str]]]:
+    """Per §1 variant chosen (then §3's ResNet-34 when asked): its label, the epochs the study trained
+    it, the length this run gives it (text) and the overrides that compose it."""
+    baseline = config(["experiment=tenminute", f"study/tenminute={BASELINE}"]).reported
+    jobs = []
+    for variant in args.variants:
+        study = ["experiment=tenminute", f"study/tenminute={variant}"]
+        epochs, length = study_epochs(config(study).reported, baseline)
+        if args.length == "budget":
+            length = f"budget {STUDY_BUDGET_S / args.scale:g} s (the study's {STUDY_BUDGET_S} s / {args.scale:g})"
+        else:
+            study.append(f"trainer.epochs={epochs:g}")
+        jobs.append((variant, epochs, length, study))
+    if "resnet34" in args.studies:
+        reported = config(["experiment=resnet34"]).reported
+        jobs.append(("resnet34", float(reported.epochs), f"budget {args.resnet34_min:g} min (the study: "
+                     f"{reported.epochs} epochs in {reported.train_seconds:,} s)",
+                     ["experiment=resnet34", f"trainer.budget_min={args.resnet34_min}"]))
+    return jobs
+
+
+def run_job(run_overrides: list[str], run_dir: Path) -> dict:
+    """Train one composed config in this process; the summary.json it wrote (a run that raised before
+    writing one: a failed summary holding its config, so its row still shows what was reported)."""
+    cfg = config(run_overrides)
+    try:
+        train(cfg, run_dir)
+    except Exception as e:  # one variant failing leaves the other variants' minutes and rows
+        logging.getLogger("bench").error("%s: %s", run_dir, e)
+        return RunFolder(run_dir).read_summary() or {"status": "failed", "error": str(e),
+                                                     "config": OmegaConf.to_container(cfg)}
+    return RunFolder(run_dir).read_summary()
+
+
+def studies(args) -> list[dict]:
+    """`studies` mode: airbench94 first when --reference-run asks (CUDA only, checked before any run);
+    then the §1 variants (and ResNet-34) one after another in this process, sharing the CUDA context and
+    the data already on the device; then the table and the figure from the runs' summary.json."""
+    reference_row = aggregate_seeds(airbench94(args), None) if args.reference_run else None
+    jobs = study_jobs(args)
+    shared = [job for job in jobs if job[0] != "resnet34"]
+    print(f"§1: {len(shared)} variant(s) x {args.seeds} seed(s), {sum(job[1] for job in shared):g} epochs in the "
+          f"study; here {args.length}, at most {args.total_min:g} min in all")
+    deadline, runs_left = time.perf_counter() + 60 * args.total_min, len(shared) * args.seeds
+    overrides = [f"trainer.device={args.device}", "trainer.progress=false", "trainer.plots=none",
+                 *args.data_override, *(TOY if args.toy else []), *args.overrides]
+    rows = []
+    for label, epochs, length, study in jobs:
+        summaries = []
+        for seed in range(args.seeds):
+            run_overrides = [*study, f"trainer.seed={seed}"]
+            if label != "resnet34":  # the §1 runs share --total-min: each may use what is left / the runs left
+                share = max(deadline - time.perf_counter(), 1.0) / runs_left
+                if args.length == "budget":
+                    share = min(share, STUDY_BUDGET_S / args.scale)
+                run_overrides.append(f"trainer.budget_min={share / 60:.4f}")
+                runs_left -= 1
+            summaries.append(run_job([*run_overrides, *overrides], args.out / label / f"seed{seed}"))
+        row = reported_row(label, summaries)
+        stops = {s.get("stopped_by") for s in summaries if s.get("status") == "completed"}
+        row.update(length=length, stopped_by=", ".join(sorted(filter(None, stops))))
+        row["gap_from"] = gap_sources(row, epochs, args.toy)
+        rows.append(row)
+    write_study_table(rows, args, reference_row)
+    return rows
+
+
+def write_study_table(rows: list[dict], args, reference_row: dict | None):
+    """reported_vs_measured.md (what was measured where, the length, the data caveat, then the table),
+    .csv and .png in args.out; the Markdown printed too."""
+    device = describe_device(resolve_device(args.device))
+    length = ("the epochs each variant trained in the study" if args.length == "epochs"
+              else f"the study's ten minutes / {args.scale:g}")
+    header = [f"# Reported vs measured: study §1{' and §3' if 'resnet34' in args.studies else ''}", "",
+              f"Measured on {hardware(resolve_device(args.device))}, torch {torch.__version__}, "
+              f"{time.strftime('%Y-%m-%d')}: `{args.command}`.", "",
+              f"Length: {length}; the §1 runs shared {args.total_min:g} minutes (each could use the minutes left / "
+              f"the runs left); {f"seeds 0..{args.seeds - 1}" if args.seeds > 1 else "seed 0"}.", "", f"Data caveat: {DATA_CAVEAT}."]
+    if reference_row:
+        header += ["", f"airbench94 on the same data in this run: {100 * reference_row['mean_test_acc']:.2f}% (mean of "
+                   f"{reference_row['seeds']} seed(s); published: 94.0% on the original images)."]
+    if args.toy:
+        header += ["", "Toy run (--toy): one epoch on a small subset; its figures test the script, not the study."]
+    table = to_markdown(rows, STUDY_COLUMNS, "\n".join(header))
+    atomic_write_text(args.out / "reported_vs_measured.md", table)
+    atomic_write_text(args.out / "reported_vs_measured.csv", to_csv(rows, ("stopped_by", *STUDY_COLUMNS)))
+    plot_reported_vs_measured(rows, args.out / "reported_vs_measured.png", f"reported vs measured on {device}")
+    print("\n" + table)
+
+
+def plot_reported_vs_measured(rows: list[dict], path: Path, title: str):
+    """Horizontal bars, a pair per row: the reported test accuracy (grey) and the measured mean (blue,
+    the seeds' std as an error bar), in percent; a row without a measurement has no blue bar."""
+    fig = new_figure(8, 1.2 + 0.4 * len(rows))
+    axis = fig.subplots()
+    y = np.arange(len(rows))
+    percent = lambda key: [np.nan if r[key] is None else 100 * r[key] for r in rows]
+    axis.barh(y - 0.2, percent("reported_test_acc"), 0.4, color="0.7", label="reported")
+    axis.barh(y + 0.2, percent("measured_test_acc_mean"), 0.4, color="tab:blue", label="measured",
+              xerr=[100 * (r["measured_test_acc_std"] or 0) for r in rows])
+    axis.set(yticks=y, yticklabels=[r["variant"] for r in rows], xlabel="test accuracy (%)", xlim=(0, 100),
+             title=title)
+    axis.invert_yaxis()
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    save_png(fig, path)
+
+
 # What a process imports before its first job, and what a tiny run imports in all: torch.optim imports
 # torch._dynamo when the first optimizer is built (PyTorch's own `_disable_dynamo`), and the figures matplotlib.
 PROCESS_IMPORTS = "cifarbench.commands.cli, torch, hydra"
@@ -402,7 +568,7 @@ def hardware(device: torch.device) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["throughput", "accuracy", "reference", "overhead"])
+    parser.add_argument("mode", choices=["throughput", "accuracy", "reference", "overhead", "studies"])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run, e.g. trainer.amp=off")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data", help="dataset folder (else data.root of the configs)")
@@ -423,7 +589,7 @@ def main(argv=None):
     throughput_args.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
     accuracy_args = parser.add_argument_group("accuracy")
     accuracy_args.add_argument("--recipe", default="speedrun94", help="an experiment config")
-    accuracy_args.add_argument("--seeds", type=int, default=10)
+    accuracy_args.add_argument("--seeds", type=int, help="seeds 0..N-1 (default 10; studies: 1, the recipes' seed 0)")
     accuracy_args.add_argument("--target", type=float, help="count the seeds at or above this accuracy")
     accuracy_args.add_argument("--warmup-runs", type=int, default=1, help="untimed runs before the seeds")
     accuracy_args.add_argument("--reference", default="airbench94", choices=["airbench94"],
@@ -436,11 +602,41 @@ def main(argv=None):
     overhead_args.add_argument("--repeats", type=int, default=5,
                                help="how often to time the imports (the best counts) and composing a config "
                                     "(the median counts); default 5")
+    studies_args = parser.add_argument_group("studies")
+    studies_args.add_argument("--studies", type=lambda names: names.split(","), default=["tenminute"],
+                              help="comma-separated, of tenminute (§1's variants), resnet34 (§3 under a budget)")
+    studies_args.add_argument("--variants", type=lambda names: names.split(","),
+                              help="§1 variants, comma-separated (default: all sixteen; --toy: lenet,lenet_adam)")
+    studies_args.add_argument("--length", choices=["epochs", "budget"], default="epochs",
+                              help="epochs: the epochs each variant trained in the study (default); budget: the "
+                                   "study's ten minutes divided by --scale")
+    studies_args.add_argument("--scale", type=float, default=20, help="--length budget: 10 min / this (default 20)")
+    studies_args.add_argument("--total-min", type=float, default=8,
+                              help="minutes the §1 runs share (default 8): each may use the minutes left / the runs left")
+    studies_args.add_argument("--resnet34-min", type=float, default=8, help="ResNet-34's budget in minutes (default 8)")
+    studies_args.add_argument("--reference-run", action="store_true",
+                              help="also run --reference (airbench94, CUDA) on the same data, its accuracy above the table")
+    studies_args.add_argument("--toy", action="store_true",
+                              help="one epoch on 256 images per run, variants lenet,lenet_adam: a check of the script")
     args = parser.parse_intermixed_args(argv)
     if unknown := sorted(set(args.launchers) - set(LAUNCHERS)):
         parser.error(f"--launchers: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(LAUNCHERS)}")
     if args.jobs < 1 or args.repeats < 1:
         parser.error(f"--jobs {args.jobs} --repeats {args.repeats}: both must be at least 1")
+    if unknown := sorted(set(args.studies) - {"tenminute", "resnet34"}):
+        parser.error(f"--studies: unknown {', '.join(map(repr, unknown))}; choose from tenminute, resnet34")
+    if "tenminute" not in args.studies:
+        args.variants = []
+    elif args.variants is None:
+        args.variants = TOY_VARIANTS if args.toy else study_variants()
+    if unknown := sorted(set(args.variants) - set(study_variants())):
+        parser.error(f"--variants: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(study_variants())}")
+    if args.seeds is None:
+        args.seeds = 1 if args.mode == "studies" else 10
+    if args.seeds < 1 or args.scale <= 0 or args.total_min <= 0 or args.resnet34_min <= 0:
+        parser.error(f"--seeds {args.seeds} --scale {args.scale:g} --total-min {args.total_min:g} --resnet34-min "
+                     f"{args.resnet34_min:g}: --seeds must be at least 1, the others above 0")
+    args.command = " ".join(["bench.py", *(sys.argv[1:] if argv is None else argv)])
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -448,8 +644,9 @@ def main(argv=None):
     args.json = args.json or args.out.with_suffix(".json")
     args.data_override = [f"data.root={args.data}"] if args.data else []
     device = resolve_device(args.device)
-    rows = {"throughput": throughput, "accuracy": accuracy, "reference": reference, "overhead": overhead}[args.mode](args)
-    atomic_write_json(args.json, {"mode": args.mode, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    rows = {"throughput": throughput, "accuracy": accuracy, "reference": reference, "overhead": overhead,
+            "studies": studies}[args.mode](args)
+    atomic_write_json(args.json, {"mode": args.mode, "command": args.command,
                                   "hardware": hardware(device), "torch": torch.__version__,
                                   "python": platform.python_version(), "rows": rows})
     print(f"\nwrote {args.json}")
