@@ -408,11 +408,12 @@ def write_study_table(rows: list[dict], args, reference_row: dict | None):
     device = describe_device(resolve_device(args.device))
     length = ("the epochs each variant trained in the study" if args.length == "epochs"
               else f"the study's ten minutes / {args.scale:g}")
+    seeds = f"seeds 0..{args.seeds - 1}" if args.seeds > 1 else "seed 0"
     header = [f"# Reported vs measured: study §1{' and §3' if 'resnet34' in args.studies else ''}", "",
               f"Measured on {hardware(resolve_device(args.device))}, torch {torch.__version__}, "
               f"{time.strftime('%Y-%m-%d')}: `{args.command}`.", "",
               f"Length: {length}; the §1 runs shared {args.total_min:g} minutes (each could use the minutes left / "
-              f"the runs left); {f"seeds 0..{args.seeds - 1}" if args.seeds > 1 else "seed 0"}.", "", f"Data caveat: {DATA_CAVEAT}."]
+              f"the runs left); {seeds}.", "", f"Data caveat: {DATA_CAVEAT}."]
     if reference_row:
         header += ["", f"airbench94 on the same data in this run: {100 * reference_row['mean_test_acc']:.2f}% (mean of "
                    f"{reference_row['seeds']} seed(s); published: 94.0% on the original images)."]
