@@ -293,6 +293,13 @@ DATA_CAVEAT = ("this project's copy of CIFAR-10 went through JPEG once (airbench
 STUDY_COLUMNS = {"length": "length run", "gap_from": "gap from"}  # the table's columns beside run/studies.py's
 
 
+def study_file(name: str):
+    """conf/<name>.yaml of the installed configs, as written (not composed: milliseconds, not a Hydra compose)."""
+    from importlib.resources import files
+
+    return OmegaConf.load(files("cifarbench.conf") / f"{name}.yaml")
+
+
 def study_variants() -> list[str]:
     """The §1 variants, one per file of conf/study/tenminute/, in name order."""
     from importlib.resources import files
@@ -337,19 +344,20 @@ def gap_sources(row: dict, epochs: float, toy: bool) -> str:
 
 def study_jobs(args) -> list[tuple[str, float, str, list[str]]]:
     """Per §1 variant chosen (then §3's ResNet-34 when asked): its label, the epochs the study trained
-    it, the length this run gives it (text) and the overrides that compose it."""
-    baseline = config(["experiment=tenminute", f"study/tenminute={BASELINE}"]).reported
+    it, the length this run gives it (text) and the overrides that compose it. The figures are read from
+    each variant's own file, where they are declared."""
+    baseline = study_file(f"study/tenminute/{BASELINE}").reported
     jobs = []
     for variant in args.variants:
         study = ["experiment=tenminute", f"study/tenminute={variant}"]
-        epochs, length = study_epochs(config(study).reported, baseline)
+        epochs, length = study_epochs(study_file(f"study/tenminute/{variant}").reported, baseline)
         if args.length == "budget":
             length = f"budget {STUDY_BUDGET_S / args.scale:g} s (the study's {STUDY_BUDGET_S} s / {args.scale:g})"
         else:
             study.append(f"trainer.epochs={epochs:g}")
         jobs.append((variant, epochs, length, study))
     if "resnet34" in args.studies:
-        reported = config(["experiment=resnet34"]).reported
+        reported = study_file("experiment/resnet34").reported
         jobs.append(("resnet34", float(reported.epochs), f"budget {args.resnet34_min:g} min (the study: "
                      f"{reported.epochs} epochs in {reported.train_seconds:,} s)",
                      ["experiment=resnet34", f"trainer.budget_min={args.resnet34_min}"]))

@@ -1,8 +1,10 @@
 """scripts/bench.py runs end to end at toy size and records what it prints (its numbers are not judged)."""
+import csv
 import json
+import struct
 
 import pytest
-from helpers import bench, make_fake_cifar
+from helpers import bench, bench_module, make_fake_cifar
 
 
 def test_throughput_compares_the_loop_with_its_floor_and_a_dataloader(tmp_path, monkeypatch, capsys):
@@ -36,3 +38,73 @@ def test_time_to_accuracy_aggregates_over_seeds(tmp_path, monkeypatch, capsys):
     assert aggregate["mean_test_acc"] == pytest.approx(sum(accs) / 2, abs=1e-5)
     assert aggregate["seeds_at_target"] == sum(a >= 0.2 for a in accs)
     assert "mean test accuracy over 2 seeds" in out
+
+
+# Study §1's sixteen variants: the epochs each trained in the study's ten minutes, worked out by hand from
+# its config's reported figures: its reported epochs, else 600 s // its reported seconds per epoch, else
+# (LeNet-Adam, LeNet-AdaBound: neither reported) the baseline LeNet's 150.
+STUDY_EPOCHS = {"lenet": 150, "lenet_adam": 150, "lenet_adabound": 150, "lenet_bn": 117, "lenet_wide": 34,
+                "lenet_deep": 49, "lenet_3x3": 98, "lenet_3x1": 65, "lenet_dropout": 110, "lenet_batch128": 73,
+                "lenet_augment": 25, "lenet_bc": 20, "deep_cnn_bc": 10, "resnet_k12": 22, "resnet_k24": 20,
+                "fashion_cnn": 15}
+
+
+def test_studies_plans_each_variant_at_the_study_epochs_and_resnet34_under_its_budget():
+    import argparse
+
+    module = bench_module()
+    args = argparse.Namespace(variants=module.study_variants(), studies=["tenminute", "resnet34"], length="epochs",
+                              scale=20.0, resnet34_min=8.0)
+    jobs = {label: (epochs, length, overrides) for label, epochs, length, overrides in module.study_jobs(args)}
+    assert list(jobs) == [*sorted(STUDY_EPOCHS), "resnet34"]
+    for variant, epochs in STUDY_EPOCHS.items():
+        assert jobs[variant][0] == epochs and f"trainer.epochs={epochs}" in jobs[variant][2]
+    assert jobs["lenet_bn"][1] == "117 epochs (600 s / 5.1 s per epoch reported)"
+    assert jobs["lenet_adam"][1] == "150 epochs (the baseline's: same network and batch)"
+    assert sum(STUDY_EPOCHS.values()) == 1108  # the docstring's estimate of the whole run starts from this
+    # ResNet-34: its recipe unchanged but for the 8-minute budget (the schedule then runs over budget progress)
+    assert jobs["resnet34"] == (200, "budget 8 min (the study: 200 epochs in 7,992 s)",
+                                ["experiment=resnet34", "trainer.budget_min=8.0"])
+    args.length = "budget"
+    assert module.study_jobs(args)[0][1:3] == (10, "budget 30 s (the study's 600 s / 20)")
+
+
+@pytest.mark.parametrize("delta, epochs, stopped_by, expected", [
+    (0.004, 150, "epochs", "closed"),
+    (-0.02, 150, "epochs", "data through JPEG"),  # within the 3.4 points the data costs airbench94
+    (-0.05, 150, "epochs", "data through JPEG; 1.6 points beyond the data's: not explained"),
+    (-0.10, 25, "budget", "data through JPEG; epochs: 25 of the study's 200 (budget 480 s)"),  # ResNet-34, 8 min
+    (None, None, "", ""),  # nothing measured (the run failed)
+])
+def test_each_gap_names_where_it_comes_from(delta, epochs, stopped_by, expected):
+    row = {"delta_test_acc": delta, "measured_epochs": epochs, "stopped_by": stopped_by, "budget_min": 8.0}
+    assert bench_module().gap_sources(row, 150 if epochs != 25 else 200, toy=False) == expected
+
+
+def test_studies_toy_writes_the_table_and_figure_from_the_runs_summaries(shared_fake_root, tmp_path, monkeypatch,
+                                                                         capsys):
+    monkeypatch.chdir(tmp_path)
+    bench("studies", "--toy", "--data", str(shared_fake_root), "--out", str(tmp_path / "out"),
+          "--json", str(tmp_path / "studies.json"), "data.train_subset=null", "data.test_subset=null")
+    out = tmp_path / "out"
+    table = (out / "reported_vs_measured.md").read_text()
+    assert "went through JPEG" in table.split("| study |")[0] and "Toy run" in table  # the caveat above the table
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| tenminute |")]
+    assert [row[1] for row in rows] == ["LeNet (baseline)", "LeNet-Adam"]
+    with open(out / "reported_vs_measured.csv", newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    for row, csv_row, variant, reported, length in zip(
+            rows, csv_rows, ("lenet", "lenet_adam"), (68.0, 70.0),
+            ("150 epochs (reported)", "150 epochs (the baseline's: same network and batch)")):
+        summary = json.loads((out / variant / "seed0" / "summary.json").read_text())
+        acc = 100 * summary["final_test_acc"]
+        assert summary["status"] == "completed" and summary["epochs"] == 1
+        assert row[2:7] == [f"{reported:.2f}%", f"{acc:.2f}% (n=1)", f"{acc - reported:+.2f}", length,
+                            "data through JPEG; epochs: 1 of the study's 150 (toy run)"]
+        assert float(csv_row["measured_test_acc_mean"]) == pytest.approx(summary["final_test_acc"])
+        assert float(csv_row["measured_epochs"]) == 1 and csv_row["stopped_by"] == "epochs"
+    png = (out / "reported_vs_measured.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (800, 200)  # IHDR: 8 × 2 in
+    assert [r["variant"] for r in json.loads((tmp_path / "studies.json").read_text())["rows"]] == [
+        "LeNet (baseline)", "LeNet-Adam"]
+    assert "| tenminute | LeNet (baseline) |" in capsys.readouterr().out
