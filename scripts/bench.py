@@ -1,4 +1,5 @@
-"""Benchmarks behind the README's numbers (a script, not a test: it prints and records, it does not judge).
+"""Benchmarks behind the numbers of the README and docs/studies.md (a script, not a test: it prints and records,
+it does not judge).
 
 Throughput, per model, in images per second of training on one device:
   (a) cifarbench: the real `train()` loop with its device loader (the last epoch's window, from metrics.csv),
@@ -38,7 +39,36 @@ jobs 2..N of an in-process sweep): the cifarbench functions with the most cumula
 
     python scripts/bench.py overhead [--jobs 8] [--launchers basic,parallel] [hydra overrides ...]
 
-All four print Markdown tables and write JSON (--json, default outputs/bench/<mode>-<time>.json).
+The studies at GPU scale (docs/studies.md "Reproducing at GPU scale"): study §1's sixteen variants in this
+process, one after another, each composed as `experiment=tenminute study/tenminute=<variant>` and run by
+`train()` (so they share the CUDA context, cuDNN's autotuning and the CIFAR-10 arrays already on the device,
+data/prepared.py), at the seeds 0..N-1 (--seeds, default 1: the recipe's seed 0); then
+reported_vs_measured.md (what was measured where, the length, the data caveat, then per variant reported,
+measured, gap, the length run and where the gap comes from: data through JPEG, fewer epochs, the budget),
+.csv and .png (reported vs measured bars) in --out, all re-read from the runs' summary.json.
+
+    python scripts/bench.py studies --device cuda                         # §1: 16 runs in at most 8 minutes
+    python scripts/bench.py studies --device cuda --length budget --scale 20   # each the study's 10 min / 20
+    python scripts/bench.py studies --device cuda --studies resnet34      # §3's ResNet-34, 8 min of training
+    python scripts/bench.py studies --toy --device cpu                    # 2 variants, 1 epoch on 256 images
+
+Length: `--length epochs` (default) gives each variant the epochs it trained in the study's ten minutes (its
+reported epochs, else 600 s / its reported seconds per epoch, else the baseline LeNet's 150); `--length
+budget` gives each the study's ten minutes / --scale. Either way the §1 runs share --total-min (default 8):
+each run may use the minutes left / the runs left (so 30 s each when every run takes its share, which is
+`--length budget --scale 20`: the same share of the study's ten minutes for every variant, as in the study),
+and a run that reaches its share stops there (the table says so). Why it fits 8 minutes on an H200 (an
+estimate, to be measured): the study's epochs sum to 1,108, i.e. 55 M training images plus 11 M evaluated;
+LeNet-size networks on a GPU are bound by the per-step cost (~1-2 ms: kernel launches and Python), not by
+FLOPs, so the 46 k steps of the batch-1024 LeNets take ~70-90 s and the 40 k steps of the three batch-128
+variants ~60 s; the two small ResNets (2 k steps of batch 1024, ~0.1 GFLOP per image) ~20-40 s; an
+evaluation and a last.pt per epoch ~20-30 s: about 3-4 minutes. `--studies resnet34`: §3's recipe unchanged
+(200 epochs' schedule, batch 256) under `trainer.budget_min` = --resnet34-min (default 8), so its schedule
+runs over budget progress; its row puts the accuracy reached beside the reported 95.61% and the seconds per
+epoch beside the reported 40 (run it as a call of its own: with §1 it needs 16 minutes). `--reference-run`
+(CUDA) first runs airbench94 on the same data and states its accuracy above the table.
+
+All five print Markdown tables and write JSON (--json, default outputs/bench/<mode>-<time>.json).
 Data: `data.root` as in the configs ($CIFAR10_ROOT or ~/.cache/cifarbench); --data overrides it.
 """
 from __future__ import annotations
@@ -411,17 +441,23 @@ def studies(args) -> list[dict]:
 
 
 def write_study_table(rows: list[dict], args, reference_row: dict | None):
-    """reported_vs_measured.md (what was measured where, the length, the data caveat, then the table),
-    .csv and .png in args.out; the Markdown printed too."""
-    device = describe_device(resolve_device(args.device))
-    length = ("the epochs each variant trained in the study" if args.length == "epochs"
-              else f"the study's ten minutes / {args.scale:g}")
-    seeds = f"seeds 0..{args.seeds - 1}" if args.seeds > 1 else "seed 0"
-    header = [f"# Reported vs measured: study §1{' and §3' if 'resnet34' in args.studies else ''}", "",
+    """reported_vs_measured.md (what was measured where, how long each run trained, the data caveat, then
+    the table), .csv and .png in args.out; the Markdown printed too."""
+    asked = (("§1", bool(args.variants)), ("§3", "resnet34" in args.studies))
+    studies = " and ".join(name for name, chosen in asked if chosen)
+    header = [f"# Reported vs measured: study {studies}", "",
               f"Measured on {hardware(resolve_device(args.device))}, torch {torch.__version__}, "
-              f"{time.strftime('%Y-%m-%d')}: `{args.command}`.", "",
-              f"Length: {length}; the §1 runs shared {args.total_min:g} minutes (each could use the minutes left / "
-              f"the runs left); {seeds}.", "", f"Data caveat: {DATA_CAVEAT}."]
+              f"{time.strftime('%Y-%m-%d')}: `{args.command}`; "
+              f"{f'seeds 0..{args.seeds - 1}' if args.seeds > 1 else 'seed 0'}."]
+    if args.variants:
+        length = ("the epochs it trained in the study" if args.length == "epochs"
+                  else f"the study's ten minutes / {args.scale:g}")
+        header += ["", f"§1: each variant trained for {length}; the §1 runs shared {args.total_min:g} minutes "
+                   f"(each could use the minutes left / the runs left, and stopped there)."]
+    if "resnet34" in args.studies:
+        header += ["", f"§3: ResNet-34's recipe unchanged (its schedule planned for 200 epochs) under a budget of "
+                   f"{args.resnet34_min:g} minutes of training, the schedule following the budget's progress."]
+    header += ["", f"Data caveat: {DATA_CAVEAT}."]
     if reference_row:
         header += ["", f"airbench94 on the same data in this run: {100 * reference_row['mean_test_acc']:.2f}% (mean of "
                    f"{reference_row['seeds']} seed(s); published: 94.0% on the original images)."]
@@ -430,7 +466,8 @@ def write_study_table(rows: list[dict], args, reference_row: dict | None):
     table = to_markdown(rows, STUDY_COLUMNS, "\n".join(header))
     atomic_write_text(args.out / "reported_vs_measured.md", table)
     atomic_write_text(args.out / "reported_vs_measured.csv", to_csv(rows, ("stopped_by", *STUDY_COLUMNS)))
-    plot_reported_vs_measured(rows, args.out / "reported_vs_measured.png", f"reported vs measured on {device}")
+    plot_reported_vs_measured(rows, args.out / "reported_vs_measured.png",
+                              f"reported vs measured on {describe_device(resolve_device(args.device))}")
     print("\n" + table)
 
 
@@ -621,10 +658,12 @@ def main(argv=None):
                                    "study's ten minutes divided by --scale")
     studies_args.add_argument("--scale", type=float, default=20, help="--length budget: 10 min / this (default 20)")
     studies_args.add_argument("--total-min", type=float, default=8,
-                              help="minutes the §1 runs share (default 8): each may use the minutes left / the runs left")
+                              help="minutes the §1 runs share (default 8): each may use the minutes left / the runs "
+                                   "left")
     studies_args.add_argument("--resnet34-min", type=float, default=8, help="ResNet-34's budget in minutes (default 8)")
     studies_args.add_argument("--reference-run", action="store_true",
-                              help="also run --reference (airbench94, CUDA) on the same data, its accuracy above the table")
+                              help="also run --reference (airbench94, CUDA) on the same data, its accuracy above "
+                                   "the table")
     studies_args.add_argument("--toy", action="store_true",
                               help="one epoch on 256 images per run, variants lenet,lenet_adam: a check of the script")
     args = parser.parse_intermixed_args(argv)
