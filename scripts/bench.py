@@ -60,9 +60,10 @@ each run may use the minutes left / the runs left (so 30 s each when every run t
 and a run that reaches its share stops there (the table says so). Why it fits 8 minutes on an H200 (an
 estimate, to be measured): the study's epochs sum to 1,108, i.e. 55 M training images plus 11 M evaluated;
 LeNet-size networks on a GPU are bound by the per-step cost (~1-2 ms: kernel launches and Python), not by
-FLOPs, so the 46 k steps of the batch-1024 LeNets take ~70-90 s and the 40 k steps of the three batch-128
-variants ~60 s; the two small ResNets (2 k steps of batch 1024, ~0.1 GFLOP per image) ~20-40 s; an
-evaluation and a last.pt per epoch ~20-30 s: about 3-4 minutes. `--studies resnet34`: §3's recipe unchanged
+FLOPs, i.e. ~0.5-1 M images/s at batch 1024 and ~60-130 k at batch 128, so the 46 k steps of the batch-1024
+LeNets take ~70-90 s and the 40 k steps of the three batch-128 variants ~60 s; the two small ResNets
+(2 M images, ~0.1 GFLOP each, at ~50-100 k images/s, between LeNet and the 73 k images/s measured for the
+heavier speednet) ~20-40 s; an evaluation and a last.pt per epoch ~20-30 s: about 3-4 minutes. `--studies resnet34`: §3's recipe unchanged
 (200 epochs' schedule, batch 256) under `trainer.budget_min` = --resnet34-min (default 8), so its schedule
 runs over budget progress; its row puts the accuracy reached beside the reported 95.61% and the seconds per
 epoch beside the reported 40 (run it as a call of its own: with §1 it needs 16 minutes). `--reference-run`

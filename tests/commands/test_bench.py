@@ -108,3 +108,23 @@ def test_studies_toy_writes_the_table_and_figure_from_the_runs_summaries(shared_
     assert [r["variant"] for r in json.loads((tmp_path / "studies.json").read_text())["rows"]] == [
         "LeNet (baseline)", "LeNet-Adam"]
     assert "| tenminute | LeNet (baseline) |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--studies", "tenminute,chainer"], "--studies: unknown 'chainer'; choose from tenminute, resnet34"),
+    (["--variants", "lenet,lenet5"], "--variants: unknown 'lenet5'; choose from deep_cnn_bc,"),
+    (["--scale", "0"], "--scale 0 --total-min 8 --resnet34-min 8: --seeds must be at least 1, the others above 0"),
+])
+def test_studies_refuses_bad_options_in_one_line_before_any_run(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        bench("studies", "--toy", *args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_studies_reference_run_needs_cuda_and_airbench_before_any_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="airbench"):  # on this CPU machine: no CUDA (or no airbench package)
+        bench("studies", "--toy", "--reference-run", "--device", "cpu")
+    assert not (tmp_path / "outputs").exists()
