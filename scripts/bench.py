@@ -474,7 +474,8 @@ def write_study_table(rows: list[dict], args, reference_row: dict | None):
 
 def plot_reported_vs_measured(rows: list[dict], path: Path, title: str):
     """Horizontal bars, a pair per row: the reported test accuracy (grey) and the measured mean (blue,
-    the seeds' std as an error bar), in percent; a row without a measurement has no blue bar."""
+    the seeds' std as an error bar, the gap in points beside it), in percent; a row without a
+    measurement has no blue bar."""
     fig = new_figure(8, 1.2 + 0.4 * len(rows))
     axis = fig.subplots()
     y = np.arange(len(rows))
@@ -482,7 +483,11 @@ def plot_reported_vs_measured(rows: list[dict], path: Path, title: str):
     axis.barh(y - 0.2, percent("reported_test_acc"), 0.4, color="0.7", label="reported")
     axis.barh(y + 0.2, percent("measured_test_acc_mean"), 0.4, color="tab:blue", label="measured",
               xerr=[100 * (r["measured_test_acc_std"] or 0) for r in rows])
-    axis.set(yticks=y, yticklabels=[r["variant"] for r in rows], xlabel="test accuracy (%)", xlim=(0, 100),
+    for k, r in enumerate(rows):  # the gap in points at the end of the measured bar
+        if r.get("delta_test_acc") is not None:
+            axis.text(100 * (r["measured_test_acc_mean"] + (r["measured_test_acc_std"] or 0)) + 1.5, k + 0.2, f"{100 * r['delta_test_acc']:+.1f}",
+                      va="center", fontsize=8)
+    axis.set(yticks=y, yticklabels=[r["variant"] for r in rows], xlabel="test accuracy (%)", xlim=(0, 110),
              title=title)
     axis.invert_yaxis()
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
