@@ -54,20 +54,25 @@ measured, gap, the length run and where the gap comes from: data through JPEG, f
 
 Length: `--length epochs` (default) gives each variant the epochs it trained in the study's ten minutes (its
 reported epochs, else 600 s / its reported seconds per epoch, else the baseline LeNet's 150); `--length
-budget` gives each the study's ten minutes / --scale. Either way the §1 runs share --total-min (default 8):
-each run may use the minutes left / the runs left (so 30 s each when every run takes its share, which is
-`--length budget --scale 20`: the same share of the study's ten minutes for every variant, as in the study),
-and a run that reaches its share stops there (the table says so). Why it fits 8 minutes on an H200 (an
-estimate, to be measured): the study's epochs sum to 1,108, i.e. 55 M training images plus 11 M evaluated;
-LeNet-size networks on a GPU are bound by the per-step cost (~1-2 ms: kernel launches and Python), not by
-FLOPs, i.e. ~0.5-1 M images/s at batch 1024 and ~60-130 k at batch 128, so the 46 k steps of the batch-1024
-LeNets take ~70-90 s and the 40 k steps of the three batch-128 variants ~60 s; the two small ResNets
-(2 M images, ~0.1 GFLOP each, at ~50-100 k images/s, between LeNet and the 73 k images/s measured for the
-heavier speednet) ~20-40 s; an evaluation and a last.pt per epoch ~20-30 s: about 3-4 minutes. `--studies resnet34`: §3's recipe unchanged
-(200 epochs' schedule, batch 256) under `trainer.budget_min` = --resnet34-min (default 8), so its schedule
-runs over budget progress; its row puts the accuracy reached beside the reported 95.61% and the seconds per
-epoch beside the reported 40 (run it as a call of its own: with §1 it needs 16 minutes). `--reference-run`
-(CUDA) first runs airbench94 on the same data and states its accuracy above the table.
+budget` gives each the study's ten minutes / --scale. Either way the §1 runs share --total-min (default 8),
+and a run that reaches its share stops there (the table says so).
+
+Why it fits 8 minutes on an H200: before running, the plan estimates each run from its steps and FLOPs
+(`estimated_seconds`): 1 ms of host time a step (launches, Python; assumed) plus its FLOPs (torch's counter:
+3 forward passes a training image, 1 an evaluated one) at 50 TFLOP/s, the rate speednet reached in this loop
+on the H200 (72,923 images/s × 3 × 0.236 GFLOP, README "Speed"; ResNet-18 reached 135 TFLOP/s). The study's
+1,108 epochs (55 M training images, 11 M evaluated, 9.1 PFLOP) come to ~270 s: the LeNets at batch 1024
+~8-17 s each (~0.5 M images/s), LeNet-batch128 ~33 s (28 k steps), LeNet-4wide ~31 s, Deep CNN (BC) ~21 s,
+the Fashion-MNIST CNN (1.09 GFLOP an image) ~53 s. The runs go cheapest first, and each may use the minutes
+left × its estimate / the estimates of the runs left, so 8 minutes leave ~1.7× the estimate to every run,
+and the time a run leaves unused goes to the runs after it. The estimate's two constants are
+assumptions until a GPU run measures them (the table's measured s/epoch against `estimated_seconds`).
+
+`--studies resnet34`: §3's recipe unchanged (200 epochs' schedule, batch 256) under `trainer.budget_min` =
+--resnet34-min (default 8), so its schedule runs over budget progress; its row puts the accuracy reached
+beside the reported 95.61% and the seconds per epoch beside the reported 40 (run it as a call of its own:
+with §1 it needs 16 minutes). `--reference-run` (CUDA) first runs airbench94 on the same data and states its
+accuracy above the table. Every run's config is composed and checked before the first run starts.
 
 All five print Markdown tables and write JSON (--json, default outputs/bench/<mode>-<time>.json).
 Data: `data.root` as in the configs ($CIFAR10_ROOT or ~/.cache/cifarbench); --data overrides it.
@@ -79,6 +84,7 @@ import cProfile
 import csv
 import json
 import logging
+import math
 import os
 import platform
 import pstats
@@ -94,18 +100,21 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import cifarbench
 from cifarbench.data import load_cifar10
 from cifarbench.core.device import describe_device, resolve_amp, resolve_device
 from cifarbench.core.files import atomic_write_json, atomic_write_text
+from cifarbench.core.registry import ConfigError
 from cifarbench.models import build_model, list_models
 from cifarbench.optim import build_optimizer
 from cifarbench.engine.loop import train
 from cifarbench.run.figures import new_figure, save_png
 from cifarbench.run.layout import RunFolder
 from cifarbench.run.studies import reported_row, to_csv, to_markdown
+from cifarbench.validate import validate_config
 
 DEFAULT_MODELS = "lenet,cnn10,vgg,resnet18,resnet34"
 TINY_JOB = ["model=lenet", "trainer.epochs=1", "data.train_subset=256", "data.test_subset=500", "trainer.progress=false"]
@@ -347,7 +356,7 @@ def study_epochs(reported, baseline) -> tuple[float, str]:
     if reported.get("epochs"):
         return float(reported.epochs), f"{reported.epochs:g} epochs (reported)"
     if reported.get("seconds_per_epoch"):
-        epochs = STUDY_BUDGET_S // reported.seconds_per_epoch
+        epochs = float(STUDY_BUDGET_S // reported.seconds_per_epoch)
         return epochs, f"{epochs:g} epochs ({STUDY_BUDGET_S} s / {reported.seconds_per_epoch:g} s per epoch reported)"
     epochs = study_epochs(baseline, baseline)[0]
     return epochs, f"{epochs:g} epochs (the baseline's: same network and batch)"
@@ -395,10 +404,47 @@ def study_jobs(args) -> list[tuple[str, float, str, list[str]]]:
     return jobs
 
 
-def run_job(run_overrides: list[str], run_dir: Path) -> dict:
-    """Train one composed config in this process; the summary.json it wrote (a run that raised before
-    writing one: a failed summary holding its config, so its row still shows what was reported)."""
-    cfg = config(run_overrides)
+# What the plan of the §1 runs assumes of a GPU (an H200 here), to order them and share --total-min out; to be
+# measured. The host's cost of one training step (kernel launches, Python), and the FLOP rate of small networks
+# in the loop: speednet's 72,923 images/s × 3 × 0.236 GFLOP (README "Speed"; ResNet-18 reached 135 TFLOP/s).
+STEP_SECONDS = 1e-3
+FLOP_RATE = 50e12
+
+
+def forward_flops(cfg) -> float:
+    """FLOPs of one forward pass of `cfg.model` per 3×32×32 image (a multiply-add is 2), counted by torch's
+    FlopCounterMode on the meta device (nothing allocated, nothing computed)."""
+    with torch.device("meta"):
+        model = build_model(cfg.model).eval()
+        images = torch.empty(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        model(images)
+    return counter.get_total_flops() / 2
+
+
+def estimated_seconds(cfg, epochs: float, train_images: int = 50_000, test_images: int = 10_000) -> float:
+    """Seconds a §1 run of `epochs` should take on the GPU the plan assumes: its steps × STEP_SECONDS plus its
+    FLOPs (3 forward passes' worth a training image, 1 an evaluated one, an evaluation per epoch) /
+    FLOP_RATE; for the whole of CIFAR-10 (50,000 training, 10,000 test images) by default."""
+    steps = epochs * math.ceil(train_images / cfg.trainer.batch_size)
+    return steps * STEP_SECONDS + forward_flops(cfg) * (3 * train_images + test_images) * epochs / FLOP_RATE
+
+
+def composed(label: str, overrides: list[str]):
+    """The config of one run, checked as train() will check it, so a bad value stops the command before any
+    run (one line, exit status 2) rather than after minutes of the others."""
+    cfg = config(overrides)
+    try:
+        validate_config(cfg)
+    except ConfigError as e:
+        print(f"bench.py studies: {label}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return cfg
+
+
+def run_job(cfg, run_dir: Path) -> dict:
+    """Train `cfg` in this process; the summary.json it wrote (a run that raised before writing one: a
+    failed summary holding its config, so its row still shows what was reported)."""
     try:
         train(cfg, run_dir)
     except Exception as e:  # one variant failing leaves the other variants' minutes and rows
@@ -409,32 +455,45 @@ def run_job(run_overrides: list[str], run_dir: Path) -> dict:
 
 
 def studies(args) -> list[dict]:
-    """`studies` mode: airbench94 first when --reference-run asks (CUDA only, checked before any run);
-    then the §1 variants (and ResNet-34) one after another in this process, sharing the CUDA context and
-    the data already on the device; then the table and the figure from the runs' summary.json."""
-    reference_row = aggregate_seeds(airbench94(args), None) if args.reference_run else None
-    jobs = study_jobs(args)
-    shared = [job for job in jobs if job[0] != "resnet34"]
-    print(f"§1: {len(shared)} variant(s) x {args.seeds} seed(s), {sum(job[1] for job in shared):g} epochs in the "
-          f"study; here {args.length}, at most {args.total_min:g} min in all")
-    deadline, runs_left = time.perf_counter() + 60 * args.total_min, len(shared) * args.seeds
+    """`studies` mode: every run's config composed and checked first; airbench94 when --reference-run asks
+    (CUDA only); then the §1 runs in this process, one after another, the cheapest first, sharing the CUDA
+    context and the data already on the device, and ResNet-34; then the table and the figure from the
+    runs' summary.json. The §1 runs share --total-min: with --length epochs each may use the minutes left
+    × its estimated seconds / the estimated seconds of the runs left (so a run the plan underrates takes
+    what the others left); with --length budget each gets its budget or the minutes left / the runs left."""
     overrides = [f"trainer.device={args.device}", "trainer.progress=false", "trainer.plots=none",
                  *args.data_override, *(TOY if args.toy else []), *args.overrides]
+    jobs = [(label, epochs, length, [composed(label, [*study, f"trainer.seed={seed}", *overrides])
+                                     for seed in range(args.seeds)])
+            for label, epochs, length, study in study_jobs(args)]
+    reference_row = aggregate_seeds(airbench94(args), None) if args.reference_run else None
+    estimate = {label: estimated_seconds(cfgs[0], epochs) for label, epochs, _, cfgs in jobs if label != "resnet34"}
+    print_table([{"variant": label, "study_epochs": f"{epochs:g}", "gflop_per_image": round(forward_flops(cfgs[0]) / 1e9, 3),
+                  "estimated_seconds": round(estimate[label], 1)}
+                 for label, epochs, _, cfgs in jobs if label in estimate],
+                ["variant", "study_epochs", "gflop_per_image", "estimated_seconds"])
+    print(f"\n§1: {len(estimate)} variant(s) x {args.seeds} seed(s), estimated "
+          f"{args.seeds * sum(estimate.values()):.0f} s at the study's epochs on the assumed GPU "
+          f"({STEP_SECONDS * 1e3:g} ms a step, {FLOP_RATE / 1e12:g} TFLOP/s); here {args.length}, at most "
+          f"{args.total_min:g} min in all")
+    deadline, left = time.perf_counter() + 60 * args.total_min, args.seeds * sum(estimate.values())
+    summaries = {}
+    for label, _, _, cfgs in sorted(jobs, key=lambda job: (job[0] == "resnet34", estimate.get(job[0], 0))):
+        summaries[label] = []
+        for seed, cfg in enumerate(cfgs):
+            if label in estimate:
+                remaining = max(deadline - time.perf_counter(), 1.0)
+                share = (remaining * estimate[label] / left if args.length == "epochs"
+                         else min(remaining * estimate[label] / left, STUDY_BUDGET_S / args.scale))
+                cfg.trainer.budget_min = round(share / 60, 4)
+                left -= estimate[label]
+            summaries[label].append(run_job(cfg, args.out / label / f"seed{seed}"))
     rows = []
-    for label, epochs, length, study in jobs:
-        summaries = []
-        for seed in range(args.seeds):
-            run_overrides = [*study, f"trainer.seed={seed}"]
-            if label != "resnet34":  # the §1 runs share --total-min: each may use what is left / the runs left
-                share = max(deadline - time.perf_counter(), 1.0) / runs_left
-                if args.length == "budget":
-                    share = min(share, STUDY_BUDGET_S / args.scale)
-                run_overrides.append(f"trainer.budget_min={share / 60:.4f}")
-                runs_left -= 1
-            summaries.append(run_job([*run_overrides, *overrides], args.out / label / f"seed{seed}"))
-        row = reported_row(label, summaries)
-        stops = {s.get("stopped_by") for s in summaries if s.get("status") == "completed"}
-        row.update(length=length, stopped_by=", ".join(sorted(filter(None, stops))))
+    for label, epochs, length, _ in jobs:  # the table in the variants' order, whatever order they ran in
+        row = reported_row(label, summaries[label])
+        stops = {s.get("stopped_by") for s in summaries[label] if s.get("status") == "completed"}
+        row.update(length=length, stopped_by=", ".join(sorted(filter(None, stops))),
+                   estimated_seconds=round(estimate[label], 1) if label in estimate else None)
         row["gap_from"] = gap_sources(row, epochs, args.toy)
         rows.append(row)
     write_study_table(rows, args, reference_row)
@@ -466,7 +525,8 @@ def write_study_table(rows: list[dict], args, reference_row: dict | None):
         header += ["", "Toy run (--toy): one epoch on a small subset; its figures test the script, not the study."]
     table = to_markdown(rows, STUDY_COLUMNS, "\n".join(header))
     atomic_write_text(args.out / "reported_vs_measured.md", table)
-    atomic_write_text(args.out / "reported_vs_measured.csv", to_csv(rows, ("stopped_by", *STUDY_COLUMNS)))
+    atomic_write_text(args.out / "reported_vs_measured.csv",
+                      to_csv(rows, ("stopped_by", "estimated_seconds", *STUDY_COLUMNS)))
     plot_reported_vs_measured(rows, args.out / "reported_vs_measured.png",
                               f"reported vs measured on {describe_device(resolve_device(args.device))}")
     print("\n" + table)
@@ -485,7 +545,8 @@ def plot_reported_vs_measured(rows: list[dict], path: Path, title: str):
               xerr=[100 * (r["measured_test_acc_std"] or 0) for r in rows])
     for k, r in enumerate(rows):  # the gap in points at the end of the measured bar
         if r.get("delta_test_acc") is not None:
-            axis.text(100 * (r["measured_test_acc_mean"] + (r["measured_test_acc_std"] or 0)) + 1.5, k + 0.2, f"{100 * r['delta_test_acc']:+.1f}",
+            axis.text(100 * (r["measured_test_acc_mean"] + (r["measured_test_acc_std"] or 0)) + 1.5, k + 0.2,
+                      f"{100 * r['delta_test_acc']:+.1f}",
                       va="center", fontsize=8)
     axis.set(yticks=y, yticklabels=[r["variant"] for r in rows], xlabel="test accuracy (%)", xlim=(0, 110),
              title=title)

@@ -69,6 +69,17 @@ def test_studies_plans_each_variant_at_the_study_epochs_and_resnet34_under_its_b
     assert module.study_jobs(args)[0][1:3] == (10, "budget 30 s (the study's 600 s / 20)")
 
 
+def test_the_plan_estimates_a_run_from_its_steps_and_flops(compose_with):
+    # LeNet's forward FLOPs by hand (a multiply-add is 2): conv 3→20 5×5 'same' on 32×32, 2·32²·20·3·25 =
+    # 3,072,000; conv 20→50 5×5 on 16×16, 2·16²·50·20·25 = 12,800,000; FC 3,200→500, 3,200,000; FC 500→10, 10,000
+    flops = 3_072_000 + 12_800_000 + 3_200_000 + 10_000
+    module = bench_module()
+    cfg = compose_with("experiment=tenminute", "study/tenminute=lenet")
+    assert module.forward_flops(cfg) == flops
+    # 150 epochs of ⌈50,000 / 1,024⌉ = 49 steps at 1 ms, and (3 × 50,000 + 10,000) images an epoch at 50 TFLOP/s
+    assert module.estimated_seconds(cfg, 150) == pytest.approx(150 * 49 * 1e-3 + flops * 160_000 * 150 / 50e12)
+
+
 @pytest.mark.parametrize("delta, epochs, stopped_by, expected", [
     (0.004, 150, "epochs", "closed"),
     (-0.02, 150, "epochs", "data through JPEG"),  # within the 3.4 points the data costs airbench94
@@ -103,6 +114,11 @@ def test_studies_toy_writes_the_table_and_figure_from_the_runs_summaries(shared_
                             "data through JPEG; epochs: 1 of the study's 150 (toy run)"]
         assert float(csv_row["measured_test_acc_mean"]) == pytest.approx(summary["final_test_acc"])
         assert float(csv_row["measured_epochs"]) == 1 and csv_row["stopped_by"] == "epochs"
+    # the two runs share the 8 minutes by their estimates (equal: the same network, batch and epochs): LeNet
+    # first, with half of them; LeNet-Adam with what is left, nearly all 8 as the first took seconds
+    assert float(csv_rows[0]["estimated_seconds"]) == float(csv_rows[1]["estimated_seconds"])
+    assert float(csv_rows[0]["budget_min"]) == pytest.approx(4.0, abs=1e-3)
+    assert 7.0 < float(csv_rows[1]["budget_min"]) < 8.0
     png = (out / "reported_vs_measured.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (800, 200)  # IHDR: 8 × 2 in
     assert [r["variant"] for r in json.loads((tmp_path / "studies.json").read_text())["rows"]] == [
@@ -114,6 +130,7 @@ def test_studies_toy_writes_the_table_and_figure_from_the_runs_summaries(shared_
     (["--studies", "tenminute,chainer"], "--studies: unknown 'chainer'; choose from tenminute, resnet34"),
     (["--variants", "lenet,lenet5"], "--variants: unknown 'lenet5'; choose from deep_cnn_bc,"),
     (["--scale", "0"], "--scale 0 --total-min 8 --resnet34-min 8: --seeds must be at least 1, the others above 0"),
+    (["trainer.batch_size=0"], "bench.py studies: lenet: trainer.batch_size"),  # checked before the first run
 ])
 def test_studies_refuses_bad_options_in_one_line_before_any_run(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
