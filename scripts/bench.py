@@ -430,6 +430,16 @@ def estimated_seconds(cfg, epochs: float, train_images: int = 50_000, test_image
     return steps * STEP_SECONDS + forward_flops(cfg) * (3 * train_images + test_images) * epochs / FLOP_RATE
 
 
+def time_share(args, remaining_s: float, estimate_s: float, estimates_left_s: float, runs_left: int) -> float:
+    """Seconds the next §1 run may train, of the `remaining_s` the runs left share: with --length epochs in
+    proportion to the estimates (its `estimate_s` of the `estimates_left_s` of the runs left, itself
+    included); with --length budget its budget, the study's 600 s / --scale, or an equal share of what
+    is left when that is less."""
+    if args.length == "epochs":
+        return remaining_s * estimate_s / estimates_left_s
+    return min(remaining_s / runs_left, STUDY_BUDGET_S / args.scale)
+
+
 def composed(label: str, overrides: list[str]):
     """The config of one run, checked as train() will check it, so a bad value stops the command before any
     run (one line, exit status 2) rather than after minutes of the others."""
@@ -459,8 +469,9 @@ def studies(args) -> list[dict]:
     (CUDA only); then the §1 runs in this process, one after another, the cheapest first, sharing the CUDA
     context and the data already on the device, and ResNet-34; then the table and the figure from the
     runs' summary.json. The §1 runs share --total-min: with --length epochs each may use the minutes left
-    × its estimated seconds / the estimated seconds of the runs left (so a run the plan underrates takes
-    what the others left); with --length budget each gets its budget or the minutes left / the runs left."""
+    × its estimated seconds / the estimated seconds of the runs left (the time a run leaves unused goes
+    to the runs after it); with --length budget each gets its budget, or the minutes left / the runs left
+    when that is less (every variant the same time, as in the study)."""
     overrides = [f"trainer.device={args.device}", "trainer.progress=false", "trainer.plots=none",
                  *args.data_override, *(TOY if args.toy else []), *args.overrides]
     jobs = [(label, epochs, length, [composed(label, [*study, f"trainer.seed={seed}", *overrides])
@@ -468,25 +479,24 @@ def studies(args) -> list[dict]:
             for label, epochs, length, study in study_jobs(args)]
     reference_row = aggregate_seeds(airbench94(args), None) if args.reference_run else None
     estimate = {label: estimated_seconds(cfgs[0], epochs) for label, epochs, _, cfgs in jobs if label != "resnet34"}
-    print_table([{"variant": label, "study_epochs": f"{epochs:g}", "gflop_per_image": round(forward_flops(cfgs[0]) / 1e9, 3),
-                  "estimated_seconds": round(estimate[label], 1)}
+    print_table([{"variant": label, "study_epochs": f"{epochs:g}",
+                  "gflop_per_image": round(forward_flops(cfgs[0]) / 1e9, 3), "estimated_seconds": round(estimate[label], 1)}
                  for label, epochs, _, cfgs in jobs if label in estimate],
                 ["variant", "study_epochs", "gflop_per_image", "estimated_seconds"])
     print(f"\n§1: {len(estimate)} variant(s) x {args.seeds} seed(s), estimated "
           f"{args.seeds * sum(estimate.values()):.0f} s at the study's epochs on the assumed GPU "
           f"({STEP_SECONDS * 1e3:g} ms a step, {FLOP_RATE / 1e12:g} TFLOP/s); here {args.length}, at most "
           f"{args.total_min:g} min in all")
-    deadline, left = time.perf_counter() + 60 * args.total_min, args.seeds * sum(estimate.values())
+    deadline = time.perf_counter() + 60 * args.total_min
+    left, runs_left = args.seeds * sum(estimate.values()), args.seeds * len(estimate)  # estimated seconds, runs
     summaries = {}
     for label, _, _, cfgs in sorted(jobs, key=lambda job: (job[0] == "resnet34", estimate.get(job[0], 0))):
         summaries[label] = []
         for seed, cfg in enumerate(cfgs):
             if label in estimate:
-                remaining = max(deadline - time.perf_counter(), 1.0)
-                share = (remaining * estimate[label] / left if args.length == "epochs"
-                         else min(remaining * estimate[label] / left, STUDY_BUDGET_S / args.scale))
+                share = time_share(args, max(deadline - time.perf_counter(), 1.0), estimate[label], left, runs_left)
                 cfg.trainer.budget_min = round(share / 60, 4)
-                left -= estimate[label]
+                left, runs_left = left - estimate[label], runs_left - 1
             summaries[label].append(run_job(cfg, args.out / label / f"seed{seed}"))
     rows = []
     for label, epochs, length, _ in jobs:  # the table in the variants' order, whatever order they ran in

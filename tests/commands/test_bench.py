@@ -71,13 +71,26 @@ def test_studies_plans_each_variant_at_the_study_epochs_and_resnet34_under_its_b
 
 def test_the_plan_estimates_a_run_from_its_steps_and_flops(compose_with):
     # LeNet's forward FLOPs by hand (a multiply-add is 2): conv 3→20 5×5 'same' on 32×32, 2·32²·20·3·25 =
-    # 3,072,000; conv 20→50 5×5 on 16×16, 2·16²·50·20·25 = 12,800,000; FC 3,200→500, 3,200,000; FC 500→10, 10,000
+    # 3,072,000; conv 20→50 5×5 on 16×16, 2·16²·50·20·25 = 12,800,000; FC 3,200→500, 3,200,000;
+    # FC 500→10, 10,000
     flops = 3_072_000 + 12_800_000 + 3_200_000 + 10_000
     module = bench_module()
     cfg = compose_with("experiment=tenminute", "study/tenminute=lenet")
     assert module.forward_flops(cfg) == flops
     # 150 epochs of ⌈50,000 / 1,024⌉ = 49 steps at 1 ms, and (3 × 50,000 + 10,000) images an epoch at 50 TFLOP/s
     assert module.estimated_seconds(cfg, 150) == pytest.approx(150 * 49 * 1e-3 + flops * 160_000 * 150 / 50e12)
+
+
+@pytest.mark.parametrize("length, remaining_s, runs_left, expected_s", [
+    ("epochs", 480, 16, 480 * 16.5 / 272),  # in proportion to the estimates: 16.5 s of the 272 s left
+    ("budget", 480, 16, 30),  # the study's 600 s / 20, which the 8 minutes give every run
+    ("budget", 200, 10, 20),  # runs before took more than theirs: an equal share of what is left
+])
+def test_the_runs_share_the_minutes_by_their_estimates_or_equally(length, remaining_s, runs_left, expected_s):
+    import argparse
+
+    args = argparse.Namespace(length=length, scale=20.0)
+    assert bench_module().time_share(args, remaining_s, 16.5, 272, runs_left) == pytest.approx(expected_s)
 
 
 @pytest.mark.parametrize("delta, epochs, stopped_by, expected", [
