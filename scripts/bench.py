@@ -374,7 +374,7 @@ def gap_sources(row: dict, epochs: float, toy: bool) -> str:
         return "closed"
     sources = ["data through JPEG"]
     if row["measured_epochs"] < 0.99 * epochs:
-        cause = ("toy run" if toy else f"budget {60 * row['budget_min']:.0f} s" if "budget" in row["stopped_by"]
+        cause = ("toy run" if toy else f"budget {60 * row['budget_min']:.3g} s" if "budget" in row["stopped_by"]
                  else "")
         sources.append(f"epochs: {row['measured_epochs']:g} of the study's {epochs:g}" + (f" ({cause})" * bool(cause)))
     elif -row["delta_test_acc"] > JPEG_POINTS:
