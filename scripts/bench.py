@@ -374,9 +374,12 @@ def gap_sources(row: dict, epochs: float, toy: bool) -> str:
         return "closed"
     sources = ["data through JPEG"]
     if row["measured_epochs"] < 0.99 * epochs:
-        cause = ("toy run" if toy else f"budget {60 * row['budget_min']:.3g} s" if "budget" in row["stopped_by"]
-                 else "")
-        sources.append(f"epochs: {row['measured_epochs']:g} of the study's {epochs:g}" + (f" ({cause})" * bool(cause)))
+        fewer = f"epochs: {row['measured_epochs']:g} of the study's {epochs:g}"
+        if toy:
+            fewer += " (toy run)"
+        elif "budget" in row["stopped_by"]:
+            fewer += f" (budget {60 * row['budget_min']:.3g} s)"
+        sources.append(fewer)
     elif -row["delta_test_acc"] > JPEG_POINTS:
         sources.append(f"{100 * (-row['delta_test_acc'] - JPEG_POINTS):.1f} points beyond the data's: not explained")
     return "; ".join(sources)
@@ -479,8 +482,8 @@ def studies(args) -> list[dict]:
             for label, epochs, length, study in study_jobs(args)]
     reference_row = aggregate_seeds(airbench94(args), None) if args.reference_run else None
     estimate = {label: estimated_seconds(cfgs[0], epochs) for label, epochs, _, cfgs in jobs if label != "resnet34"}
-    print_table([{"variant": label, "study_epochs": f"{epochs:g}",
-                  "gflop_per_image": round(forward_flops(cfgs[0]) / 1e9, 3), "estimated_seconds": round(estimate[label], 1)}
+    print_table([{"variant": label, "study_epochs": f"{epochs:g}", "estimated_seconds": round(estimate[label], 1),
+                  "gflop_per_image": round(forward_flops(cfgs[0]) / 1e9, 3)}
                  for label, epochs, _, cfgs in jobs if label in estimate],
                 ["variant", "study_epochs", "gflop_per_image", "estimated_seconds"])
     print(f"\n§1: {len(estimate)} variant(s) x {args.seeds} seed(s), estimated "
@@ -520,10 +523,12 @@ def write_study_table(rows: list[dict], args, reference_row: dict | None):
               f"{time.strftime('%Y-%m-%d')}: `{args.command}`; "
               f"{f'seeds 0..{args.seeds - 1}' if args.seeds > 1 else 'seed 0'}."]
     if args.variants:
-        length = ("the epochs it trained in the study" if args.length == "epochs"
-                  else f"the study's ten minutes / {args.scale:g}")
-        header += ["", f"§1: each variant trained for {length}; the §1 runs shared {args.total_min:g} minutes "
-                   f"(each could use the minutes left / the runs left, and stopped there)."]
+        length, share = (("the epochs it trained in the study", "the minutes left × its estimated seconds / "
+                          "those of the runs left, the cheapest first") if args.length == "epochs" else
+                         (f"the study's ten minutes / {args.scale:g}", "its budget or, when less, the minutes "
+                          "left / the runs left"))
+        header += ["", f"§1: each variant ran for {length}; the §1 runs shared {args.total_min:g} minutes "
+                   f"(each could use {share}, and stopped there)."]
     if "resnet34" in args.studies:
         header += ["", f"§3: ResNet-34's recipe unchanged (its schedule planned for 200 epochs) under a budget of "
                    f"{args.resnet34_min:g} minutes of training, the schedule following the budget's progress."]
@@ -556,8 +561,7 @@ def plot_reported_vs_measured(rows: list[dict], path: Path, title: str):
     for k, r in enumerate(rows):  # the gap in points at the end of the measured bar
         if r.get("delta_test_acc") is not None:
             axis.text(100 * (r["measured_test_acc_mean"] + (r["measured_test_acc_std"] or 0)) + 1.5, k + 0.2,
-                      f"{100 * r['delta_test_acc']:+.1f}",
-                      va="center", fontsize=8)
+                      f"{100 * r['delta_test_acc']:+.1f}", va="center", fontsize=8)
     axis.set(yticks=y, yticklabels=[r["variant"] for r in rows], xlabel="test accuracy (%)", xlim=(0, 110),
              title=title)
     axis.invert_yaxis()
