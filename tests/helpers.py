@@ -17,6 +17,7 @@ formats and of damaged files, and ways to run the CLI and the benchmark script.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -156,8 +157,9 @@ def run_cli(*overrides: str, module: str = "cifarbench", cwd: str | Path | None 
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@functools.cache
 def bench_module():
-    """scripts/bench.py loaded as a module (its functions, to test one at a time)."""
+    """scripts/bench.py loaded as a module (its functions, to test one at a time), once per test process."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
