@@ -61,12 +61,13 @@ Why it fits 8 minutes on an H200: before running, the plan estimates each run fr
 (`estimated_seconds`): 1 ms of host time a step (launches, Python; assumed) plus its FLOPs (torch's counter:
 3 forward passes a training image, 1 an evaluated one) at 50 TFLOP/s, the rate speednet reached in this loop
 on the H200 (72,923 images/s × 3 × 0.236 GFLOP, README "Speed"; ResNet-18 reached 135 TFLOP/s). The study's
-1,108 epochs (55 M training images, 11 M evaluated, 9.1 PFLOP) come to ~270 s: the LeNets at batch 1024
-~8-17 s each (~0.5 M images/s), LeNet-batch128 ~33 s (28 k steps), LeNet-4wide ~31 s, Deep CNN (BC) ~21 s,
-the Fashion-MNIST CNN (1.09 GFLOP an image) ~53 s. The runs go cheapest first, and each may use the minutes
-left × its estimate / the estimates of the runs left, so 8 minutes leave ~1.7× the estimate to every run,
-and the time a run leaves unused goes to the runs after it. The estimate's two constants are
-assumptions until a GPU run measures them (the table's measured s/epoch against `estimated_seconds`).
+1,108 epochs (55 M training images; 1.8 M evaluated, as each run evaluates every tenth of its epochs and at
+its end; 8.9 PFLOP) come to ~270 s: the LeNets at batch 1024 ~8-16 s each (~0.5 M images/s), LeNet-batch128
+~33 s (28 k steps), LeNet-4wide ~30 s, Deep CNN (BC) ~21 s, the Fashion-MNIST CNN (1.09 GFLOP an image)
+~53 s. The runs go cheapest first, and each may use the minutes left × its estimate / the estimates of the
+runs left, so 8 minutes leave ~1.8× the estimate to every run, and the time a run leaves unused goes to the
+runs after it. The estimate's two constants are assumptions until a GPU run measures them (the CSV's
+`estimated_seconds` beside the measured seconds).
 
 `--studies resnet34`: §3's recipe unchanged (200 epochs' schedule, batch 256) under `trainer.budget_min` =
 --resnet34-min (default 8), so its schedule runs over budget progress; its row puts the accuracy reached
@@ -387,13 +388,15 @@ def gap_sources(row: dict, epochs: float, toy: bool) -> str:
 
 def study_jobs(args) -> list[tuple[str, float, str, list[str]]]:
     """Per §1 variant chosen (then §3's ResNet-34 when asked): its label, the epochs the study trained
-    it, the length this run gives it (text) and the overrides that compose it. The figures are read from
-    each variant's own file, where they are declared."""
+    it, the length this run gives it (text) and the overrides that compose it (a §1 variant evaluates
+    every tenth of the study's epochs, rounded down, and at its end). The figures are read from each
+    variant's own file, where they are declared."""
     baseline = study_file(f"study/tenminute/{BASELINE}").reported
     jobs = []
     for variant in args.variants:
-        study = ["experiment=tenminute", f"study/tenminute={variant}"]
         epochs, length = study_epochs(study_file(f"study/tenminute/{variant}").reported, baseline)
+        # about ten evaluations (and last.pt writes) a run, not one an epoch: 1,108 of them would cost minutes
+        study = ["experiment=tenminute", f"study/tenminute={variant}", f"trainer.eval_every={max(1, int(epochs // 10))}"]
         if args.length == "budget":
             length = f"budget {STUDY_BUDGET_S / args.scale:g} s (the study's {STUDY_BUDGET_S} s / {args.scale:g})"
         else:
@@ -427,10 +430,12 @@ def forward_flops(cfg) -> float:
 
 def estimated_seconds(cfg, epochs: float, train_images: int = 50_000, test_images: int = 10_000) -> float:
     """Seconds a §1 run of `epochs` should take on the GPU the plan assumes: its steps × STEP_SECONDS plus its
-    FLOPs (3 forward passes' worth a training image, 1 an evaluated one, an evaluation per epoch) /
-    FLOP_RATE; for the whole of CIFAR-10 (50,000 training, 10,000 test images) by default."""
+    FLOPs (3 forward passes' worth a training image, 1 an evaluated one, an evaluation every
+    `trainer.eval_every` epochs) / FLOP_RATE; for the whole of CIFAR-10 (50,000 training, 10,000 test
+    images) by default."""
     steps = epochs * math.ceil(train_images / cfg.trainer.batch_size)
-    return steps * STEP_SECONDS + forward_flops(cfg) * (3 * train_images + test_images) * epochs / FLOP_RATE
+    evaluated = test_images * math.ceil(epochs / cfg.trainer.eval_every)
+    return steps * STEP_SECONDS + forward_flops(cfg) * (3 * train_images * epochs + evaluated) / FLOP_RATE
 
 
 def time_share(args, remaining_s: float, estimate_s: float, estimates_left_s: float, runs_left: int) -> float:

@@ -59,6 +59,7 @@ def test_studies_plans_each_variant_at_the_study_epochs_and_resnet34_under_its_b
     assert list(jobs) == [*sorted(STUDY_EPOCHS), "resnet34"]
     for variant, epochs in STUDY_EPOCHS.items():
         assert jobs[variant][0] == epochs and f"trainer.epochs={epochs}" in jobs[variant][2]
+        assert f"trainer.eval_every={max(1, epochs // 10)}" in jobs[variant][2]  # ~10 evaluations, not one an epoch
     assert jobs["lenet_bn"][1] == "117 epochs (600 s / 5.1 s per epoch reported)"
     assert jobs["lenet_adam"][1] == "150 epochs (the baseline's: same network and batch)"
     assert sum(STUDY_EPOCHS.values()) == 1108  # the docstring's estimate of the whole run starts from this
