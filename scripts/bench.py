@@ -532,8 +532,8 @@ def write_study_table(rows: list[dict], args, reference_row: dict | None):
                           "those of the runs left, the cheapest first") if args.length == "epochs" else
                          (f"the study's ten minutes / {args.scale:g}", "its budget or, when less, the minutes "
                           "left / the runs left"))
-        header += ["", f"§1: each variant ran for {length}; the §1 runs shared {args.total_min:g} minutes "
-                   f"(each could use {share}, and stopped there)."]
+        header += ["", f"§1: each variant ran for {length}, evaluated every tenth of the study's epochs and at its "
+                   f"end; the §1 runs shared {args.total_min:g} minutes (each could use {share}, and stopped there)."]
     if "resnet34" in args.studies:
         header += ["", f"§3: ResNet-34's recipe unchanged (its schedule planned for 200 epochs) under a budget of "
                    f"{args.resnet34_min:g} minutes of training, the schedule following the budget's progress."]
