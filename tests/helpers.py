@@ -11,11 +11,13 @@ formats and of damaged files, and ways to run the CLI and the benchmark script.
 - `run_cli(*overrides, cwd=None)`: runs `python -m cifarbench` in a subprocess, returns CompletedProcess.
 - `cli_in_process(monkeypatch, *args)`: `cifarbench ARGS` run in this process under Hydra (the CLI's own
   entry point; no interpreter start); returns its exit status.
-- `bench(*args)`: `scripts/bench.py ARGS` run in this process, from the current folder (what it prints: capsys).
+- `bench(*args)`: `scripts/bench.py ARGS` run in this process, from the current folder (what it prints: capsys);
+  `bench_module()`: the script as a module, to call its functions.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -155,14 +157,20 @@ def run_cli(*overrides: str, module: str = "cifarbench", cwd: str | Path | None 
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def bench(*args: str):
-    """`python scripts/bench.py ARGS`, in this process: the script loaded as a module, its main() called."""
+@functools.cache
+def bench_module():
+    """scripts/bench.py loaded as a module (its functions, to test one at a time), once per test process."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(list(args))
+    return module
+
+
+def bench(*args: str):
+    """`python scripts/bench.py ARGS`, in this process: the script loaded as a module, its main() called."""
+    bench_module().main(list(args))
 
 
 def cli_in_process(monkeypatch, *args: str) -> int:
