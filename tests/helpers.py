@@ -12,6 +12,7 @@ formats and of damaged files, and ways to run the CLI and the benchmark script.
 - `cli_in_process(monkeypatch, *args)`: `cifarbench ARGS` run in this process under Hydra (the CLI's own
   entry point; no interpreter start); returns its exit status.
 - `bench(*args)`: `scripts/bench.py ARGS` run in this process, from the current folder (what it prints: capsys).
+- `signal_at(monkeypatch, step, *signums)`: real signals raised in this process right after a training step.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -175,3 +177,18 @@ def cli_in_process(monkeypatch, *args: str) -> int:
     except SystemExit as e:  # sys.exit(None) is 0; sys.exit("message") is 1
         return e.code if isinstance(e.code, int) else int(e.code is not None)
     return 0
+
+
+def signal_at(monkeypatch, step: int, *signums: int):
+    """Raise `signums` in this process (the main thread: the run's real handler) right after training step `step`."""
+    from cifarbench.engine import loop
+
+    decide = loop.stop_reason
+
+    def stop_reason(training, state, plan, clock, interrupted):
+        if state.step == step:
+            for signum in signums:
+                signal.raise_signal(signum)
+        return decide(training, state, plan, clock, interrupted)
+
+    monkeypatch.setattr(loop, "stop_reason", stop_reason)

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from helpers import cli_in_process
+from helpers import cli_in_process, signal_at
 from PIL import Image
 
 from cifarbench.run.trackers import FINAL, SERIES, hyperparameters
@@ -159,6 +159,23 @@ def test_a_run_that_fails_ends_its_mlflow_run_failed_as_its_summary(sweep, mlflo
                           "data.download=false", f"data.root={tmp_path / 'nothing'}",
                           f"hydra.run.dir={tmp_path / 'refused'}") == 2
     assert not (tmp_path / "refused" / "summary.json").exists()
+
+
+@needs("mlflow")
+def test_a_preempted_run_ends_its_mlflow_run_killed(sweep, mlflow_client, tmp_path, monkeypatch, shared_fake_root):
+    """Issue 28: SIGTERM (a scheduler taking the machine back) after step 3: summary.json "preempted" at step 3,
+    the MLflow run KILLED (not RUNNING), with the rows logged before."""
+    import signal
+
+    signal_at(monkeypatch, 3, signal.SIGTERM)
+    assert cli_in_process(monkeypatch, *QUICK, "trainer.plots=none", "logger=mlflow", "trainer.epochs=3",
+                          f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db", f"data.root={shared_fake_root}",
+                          f"hydra.run.dir={tmp_path}") == 143
+    summary = summary_of(tmp_path)
+    assert (summary["status"], summary["steps"]) == ("preempted", 3)  # 64 images in batches of 32: 2 steps an epoch
+    run = mlflow_client.get_run(summary["loggers"]["mlflow"]["run_id"])
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "test_acc")] == [2]
 
 
 @needs("mlflow")

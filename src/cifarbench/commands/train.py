@@ -60,7 +60,7 @@ def run(cfg: DictConfig) -> float:
     A job of a sweep run again in its folder with `trainer.resume=auto` that completed there before is
     not trained again: its summary stays as it is and its objective is returned."""
     from cifarbench.core.distributed import environment_ranks, process_group
-    from cifarbench.engine.loop import exit_status, train
+    from cifarbench.engine.loop import exit_status, stop_status, train
     from cifarbench.engine.resume import completed_run
     from cifarbench.run.background import in_background
     from cifarbench.run.layout import RunFolder
@@ -93,7 +93,8 @@ def run(cfg: DictConfig) -> float:
     except KeyboardInterrupt as e:  # a second stop signal (engine.loop.Interrupted), or Ctrl-C outside the loop
         signum = getattr(e, "signum", signal.SIGINT)
         if main_rank:
-            record_ending(run_dir, "interrupted", stopped_by="interrupted", signal=signal.Signals(signum).name)
+            status = stop_status(signum)
+            record_ending(run_dir, status, stopped_by=status, signal=signal.Signals(signum).name)
         log.warning("stopped at once by %s (no checkpoint at this step); %s", signal.Signals(signum).name,
                     resume_hint)
         sys.exit(exit_status(signum))
@@ -106,9 +107,11 @@ def run(cfg: DictConfig) -> float:
         if multirun:
             return -math.inf
         sys.exit(2)
-    except Exception as e:
+    except Exception as e:  # a bug, or under torchrun a peer process that was lost (its folder says how to resume)
         if main_rank:
             record_failure(run_dir, e, (config or {}) if multirun else None)
+            if RunFolder(run_dir).last.is_file():
+                log.error("%s: %s; %s", type(e).__name__, (str(e).strip().splitlines() or [""])[0], resume_hint)
         if not multirun:
             raise
         log.exception("job failed; the sweep goes on")
@@ -116,7 +119,7 @@ def run(cfg: DictConfig) -> float:
     finally:
         log.info("run folder: %s (the run's files)", run_dir)
     if summary.get("signal"):  # a stop signal ends a sweep too, with the shell's status for that signal
-        if summary["status"] == "interrupted":
+        if summary["status"] in ("interrupted", "preempted"):
             log.warning("%s", resume_hint)
         sys.exit(exit_status(signal.Signals[summary["signal"]]))
     if summary["status"] == "diverged" and not multirun:

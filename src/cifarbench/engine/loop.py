@@ -37,7 +37,7 @@ from cifarbench.models import count_params
 from cifarbench.run.diagnostics import write_diagnostics
 from cifarbench.run.layout import RunFolder
 from cifarbench.run.metrics import metrics_row
-from cifarbench.run.recorder import Recorder, start_recorder
+from cifarbench.run.recorder import Recorder, resume_override, start_recorder
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 # terminal), SIGQUIT, SIGUSR1/SIGUSR2 (SLURM's --signal warnings) and SIGXCPU (a CPU-time limit).
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1",
                                                         "SIGUSR2", "SIGXCPU") if hasattr(signal, name))
+# Of those, the ones a scheduler sends to take the machine back: SIGTERM (scancel, a preemption, docker stop,
+# torchrun passing on its own SIGTERM) and SIGUSR1/SIGUSR2 (SLURM's `--signal` warning before a time limit). A run
+# they stop is "preempted" (to be requeued and resumed); one any other stops (Ctrl-C, a closed terminal) "interrupted".
+PREEMPTION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
 
 
 class StopRequest(threading.Event):
@@ -68,6 +72,13 @@ def exit_status(signum: int) -> int:
     """The exit status of a run a signal stopped: 128 + its number (130 for Ctrl-C, 143 for SIGTERM,
     129 for SIGHUP), the shell's convention, so a scheduler or a sweep sees which signal it was."""
     return 128 + signum
+
+
+def stop_status(signum: int) -> str:
+    """The summary.json status of a run signal `signum` stopped: "preempted" for PREEMPTION_SIGNALS (the
+    machine was taken back: resume it, or let the launcher requeue it), else "interrupted" (a person
+    stopped it). Either way its MLflow run ends KILLED and the process exits with exit_status(signum)."""
+    return "preempted" if signum in PREEMPTION_SIGNALS else "interrupted"
 
 
 @contextlib.contextmanager
@@ -242,7 +253,8 @@ def finish(training: Training, state: RunState, stopped_by: str, predictions: to
     (resume continues with the next batch; saved here unless the epoch's evaluation just saved it);
     otherwise the final evaluation (always at the last step), the diagnostics figures and the final
     summary. A stop signal received (`interrupted`; under several processes the one any rank received
-    when they stopped for it) is recorded in the summary's `signal` (its name: SIGINT, SIGTERM, ...)."""
+    when they stopped for it) is recorded in the summary's `signal` (its name: SIGINT, SIGTERM, ...), and
+    decides the status of a run it stopped (`stop_status`: preempted or interrupted)."""
     world = training.world
     signum = interrupted.signum
     if stopped_by == "interrupted":  # the ranks agreed to stop: every rank takes part, and learns which signal
@@ -258,9 +270,11 @@ def finish(training: Training, state: RunState, stopped_by: str, predictions: to
     if stopped_by == "interrupted":
         if not state.rows or state.rows[-1]["step"] != state.step:
             recorder.save(evaluate_and_save.checkpoint(state))
-        log.warning("interrupted by %s at step %d (%.2f epochs); checkpoint %s", recorder.summary["signal"],
+        status = stop_status(signum)
+        recorder.summary["resume"] = resume_override(recorder.folder)
+        log.warning("%s by %s at step %d (%.2f epochs); checkpoint %s", status, recorder.summary["signal"],
                     state.step, epochs, recorder.folder.last)
-        return recorder.finish(state, "interrupted", "interrupted", epochs)
+        return recorder.finish(state, status, status, epochs)
     if training.lookahead is not None:
         training.lookahead.finish()  # evaluate and keep the slow weights
     if not state.rows or state.rows[-1]["step"] != state.step:

@@ -171,18 +171,27 @@ def record_ending(run_dir: Path, status: str, job_config: dict | None = None, **
     (its `error`, the `signal`), and the MLflow run it records ends as that status says (FAILED,
     KILLED). A run refused before it started has no summary: a single run gets none (it is no run);
     a job of a sweep (`job_config`: its resolved config) gets one holding that config, so the sweep's
-    leaderboard shows the job and why it failed. A folder that cannot be written is passed over (the
-    log still says what happened)."""
+    leaderboard shows the job and why it failed. When the run has a checkpoint, the summary's `resume`
+    says how to continue it (`trainer.resume=<its last.pt>`): a torchrun rank whose peer was killed ends
+    here, its folder saying what happened (`error`) and how to resume. A folder that cannot be written is
+    passed over (the log still says what happened)."""
     folder = RunFolder(run_dir)
     summary = folder.read_summary() or ({"config": job_config} if job_config is not None else None)
     if summary is None:
         return
+    if folder.last.is_file():
+        fields = {"resume": resume_override(folder), **fields}
     summary.update(status=status, **fields)
     try:
         folder.write_summary(summary)
     except OSError:
         pass  # the failure may be that the folder is unwritable
     end_tracked_run(summary)  # the MLflow run's status follows summary.json's
+
+
+def resume_override(folder: RunFolder) -> str:
+    """The override that continues the run in `folder` from its last checkpoint."""
+    return f"trainer.resume={folder.last}"
 
 
 def record_failure(run_dir: Path, error: BaseException, job_config: dict | None = None):

@@ -10,7 +10,7 @@ Recorder whatever `logger` says. The trackers here observe the Recorder, through
 - `mlflow` (mlflow.tracking.MlflowClient) makes one MLflow run per job: the flattened config as params,
   the same metrics at each evaluation with their step, the summary's final metrics, the figures,
   summary.json and the Hydra record (`.hydra/`) as artifacts; its status ends FINISHED, KILLED or
-  FAILED as summary.json's ends completed, interrupted or diverged/failed. The jobs of a sweep share
+  FAILED as summary.json's ends completed, interrupted/preempted or diverged/failed. The jobs of a sweep share
   one MLflow experiment; a resumed run continues its MLflow run (its id travels in the checkpoint).
 - `wandb` (the official client, `wandb.init`) makes one Weights & Biases run per job in `<run>/wandb/`:
   the resolved config, the same metrics at each evaluation at their step, the summary's final metrics
@@ -45,7 +45,8 @@ EXTRAS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  #
 SERIES = tuple(c for c in METRICS if c != "step")  # logged per evaluation, under metrics.csv's names
 # summary.json's headline numbers, logged once at the end (its train_seconds is the last row's)
 FINAL = ("final_test_acc", "final_test_loss", "best_test_acc", "final_val_acc", "final_val_loss", "best_val_acc")
-MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
+MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "preempted": "KILLED", "diverged": "FAILED",
+                 "failed": "FAILED"}
 DEFAULT_EXPERIMENT = "cifarbench"
 
 
