@@ -12,7 +12,8 @@ formats and of damaged files, and ways to run the CLI and the benchmark script.
 - `cli_in_process(monkeypatch, *args)`: `cifarbench ARGS` run in this process under Hydra (the CLI's own
   entry point; no interpreter start); returns its exit status.
 - `bench(*args)`: `scripts/bench.py ARGS` run in this process, from the current folder (what it prints: capsys).
-- `signal_at(monkeypatch, step, *signums)`: real signals raised in this process right after a training step.
+- `signal_at(monkeypatch, step, *signums)`: real signals raised in this process right after a training step;
+  `wait_for(path, *processes)`: until a running process has written `path` (then a test signals it).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +194,14 @@ def signal_at(monkeypatch, step: int, *signums: int):
         return decide(training, state, plan, clock, interrupted)
 
     monkeypatch.setattr(loop, "stop_reason", stop_reason)
+
+
+def wait_for(path: Path, *processes: subprocess.Popen, timeout: float = 120):
+    """Until `path` exists; fails if one of `processes` ends first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        for process in processes:
+            assert process.poll() is None, (f"exit {process.returncode} before {path.name}: "
+                                            f"{process.communicate()[0][-3000:]}")
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.02)

@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli_in_process, signal_at
+from helpers import cli_in_process, signal_at, wait_for
 
 from cifarbench.engine import loop
 from cifarbench.run.checkpoint import load_checkpoint
@@ -24,15 +23,6 @@ RUN = ("model=lenet5", "trainer.batch_size=32", "trainer.progress=false", "train
 STEPS_PER_EPOCH = 7
 TIMING = ("train_seconds", "images_per_s")
 SLOW_WORKER = Path(__file__).with_name("slow_worker.py")
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120):
-    """Until `path` exists; fails if `process` ends first or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"exit {process.returncode} before {path.name}: {process.communicate()[0][-3000:]}"
-        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
-        time.sleep(0.02)
 
 
 def metrics_without_timing(path):
