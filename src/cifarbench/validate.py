@@ -317,7 +317,7 @@ REPORTED = Schema({
 LOGGER = Schema({  # each tracker a sub-group of its own, present when chosen (logger=[csv,mlflow])
     "csv": Schema({}), "tensorboard": Schema({}),
     "mlflow": Schema({"tracking_uri": Field("text", nullable=True), "experiment_name": Field("text", nullable=True),
-                      "timeout_s": positive()}),
+                      "timeout_s": positive(), "system_metrics": FLAG, "system_metrics_interval_s": positive()}),
     "wandb": Schema({"project": Field("text", nullable=True), "entity": Field("text", nullable=True),
                      "mode": one_of(*WANDB_MODES, nullable=True)}),
 })

@@ -178,6 +178,67 @@ def test_a_preempted_run_ends_its_mlflow_run_killed(sweep, mlflow_client, tmp_pa
     assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "test_acc")] == [2]
 
 
+def kernel_peak_rss_mib() -> float:
+    """This process's peak resident set size as Linux's /proc reports it (VmHWM, kB): getrusage's check."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads Linux's /proc/self/status")
+def test_the_hardware_columns_are_in_metrics_csv_and_reach_the_trackers(sweep, monkeypatch):
+    """Issue 28: every row of a CPU run has the process's peak RSS (MiB), at most the kernel's peak now (the
+    sweep ran in this process) and above what torch alone takes (~100 MiB), never decreasing; the CUDA and
+    NVML columns are empty cells on a CPU; MLflow holds the same series (TensorBoard and W&B: SERIES in
+    their tests). summary.json's `hardware` names the CPU and the CUDA build (None for a CPU build)."""
+    import torch
+
+    from cifarbench.core.hardware import HARDWARE_METRICS, HardwareMonitor
+
+    assert set(HARDWARE_METRICS) <= set(SERIES)
+    for job in jobs(sweep):
+        rows = read_metrics(job / "metrics.csv")
+        peaks = [row["max_rss_mib"] for row in rows]
+        assert all(100 < peak <= kernel_peak_rss_mib() + 1 for peak in peaks) and peaks == sorted(peaks)
+        assert {(row["max_memory_allocated_mib"], row["max_memory_reserved_mib"], row["gpu_utilization"],
+                 row["gpu_power_w"]) for row in rows} == {(None, None, None, None)}
+        hardware = summary_of(job)["hardware"]
+        assert hardware["cuda"] == torch.version.cuda and hardware["threads"] >= 1 and "gpu" not in hardware
+        if "mlflow" in TRACKERS:
+            from mlflow.tracking import MlflowClient
+
+            record = summary_of(job)["loggers"]["mlflow"]
+            history = MlflowClient(record["tracking_uri"]).get_metric_history(record["run_id"], "max_rss_mib")
+            assert [(m.step, m.value) for m in history] == [(int(r["step"]), r["max_rss_mib"]) for r in rows]
+    monitor = HardwareMonitor(torch.device("cpu"))
+    assert monitor.read()["max_rss_mib"] == pytest.approx(kernel_peak_rss_mib(), abs=1)  # getrusage = /proc
+
+
+@needs("mlflow")
+def test_mlflows_own_system_metrics_are_an_option(sweep, mlflow_client, tmp_path, monkeypatch):
+    """logger.mlflow.system_metrics=true: MLflow's sampler logs system/* metrics into the run until it ends
+    (sampled every 0.2 s here); without psutil the run is refused in one line naming the extra."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from cifarbench.run import trackers
+
+    uri = f"sqlite:///{sweep}/mlflow.db"  # (a store made afresh costs seconds of table creation)
+    settings = {"tracking_uri": uri, "experiment_name": "system", "system_metrics": True,
+                "system_metrics_interval_s": 0.2}
+    loggers = trackers.Loggers(OmegaConf.create({"mlflow": settings}), {"a": 1})
+    (tmp_path / "run").mkdir()
+    loggers.start(tmp_path / "run")
+    time.sleep(0.5)
+    loggers.finish(tmp_path / "run", {"status": "completed", "steps": 1, "config": {"a": 1}})
+    run = mlflow_client.get_run(loggers.record()["mlflow"]["run_id"])
+    assert run.info.status == "FINISHED" and "system/cpu_utilization_percentage" in run.data.metrics
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psutil" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"system_metrics=true needs the psutil package .*'cifarbench\[system-metrics\]'"):
+        trackers.check_installed(OmegaConf.create({"mlflow": settings}))
+
+
 @needs("mlflow")
 def test_a_tracking_server_that_is_down_costs_seconds_and_one_warning(monkeypatch, caplog):
     """Seen (issue 26): http://127.0.0.1:9 (nothing listens) cost 4 min 12 s of retries before training, again

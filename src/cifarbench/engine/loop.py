@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from cifarbench.core.clock import Clock, RunState
 from cifarbench.core.device import describe_device
+from cifarbench.core.hardware import HardwareMonitor
 from cifarbench.data.prepared import PreparedData, prepared_data
 from cifarbench.data.preprocess import preprocess_state
 from cifarbench.engine.build import Setup, Training, build_network, build_training, set_up, warm_up_compiled
@@ -140,6 +141,7 @@ class Evaluation:
 
     def __init__(self, training: Training, recorder: Recorder, setup: Setup, data: PreparedData, tta: str):
         self.training, self.recorder, self.autocast, self.tta = training, recorder, setup.autocast, tta
+        self.hardware = HardwareMonitor(setup.device)  # each row's window: since the previous row
         self.checkpoint = functools.partial(training.checkpoint, config=setup.config,
                                             preprocess=preprocess_state(data.preprocess), classes=list(data.classes))
 
@@ -152,7 +154,8 @@ class Evaluation:
                                                     self.tta, world)
         best = self.recorder.add_row(state, metrics_row(state, len(training.train_loader),
                                                         training.optimizer.param_groups[0]["lr"],
-                                                        training.train_step.window(), (test_loss, test_acc), val))
+                                                        training.train_step.window(), (test_loss, test_acc), val,
+                                                        self.hardware.read()))
         training.train_step.reset()
         state.window_seconds = 0.0
         self.recorder.save(self.checkpoint(state), best)
@@ -195,7 +198,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         if t.compile:
             with clock.compiling():
                 warm_up_compiled(training, setup.autocast, t.tta)
-        describe(recorder, cfg, setup, data, training, plan)
+        describe(recorder, cfg, setup, data, training, plan, evaluate_and_save.hardware)
 
         stopped_by = None if state.step < plan.total_steps else "epochs"  # (a resumed run may have no step left)
         predictions, train_loader = None, training.train_loader
@@ -234,11 +237,14 @@ def resume(training: Training, setup: Setup, recorder: Recorder, plan: Plan, see
     return state
 
 
-def describe(recorder: Recorder, cfg: DictConfig, setup: Setup, data: PreparedData, training: Training, plan: Plan):
-    """Record the parameters, device, processes and precision in the summary, and log them in one line."""
+def describe(recorder: Recorder, cfg: DictConfig, setup: Setup, data: PreparedData, training: Training, plan: Plan,
+             hardware: HardwareMonitor):
+    """Record the parameters, device (and `hardware`'s description of it), processes and precision in the
+    summary, and log them in one line."""
     params = count_params(training.model)
     recorder.summary.update(params=params, device=describe_device(setup.device), processes=setup.world.size,
-                            amp=str(setup.amp_dtype).removeprefix("torch.") if setup.amp_dtype else "off")
+                            amp=str(setup.amp_dtype).removeprefix("torch.") if setup.amp_dtype else "off",
+                            hardware=hardware.describe())
     log.info("%s: %s parameters, %d training images (%d held out for validation), %d steps/epoch, %d steps on %s "
              "× %d process(es) (amp: %s)", cfg.model.name, f"{params:,}", len(data.train_images),
              len(data.val_labels), len(training.train_loader), plan.total_steps, recorder.summary["device"],

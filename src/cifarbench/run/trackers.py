@@ -51,12 +51,16 @@ DEFAULT_EXPERIMENT = "cifarbench"
 
 
 def check_installed(logger_cfg):
-    """Raise ConfigError naming the extra to install when a chosen tracker's package is missing (checked
-    without importing it: mlflow takes seconds to import)."""
+    """Raise ConfigError naming the extra to install when a chosen tracker's package is missing, or psutil
+    for `logger.mlflow.system_metrics=true` (MLflow's system metrics read it); checked without importing
+    them (mlflow takes seconds to import)."""
     for name, module in EXTRAS.items():
         if name in logger_cfg and importlib.util.find_spec(module) is None:
             raise ConfigError(f"logger={name} needs the {module} package, which is not installed: "
                               f"pip install 'cifarbench[{name}]' (or drop {name} from logger)")
+    if "mlflow" in logger_cfg and logger_cfg.mlflow.get("system_metrics") and importlib.util.find_spec("psutil") is None:
+        raise ConfigError("logger.mlflow.system_metrics=true needs the psutil package (MLflow's system metrics read "
+                          "it), which is not installed: pip install 'cifarbench[system-metrics]' (or set it false)")
 
 
 def hyperparameters(config: dict) -> dict[str, str | int | float | bool]:
@@ -151,7 +155,8 @@ class MlflowLogger:
     name = "mlflow"
 
     def __init__(self, run_dir: Path, config: dict, settings, resumed: dict | None = None):
-        """`settings`: `logger.mlflow` (tracking_uri, experiment_name); `resumed`: the run's earlier record()."""
+        """`settings`: `logger.mlflow` (tracking_uri, experiment_name, timeout_s, system_metrics and its
+        interval); `resumed`: the run's earlier record()."""
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
@@ -163,18 +168,25 @@ class MlflowLogger:
             database = Path(self.uri.removeprefix("sqlite:///"))
             database.parent.mkdir(parents=True, exist_ok=True)
             artifacts = (database.parent / "mlartifacts").as_uri()
-        self.client = MlflowClient(self.uri)
-        if resumed and resumed.get("tracking_uri") == self.uri:
+        self.client, self.system_metrics = MlflowClient(self.uri), None
+        continued = bool(resumed and resumed.get("tracking_uri") == self.uri)
+        if continued:
             self.experiment_id, self.run_id = resumed["experiment_id"], resumed["run_id"]
             self.client.update_run(self.run_id, status="RUNNING")
             log.info("mlflow: continuing run %s", self.run_id)
-            return
-        name = experiment_name(settings.get("experiment_name"))
-        self.experiment_id = self._experiment(name, artifacts)
-        self.run_id = self.client.create_run(self.experiment_id, run_name=run_dir.name,
-                                             tags={"cifarbench.run_dir": str(run_dir)}).info.run_id
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in hyperparameters(config).items()])
-        log.info("mlflow: run %s in experiment %r at %s", self.run_id, name, self.uri)
+        else:
+            name = experiment_name(settings.get("experiment_name"))
+            self.experiment_id = self._experiment(name, artifacts)
+            self.run_id = self.client.create_run(self.experiment_id, run_name=run_dir.name,
+                                                 tags={"cifarbench.run_dir": str(run_dir)}).info.run_id
+            self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in hyperparameters(config).items()])
+            log.info("mlflow: run %s in experiment %r at %s", self.run_id, name, self.uri)
+        if settings.get("system_metrics"):  # MLflow's own sampler, a thread of its own, stopped in finish()
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self.system_metrics = SystemMetricsMonitor(self.run_id, settings.get("system_metrics_interval_s", 10),
+                                                       resume_logging=continued, tracking_uri=self.uri)
+            self.system_metrics.start()
 
     def _experiment(self, name: str, artifacts: str | None) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -205,6 +217,8 @@ class MlflowLogger:
         summary.json's): set whatever the metrics and uploads do (an upload that raises still raises,
         for Loggers' one warning, after the status is set)."""
         try:
+            if self.system_metrics is not None:
+                self.system_metrics.finish()  # its last samples, before the run ends
             self._log_metrics(final_metrics(summary), summary.get("steps", 0))
             folder = RunFolder(run_dir)
             for file in [*folder.figures(), folder.summary]:
