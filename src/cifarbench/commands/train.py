@@ -24,16 +24,23 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
+from cifarbench.commands.parallel import register_jobs_per_device
+
 log = logging.getLogger("cifarbench")
+register_jobs_per_device()  # hydra/launcher=parallel's ${jobs_per_device:K}, resolved when Hydra makes the launcher
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # Hydra's default: jobs in this process
 
 
 def pin_gpu(job_num: int | None):
-    """On a box with several GPUs, job k of a (parallel) sweep trains on GPU k mod count."""
+    """On a box with several GPUs, job k of a (parallel) sweep trains on GPU k mod count (core/device.py
+    `job_device`): its current CUDA device, set before the job touches CUDA, which `trainer.device=cuda` means."""
     import torch
 
-    if job_num is not None and torch.cuda.device_count() > 1:
-        torch.cuda.set_device(job_num % torch.cuda.device_count())
+    from cifarbench.core.device import job_device
+
+    device = job_device(job_num, torch.cuda.device_count())
+    if device is not None:
+        torch.cuda.set_device(device)
 
 
 def user_errors() -> tuple[type[Exception], ...]:

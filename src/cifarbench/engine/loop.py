@@ -239,12 +239,13 @@ def resume(training: Training, setup: Setup, recorder: Recorder, plan: Plan, see
 
 def describe(recorder: Recorder, cfg: DictConfig, setup: Setup, data: PreparedData, training: Training, plan: Plan,
              hardware: HardwareMonitor):
-    """Record the parameters, device (and `hardware`'s description of it), processes and precision in the
-    summary, and log them in one line."""
+    """Record the parameters, device (and `hardware`'s description of it), processes, precision and the
+    images an epoch trains (`train_images`: all, or the full batches' with trainer.drop_last) in the summary,
+    and log them in one line."""
     params = count_params(training.model)
     recorder.summary.update(params=params, device=describe_device(setup.device), processes=setup.world.size,
                             amp=str(setup.amp_dtype).removeprefix("torch.") if setup.amp_dtype else "off",
-                            hardware=hardware.describe())
+                            hardware=hardware.describe(), train_images=training.train_loader.bounds[-1][1])  # per epoch
     log.info("%s: %s parameters, %d training images (%d held out for validation), %d steps/epoch, %d steps on %s "
              "× %d process(es) (amp: %s)", cfg.model.name, f"{params:,}", len(data.train_images),
              len(data.val_labels), len(training.train_loader), plan.total_steps, recorder.summary["device"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -111,8 +112,8 @@ class Recorder:
              title=f"{self.summary['model']} / {self.summary['optim']} / {self.summary['aug']}")
 
     def finish(self, state: RunState, status: str, stopped_by: str, epochs: float, diagnostics=None) -> dict:
-        """Final figures (unless plots=none), then summary.json with the final and best metrics and
-        `epochs`, the epochs trained (steps / steps per epoch: an interrupted run's count its steps after
+        """Final figures (unless plots=none), then summary.json with the final and best metrics,
+        `ended_at` (Unix seconds) and `epochs`, the epochs trained (steps / steps per epoch: an interrupted run's count its steps after
         the last evaluation too). `diagnostics()` draws confusion.png and samples.png and returns the
         per-class accuracy."""
         rows = state.rows
@@ -132,7 +133,7 @@ class Recorder:
             self.summary["per_class_acc"] = diagnostics()
         self.write_summary(status=status, stopped_by=stopped_by, steps=state.step, epochs=round(epochs, 4),
                            train_seconds=round(state.train_seconds, 3),
-                           compile_seconds=round(state.compile_seconds, 3))
+                           compile_seconds=round(state.compile_seconds, 3), ended_at=round(time.time(), 3))
         if self.writes and write_reported(self.run_dir, [(self.run_dir.name, [self.summary])]):
             log.info("the study's reported figures beside this run's: %s", self.run_dir / "reported_vs_measured.md")
         if self.loggers.chosen:
@@ -157,6 +158,7 @@ def start_recorder(cfg, run_dir: Path, config: dict, world: World = World(),
         "aug": "+".join(filter(None, (cfg.aug.name, cfg.aug.get("mix")))), "command": command_line(),
         "versions": {"cifarbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git": running_source_state(), "config": config,
+        "started_at": round(time.time(), 3),  # Unix seconds (ended_at: at its end): a sweep's wall time from them
     }
     if resumed_from is not None:
         summary["resumed_from"] = str(Path(resumed_from).resolve())
