@@ -13,7 +13,8 @@ formats and of damaged files, and ways to run the CLI and the benchmark script.
   entry point; no interpreter start); returns its exit status.
 - `bench(*args)`: `scripts/bench.py ARGS` run in this process, from the current folder (what it prints: capsys).
 - `signal_at(monkeypatch, step, *signums)`: real signals raised in this process right after a training step;
-  `wait_for(path, *processes)`: until a running process has written `path` (then a test signals it).
+  `slowed(seconds)`: the environment of a process whose training steps take that long more (tests/engine/
+  slowed/sitecustomize.py), `wait_for(path, *processes)`: until it has written `path` (then a test signals it).
 """
 from __future__ import annotations
 
@@ -205,3 +206,10 @@ def wait_for(path: Path, *processes: subprocess.Popen, timeout: float = 120):
                                             f"{process.communicate()[0][-3000:]}")
         assert time.monotonic() < deadline, f"no {path} after {timeout} s"
         time.sleep(0.02)
+
+
+def slowed(seconds: float) -> dict:
+    """os.environ for a subprocess (and the processes it starts) in which every cifarbench training forward
+    first sleeps `seconds` (tests/engine/slowed/sitecustomize.py), so that a test can signal it mid-run."""
+    path = os.pathsep.join(filter(None, [str(REPO / "tests" / "engine" / "slowed"), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "SLOW_STEP_S": str(seconds)}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import cli_in_process, make_fake_cifar, wait_for
+from helpers import cli_in_process, make_fake_cifar, slowed, wait_for
 from ddp_worker import BASE, SCENARIOS
 
 from cifarbench.engine import loop as trainer
@@ -32,7 +32,6 @@ from cifarbench.core.registry import ConfigError
 pytestmark = pytest.mark.xdist_group("test_distributed")
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-SLOW_WORKER = Path(__file__).with_name("slow_worker.py")
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +163,7 @@ def test_a_checkpoint_of_two_processes_resumes_on_one(two, one, data, compose_wi
 
 @pytest.fixture(scope="module")
 def two_nodes(data, tmp_path_factory):
-    """`cifarbench` (the `interrupt` scenario's config, each step slowed by 0.1 s: tests/engine/slow_worker.py)
+    """`cifarbench` (the `interrupt` scenario's config, each step slowed by 0.1 s: helpers.slowed)
     on two torchrun "nodes" of one process each, on this machine: `--nnodes=2`, `--node_rank` 0 and 1, one
     c10d rendezvous at 127.0.0.1 on a free port. Once metrics.csv has its first row (step 26), both torchrun
     agents get SIGTERM (as scancel sends it to every node), which they pass on to their workers. Returns the
@@ -175,10 +174,10 @@ def two_nodes(data, tmp_path_factory):
         port = s.getsockname()[1]
     agents = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1",
-         "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=two-nodes", str(SLOW_WORKER),
+         "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=two-nodes", "-m", "cifarbench",
          *BASE, *SCENARIOS["interrupt"], f"data.root={data}", f"hydra.run.dir={out / 'run'}"],
         cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "SLOW_STEP_S": "0.1"}) for node in (0, 1)]
+        env={**slowed(0.1), "OMP_NUM_THREADS": "1"}) for node in (0, 1)]
     try:
         wait_for(out / "run" / "metrics.csv", *agents)
         for agent in agents:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli_in_process, signal_at, wait_for
+from helpers import cli_in_process, signal_at, slowed, wait_for
 
+from cifarbench.core.hardware import HARDWARE_METRICS
 from cifarbench.engine import loop
 from cifarbench.run.checkpoint import load_checkpoint
 
@@ -21,8 +22,7 @@ from cifarbench.run.checkpoint import load_checkpoint
 RUN = ("model=lenet5", "trainer.batch_size=32", "trainer.progress=false", "trainer.plots=none",
        "trainer.eval_batch_size=100", "trainer.deterministic=true")
 STEPS_PER_EPOCH = 7
-TIMING = ("train_seconds", "images_per_s")
-SLOW_WORKER = Path(__file__).with_name("slow_worker.py")
+TIMING = ("train_seconds", "images_per_s", *HARDWARE_METRICS)  # what the machine did, not what was trained
 
 
 def metrics_without_timing(path):
@@ -180,8 +180,8 @@ def test_sigterm_after_the_first_evaluation_preempts_and_the_resume_ends_as_an_u
     a run never stopped, row for row."""
     run = (*RUN, "trainer.epochs=2", f"data.root={shared_fake_root}")
     folder = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, str(SLOW_WORKER), *run, f"hydra.run.dir={folder}"], text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "SLOW_STEP_S": "0.25"})
+    process = subprocess.Popen([sys.executable, "-m", "cifarbench", *run, f"hydra.run.dir={folder}"], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=slowed(0.25))
     wait_for(folder / "metrics.csv", process)
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=120)[0]
@@ -208,3 +208,46 @@ def test_a_failed_runs_folder_says_what_happened_and_how_to_resume(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary == {"status": "failed", "config": {}, "resume": f"trainer.resume={tmp_path / 'checkpoints' / 'last.pt'}",
                        "error": "RuntimeError: [../gloo/transport/tcp/pair.cc:534] Connection closed by peer"}
+
+
+def processes_running(marker: str) -> list[int]:
+    """The ids of the processes whose command line holds `marker` (Linux's /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+        except OSError:  # ended meanwhile
+            pass
+    return found
+
+
+@pytest.mark.long
+@pytest.mark.skipif(not Path("/proc/self/cmdline").is_file(), reason="finds submitit's task in Linux's /proc")
+def test_a_submitit_job_preempted_mid_run_is_requeued_and_completes_as_an_uninterrupted_run(
+        tmp_path, shared_fake_root, whole):
+    """Issue 28: a job of `hydra/launcher=submitit_local` (slowed to 0.25 s a step) gets submitit's preemption
+    signal (SIGUSR2, what its controller sends before a time limit and SLURM with --signal) once its
+    metrics.csv has a row: it saves last.pt at that step, hands itself back to submitit
+    (hydra-submitit-launcher's checkpoint: the same job), is started again, resumes in its folder, and
+    ends with the metrics of a run never stopped; the sweep exits 0 with its leaderboard."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="install cifarbench[slurm]")
+    sweep, job = tmp_path / "sweep", tmp_path / "sweep" / "job"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cifarbench", "-m", "hydra/launcher=submitit_local", *RUN, "trainer.epochs=2",
+         f"data.root={shared_fake_root}", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=slowed(0.25))
+    wait_for(job / "metrics.csv", process)
+    (task,) = processes_running(f"submitit.core._submit {sweep}")
+    os.kill(task, signal.SIGUSR2)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 0, output[-3000:]
+    logs = "".join(path.read_text() for path in sorted((sweep / ".submitit").glob("*/*_log.*")))
+    step = int(logs.split("preempted by SIGUSR2 at step ")[1].split()[0])
+    assert STEPS_PER_EPOCH < step < 2 * STEPS_PER_EPOCH and "Requeued job" in logs
+    assert f"resumed from {job / 'checkpoints' / 'last.pt'} at step {step}" in logs
+    summary = json.loads((job / "summary.json").read_text())
+    assert (summary["status"], summary["steps"]) == ("completed", 2 * STEPS_PER_EPOCH)
+    assert summary["resumed_from"] == str((job / "checkpoints" / "last.pt").resolve())
+    assert metrics_without_timing(job / "metrics.csv") == metrics_without_timing(whole / "metrics.csv")
+    assert (sweep / "leaderboard.md").is_file()

@@ -85,6 +85,7 @@ def run(cfg: DictConfig) -> float:
     # A single run looks for its config's newest run under the outputs folder; a job of a sweep in its own folder.
     outputs = None if multirun else Path(OmegaConf.select(cfg, "paths.output_dir", default="outputs"))
     config = None  # resolved below: an interpolation that cannot resolve is the user's override, one line
+    requeued = resume_if_requeued(cfg, run_dir)
     try:
         config = resolved_config(cfg)
         if cfg.trainer.resume == "auto" and (done := completed_run(run_dir, config, outputs)):
@@ -126,12 +127,53 @@ def run(cfg: DictConfig) -> float:
     finally:
         log.info("run folder: %s (the run's files)", run_dir)
     if summary.get("signal"):  # a stop signal ends a sweep too, with the shell's status for that signal
+        if summary["status"] == "preempted" and submitit_job():
+            requeue()  # (exits the process when submitit takes the job back)
         if summary["status"] in ("interrupted", "preempted"):
             log.warning("%s", resume_hint)
         sys.exit(exit_status(signal.Signals[summary["signal"]]))
+    if requeued:
+        log.info("this job was requeued after a preemption and has now %s", summary["status"])
     if summary["status"] == "diverged" and not multirun:
         sys.exit(1)
     return objective(summary)
+
+
+def submitit_job() -> bool:
+    """Whether this process is a task of a submitit job (hydra/launcher=slurm or submitit_local)."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
+
+
+def resume_if_requeued(cfg: DictConfig, run_dir: Path) -> bool:
+    """A submitit job whose folder holds a preempted run is that job requeued (`requeue`): unless
+    `trainer.resume` says otherwise it resumes there (trainer.resume=auto, which checks that the config is
+    the run's). Returns whether it does."""
+    from cifarbench.run.layout import RunFolder
+
+    summary = RunFolder(run_dir).read_summary() if submitit_job() and cfg.trainer.resume is None else None
+    if not summary or summary.get("status") != "preempted":
+        return False
+    cfg.trainer.resume = "auto"
+    log.info("requeued after a preemption: resuming the run in %s (trainer.resume=auto)", run_dir)
+    return True
+
+
+def requeue():
+    """Hand a preempted job back to submitit to be requeued: raise submitit's preemption signal
+    ($SUBMITIT_PREEMPT_SIGNAL, USR2 by default), whose handler (submitit's own, installed before the job
+    started and back in place once training ended) calls hydra-submitit-launcher's `checkpoint` (a
+    DelayedSubmission of the same job: same overrides, same folder, where `resume_if_requeued` resumes it)
+    and requeues it, then ends this process; SLURM requeues it (scontrol requeue), submitit's local executor
+    starts its tasks again. A job stopped at its time limit is requeued up to submitit's max_num_timeout
+    times (hydra.launcher.max_num_timeout under SLURM; 3 under the local executor), a preempted one each
+    time. Rank 0 alone requeues (submitit's rule); a handler that is not submitit's (the signal's default)
+    is left alone and the job just ends preempted."""
+    from submitit import JobEnvironment
+
+    signum = JobEnvironment._usr_sig()  # (submitit's own reading of $SUBMITIT_PREEMPT_SIGNAL)
+    if callable(signal.getsignal(signum)):
+        log.warning("preempted: handing the job back to submitit to be requeued")
+        signal.raise_signal(signum)
 
 
 def resolved_config(cfg: DictConfig) -> dict:
