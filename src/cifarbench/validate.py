@@ -259,6 +259,7 @@ TRAINER = Schema({
     "clip_mode": one_of(*CLIP_MODES).with_default("norm"),
     "deterministic": FLAG.with_default(False),
     "resume": Field("text", nullable=True).with_default(None),
+    "max_requeues": at_least(0, integer=True).with_default(3, "times a preempted submitit job is requeued"),
     "compile": FLAG.with_default(False),
     "ema": between(0, 1, high_open=True, nullable=True).with_default(None, "decay per optimizer step"),
     "ema_warmup": FLAG.with_default(True),

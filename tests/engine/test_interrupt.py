@@ -248,6 +248,23 @@ def test_a_submitit_job_preempted_mid_run_is_requeued_and_completes_as_an_uninte
     assert f"resumed from {job / 'checkpoints' / 'last.pt'} at step {step}" in logs
     summary = json.loads((job / "summary.json").read_text())
     assert (summary["status"], summary["steps"]) == ("completed", 2 * STEPS_PER_EPOCH)
-    assert summary["resumed_from"] == str((job / "checkpoints" / "last.pt").resolve())
+    assert summary["resumed_from"] == str((job / "checkpoints" / "last.pt").resolve()) and summary["resumes"] == 1
     assert metrics_without_timing(job / "metrics.csv") == metrics_without_timing(whole / "metrics.csv")
     assert (sweep / "leaderboard.md").is_file()
+
+
+def test_a_preempted_job_is_handed_back_to_submitit_until_max_requeues(monkeypatch):
+    """A preempted job raises submitit's preemption signal (USR2 unless $SUBMITIT_PREEMPT_SIGNAL says
+    otherwise), whose handler requeues it, while it was resumed fewer than trainer.max_requeues times."""
+    pytest.importorskip("submitit", reason="install cifarbench[slurm]")
+    from cifarbench.commands.train import requeue
+
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    received = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: received.append(signum))
+    try:
+        assert requeue({"status": "preempted"}, 3) and requeue({"status": "preempted", "resumes": 2}, 3)
+        assert not requeue({"status": "preempted", "resumes": 3}, 3) and not requeue({"status": "preempted"}, 0)
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+    assert received == [signal.SIGUSR2] * 2

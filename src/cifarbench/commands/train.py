@@ -128,7 +128,7 @@ def run(cfg: DictConfig) -> float:
         log.info("run folder: %s (the run's files)", run_dir)
     if summary.get("signal"):  # a stop signal ends a sweep too, with the shell's status for that signal
         if summary["status"] == "preempted" and submitit_job():
-            requeue()  # (exits the process when submitit takes the job back)
+            requeue(summary, cfg.trainer.max_requeues)  # (exits the process when submitit takes the job back)
         if summary["status"] in ("interrupted", "preempted"):
             log.warning("%s", resume_hint)
         sys.exit(exit_status(signal.Signals[summary["signal"]]))
@@ -158,22 +158,28 @@ def resume_if_requeued(cfg: DictConfig, run_dir: Path) -> bool:
     return True
 
 
-def requeue():
-    """Hand a preempted job back to submitit to be requeued: raise submitit's preemption signal
-    ($SUBMITIT_PREEMPT_SIGNAL, USR2 by default), whose handler (submitit's own, installed before the job
-    started and back in place once training ended) calls hydra-submitit-launcher's `checkpoint` (a
-    DelayedSubmission of the same job: same overrides, same folder, where `resume_if_requeued` resumes it)
-    and requeues it, then ends this process; SLURM requeues it (scontrol requeue), submitit's local executor
-    starts its tasks again. A job stopped at its time limit is requeued up to submitit's max_num_timeout
-    times (hydra.launcher.max_num_timeout under SLURM; 3 under the local executor), a preempted one each
-    time. Rank 0 alone requeues (submitit's rule); a handler that is not submitit's (the signal's default)
-    is left alone and the job just ends preempted."""
+def requeue(summary: dict, max_requeues: int) -> bool:
+    """Hand a preempted job back to submitit to be requeued, unless it was resumed `max_requeues` times
+    already (`trainer.max_requeues`; the summary's `resumes`); returns False when it is not. It raises
+    submitit's preemption signal ($SUBMITIT_PREEMPT_SIGNAL, USR2 by default), whose handler (submitit's own,
+    installed before the job started and back in place once training ended) calls hydra-submitit-launcher's
+    `checkpoint` (a DelayedSubmission of the same job: same overrides, same folder, where
+    `resume_if_requeued` resumes it), requeues it (SLURM: scontrol requeue; submitit's local executor starts
+    its tasks again) and ends this process. Submitit also stops requeueing a job stopped at its time limit
+    after max_num_timeout times (hydra.launcher.max_num_timeout under SLURM; 3 under the local executor).
+    Rank 0 alone requeues (submitit's rule); where the handler is not submitit's the job ends preempted."""
     from submitit import JobEnvironment
 
     signum = JobEnvironment._usr_sig()  # (submitit's own reading of $SUBMITIT_PREEMPT_SIGNAL)
-    if callable(signal.getsignal(signum)):
-        log.warning("preempted: handing the job back to submitit to be requeued")
-        signal.raise_signal(signum)
+    if summary.get("resumes", 0) >= max_requeues:
+        log.warning("preempted, and not requeued: resumed %d time(s) already (trainer.max_requeues=%d)",
+                    summary.get("resumes", 0), max_requeues)
+        return False
+    if not callable(signal.getsignal(signum)):
+        return False
+    log.warning("preempted: handing the job back to submitit to be requeued")
+    signal.raise_signal(signum)
+    return True
 
 
 def resolved_config(cfg: DictConfig) -> dict:

@@ -151,7 +151,8 @@ def start_recorder(cfg, run_dir: Path, config: dict, world: World = World(),
     """The Recorder of a run of `cfg` (`config`: it resolved as plain dicts) in `run_dir`: summary.json
     written at once (status running, what the run is, the command, versions and git state, and
     `resumed_from`: the checkpoint it continues, which engine/resume.py reads so that the run that
-    checkpoint came from is never resumed again), the trackers of `cfg.logger` started on rank 0
+    checkpoint came from is never resumed again; `resumes`: how many times the run was resumed in its own
+    folder, a requeued submitit job's count), the trackers of `cfg.logger` started on rank 0
     (continuing `resumed`'s tracked runs)."""
     summary = {
         "status": "running", "model": cfg.model.name, "optim": cfg.optim.name,
@@ -162,6 +163,8 @@ def start_recorder(cfg, run_dir: Path, config: dict, world: World = World(),
     }
     if resumed_from is not None:
         summary["resumed_from"] = str(Path(resumed_from).resolve())
+        if RunFolder.of_checkpoint(resumed_from).path == Path(run_dir).resolve():  # continued in its own folder
+            summary["resumes"] = (RunFolder(run_dir).read_summary() or {}).get("resumes", 0) + 1
     loggers = Loggers(cfg.logger, config, resumed=resumed.loggers if resumed else None) if world.main else None
     return Recorder(run_dir, summary, cfg.trainer.plots, validation=cfg.data.val_split != 0, writes=world.main,
                     loggers=loggers)
