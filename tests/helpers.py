@@ -12,6 +12,8 @@ formats and of damaged files, and ways to run the CLI and the benchmark script.
 - `cli_in_process(monkeypatch, *args)`: `cifarbench ARGS` run in this process under Hydra (the CLI's own
   entry point; no interpreter start); returns its exit status.
 - `bench(*args)`: `scripts/bench.py ARGS` run in this process, from the current folder (what it prints: capsys).
+- `metrics_without_timing(path)`: a metrics.csv's rows without what the machine did (seconds, images/s,
+  memory), which two runs of the same training differ in.
 - `signal_at(monkeypatch, step, *signums)`: real signals raised in this process right after a training step;
   `slowed(seconds)`: the environment of a process whose training steps take that long more (tests/engine/
   slowed/sitecustomize.py), `wait_for(path, *processes)`: until it has written `path` (then a test signals it).
@@ -213,3 +215,15 @@ def slowed(seconds: float) -> dict:
     first sleeps `seconds` (tests/engine/slowed/sitecustomize.py), so that a test can signal it mid-run."""
     path = os.pathsep.join(filter(None, [str(REPO / "tests" / "engine" / "slowed"), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path, "SLOW_STEP_S": str(seconds)}
+
+
+def metrics_without_timing(path: str | Path) -> list[dict]:
+    """The rows of a metrics.csv as text, without the columns of what the machine did: the seconds, the
+    images/s and the hardware columns (memory, utilisation, power), which runs of the same training differ in."""
+    import csv
+
+    from cifarbench.core.hardware import HARDWARE_METRICS
+
+    machine = {"train_seconds", "images_per_s", *HARDWARE_METRICS}
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if k not in machine} for row in csv.DictReader(f)]

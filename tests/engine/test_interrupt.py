@@ -2,7 +2,6 @@
 end keeps that epoch's evaluation, `trainer.resume=auto` never resumes a run another one carried on,
 and a GradScaler-less checkpoint resumes under fp16. Signals are raised in this process at a chosen
 step (a real signal, the real handler), so no interpreter is started."""
-import csv
 import json
 import os
 import signal
@@ -12,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli_in_process, signal_at, slowed, wait_for
+from helpers import cli_in_process, metrics_without_timing, signal_at, slowed, wait_for
 
-from cifarbench.core.hardware import HARDWARE_METRICS
 from cifarbench.engine import loop
 from cifarbench.run.checkpoint import load_checkpoint
 
@@ -22,12 +20,6 @@ from cifarbench.run.checkpoint import load_checkpoint
 RUN = ("model=lenet5", "trainer.batch_size=32", "trainer.progress=false", "trainer.plots=none",
        "trainer.eval_batch_size=100", "trainer.deterministic=true")
 STEPS_PER_EPOCH = 7
-TIMING = ("train_seconds", "images_per_s", *HARDWARE_METRICS)  # what the machine did, not what was trained
-
-
-def metrics_without_timing(path):
-    with open(path) as f:
-        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "preempted")])
