@@ -4,7 +4,9 @@ around `engine.loop.train`.
 A job that fails records the failure in its summary.json (status "failed" and the error's first
 line); inside a multirun the other jobs go on, a single run exits non-zero. An error the user
 caused (a bad value, a bad checkpoint, data that cannot load) prints one line and exits 2; with
-HYDRA_FULL_ERROR=1 it raises, traceback and all.
+HYDRA_FULL_ERROR=1 it raises, traceback and all. A run a signal stopped exits with 128 + the signal's
+number; under a submitit launcher a preempted job is handed back to submitit to be requeued, and the
+requeued job resumes in its folder (`requeue`, `resume_if_requeued`).
 """
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-
 
 from cifarbench.commands.parallel import register_jobs_per_device
 
