@@ -178,26 +178,26 @@ def test_jobs_per_device_sets_the_workers_and_pins_job_k_to_gpu_k_mod_count(monk
         assert instantiate(eight.hydra.launcher).joblib["n_jobs"] == 8 * 4
 
 
-def test_a_sweeps_leaderboard_ends_with_its_aggregate_images_per_second(tmp_path):
+def test_a_sweeps_aggregate_images_per_second():
     """Two completed jobs side by side: 2 epochs × 500 images from t = 100 s to 110 s and 3 × 400 from 102 s to
     112 s: 2,200 images in 12 s = 183.3 images/s; a failed job and a job of an older version (no timestamps)
-    count for nothing."""
-    from cifarbench.report import write_report
+    count for nothing, and without a job that records them there is no line. (The real sweep's line:
+    test_two_by_two_multirun_writes_a_matching_leaderboard.)"""
+    from cifarbench.report.board import throughput
+    from cifarbench.report.runs import Run
+    from cifarbench.report.tables import throughput_line
 
-    def job(name, status, **fields):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "summary.json").write_text(json.dumps({
-            "status": status, "final_test_acc": 0.5, "best_test_acc": 0.5, "model": "lenet", "optim": "sgd",
-            "config": {"model": {"name": name}, "trainer": {"seed": 0}}, **fields}))
+    def job(status, **fields):
+        return Run(Path(status), {"status": status, **fields}, [])
 
-    job("a", "completed", started_at=100.0, ended_at=110.0, epochs=2.0, train_images=500)
-    job("b", "completed", started_at=102.0, ended_at=112.0, epochs=3.0, train_images=400)
-    job("c", "failed", started_at=90.0, ended_at=200.0, epochs=1.0, train_images=500)
-    job("d", "completed", epochs=1.0)
-    write_report(tmp_path)
-    assert (tmp_path / "leaderboard.md").read_text().endswith(
+    runs = [job("completed", started_at=100.0, ended_at=110.0, epochs=2.0, train_images=500),
+            job("completed", started_at=102.0, ended_at=112.0, epochs=3.0, train_images=400),
+            job("failed", started_at=90.0, ended_at=200.0, epochs=1.0, train_images=500), job("completed", epochs=1.0)]
+    assert throughput(runs) == {"jobs": 2, "images": 2200, "wall_seconds": 12.0, "images_per_s": 183.3}
+    assert throughput_line(throughput(runs)) == (
         "\nTogether: 2 completed run(s) trained 2,200 images in 12.0 s of wall time (first start to last end): "
         "183.3 images/s.\n")
+    assert throughput(runs[2:]) is None and throughput_line(None) == ""
 
 
 def test_optuna_search_composes():
