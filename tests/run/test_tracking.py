@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -211,6 +212,48 @@ def test_the_hardware_columns_are_in_metrics_csv_and_reach_the_trackers(sweep, m
             assert [(m.step, m.value) for m in history] == [(int(r["step"]), r["max_rss_mib"]) for r in rows]
     monitor = HardwareMonitor(torch.device("cpu"))
     assert monitor.read()["max_rss_mib"] == pytest.approx(kernel_peak_rss_mib(), abs=1)  # getrusage = /proc
+
+
+def test_the_cuda_and_nvml_figures_in_their_units(monkeypatch):
+    """On CUDA (faked here: no GPU on the test machine) each row holds the allocator's peaks in MiB, reset after
+    each read, and with NVML the utilisation as a fraction and the window's mean power from the energy
+    counter: 3 MiB and 5 MiB peaks; 45% busy; 30,000 mJ more over 10 s = 3.0 W; then, without an energy
+    counter, the instantaneous draw (250,000 mW = 250.0 W)."""
+    import types
+
+    import torch
+
+    from cifarbench.core import hardware
+
+    resets, clock = [], iter([100.0, 110.0, 120.0])
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: resets.append(device))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2 ** 20)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 5 * 2 ** 20)
+    monkeypatch.setattr(hardware.time, "perf_counter", lambda: next(clock))
+    energy = iter([1_000_000, 1_030_000])
+
+    class NVMLError(Exception):
+        pass
+
+    def energy_counter(handle):
+        try:
+            return next(energy)
+        except StopIteration:
+            raise NVMLError("not supported") from None
+
+    fake = types.SimpleNamespace(
+        NVMLError=NVMLError, nvmlDeviceGetTotalEnergyConsumption=energy_counter,
+        nvmlDeviceGetUtilizationRates=lambda handle: types.SimpleNamespace(gpu=45),
+        nvmlDeviceGetPowerUsage=lambda handle: 250_000)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(hardware, "nvml_handle", lambda device: "handle")
+    monitor = hardware.HardwareMonitor(torch.device("cuda", 0))
+    row = monitor.read()
+    assert {k: row[k] for k in ("max_memory_allocated_mib", "max_memory_reserved_mib", "gpu_utilization",
+                                "gpu_power_w")} == {"max_memory_allocated_mib": 3.0, "max_memory_reserved_mib": 5.0,
+                                                    "gpu_utilization": 0.45, "gpu_power_w": 3.0}
+    assert len(resets) == 2  # at the start and after the read: the next row's window starts afresh
+    assert monitor.read()["gpu_power_w"] == 250.0
 
 
 @needs("mlflow")
