@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import sys
 import time
 
 import torch
+
+try:
+    import resource
+except ImportError:  # Windows: no getrusage, no max_rss_mib
+    resource = None
 
 MIB = 2 ** 20
 # metrics.csv's hardware columns (run/metrics.py), empty cells where a device has no such figure
@@ -31,9 +35,11 @@ HARDWARE_METRICS = ("max_memory_allocated_mib", "max_memory_reserved_mib", "max_
                     "gpu_power_w")
 
 
-def peak_rss_mib() -> float:
+def peak_rss_mib() -> float | None:
     """The process's peak resident set size so far, in MiB (getrusage's ru_maxrss: kilobytes on Linux, bytes
-    on macOS)."""
+    on macOS); None where there is no getrusage (Windows)."""
+    if resource is None:
+        return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / MIB if sys.platform == "darwin" else peak * 1024 / MIB
 
@@ -82,7 +88,8 @@ class HardwareMonitor:
         """The window's figures under HARDWARE_METRICS' names (None where this device has none); starts the
         next window (resets the CUDA peaks)."""
         row: dict[str, float | None] = dict.fromkeys(HARDWARE_METRICS)
-        row["max_rss_mib"] = round(peak_rss_mib(), 1)
+        peak = peak_rss_mib()
+        row["max_rss_mib"] = None if peak is None else round(peak, 1)
         if self.cuda:
             row["max_memory_allocated_mib"] = round(torch.cuda.max_memory_allocated(self.device) / MIB, 1)
             row["max_memory_reserved_mib"] = round(torch.cuda.max_memory_reserved(self.device) / MIB, 1)
