@@ -75,7 +75,13 @@ beside the reported 95.61% and the seconds per epoch beside the reported 40 (run
 with §1 it needs 16 minutes). `--reference-run` (CUDA) first runs airbench94 on the same data and states its
 accuracy above the table. Every run's config is composed and checked before the first run starts.
 
-All five print Markdown tables and write JSON (--json, default outputs/bench/<mode>-<time>.json).
+Several jobs on one device: N LeNet jobs (the overhead mode's tiny job; overrides make it larger) one at a
+time (the default launcher) and all N at once on the same device (hydra/launcher=parallel,
+`n_jobs=${jobs_per_device:N}`): each sweep's total wall seconds, aggregate images/s and the speed-up.
+
+    CUDA_VISIBLE_DEVICES=0 python scripts/bench.py share --jobs 8 --device cuda data.train_subset=null trainer.epochs=2
+
+All of them print Markdown tables and write JSON (--json, default outputs/bench/<mode>-<time>.json).
 Data: `data.root` as in the configs ($CIFAR10_ROOT or ~/.cache/cifarbench); --data overrides it.
 """
 from __future__ import annotations
@@ -591,12 +597,14 @@ def import_seconds(modules: str, repeats: int) -> float:
     return min(times)
 
 
-def sweep_overhead(launcher: str, args) -> dict:
-    """Run args.jobs tiny jobs as one `python -m cifarbench -m` with `launcher`; seconds of wall and of
-    training, and the overhead per job, (wall − summed train_seconds) / jobs."""
+def sweep_overhead(launcher: str, args, launcher_overrides: list[str] | None = None) -> dict:
+    """Run args.jobs tiny jobs as one `python -m cifarbench -m` with `launcher` (LAUNCHERS' overrides, or
+    `launcher_overrides`); seconds of wall and of training, the overhead per job, (wall − summed
+    train_seconds) / jobs, and the jobs' aggregate images/s (images trained over the sweep's wall seconds)."""
     sweep_dir = args.out / launcher
     command = [sys.executable, "-m", "cifarbench", "-m", *TINY_JOB, f"trainer.seed={','.join(map(str, range(args.jobs)))}",
-               f"trainer.device={args.device}", f"hydra.sweep.dir={sweep_dir}", *LAUNCHERS[launcher],
+               f"trainer.device={args.device}", f"hydra.sweep.dir={sweep_dir}",
+               *(LAUNCHERS[launcher] if launcher_overrides is None else launcher_overrides),
                *args.data_override, *args.overrides]
     start, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(command, capture_output=True, text=True)
@@ -616,8 +624,10 @@ def sweep_overhead(launcher: str, args) -> dict:
     # first job (its process's first torch.optim and matplotlib imports) and the last (the sweep's end) left out.
     steady = ([jobs[k + 1][0] - jobs[k][0] - jobs[k][1]["train_seconds"] for k in range(1, args.jobs - 1)]
               if launcher == "basic" and args.jobs >= 3 else [])
+    images = sum(s["epochs"] * s["train_images"] for s in summaries)
     return {"launcher": launcher, "jobs": args.jobs, "completed": sum(s["status"] == "completed" for s in summaries),
             "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "train_seconds_sum": round(train_seconds, 2),
+            "aggregate_images_per_s": round(images / wall, 1),
             "overhead_per_job_seconds": round((wall - train_seconds) / args.jobs, 3),
             "steady_overhead_per_job_seconds": round(statistics.fmean(steady), 3) if steady else None}
 
@@ -681,6 +691,21 @@ def overhead(args) -> list[dict]:
     return rows + profile
 
 
+def share(args) -> list[dict]:
+    """args.jobs LeNet jobs (TINY_JOB and the overrides, seeds 0..N-1) on one device, one at a time (the default
+    launcher, in one process) and all at once (hydra/launcher=parallel with n_jobs=${jobs_per_device:N}; run
+    it with one GPU visible, CUDA_VISIBLE_DEVICES=0): each sweep's total wall seconds and aggregate images/s,
+    and the second's speed-up over the first."""
+    rows = [sweep_overhead("basic", args),
+            sweep_overhead("shared", args, ["hydra/launcher=parallel",
+                                            f"hydra.launcher.n_jobs=${{jobs_per_device:{args.jobs}}}"])]
+    for row in rows:
+        row["speedup"] = round(rows[0]["wall_seconds"] / row["wall_seconds"], 2)
+    print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "train_seconds_sum", "aggregate_images_per_s",
+                       "speedup"])
+    return rows
+
+
 def print_table(rows: list[dict], columns: list[str]):
     print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in rows:
@@ -700,7 +725,7 @@ def hardware(device: torch.device) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["throughput", "accuracy", "reference", "overhead", "studies"])
+    parser.add_argument("mode", choices=["throughput", "accuracy", "reference", "overhead", "studies", "share"])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run, e.g. trainer.amp=off")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data", help="dataset folder (else data.root of the configs)")
@@ -728,7 +753,8 @@ def main(argv=None):
                                help="reference mode: the published recipe run beside --recipe")
     overhead_args = parser.add_argument_group("overhead")
     overhead_args.add_argument("--jobs", type=int, default=8,
-                               help="tiny jobs per sweep (default 8; the steady overhead needs at least 3)")
+                               help="tiny jobs per sweep (default 8; the steady overhead needs at least 3); "
+                                    "share: the jobs run one at a time, then all at once")
     overhead_args.add_argument("--launchers", type=lambda names: names.split(","), default=list(LAUNCHERS),
                                help=f"comma-separated, of {', '.join(LAUNCHERS)} (default: both)")
     overhead_args.add_argument("--repeats", type=int, default=5,
@@ -779,7 +805,7 @@ def main(argv=None):
     args.data_override = [f"data.root={args.data}"] if args.data else []
     device = resolve_device(args.device)
     rows = {"throughput": throughput, "accuracy": accuracy, "reference": reference, "overhead": overhead,
-            "studies": studies}[args.mode](args)
+            "studies": studies, "share": share}[args.mode](args)
     atomic_write_json(args.json, {"mode": args.mode, "command": args.command,
                                   "hardware": hardware(device), "torch": torch.__version__,
                                   "python": platform.python_version(), "rows": rows})

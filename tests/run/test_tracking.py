@@ -8,12 +8,13 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from helpers import cli_in_process
+from helpers import cli_in_process, signal_at
 from PIL import Image
 
 from cifarbench.run.trackers import FINAL, SERIES, hyperparameters
@@ -159,6 +160,126 @@ def test_a_run_that_fails_ends_its_mlflow_run_failed_as_its_summary(sweep, mlflo
                           "data.download=false", f"data.root={tmp_path / 'nothing'}",
                           f"hydra.run.dir={tmp_path / 'refused'}") == 2
     assert not (tmp_path / "refused" / "summary.json").exists()
+
+
+@needs("mlflow")
+def test_a_preempted_run_ends_its_mlflow_run_killed(sweep, mlflow_client, tmp_path, monkeypatch, shared_fake_root):
+    """Issue 28: SIGTERM (a scheduler taking the machine back) after step 3: summary.json "preempted" at step 3,
+    the MLflow run KILLED (not RUNNING), with the rows logged before."""
+    import signal
+
+    signal_at(monkeypatch, 3, signal.SIGTERM)
+    assert cli_in_process(monkeypatch, *QUICK, "trainer.plots=none", "logger=mlflow", "trainer.epochs=3",
+                          f"logger.mlflow.tracking_uri=sqlite:///{sweep}/mlflow.db", f"data.root={shared_fake_root}",
+                          f"hydra.run.dir={tmp_path}") == 143
+    summary = summary_of(tmp_path)
+    assert (summary["status"], summary["steps"]) == ("preempted", 3)  # 64 images in batches of 32: 2 steps an epoch
+    run = mlflow_client.get_run(summary["loggers"]["mlflow"]["run_id"])
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "test_acc")] == [2]
+
+
+def kernel_peak_rss_mib() -> float:
+    """This process's peak resident set size as Linux's /proc reports it (VmHWM, kB): getrusage's check."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads Linux's /proc/self/status")
+def test_the_hardware_columns_are_in_metrics_csv_and_reach_the_trackers(sweep, monkeypatch):
+    """Issue 28: every row of a CPU run has the process's peak RSS (MiB), at most the kernel's peak now (the
+    sweep ran in this process) and above what torch alone takes (~100 MiB), never decreasing; the CUDA and
+    NVML columns are empty cells on a CPU; MLflow holds the same series (TensorBoard and W&B: SERIES in
+    their tests). summary.json's `hardware` names the CPU and the CUDA build (None for a CPU build)."""
+    import torch
+
+    from cifarbench.core.hardware import HARDWARE_METRICS, HardwareMonitor
+
+    assert set(HARDWARE_METRICS) <= set(SERIES)
+    for job in jobs(sweep):
+        rows = read_metrics(job / "metrics.csv")
+        peaks = [row["max_rss_mib"] for row in rows]
+        assert all(100 < peak <= kernel_peak_rss_mib() + 1 for peak in peaks) and peaks == sorted(peaks)
+        assert {(row["max_memory_allocated_mib"], row["max_memory_reserved_mib"], row["gpu_utilization"],
+                 row["gpu_power_w"]) for row in rows} == {(None, None, None, None)}
+        hardware = summary_of(job)["hardware"]
+        assert hardware["cuda"] == torch.version.cuda and hardware["threads"] >= 1 and "gpu" not in hardware
+        if "mlflow" in TRACKERS:
+            from mlflow.tracking import MlflowClient
+
+            record = summary_of(job)["loggers"]["mlflow"]
+            history = MlflowClient(record["tracking_uri"]).get_metric_history(record["run_id"], "max_rss_mib")
+            assert [(m.step, m.value) for m in history] == [(int(r["step"]), r["max_rss_mib"]) for r in rows]
+    monitor = HardwareMonitor(torch.device("cpu"))
+    assert monitor.read()["max_rss_mib"] == pytest.approx(kernel_peak_rss_mib(), abs=1)  # getrusage = /proc
+
+
+def test_the_cuda_and_nvml_figures_in_their_units(monkeypatch):
+    """On CUDA (faked here: no GPU on the test machine) each row holds the allocator's peaks in MiB, reset after
+    each read, and with NVML the utilisation as a fraction and the window's mean power from the energy
+    counter: 3 MiB and 5 MiB peaks; 45% busy; 30,000 mJ more over 10 s = 3.0 W; then, without an energy
+    counter, the instantaneous draw (250,000 mW = 250.0 W)."""
+    import types
+
+    import torch
+
+    from cifarbench.core import hardware
+
+    resets, clock = [], iter([100.0, 110.0, 120.0])
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: resets.append(device))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 2 ** 20)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 5 * 2 ** 20)
+    monkeypatch.setattr(hardware.time, "perf_counter", lambda: next(clock))
+    energy = iter([1_000_000, 1_030_000])
+
+    class NVMLError(Exception):
+        pass
+
+    def energy_counter(handle):
+        try:
+            return next(energy)
+        except StopIteration:
+            raise NVMLError("not supported") from None
+
+    fake = types.SimpleNamespace(
+        NVMLError=NVMLError, nvmlDeviceGetTotalEnergyConsumption=energy_counter,
+        nvmlDeviceGetUtilizationRates=lambda handle: types.SimpleNamespace(gpu=45),
+        nvmlDeviceGetPowerUsage=lambda handle: 250_000)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(hardware, "nvml_handle", lambda device: "handle")
+    monitor = hardware.HardwareMonitor(torch.device("cuda", 0))
+    row = monitor.read()
+    assert {k: row[k] for k in ("max_memory_allocated_mib", "max_memory_reserved_mib", "gpu_utilization",
+                                "gpu_power_w")} == {"max_memory_allocated_mib": 3.0, "max_memory_reserved_mib": 5.0,
+                                                    "gpu_utilization": 0.45, "gpu_power_w": 3.0}
+    assert len(resets) == 2  # at the start and after the read: the next row's window starts afresh
+    assert monitor.read()["gpu_power_w"] == 250.0
+
+
+@needs("mlflow")
+def test_mlflows_own_system_metrics_are_an_option(sweep, mlflow_client, tmp_path, monkeypatch):
+    """logger.mlflow.system_metrics=true: MLflow's sampler logs system/* metrics into the run until it ends
+    (sampled every 0.2 s here); without psutil the run is refused in one line naming the extra."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from cifarbench.run import trackers
+
+    uri = f"sqlite:///{sweep}/mlflow.db"  # (a store made afresh costs seconds of table creation)
+    settings = {"tracking_uri": uri, "experiment_name": "system", "system_metrics": True,
+                "system_metrics_interval_s": 0.2}
+    loggers = trackers.Loggers(OmegaConf.create({"mlflow": settings}), {"a": 1})
+    (tmp_path / "run").mkdir()
+    loggers.start(tmp_path / "run")
+    time.sleep(0.5)
+    loggers.finish(tmp_path / "run", {"status": "completed", "steps": 1, "config": {"a": 1}})
+    run = mlflow_client.get_run(loggers.record()["mlflow"]["run_id"])
+    assert run.info.status == "FINISHED" and "system/cpu_utilization_percentage" in run.data.metrics
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psutil" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"system_metrics=true needs the psutil package .*'cifarbench\[system-metrics\]'"):
+        trackers.check_installed(OmegaConf.create({"mlflow": settings}))
 
 
 @needs("mlflow")

@@ -291,3 +291,20 @@ def build_boards(runs: list[Run], out: Path, level: float = LEVEL, target: float
         boards.append(Board(test_set, settings, setting_rows, run_rows,
                             [out / name.replace(".png", f"{suffix}.png") for name in FIGURES], level))
     return boards
+
+
+def throughput(runs: list[Run]) -> dict | None:
+    """The training throughput of `runs` together, as a sweep whose jobs ran side by side (the parallel
+    launcher's `jobs_per_device`) achieved it: the images every completed run trained (its `epochs` ×
+    `train_images`, an epoch's images) over the wall seconds from the first run's start to the last one's
+    end (summary.json's `started_at`, `ended_at`: Unix seconds). Returns {"jobs", "images", "wall_seconds",
+    "images_per_s"}, or None without a completed run that records them (older runs). Read it for one sweep:
+    the wall span of runs from different days holds the days between them."""
+    done = [run.summary for run in runs if run.status == "completed"
+            and all(run.summary.get(key) is not None for key in ("started_at", "ended_at", "train_images", "epochs"))]
+    if not done:
+        return None
+    wall = max(s["ended_at"] for s in done) - min(s["started_at"] for s in done)
+    images = sum(s["epochs"] * s["train_images"] for s in done)
+    return {"jobs": len(done), "images": round(images), "wall_seconds": round(wall, 3),
+            "images_per_s": round(images / wall, 1) if wall > 0 else None}

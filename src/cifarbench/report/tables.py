@@ -91,3 +91,12 @@ def boards_markdown(boards: list[Board]) -> str:
         return to_markdown(boards[0].setting_rows if boards else [])
     return "Runs scored on different test sets are ranked apart: one table per test set.\n\n" + "\n".join(
         f"## Test set {k}: {board.test_set}\n\n{to_markdown(board.setting_rows)}" for k, board in enumerate(boards, 1))
+
+
+def throughput_line(aggregate: dict | None) -> str:
+    """leaderboard.md's closing line: board.throughput's figures in words ("" for None)."""
+    if aggregate is None:
+        return ""
+    return (f"\nTogether: {aggregate['jobs']} completed run(s) trained {aggregate['images']:,} images in "
+            f"{aggregate['wall_seconds']:.1f} s of wall time (first start to last end): "
+            f"{aggregate['images_per_s'] or 0:,.1f} images/s.\n")

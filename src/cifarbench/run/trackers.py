@@ -10,7 +10,7 @@ Recorder whatever `logger` says. The trackers here observe the Recorder, through
 - `mlflow` (mlflow.tracking.MlflowClient) makes one MLflow run per job: the flattened config as params,
   the same metrics at each evaluation with their step, the summary's final metrics, the figures,
   summary.json and the Hydra record (`.hydra/`) as artifacts; its status ends FINISHED, KILLED or
-  FAILED as summary.json's ends completed, interrupted or diverged/failed. The jobs of a sweep share
+  FAILED as summary.json's ends completed, interrupted/preempted or diverged/failed. The jobs of a sweep share
   one MLflow experiment; a resumed run continues its MLflow run (its id travels in the checkpoint).
 - `wandb` (the official client, `wandb.init`) makes one Weights & Biases run per job in `<run>/wandb/`:
   the resolved config, the same metrics at each evaluation at their step, the summary's final metrics
@@ -53,7 +53,8 @@ EXTRAS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  #
 SERIES = tuple(c for c in METRICS if c != "step")  # logged per evaluation, under metrics.csv's names
 # summary.json's headline numbers, logged once at the end (its train_seconds is the last row's)
 FINAL = ("final_test_acc", "final_test_loss", "best_test_acc", "final_val_acc", "final_val_loss", "best_val_acc")
-MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
+MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "preempted": "KILLED", "diverged": "FAILED",
+                 "failed": "FAILED"}
 DEFAULT_EXPERIMENT = "cifarbench"
 SQLITE = "sqlite:///"
 DEFAULT_STORE = "sqlite:///outputs/mlflow.db"  # paths.mlflow_uri's default
@@ -61,12 +62,16 @@ SERVER_DOWN_TTL_S = 300  # a sweep's later jobs skip a server found down this lo
 
 
 def check_installed(logger_cfg):
-    """Raise ConfigError naming the extra to install when a chosen tracker's package is missing (checked
-    without importing it: mlflow takes seconds to import)."""
+    """Raise ConfigError naming the extra to install when a chosen tracker's package is missing, or psutil
+    for `logger.mlflow.system_metrics=true` (MLflow's system metrics read it); checked without importing
+    them (mlflow takes seconds to import)."""
     for name, module in EXTRAS.items():
         if name in logger_cfg and importlib.util.find_spec(module) is None:
             raise ConfigError(f"logger={name} needs the {module} package, which is not installed: "
                               f"pip install 'cifarbench[{name}]' (or drop {name} from logger)")
+    if "mlflow" in logger_cfg and logger_cfg.mlflow.get("system_metrics") and importlib.util.find_spec("psutil") is None:
+        raise ConfigError("logger.mlflow.system_metrics=true needs the psutil package (MLflow's system metrics read "
+                          "it), which is not installed: pip install 'cifarbench[system-metrics]' (or set it false)")
 
 
 def hyperparameters(config: dict) -> dict[str, str | int | float | bool]:
@@ -233,8 +238,8 @@ class MlflowLogger:
     name = "mlflow"
 
     def __init__(self, run_dir: Path, config: dict, settings, resumed: dict | None = None):
-        """`settings`: `logger.mlflow` (tracking_uri, experiment_name, timeout_s); `resumed`: the run's earlier
-        record(). A resume in the same store continues its MLflow run, renamed after `run_dir` (its tag
+        """`settings`: `logger.mlflow` (tracking_uri, experiment_name, timeout_s, system_metrics and its
+        interval); `resumed`: the run's earlier record(). A resume in the same store continues its MLflow run, renamed after `run_dir` (its tag
         `cifarbench.run_dir` too) when that is a new folder; `holds_earlier_rows` says whether the MLflow
         run already holds the metrics rows from before the resume. Raises ServerDown for a server an earlier
         job of this sweep found down (SERVER_DOWN_TTL_S), or what MLflow raises."""
@@ -259,15 +264,25 @@ class MlflowLogger:
             raise
 
     def _start(self, run_dir: Path, config: dict, settings, resumed: dict | None):
-        from mlflow.entities import Param
-
         self.holds_earlier_rows = bool(resumed) and resumed.get("tracking_uri") == self.uri
         if self.holds_earlier_rows:
             self.experiment_id, self.run_id = resumed["experiment_id"], resumed["run_id"]
             self.client.update_run(self.run_id, status="RUNNING", name=run_dir.name)
             self.client.set_tag(self.run_id, "cifarbench.run_dir", str(run_dir))
             log.info("mlflow: continuing run %s", self.run_id)
-            return
+        else:
+            self._create_run(run_dir, config, settings)
+        self.system_metrics = None
+        if settings.get("system_metrics"):  # MLflow's own sampler, a thread of its own, stopped in finish()
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self.system_metrics = SystemMetricsMonitor(self.run_id, settings.get("system_metrics_interval_s", 10),
+                                                       resume_logging=self.holds_earlier_rows, tracking_uri=self.uri)
+            self.system_metrics.start()
+
+    def _create_run(self, run_dir: Path, config: dict, settings):
+        from mlflow.entities import Param
+
         database = sqlite_database(self.uri)
         artifacts = None  # a local SQLite store keeps the artifacts beside itself; a server decides for itself
         if database is not None:
@@ -309,6 +324,8 @@ class MlflowLogger:
         summary.json's): set whatever the metrics and uploads do (an upload that raises still raises,
         for Loggers' one warning, after the status is set)."""
         try:
+            if self.system_metrics is not None:
+                self.system_metrics.finish()  # its last samples, before the run ends
             self._log_metrics(final_metrics(summary), summary.get("steps", 0))
             folder = RunFolder(run_dir)
             for file in [*folder.figures(), folder.summary]:
