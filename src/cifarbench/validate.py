@@ -32,7 +32,7 @@ from cifarbench.aug.tta import TTA_MODES
 from cifarbench.run.trackers import check_installed
 from cifarbench.data.split import subset_size
 from cifarbench.models import COMMON_FIELDS, MODELS, build_model
-from cifarbench.optim import OPTIMIZERS
+from cifarbench.optim import COMMON_FIELDS as OPTIMIZER_COMMON_FIELDS, OPTIMIZERS, ROLES
 from cifarbench.run.recorder import PLOTS
 from cifarbench.core.registry import ConfigError, Registry, did_you_mean, unknown_fields
 from cifarbench.sched import SCHEDULES
@@ -187,8 +187,8 @@ class Schema:
     fields: dict[str, Any]  # field name → Field, or a Schema for a nested group
     nullable: bool = False
 
-    def check(self, key: str, cfg: Any):
-        if cfg is None and self.nullable:
+    def check(self, key: str, cfg: Any, nullable: bool = False):
+        if cfg is None and (self.nullable or nullable):
             return
         if not isinstance(cfg, DictConfig):
             raise ConfigError(f"{key}={_show(cfg)}; it must be a group of fields: {', '.join(self.fields)}")
@@ -268,6 +268,7 @@ TRAINER = Schema({
     "whiten_init": FLAG.with_default(False),
     "whiten_freeze": FLAG.with_default(False),
     "whiten_bias_epochs": positive(nullable=True).with_default(None, "epochs"),
+    "whiten_bias_schedule": one_of("run", "linear").with_default("run"),
     "sync_bn": FLAG.with_default(False),
     "dist_backend": one_of(*BACKENDS).with_default("auto"),
     "dist_timeout_s": positive().with_default(600, "seconds"),
@@ -287,9 +288,13 @@ _OPTIMIZER_FIELDS = {
     "lr": positive(), "momentum": between(0, 1, high_open=True), "nesterov": FLAG,
     "betas": between(0, 1, high_open=True, items=2), "eps": positive(), "final_lr": positive(), "gamma": positive(),
     "amsbound": FLAG, "ns_steps": positive(integer=True), "adjust_lr_fn": one_of("original", "match_rms_adamw"),
+    "ns_coefficients": Field("number", items=3), "normalize_weights": FLAG,
 }
-OPTIM = Entries(OPTIMIZERS, ("name", "weight_decay", "norm_bias_lr_scale"), {
+# optim.groups: a role's own lr scale (of its optimizer's scheduled lr) and weight decay; null: the default.
+_GROUP = Schema({"lr_scale": positive(nullable=True), "weight_decay": Field("number", low=0, nullable=True)}, nullable=True)
+OPTIM = Entries(OPTIMIZERS, OPTIMIZER_COMMON_FIELDS, {
     **_OPTIMIZER_FIELDS, "weight_decay": at_least(0), "norm_bias_lr_scale": positive(),
+    "groups": Schema({role: _GROUP for role in ROLES}, nullable=True),
     "auxiliary": Entries(OPTIMIZERS, ("name",), _OPTIMIZER_FIELDS),  # muon's optimizer for the other tensors
 })
 SCHED = Entries(SCHEDULES, ("name", "warmup"), {
@@ -306,6 +311,7 @@ AUG = Entries(AUGMENTS, ("name", "mix", *mix_fields()), {  # (flip, pad_mode: th
 }, supplied=SUPPLIED)
 MODEL = Entries(MODELS, ("name", *COMMON_FIELDS), {  # a family's own fields are checked by its builder
     "norm_momentum": FRACTION, "norm_eps": positive(), "norm_weight": FLAG, "dirac_init": FLAG,
+    "logit_scale": positive(), "head_std": positive(nullable=True),  # (speednet's)
 }, supplied=("num_classes", "in_channels", "image_size"))
 # What a reproduced study published for a variant (studies.py's table; null for everything else).
 NOTE = Field("text", nullable=True)

@@ -226,7 +226,7 @@ def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_
         for images, labels in evaluation_sets for share in [slice(*world.shard(len(labels)))]
     ] + [None] * (2 - len(evaluation_sets))
     plan = Plan(math.ceil(t.epochs * len(train_loader)), len(train_loader), budget_s)
-    optimizer = build_optimizer(cfg.optim, model, bias_epochs)
+    optimizer = build_optimizer(cfg.optim, model, bias_epochs, own_decay=t.whiten_bias_schedule == "linear")
     scaler = torch.amp.GradScaler(device.type, enabled=setup.amp_dtype == torch.float16)
     ema = EMA(model, t.ema, warmup=t.ema_warmup) if t.ema else None
     lookahead = (Lookahead(model, t.lookahead.every, t.lookahead.decay, t.lookahead.decay_power)

@@ -68,7 +68,8 @@ class TrainStep:
     without a mix).
 
     The lr of each optimizer group is base lr × schedule × the group's `lr_scale`, and 0 once the
-    group's `train_epochs` are over. Training loss and accuracy since the last `reset()` accumulate on
+    group's `train_epochs` are over (with `own_decay`: base lr × (1 − step / its steps) × `lr_scale`,
+    clamped at 0, whatever the schedule). Training loss and accuracy since the last `reset()` accumulate on
     the device; a divergence check reads the window's losses once every DIVERGENCE_CHECK_EVERY steps.
     `forward` is the training forward (torch.compile's and DDP's wrappers when asked), `model` the plain
     module the averaging reads. In a `world` of several processes the window's sums are all-reduced
@@ -115,8 +116,12 @@ class TrainStep:
         scale = self.schedule(step, self.plan.total_steps, elapsed_s, self.plan.budget_s)
         epoch = step // self.plan.steps_per_epoch
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
-            trains = group.get("train_epochs") is None or epoch < group["train_epochs"]
-            group["lr"] = base_lr * scale * group.get("lr_scale", 1.0) * trains
+            epochs = group.get("train_epochs")
+            if epochs is not None and group.get("own_decay"):  # linear to 0 over its own epochs
+                group_scale = max(0.0, 1 - step / (epochs * self.plan.steps_per_epoch))
+            else:
+                group_scale = scale * (epochs is None or epoch < epochs)
+            group["lr"] = base_lr * group_scale * group.get("lr_scale", 1.0)
         return scale
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, step: int, elapsed_s: float,
