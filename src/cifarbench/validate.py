@@ -26,7 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cifarbench.aug import AUGMENTS, MIXES, SUPPLIED, mix_fields
 from cifarbench.data import DATASETS, PREPROCESSES, dataset_source
-from cifarbench.core.device import AMP_MODES, DEVICES, resolve_amp, resolve_device
+from cifarbench.core.device import AMP_MODES, COMPILE_MODES, DEVICES, resolve_amp, resolve_device
 from cifarbench.core.distributed import BACKENDS
 from cifarbench.aug.tta import TTA_MODES
 from cifarbench.run.trackers import check_installed
@@ -260,6 +260,7 @@ TRAINER = Schema({
     "deterministic": FLAG.with_default(False),
     "resume": Field("text", nullable=True).with_default(None),
     "compile": FLAG.with_default(False),
+    "compile_mode": one_of(*COMPILE_MODES).with_default("default"),
     "ema": between(0, 1, high_open=True, nullable=True).with_default(None, "decay per optimizer step"),
     "ema_warmup": FLAG.with_default(True),
     "lookahead": Schema({"every": positive(integer=True, nullable=True).with_default(None, "optimizer steps"),

@@ -1,4 +1,5 @@
-"""The training device and precision, from `trainer.device` and `trainer.amp`."""
+"""The training device, precision and compile mode, from `trainer.device`, `trainer.amp` and
+`trainer.compile_mode`."""
 from __future__ import annotations
 
 import platform
@@ -9,6 +10,9 @@ from cifarbench.core.registry import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+# torch.compile's modes; reduce-overhead and max-autotune capture CUDA graphs (on CUDA tensors only).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -18,7 +18,7 @@ from cifarbench.aug import build_augmentation
 from cifarbench.aug.tta import tta_views
 from cifarbench.core.clock import RunState
 from cifarbench.core.config_diff import plain_config
-from cifarbench.core.device import resolve_amp
+from cifarbench.core.device import COMPILE_MODES, CUDA_GRAPH_MODES, resolve_amp
 from cifarbench.core.distributed import World, rank_seed
 from cifarbench.data import DeviceLoader
 from cifarbench.data.prepared import PreparedData
@@ -33,6 +33,9 @@ from cifarbench.sched import build_schedule
 from cifarbench.validate import check_shares, validate_config
 
 log = logging.getLogger(__name__)
+# How often the warm-up runs each graph under each torch.compile mode (trainer.compile_mode): CUDA graph trees
+# warm up on a graph's first run, record it on the second and replay it from the third.
+COMPILE_WARM_UP_RUNS = {mode: 3 if mode in CUDA_GRAPH_MODES else 1 for mode in COMPILE_MODES}
 WHITENING_IMAGES = 5000  # training images the whitening init fits its patches on (airbench94's number)
 
 
@@ -114,6 +117,7 @@ class Training:
     ema: EMA | None
     lookahead: Lookahead | None
     world: World
+    graphs_after_warm_up: int | None = None  # compiled_graphs() once warm_up_compiled is done (None: no compile)
 
     def checkpoint(self, state: RunState, config: dict, preprocess: dict, classes: list[str]) -> Checkpoint:
         """Everything a resume needs. The weights (of the plain module), optimizer and data position are
@@ -166,10 +170,25 @@ def load_scaler(scaler: torch.amp.GradScaler, state: dict):
         log.info("the checkpoint was written without fp16 loss scaling: the GradScaler starts afresh")
 
 
-def warm_up_compiled(training: Training, autocast, tta: str):
+def compiled_graphs() -> int:
+    """How many graphs torch.compile (TorchDynamo) has compiled in this process so far: every first
+    compile and every recompile (a new shape, a failed guard) adds one (torch._dynamo's
+    `counters["stats"]["unique_graphs"]`)."""
+    from torch._dynamo.utils import counters  # (imported only when compiling)
+
+    return counters["stats"]["unique_graphs"]
+
+
+def warm_up_compiled(training: Training, autocast, tta: str, mode: str = "default"):
     """Compile every graph the run will use before it starts (each training batch size forward and
-    backward, each evaluation batch size under no_grad), so nothing recompiles inside the timed loop.
-    The model's weights, statistics and the RNG are left as they were: no step is taken."""
+    backward, each evaluation batch size and TTA view under no_grad), so nothing recompiles inside the
+    timed loop; under a CUDA-graph `mode` (COMPILE_WARM_UP_RUNS) each runs 3 times, as CUDA graph trees
+    record a graph on its second run and replay it from the third, and max-autotune benchmarks its
+    kernels on the first. Afterwards `training.graphs_after_warm_up` holds `compiled_graphs()`, so the
+    run can record how many were compiled inside the loop (summary.json `recompiles_in_loop`, 0 when
+    the warm-up covered every shape). The model's weights, statistics and the RNG are left as they
+    were: no step is taken."""
+    runs = COMPILE_WARM_UP_RUNS[mode]
     saved = {name: tensor.clone() for name, tensor in training.model.state_dict().items()}
     rng = rng_state()
 
@@ -184,18 +203,21 @@ def warm_up_compiled(training: Training, autocast, tta: str):
         start, end = train_loader.share(batch)
         share = inputs(train_loader, end - start)
         for micro in share.tensor_split(micro_batches(end - start, training.train_step.accumulate)):
-            with autocast:
-                training.train_forward(micro).float().mean().backward()
+            for _ in range(runs):
+                with autocast:
+                    training.train_forward(micro).float().mean().backward()
     training.optimizer.zero_grad(set_to_none=True)
     training.eval_model.eval()
     with torch.no_grad():
         for loader in [loader for loader in (training.test_loader, training.val_loader) if loader is not None]:
             for size in sorted({end - start for start, end in loader.bounds}):
                 for _, view in tta_views(inputs(loader, size), tta):
-                    with autocast:
-                        training.eval_model(view)
+                    for _ in range(runs):
+                        with autocast:
+                            training.eval_model(view)
     training.model.load_state_dict(saved)
     restore_rng(rng)
+    training.graphs_after_warm_up = compiled_graphs()
 
 
 def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_conv: torch.nn.Conv2d | None,
@@ -233,7 +255,7 @@ def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_
                  if t.lookahead.every else None)
 
     def compiled_if_asked(module: torch.nn.Module) -> torch.nn.Module:
-        return torch.compile(module, dynamic=False) if t.compile else module
+        return torch.compile(module, dynamic=False, mode=t.compile_mode) if t.compile else module
 
     compiled = compiled_if_asked(model)  # evaluation reads the plain module; training, DDP's wrapper if any
     train_forward = compiled if world.size == 1 else compiled_if_asked(world.wrap(model))

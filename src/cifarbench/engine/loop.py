@@ -30,7 +30,8 @@ from cifarbench.core.clock import Clock, RunState
 from cifarbench.core.device import describe_device
 from cifarbench.data.prepared import PreparedData, prepared_data
 from cifarbench.data.preprocess import preprocess_state
-from cifarbench.engine.build import Setup, Training, build_network, build_training, set_up, warm_up_compiled
+from cifarbench.engine.build import (Setup, Training, build_network, build_training, compiled_graphs, set_up,
+                                    warm_up_compiled)
 from cifarbench.engine.evaluate import evaluate
 from cifarbench.engine.step import DIVERGENCE_CHECK_EVERY, Plan
 from cifarbench.models import count_params
@@ -183,7 +184,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             state = clock.state = resume(training, setup, recorder, plan, t.seed)
         if t.compile:
             with clock.compiling():
-                warm_up_compiled(training, setup.autocast, t.tta)
+                warm_up_compiled(training, setup.autocast, t.tta, t.compile_mode)
         describe(recorder, cfg, setup, data, training, plan)
 
         stopped_by = None if state.step < plan.total_steps else "epochs"  # (a resumed run may have no step left)
@@ -267,6 +268,10 @@ def finish(training: Training, state: RunState, stopped_by: str, predictions: to
         predictions = evaluate_and_save(state)
     elif predictions is None:  # resumed after its final evaluation (stopped while drawing): predict again
         predictions = evaluate(training.eval_model, training.test_loader, setup.autocast, tta, world)[2]
+    if training.graphs_after_warm_up is not None:  # graphs compiled in the loop and its evaluations (0: none)
+        recompiles = recorder.summary["recompiles_in_loop"] = compiled_graphs() - training.graphs_after_warm_up
+        if recompiles:
+            log.warning("torch.compile compiled %d graph(s) after the warm-up, inside the timed loop", recompiles)
     diagnostics = functools.partial(write_diagnostics, setup.run_dir, data.test_images, data.test_labels,
                                     predictions.numpy(), data.classes)
     return recorder.finish(state, "completed", stopped_by, epochs, diagnostics)
