@@ -26,7 +26,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cifarbench.aug import AUGMENTS, MIXES, SUPPLIED, mix_fields
 from cifarbench.data import DATASETS, PREPROCESSES, dataset_source
-from cifarbench.core.device import AMP_MODES, COMPILE_MODES, DEVICES, resolve_amp, resolve_device
+from cifarbench.core.device import (AMP_MODES, COMPILE_MODES, DEVICES, PRECISIONS, check_precision, resolve_amp,
+                                   resolve_device)
 from cifarbench.core.distributed import BACKENDS
 from cifarbench.aug.tta import TTA_MODES
 from cifarbench.run.trackers import check_installed
@@ -248,6 +249,7 @@ TRAINER = Schema({
     "budget_min": positive(nullable=True).with_default(None, "minutes of training steps"),
     "device": one_of(*DEVICES).with_default("auto"),
     "amp": one_of(*AMP_MODES).with_default("auto"),
+    "precision": one_of(*PRECISIONS).with_default("autocast"),
     "seed": INTEGER.with_default(0),
     "channels_last": FLAG.with_default(False),
     "eval_every": positive().with_default(1, "epochs"),
@@ -427,7 +429,8 @@ def validate_config(cfg: DictConfig, world_size: int = 1):
     check_data_sizes(cfg.data)
     check_batches(cfg, world_size)
     check_model(cfg)
-    resolve_amp(cfg.trainer.amp, resolve_device(cfg.trainer.device))
+    device = resolve_device(cfg.trainer.device)
+    check_precision(cfg.trainer.precision, resolve_amp(cfg.trainer.amp, device), cfg.trainer.amp, device)
     check_installed(cfg.logger)
     for warning in warnings_for(cfg):
         log.warning("%s", warning)

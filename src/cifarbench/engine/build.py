@@ -23,6 +23,7 @@ from cifarbench.core.distributed import World, rank_seed
 from cifarbench.data import DeviceLoader
 from cifarbench.data.prepared import PreparedData
 from cifarbench.engine.averaging import EMA, Lookahead
+from cifarbench.engine.precision import MasterWeights
 from cifarbench.engine.resume import checkpoint_to_resume
 from cifarbench.engine.step import GradientClipping, Plan, TrainStep, micro_batches
 from cifarbench.models import build_model
@@ -52,7 +53,8 @@ def configure_determinism(deterministic: bool, device: torch.device):
 @dataclass
 class Setup:
     """A run's decisions before any data loads: its processes, run folder (rank 0's on every rank),
-    resolved config, device, AMP dtype (None: off) and autocast context, memory format, and the
+    resolved config, device, AMP dtype (None: off) and autocast context (a no-op under
+    trainer.precision=half, whose network computes in that dtype itself), memory format, and the
     checkpoint it resumes from (path and contents; None to start afresh)."""
     world: World
     run_dir: Path
@@ -78,7 +80,8 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Setup:
     resume_from, checkpoint = checkpoint_to_resume(t.resume, run_dir, config, outputs, world)
     device = world.device(t.device)
     amp_dtype = resolve_amp(t.amp, device)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype and t.precision == "autocast"
+                else contextlib.nullcontext())  # (a half network needs no casts)
     configure_determinism(t.deterministic, device)
     torch.manual_seed(t.seed)
     np.random.seed(t.seed)
@@ -103,7 +106,9 @@ def build_network(cfg: DictConfig, setup: Setup, data: PreparedData) -> tuple[to
 class Training:
     """Everything the loop works with, built before it starts. `train_forward` is `model` or its
     torch.compile wrapper (same parameters), around DDP's under several processes; `eval_model` is what
-    evaluation reads (the EMA's weights when there is one, never DDP's wrapper); `val_loader` holds the
+    evaluation reads (the EMA's weights when there is one, never DDP's wrapper); under
+    trainer.precision=half `model` holds the fp32 master weights and `train_forward` and `eval_model`
+    wrap its half copy (`master`); `val_loader` holds the
     validation split (None without one); the evaluation loaders hold this rank's share of their images."""
     model: torch.nn.Module
     train_forward: torch.nn.Module
@@ -118,6 +123,7 @@ class Training:
     lookahead: Lookahead | None
     world: World
     graphs_after_warm_up: int | None = None  # compiled_graphs() once warm_up_compiled is done (None: no compile)
+    master: MasterWeights | None = None  # trainer.precision=half: `model` is the fp32 master, training runs its half copy
 
     def checkpoint(self, state: RunState, config: dict, preprocess: dict, classes: list[str]) -> Checkpoint:
         """Everything a resume needs. The weights (of the plain module), optimizer and data position are
@@ -145,6 +151,8 @@ class Training:
             self.lookahead.load_state_dict(checkpoint.lookahead)
         self.train_loader.load_state_dict(checkpoint.loader)
         self.train_step.load_state_dict(checkpoint.window)
+        if self.master is not None:
+            self.master.weights_to_half()
         ranks, world = checkpoint.ranks, self.world
         if len(ranks) == world.size:
             restore_rng(ranks[world.rank]["rng"])
@@ -207,6 +215,7 @@ def warm_up_compiled(training: Training, autocast, tta: str, mode: str = "defaul
                 with autocast:
                     training.train_forward(micro).float().mean().backward()
     training.optimizer.zero_grad(set_to_none=True)
+    training.train_forward.zero_grad(set_to_none=True)  # (a half copy's own gradients)
     training.eval_model.eval()
     with torch.no_grad():
         for loader in [loader for loader in (training.test_loader, training.val_loader) if loader is not None]:
@@ -257,10 +266,13 @@ def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_
     def compiled_if_asked(module: torch.nn.Module) -> torch.nn.Module:
         return torch.compile(module, dynamic=False, mode=t.compile_mode) if t.compile else module
 
-    compiled = compiled_if_asked(model)  # evaluation reads the plain module; training, DDP's wrapper if any
-    train_forward = compiled if world.size == 1 else compiled_if_asked(world.wrap(model))
+    master = MasterWeights(model, setup.amp_dtype) if t.precision == "half" else None
+    network = master.half if master else model  # what computes: the model, or its half copy
+    compiled = compiled_if_asked(network)  # evaluation reads the plain module; training, DDP's wrapper if any
+    train_forward = compiled if world.size == 1 else compiled_if_asked(world.wrap(network))
     train_step = TrainStep(model, train_forward, optimizer, scaler, augmentation.mix, setup.autocast,
                            build_schedule(cfg.sched), plan, train_loader.generator, ema, lookahead, world,
-                           None if t.clip_grad is None else GradientClipping(t.clip_grad, t.clip_mode), t.accumulate)
+                           None if t.clip_grad is None else GradientClipping(t.clip_grad, t.clip_mode), t.accumulate,
+                           master)
     return Training(model, train_forward, ema.module if ema else compiled, optimizer, scaler, train_step,
-                    train_loader, test_loader, val_loader, ema, lookahead, world), plan
+                    train_loader, test_loader, val_loader, ema, lookahead, world, master=master), plan

@@ -135,6 +135,8 @@ class Evaluation:
 
     def __call__(self, state: RunState) -> torch.Tensor:
         training, world = self.training, self.training.world
+        if training.master is not None:  # (the master weights may have changed outside a step: Lookahead's end)
+            training.master.weights_to_half()
         world.average_buffers(training.model, training.eval_model)  # evaluate what is saved, the same on every rank
         val = ((None, None) if training.val_loader is None
                else evaluate(training.eval_model, training.val_loader, self.autocast, self.tta, world)[:2])
@@ -228,11 +230,12 @@ def describe(recorder: Recorder, cfg: DictConfig, setup: Setup, data: PreparedDa
     """Record the parameters, device, processes and precision in the summary, and log them in one line."""
     params = count_params(training.model)
     recorder.summary.update(params=params, device=describe_device(setup.device), processes=setup.world.size,
-                            amp=str(setup.amp_dtype).removeprefix("torch.") if setup.amp_dtype else "off")
+                            amp=str(setup.amp_dtype).removeprefix("torch.") if setup.amp_dtype else "off",
+                            precision=cfg.trainer.precision)
     log.info("%s: %s parameters, %d training images (%d held out for validation), %d steps/epoch, %d steps on %s "
-             "× %d process(es) (amp: %s)", cfg.model.name, f"{params:,}", len(data.train_images),
+             "× %d process(es) (amp: %s, precision: %s)", cfg.model.name, f"{params:,}", len(data.train_images),
              len(data.val_labels), len(training.train_loader), plan.total_steps, recorder.summary["device"],
-             setup.world.size, recorder.summary["amp"])
+             setup.world.size, recorder.summary["amp"], cfg.trainer.precision)
 
 
 def finish(training: Training, state: RunState, stopped_by: str, predictions: torch.Tensor | None,
