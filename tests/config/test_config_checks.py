@@ -73,8 +73,9 @@ from cifarbench.validate import field_of, validate_config
     ("trainer.compile_mode=fast", "trainer.compile_mode='fast'; it must be one of default, reduce-overhead, "
                                   "max-autotune, max-autotune-no-cudagraphs"),
     ("trainer.precision=fp8", "trainer.precision='fp8'; it must be one of autocast, half"),
-    ("trainer.precision=half trainer.amp=off trainer.device=cpu", "trainer.precision=half needs a half dtype, but trainer.amp=off "
-                                                                   "means fp32 on cpu; set trainer.amp=bf16 (or fp16 on CUDA)"),
+    ("trainer.precision=half trainer.amp=off trainer.device=cpu",
+     "trainer.precision=half needs a half dtype, but trainer.amp=off means fp32 on cpu; set trainer.amp=bf16 (or fp16 "
+     "on CUDA)"),
     ("sched=step sched.gamma=0", "sched.gamma=0; it must be a positive number"),
     ("sched=step sched.every=0", "sched.every=0; it must be a number in (0, 1]"),
     ("sched=multistep sched.milestones=[0.5,2]", "sched.milestones=[0.5, 2]; it must be a list of values, each a "
