@@ -294,7 +294,8 @@ _OPTIMIZER_FIELDS = {
     "ns_coefficients": Field("number", items=3), "normalize_weights": FLAG,
 }
 # optim.groups: a role's own lr scale (of its optimizer's scheduled lr) and weight decay; null: the default.
-_GROUP = Schema({"lr_scale": positive(nullable=True), "weight_decay": Field("number", low=0, nullable=True)}, nullable=True)
+_GROUP = Schema({"lr_scale": positive(nullable=True), "weight_decay": Field("number", low=0, nullable=True)},
+                nullable=True)
 OPTIM = Entries(OPTIMIZERS, OPTIMIZER_COMMON_FIELDS, {
     **_OPTIMIZER_FIELDS, "weight_decay": at_least(0), "norm_bias_lr_scale": positive(),
     "groups": Schema({role: _GROUP for role in ROLES}, nullable=True),

@@ -123,7 +123,7 @@ class Training:
     lookahead: Lookahead | None
     world: World
     graphs_after_warm_up: int | None = None  # compiled_graphs() once warm_up_compiled is done (None: no compile)
-    master: MasterWeights | None = None  # trainer.precision=half: `model` is the fp32 master, training runs its half copy
+    master: MasterWeights | None = None  # trainer.precision=half: `model` is the fp32 master; its half copy trains
 
     def checkpoint(self, state: RunState, config: dict, preprocess: dict, classes: list[str]) -> Checkpoint:
         """Everything a resume needs. The weights (of the plain module), optimizer and data position are

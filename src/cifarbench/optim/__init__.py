@@ -148,4 +148,5 @@ def build_optimizer(cfg, model: nn.Module, train_epochs: dict[int, float] | None
     return OPTIMIZERS.build(cfg.name, groups, **fields)
 
 
-__all__ = ["COMMON_FIELDS", "OPTIMIZERS", "ROLES", "AdaBound", "MuonWithAuxiliary", "build_optimizer", "param_groups", "roles"]
+__all__ = ["COMMON_FIELDS", "OPTIMIZERS", "ROLES", "AdaBound", "MuonWithAuxiliary", "build_optimizer", "param_groups",
+           "roles"]
