@@ -130,40 +130,9 @@ def test_raising_epochs_on_resume_replans_the_schedule(tmp_path, fake_cifar_root
 
 def test_compiled_run_never_recompiles_and_counts_every_compile_second(tmp_path, compose_with, monkeypatch):
     """Seen: batches 128, 128, 44 recompiled on the short batch inside the timed epoch 1, and after a
-    resume the whole compile counted as training."""
-    from torch._dynamo.testing import CompileCounter
-
-    root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
-    torch._dynamo.reset()
-    counter = CompileCounter()
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=counter))
-    after_warm_up = []
-    warm_up = trainer.warm_up_compiled
-    monkeypatch.setattr(trainer, "warm_up_compiled",
-                        lambda *a: (warm_up(*a), after_warm_up.append(counter.frame_count)))
-    overrides = ("model=lenet5", "trainer.compile=true", "data.train_subset=300", "trainer.batch_size=128",
-                 "trainer.epochs=3", "trainer.eval_batch_size=64", "trainer.tta=flip", "trainer.progress=false",
-                 f"data.root={root}")
-    summary = trainer.train(compose_with(*overrides), tmp_path / "run")
-    # Graphs: training at 128 and 44 images, evaluation (no_grad, eval mode) at 64 and 36.
-    assert after_warm_up == [4] and counter.frame_count == 4
-    assert summary["steps"] == 9 and summary["compile_seconds"] > 0 and summary["recompiles_in_loop"] == 0
-
-    torch._dynamo.reset()
-    first_compile = summary["compile_seconds"]
-    resumed = trainer.train(compose_with(*overrides, "trainer.epochs=4",
-                                         f"trainer.resume={tmp_path / 'run' / 'checkpoints' / 'last.pt'}"),
-                            tmp_path / "run")
-    assert after_warm_up == [4, 8] and counter.frame_count == 8  # the resumed process compiled again, once
-    assert resumed["steps"] == 12 and resumed["compile_seconds"] > first_compile
-
-
-def test_cuda_graph_modes_run_every_graph_three_times_before_the_clock_and_recompiles_are_counted(
-        tmp_path, compose_with, monkeypatch):
-    """trainer.compile_mode reaches the backend; under max-autotune (CUDA graphs) the warm-up runs each graph
-    3 times (a CUDA graph tree records on the 2nd run, replays from the 3rd): the two training graphs 3 times,
-    the two evaluation graphs 3 × 2 flip views, and none is compiled in the loop. A warm-up that compiled
-    nothing leaves all 4 graphs to the loop, and the summary says so."""
+    resume the whole compile counted as training. trainer.compile_mode reaches the backend; under
+    max-autotune (CUDA graphs) the warm-up runs each graph 3 times (a CUDA graph tree records on the
+    2nd run, replays from the 3rd); summary.json's recompiles_in_loop counts what the loop compiled."""
     root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
     modes, calls = [], collections.Counter()
 
@@ -176,21 +145,33 @@ def test_cuda_graph_modes_run_every_graph_three_times_before_the_clock_and_recom
             return graph.forward(*args)
         return run
 
+    torch._dynamo.reset()
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=backend))
-    warm_up, after_warm_up = trainer.warm_up_compiled, []
+    after_warm_up = []
+    warm_up = trainer.warm_up_compiled
     monkeypatch.setattr(trainer, "warm_up_compiled", lambda *a: (warm_up(*a), after_warm_up.append(calls.copy())))
     overrides = ("model=lenet5", "trainer.compile=true", "trainer.compile_mode=max-autotune", "data.train_subset=300",
-                 "trainer.batch_size=128", "trainer.epochs=1", "trainer.eval_batch_size=64", "trainer.tta=flip",
+                 "trainer.batch_size=128", "trainer.epochs=3", "trainer.eval_batch_size=64", "trainer.tta=flip",
                  "trainer.progress=false", "trainer.plots=none", f"data.root={root}")
-    torch._dynamo.reset()
     summary = trainer.train(compose_with(*overrides), tmp_path / "run")
+    # Graphs: training at 128 and 44 images (3 runs each), evaluation (no_grad, eval mode) at 64 and 36 (3 runs
+    # of 2 flip views each).
     assert modes == ["max-autotune"] * 4 and after_warm_up == [collections.Counter({1: 3, 2: 3, 3: 6, 4: 6})]
-    assert summary["recompiles_in_loop"] == 0
+    assert summary["steps"] == 9 and summary["compile_seconds"] > 0 and summary["recompiles_in_loop"] == 0
 
     torch._dynamo.reset()
+    first_compile = summary["compile_seconds"]
+    resumed = trainer.train(compose_with(*overrides, "trainer.epochs=4",
+                                         f"trainer.resume={tmp_path / 'run' / 'checkpoints' / 'last.pt'}"),
+                            tmp_path / "run")
+    assert len(after_warm_up) == 2 and len(modes) == 8  # the resumed process compiled again, once
+    assert resumed["steps"] == 12 and resumed["compile_seconds"] > first_compile
+
+    torch._dynamo.reset()  # a warm-up that compiled nothing leaves all 4 graphs to the loop, and the summary says so
     monkeypatch.setattr(trainer, "warm_up_compiled",
                         lambda training, *a: setattr(training, "graphs_after_warm_up", engine_build.compiled_graphs()))
-    assert trainer.train(compose_with(*overrides), tmp_path / "cold")["recompiles_in_loop"] == 4
+    cold = trainer.train(compose_with(*overrides, "trainer.epochs=1"), tmp_path / "cold")
+    assert cold["recompiles_in_loop"] == 4
 
 
 def test_determinism_is_switched_only_when_it_changes(monkeypatch):
