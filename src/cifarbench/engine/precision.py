@@ -53,19 +53,20 @@ class MasterWeights:
         pairs = [(m, h) for m, h in zip(model.parameters(), self.half.parameters()) if m is not h]
         self.master = [m for m, _ in pairs]
         self.copies = [h for _, h in pairs]
+        self.grads = [torch.empty_like(m) for m in self.master]  # the master's gradients, allocated once
 
     @torch.no_grad()
     def grads_to_master(self):
-        """The half copy's gradients into the master's (fp32) and cleared in the copy (the norm layers'
-        are the master's already)."""
-        with_grad = [(m, h) for m, h in zip(self.master, self.copies) if h.grad is not None]
-        for m, h in with_grad:
-            if m.grad is None:
-                m.grad = torch.empty_like(m)
+        """The half copy's gradients into the master's (fp32; into buffers allocated once, so the
+        optimizer's zero_grad(set_to_none=True) costs no allocation per step) and cleared in the copy
+        (the norm layers' are the master's already)."""
+        with_grad = [i for i, h in enumerate(self.copies) if h.grad is not None]
+        for i in with_grad:
+            self.master[i].grad = self.grads[i]
         if with_grad:
-            torch._foreach_copy_([m.grad for m, _ in with_grad], [h.grad for _, h in with_grad])
-        for _, h in with_grad:
-            h.grad = None
+            torch._foreach_copy_([self.grads[i] for i in with_grad], [self.copies[i].grad for i in with_grad])
+        for i in with_grad:
+            self.copies[i].grad = None
 
     @torch.no_grad()
     def weights_to_half(self):
