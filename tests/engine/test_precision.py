@@ -9,9 +9,9 @@ from cifarbench.engine.loop import train
 from cifarbench.engine.precision import MasterWeights
 from cifarbench.run.checkpoint import load_checkpoint
 
-HALF = ("model=lenet_bn", "trainer.amp=bf16", "trainer.precision=half", "trainer.device=cpu", "sched=constant",
-        "data.train_subset=64", "data.test_subset=40", "trainer.batch_size=32", "trainer.eval_batch_size=40",
-        "trainer.deterministic=true", "trainer.progress=false", "trainer.plots=none")
+HALF = ("model=lenet_bn", "model.width=0.2", "trainer.amp=bf16", "trainer.precision=half", "trainer.device=cpu",
+        "sched=constant", "data.train_subset=32", "data.test_subset=20", "trainer.batch_size=16",
+        "trainer.eval_batch_size=20", "trainer.deterministic=true", "trainer.progress=false", "trainer.plots=none")
 
 
 def test_half_copy_computes_in_bf16_with_fp32_norms_and_a_few_master_steps_lower_the_loss():
@@ -66,7 +66,7 @@ def test_half_run_resumes_exactly_and_inspect_evaluates_it_as_the_run_did(tmp_pa
     trained = load_trained(tmp_path / "straight" / "checkpoints" / "last.pt")
     assert trained.half == torch.bfloat16 and trained.describe().split(", precision ")[1].startswith("bfloat16 network")
     data = load_cifar10(fake_cifar_root, download=False)
-    loader = DeviceLoader(torch.from_numpy(data.test_images[:40]), torch.from_numpy(data.test_labels[:40]), 40,
+    loader = DeviceLoader(torch.from_numpy(data.test_images[:20]), torch.from_numpy(data.test_labels[:20]), 20,
                           trained.preprocess, shuffle=False)
     loss, acc, _ = evaluate(trained.model, loader)
     assert (acc, loss) == (straight["final_test_acc"], straight["final_test_loss"])
