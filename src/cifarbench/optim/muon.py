@@ -94,6 +94,7 @@ class Muon(torch.optim.Optimizer):
 
     @staticmethod
     def lr_ratio(adjust_lr_fn: str | None, matrix_shape: tuple[int, int]) -> float:
+        """The lr multiplier `adjust_lr_fn` gives a (rows, cols) matrix (torch.optim.Muon's `_adjust_lr`)."""
         rows, cols = matrix_shape
         if adjust_lr_fn == "match_rms_adamw":
             return 0.2 * math.sqrt(max(rows, cols))
