@@ -26,13 +26,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cifarbench.aug import AUGMENTS, MIXES, SUPPLIED, mix_fields
 from cifarbench.data import DATASETS, PREPROCESSES, dataset_source
-from cifarbench.core.device import AMP_MODES, DEVICES, resolve_amp, resolve_device
+from cifarbench.core.device import (AMP_MODES, COMPILE_MODES, DEVICES, PRECISIONS, check_precision, resolve_amp,
+                                   resolve_device)
 from cifarbench.core.distributed import BACKENDS
 from cifarbench.aug.tta import TTA_MODES
 from cifarbench.run.trackers import check_installed
 from cifarbench.data.split import subset_size
 from cifarbench.models import COMMON_FIELDS, MODELS, build_model
-from cifarbench.optim import OPTIMIZERS
+from cifarbench.optim import COMMON_FIELDS as OPTIMIZER_COMMON_FIELDS, OPTIMIZERS, ROLES
 from cifarbench.run.recorder import PLOTS
 from cifarbench.core.registry import ConfigError, Registry, did_you_mean, unknown_fields
 from cifarbench.sched import SCHEDULES
@@ -187,8 +188,8 @@ class Schema:
     fields: dict[str, Any]  # field name → Field, or a Schema for a nested group
     nullable: bool = False
 
-    def check(self, key: str, cfg: Any):
-        if cfg is None and self.nullable:
+    def check(self, key: str, cfg: Any, nullable: bool = False):
+        if cfg is None and (self.nullable or nullable):
             return
         if not isinstance(cfg, DictConfig):
             raise ConfigError(f"{key}={_show(cfg)}; it must be a group of fields: {', '.join(self.fields)}")
@@ -248,6 +249,7 @@ TRAINER = Schema({
     "budget_min": positive(nullable=True).with_default(None, "minutes of training steps"),
     "device": one_of(*DEVICES).with_default("auto"),
     "amp": one_of(*AMP_MODES).with_default("auto"),
+    "precision": one_of(*PRECISIONS).with_default("autocast"),
     "seed": INTEGER.with_default(0),
     "channels_last": FLAG.with_default(False),
     "eval_every": positive().with_default(1, "epochs"),
@@ -261,6 +263,7 @@ TRAINER = Schema({
     "resume": Field("text", nullable=True).with_default(None),
     "max_requeues": at_least(0, integer=True).with_default(3, "times a preempted submitit job is requeued"),
     "compile": FLAG.with_default(False),
+    "compile_mode": one_of(*COMPILE_MODES).with_default("default"),
     "ema": between(0, 1, high_open=True, nullable=True).with_default(None, "decay per optimizer step"),
     "ema_warmup": FLAG.with_default(True),
     "lookahead": Schema({"every": positive(integer=True, nullable=True).with_default(None, "optimizer steps"),
@@ -269,6 +272,7 @@ TRAINER = Schema({
     "whiten_init": FLAG.with_default(False),
     "whiten_freeze": FLAG.with_default(False),
     "whiten_bias_epochs": positive(nullable=True).with_default(None, "epochs"),
+    "whiten_bias_schedule": one_of("run", "linear").with_default("run"),
     "sync_bn": FLAG.with_default(False),
     "dist_backend": one_of(*BACKENDS).with_default("auto"),
     "dist_timeout_s": positive().with_default(600, "seconds"),
@@ -288,9 +292,14 @@ _OPTIMIZER_FIELDS = {
     "lr": positive(), "momentum": between(0, 1, high_open=True), "nesterov": FLAG,
     "betas": between(0, 1, high_open=True, items=2), "eps": positive(), "final_lr": positive(), "gamma": positive(),
     "amsbound": FLAG, "ns_steps": positive(integer=True), "adjust_lr_fn": one_of("original", "match_rms_adamw"),
+    "ns_coefficients": Field("number", items=3), "normalize_weights": FLAG,
 }
-OPTIM = Entries(OPTIMIZERS, ("name", "weight_decay", "norm_bias_lr_scale"), {
+# optim.groups: a role's own lr scale (of its optimizer's scheduled lr) and weight decay; null: the default.
+_GROUP = Schema({"lr_scale": positive(nullable=True), "weight_decay": Field("number", low=0, nullable=True)},
+                nullable=True)
+OPTIM = Entries(OPTIMIZERS, OPTIMIZER_COMMON_FIELDS, {
     **_OPTIMIZER_FIELDS, "weight_decay": at_least(0), "norm_bias_lr_scale": positive(),
+    "groups": Schema({role: _GROUP for role in ROLES}, nullable=True),
     "auxiliary": Entries(OPTIMIZERS, ("name",), _OPTIMIZER_FIELDS),  # muon's optimizer for the other tensors
 })
 SCHED = Entries(SCHEDULES, ("name", "warmup"), {
@@ -307,6 +316,7 @@ AUG = Entries(AUGMENTS, ("name", "mix", *mix_fields()), {  # (flip, pad_mode: th
 }, supplied=SUPPLIED)
 MODEL = Entries(MODELS, ("name", *COMMON_FIELDS), {  # a family's own fields are checked by its builder
     "norm_momentum": FRACTION, "norm_eps": positive(), "norm_weight": FLAG, "dirac_init": FLAG,
+    "logit_scale": positive(), "head_std": positive(nullable=True),  # (speednet's)
 }, supplied=("num_classes", "in_channels", "image_size"))
 # What a reproduced study published for a variant (studies.py's table; null for everything else).
 NOTE = Field("text", nullable=True)
@@ -421,7 +431,8 @@ def validate_config(cfg: DictConfig, world_size: int = 1):
     check_data_sizes(cfg.data)
     check_batches(cfg, world_size)
     check_model(cfg)
-    resolve_amp(cfg.trainer.amp, resolve_device(cfg.trainer.device))
+    device = resolve_device(cfg.trainer.device)
+    check_precision(cfg.trainer.precision, resolve_amp(cfg.trainer.amp, device), cfg.trainer.amp, device)
     check_installed(cfg.logger)
     for warning in warnings_for(cfg):
         log.warning("%s", warning)

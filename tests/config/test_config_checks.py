@@ -26,7 +26,7 @@ from cifarbench.validate import field_of, validate_config
                                   "every, decay, decay_power"),
     ("+lr=0.1", "unknown top-level key(s) lr; the config has data, model, optim, sched, aug, trainer, logger"),
     ("+optim.learning_rate=0.1", "optim 'sgd' has no field(s) learning_rate (did you mean lr?); its fields are: "
-                                 "name, weight_decay, norm_bias_lr_scale, lr, momentum, nesterov"),
+                                 "name, weight_decay, norm_bias_lr_scale, groups, lr, momentum, nesterov"),
     ("+model.depth=3", "model 'lenet' has no field(s) depth (did you mean width?); its fields are: name, "
                        "norm_momentum, norm_eps, norm_weight, dirac_init, channels, hidden,"),
     ("+aug.pad=reflect", "aug 'flip_shift' has no field(s) pad (did you mean pad_mode?); its fields are: name, mix, "
@@ -61,6 +61,17 @@ from cifarbench.validate import field_of, validate_config
     ("optim=muon optim.ns_steps=0", "optim.ns_steps=0; it must be a positive integer"),
     ("optim=muon optim.auxiliary.lr=-1", "optim.auxiliary.lr=-1; it must be a positive number"),
     ("optim=muon optim.adjust_lr_fn=fast", "optim.adjust_lr_fn='fast'; it must be one of original, match_rms_adamw"),
+    ("optim=muon optim.ns_coefficients=[3.4,-4.7]", "optim.ns_coefficients=[3.4, -4.7]; it must be a list of 3 "
+                                                    "values, each a number"),
+    ("+optim.groups.heads.lr_scale=2", "optim.groups has no field(s) heads (did you mean head?); its fields are: "
+                                       "input, hidden, head, bias, norm_weight, norm_bias"),
+    ("+optim.groups.head.lr_scale=0", "optim.groups.head.lr_scale=0; it must be a positive number or null"),
+    ("trainer.compile_mode=fast", "trainer.compile_mode='fast'; it must be one of default, reduce-overhead, "
+                                  "max-autotune, max-autotune-no-cudagraphs"),
+    ("trainer.precision=fp8", "trainer.precision='fp8'; it must be one of autocast, half"),
+    ("trainer.precision=half trainer.amp=off trainer.device=cpu",
+     "trainer.precision=half needs a half dtype, but trainer.amp=off means fp32 on cpu; set trainer.amp=bf16 (or fp16 "
+     "on CUDA)"),
     ("sched=step sched.gamma=0", "sched.gamma=0; it must be a positive number"),
     ("sched=step sched.every=0", "sched.every=0; it must be a number in (0, 1]"),
     ("sched=multistep sched.milestones=[0.5,2]", "sched.milestones=[0.5, 2]; it must be a list of values, each a "

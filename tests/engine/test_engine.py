@@ -1,5 +1,6 @@
 """The engine: exact resume from any step, resume decisions, compiling without recompiles,
 determinism switches that cost nothing when unchanged, and the loader's position."""
+import collections
 import functools
 import json
 import logging
@@ -122,32 +123,48 @@ def test_raising_epochs_on_resume_replans_the_schedule(tmp_path, fake_cifar_root
 
 def test_compiled_run_never_recompiles_and_counts_every_compile_second(tmp_path, compose_with, monkeypatch):
     """Seen: batches 128, 128, 44 recompiled on the short batch inside the timed epoch 1, and after a
-    resume the whole compile counted as training."""
-    from torch._dynamo.testing import CompileCounter
-
+    resume the whole compile counted as training. trainer.compile_mode reaches the backend; under
+    max-autotune (CUDA graphs) the warm-up runs each graph 3 times (a CUDA graph tree records on the
+    2nd run, replays from the 3rd); summary.json's recompiles_in_loop counts what the loop compiled."""
     root = make_fake_cifar(tmp_path / "data", n_train=300, n_test=100)
+    modes, calls = [], collections.Counter()
+
+    def backend(graph, example_inputs, **kwargs):  # a recording stand-in for inductor (no C++ compile)
+        modes.append(kwargs.get("mode"))
+        index = len(modes)
+
+        def run(*args):
+            calls[index] += 1
+            return graph.forward(*args)
+        return run
+
     torch._dynamo.reset()
-    counter = CompileCounter()
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=counter))
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=backend))
     after_warm_up = []
     warm_up = trainer.warm_up_compiled
-    monkeypatch.setattr(trainer, "warm_up_compiled",
-                        lambda *a: (warm_up(*a), after_warm_up.append(counter.frame_count)))
-    overrides = ("model=lenet5", "trainer.compile=true", "data.train_subset=300", "trainer.batch_size=128",
-                 "trainer.epochs=3", "trainer.eval_batch_size=64", "trainer.tta=flip", "trainer.progress=false",
-                 f"data.root={root}")
+    monkeypatch.setattr(trainer, "warm_up_compiled", lambda *a: (warm_up(*a), after_warm_up.append(calls.copy())))
+    overrides = ("model=lenet5", "trainer.compile=true", "trainer.compile_mode=max-autotune", "data.train_subset=300",
+                 "trainer.batch_size=128", "trainer.epochs=3", "trainer.eval_batch_size=64", "trainer.tta=flip",
+                 "trainer.progress=false", "trainer.plots=none", f"data.root={root}")
     summary = trainer.train(compose_with(*overrides), tmp_path / "run")
-    # Graphs: training at 128 and 44 images, evaluation (no_grad, eval mode) at 64 and 36.
-    assert after_warm_up == [4] and counter.frame_count == 4
-    assert summary["steps"] == 9 and summary["compile_seconds"] > 0
+    # Graphs: training at 128 and 44 images (3 runs each), evaluation (no_grad, eval mode) at 64 and 36 (3 runs
+    # of 2 flip views each).
+    assert modes == ["max-autotune"] * 4 and after_warm_up == [collections.Counter({1: 3, 2: 3, 3: 6, 4: 6})]
+    assert summary["steps"] == 9 and summary["compile_seconds"] > 0 and summary["recompiles_in_loop"] == 0
 
     torch._dynamo.reset()
     first_compile = summary["compile_seconds"]
     resumed = trainer.train(compose_with(*overrides, "trainer.epochs=4",
                                          f"trainer.resume={tmp_path / 'run' / 'checkpoints' / 'last.pt'}"),
                             tmp_path / "run")
-    assert after_warm_up == [4, 8] and counter.frame_count == 8  # the resumed process compiled again, once
+    assert len(after_warm_up) == 2 and len(modes) == 8  # the resumed process compiled again, once
     assert resumed["steps"] == 12 and resumed["compile_seconds"] > first_compile
+
+    torch._dynamo.reset()  # a warm-up that compiled nothing leaves all 4 graphs to the loop, and the summary says so
+    monkeypatch.setattr(trainer, "warm_up_compiled",
+                        lambda training, *a: setattr(training, "graphs_after_warm_up", engine_build.compiled_graphs()))
+    cold = trainer.train(compose_with(*overrides, "trainer.epochs=1"), tmp_path / "cold")
+    assert cold["recompiles_in_loop"] == 4
 
 
 def test_determinism_is_switched_only_when_it_changes(monkeypatch):

@@ -80,11 +80,9 @@ def test_muon_reads_the_unscaled_gradient_under_gradscaler():
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     scaler.scale(F.cross_entropy(model(images), labels)).backward()
     scaler.unscale_(optimizer)
-    view = optimizer.muon.param_groups[0]["params"][0]
-    assert torch.allclose(view.grad, expected.reshape(16, -1), rtol=1e-5, atol=1e-8)
-    scaler.step(optimizer)
-    scaler.update()
-    assert view.data_ptr() == model[2].weight.data_ptr()  # steps land in the real parameter
+    hidden = optimizer.muon.param_groups[0]["params"][0]
+    assert hidden is model[2].weight  # Muon steps the real parameter
+    assert torch.allclose(hidden.grad, expected, rtol=1e-5, atol=1e-8)
 
 
 def test_muon_state_round_trips_and_model_without_hidden_layers_is_refused():

@@ -36,6 +36,7 @@ from cifarbench.data.preprocess import restore_preprocess
 from cifarbench.aug.tta import tta_logits
 from cifarbench.commands.args import key_value_args
 from cifarbench.core.device import resolve_amp
+from cifarbench.engine.precision import half_network
 from cifarbench.core.files import atomic_write_json
 from cifarbench.core.registry import ConfigError
 from cifarbench.models import build_model
@@ -48,7 +49,9 @@ class Trained:
     `memory_format` (the inputs' layout, channels_last or not), `shape`, its dataset's (C, H, W), and
     `amp`: the autocast dtype its `trainer.amp` means on this device (None: fp32), so a bf16 run is
     evaluated in bf16 as its run was; where that differs from the run (fp16 without CUDA, or `auto`
-    trained on a GPU), `describe` says which precision was used."""
+    trained on a GPU), `describe` says which precision was used. A `trainer.precision=half` run's
+    `model` is the half network in that dtype (`half`; norm layers fp32, no autocast), as its run
+    evaluated; its EMA weights, which the run kept and evaluated in fp32, evaluate in fp32."""
     model: nn.Module
     preprocess: nn.Module
     classes: list[str]
@@ -58,6 +61,7 @@ class Trained:
     memory_format: torch.memory_format
     shape: tuple[int, int, int]
     amp: torch.dtype | None = None
+    half: torch.dtype | None = None
 
     def autocast(self):
         """The autocast context of `amp` on the model's device (a no-op for fp32)."""
@@ -66,7 +70,8 @@ class Trained:
 
     def describe(self) -> str:
         """One line saying how this model evaluates, for the output of inspect and predict."""
-        precision = str(self.amp).removeprefix("torch.") if self.amp else "fp32"
+        dtype = self.half or self.amp
+        precision = (str(dtype).removeprefix("torch.") if dtype else "fp32") + (" network" if self.half else "")
         return (f"evaluated as its run did: {'EMA' if self.weights == 'ema' else 'trained'} weights, "
                 f"trainer.tta={self.tta}, data.preprocess={self.config['data']['preprocess']} "
                 f"(statistics fitted by the run), precision {precision} "
@@ -87,9 +92,12 @@ def load_trained(path: str | Path, device: str = "cpu") -> Trained:
         amp = resolve_amp(config["trainer"].get("amp", "off"), torch.device(device))
     except ConfigError:  # fp16 on a device without CUDA: fp32 here, and `describe` names both
         amp = None
-    return Trained(model.to(device, memory_format=memory_format).eval(),
-                   restore_preprocess(checkpoint.preprocess).to(device), checkpoint.classes, config, weights,
-                   config["trainer"].get("tta", "none"), memory_format, shape, amp)
+    model, half = model.to(device, memory_format=memory_format), None
+    if config["trainer"].get("precision") == "half":
+        amp, half = None, (amp if weights == "model" else None)
+        model = half_network(model, half) if half else model
+    return Trained(model.eval(), restore_preprocess(checkpoint.preprocess).to(device), checkpoint.classes, config,
+                   weights, config["trainer"].get("tta", "none"), memory_format, shape, amp, half)
 
 
 def read_image(path: str | Path, shape: tuple[int, int, int] = (3, 32, 32)) -> np.ndarray:

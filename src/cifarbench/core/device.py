@@ -1,4 +1,5 @@
-"""The training device and precision, from `trainer.device` and `trainer.amp`."""
+"""The training device, precision and compile mode, from `trainer.device`, `trainer.amp`,
+`trainer.precision` and `trainer.compile_mode`."""
 from __future__ import annotations
 
 import platform
@@ -9,6 +10,12 @@ from cifarbench.core.registry import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+# trainer.precision: autocast (fp32 weights, ops cast per call) or half (a half network beside fp32 master
+# weights, engine/precision.py), each in trainer.amp's dtype.
+PRECISIONS = ("autocast", "half")
+# torch.compile's modes; reduce-overhead and max-autotune capture CUDA graphs (on CUDA tensors only).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,6 +39,13 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "fp16" and device.type != "cuda":
         raise ConfigError(f"trainer.amp=fp16 needs a CUDA device (got {device.type}); use trainer.amp=bf16 or off")
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
+
+
+def check_precision(precision: str, amp_dtype: torch.dtype | None, amp: str, device: torch.device):
+    """trainer.precision=half needs a half dtype: raises ConfigError where trainer.amp means fp32."""
+    if precision == "half" and amp_dtype is None:
+        raise ConfigError(f"trainer.precision=half needs a half dtype, but trainer.amp={amp} means fp32 on "
+                          f"{device.type}; set trainer.amp=bf16 (or fp16 on CUDA)")
 
 
 def describe_device(device: torch.device) -> str:

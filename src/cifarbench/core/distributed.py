@@ -159,8 +159,8 @@ class World:
         gradients averaged over ranks in the backward), else `model`. Call after the memory format is
         set and before torch.compile. Modules that may skip their parameters in a step (stochastic
         depth's `drop_prob`) need DDP's search for unused parameters. The averaged gradients are copied
-        into each parameter's own `.grad` (gradient_as_bucket_view=False): Muon reads them through
-        views of that very tensor, taken when it is accumulated, which DDP's bucket views would replace."""
+        into each parameter's own `.grad` (gradient_as_bucket_view=False, DDP's default), which every
+        optimizer (Muon too) reads after the backward."""
         if self.size == 1:
             return model
         skips = any(getattr(module, "drop_prob", 0) for module in model.modules())

@@ -18,11 +18,12 @@ from cifarbench.aug import build_augmentation
 from cifarbench.aug.tta import tta_views
 from cifarbench.core.clock import RunState
 from cifarbench.core.config_diff import plain_config
-from cifarbench.core.device import resolve_amp
+from cifarbench.core.device import COMPILE_MODES, CUDA_GRAPH_MODES, resolve_amp
 from cifarbench.core.distributed import World, rank_seed
 from cifarbench.data import DeviceLoader
 from cifarbench.data.prepared import PreparedData
 from cifarbench.engine.averaging import EMA, Lookahead
+from cifarbench.engine.precision import MasterWeights
 from cifarbench.engine.resume import checkpoint_to_resume
 from cifarbench.engine.step import GradientClipping, Plan, TrainStep, micro_batches
 from cifarbench.models import build_model
@@ -33,6 +34,9 @@ from cifarbench.sched import build_schedule
 from cifarbench.validate import check_shares, validate_config
 
 log = logging.getLogger(__name__)
+# How often the warm-up runs each graph under each torch.compile mode (trainer.compile_mode): CUDA graph trees
+# warm up on a graph's first run, record it on the second and replay it from the third.
+COMPILE_WARM_UP_RUNS = {mode: 3 if mode in CUDA_GRAPH_MODES else 1 for mode in COMPILE_MODES}
 WHITENING_IMAGES = 5000  # training images the whitening init fits its patches on (airbench94's number)
 
 
@@ -49,7 +53,8 @@ def configure_determinism(deterministic: bool, device: torch.device):
 @dataclass
 class Setup:
     """A run's decisions before any data loads: its processes, run folder (rank 0's on every rank),
-    resolved config, device, AMP dtype (None: off) and autocast context, memory format, and the
+    resolved config, device, AMP dtype (None: off) and autocast context (a no-op under
+    trainer.precision=half, whose network computes in that dtype itself), memory format, and the
     checkpoint it resumes from (path and contents; None to start afresh)."""
     world: World
     run_dir: Path
@@ -75,7 +80,8 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Setup:
     resume_from, checkpoint = checkpoint_to_resume(t.resume, run_dir, config, outputs, world)
     device = world.device(t.device)
     amp_dtype = resolve_amp(t.amp, device)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype and t.precision == "autocast"
+                else contextlib.nullcontext())  # (a half network needs no casts)
     configure_determinism(t.deterministic, device)
     torch.manual_seed(t.seed)
     np.random.seed(t.seed)
@@ -100,7 +106,9 @@ def build_network(cfg: DictConfig, setup: Setup, data: PreparedData) -> tuple[to
 class Training:
     """Everything the loop works with, built before it starts. `train_forward` is `model` or its
     torch.compile wrapper (same parameters), around DDP's under several processes; `eval_model` is what
-    evaluation reads (the EMA's weights when there is one, never DDP's wrapper); `val_loader` holds the
+    evaluation reads (the EMA's weights when there is one, never DDP's wrapper); under
+    trainer.precision=half `model` holds the fp32 master weights and `train_forward` and `eval_model`
+    wrap its half copy (`master`); `val_loader` holds the
     validation split (None without one); the evaluation loaders hold this rank's share of their images."""
     model: torch.nn.Module
     train_forward: torch.nn.Module
@@ -114,6 +122,8 @@ class Training:
     ema: EMA | None
     lookahead: Lookahead | None
     world: World
+    graphs_after_warm_up: int | None = None  # compiled_graphs() once warm_up_compiled is done (None: no compile)
+    master: MasterWeights | None = None  # trainer.precision=half: `model` is the fp32 master; its half copy trains
 
     def checkpoint(self, state: RunState, config: dict, preprocess: dict, classes: list[str]) -> Checkpoint:
         """Everything a resume needs. The weights (of the plain module), optimizer and data position are
@@ -141,6 +151,8 @@ class Training:
             self.lookahead.load_state_dict(checkpoint.lookahead)
         self.train_loader.load_state_dict(checkpoint.loader)
         self.train_step.load_state_dict(checkpoint.window)
+        if self.master is not None:
+            self.master.weights_to_half()
         ranks, world = checkpoint.ranks, self.world
         if len(ranks) == world.size:
             restore_rng(ranks[world.rank]["rng"])
@@ -166,10 +178,25 @@ def load_scaler(scaler: torch.amp.GradScaler, state: dict):
         log.info("the checkpoint was written without fp16 loss scaling: the GradScaler starts afresh")
 
 
-def warm_up_compiled(training: Training, autocast, tta: str):
+def compiled_graphs() -> int:
+    """How many graphs torch.compile (TorchDynamo) has compiled in this process so far: every first
+    compile and every recompile (a new shape, a failed guard) adds one (torch._dynamo's
+    `counters["stats"]["unique_graphs"]`)."""
+    from torch._dynamo.utils import counters  # (imported only when compiling)
+
+    return counters["stats"]["unique_graphs"]
+
+
+def warm_up_compiled(training: Training, autocast, tta: str, mode: str = "default"):
     """Compile every graph the run will use before it starts (each training batch size forward and
-    backward, each evaluation batch size under no_grad), so nothing recompiles inside the timed loop.
-    The model's weights, statistics and the RNG are left as they were: no step is taken."""
+    backward, each evaluation batch size and TTA view under no_grad), so nothing recompiles inside the
+    timed loop; under a CUDA-graph `mode` (COMPILE_WARM_UP_RUNS) each runs 3 times, as CUDA graph trees
+    record a graph on its second run and replay it from the third, and max-autotune benchmarks its
+    kernels on the first. Afterwards `training.graphs_after_warm_up` holds `compiled_graphs()`, so the
+    run can record how many were compiled inside the loop (summary.json `recompiles_in_loop`, 0 when
+    the warm-up covered every shape). The model's weights, statistics and the RNG are left as they
+    were: no step is taken."""
+    runs = COMPILE_WARM_UP_RUNS[mode]
     saved = {name: tensor.clone() for name, tensor in training.model.state_dict().items()}
     rng = rng_state()
 
@@ -184,18 +211,22 @@ def warm_up_compiled(training: Training, autocast, tta: str):
         start, end = train_loader.share(batch)
         share = inputs(train_loader, end - start)
         for micro in share.tensor_split(micro_batches(end - start, training.train_step.accumulate)):
-            with autocast:
-                training.train_forward(micro).float().mean().backward()
+            for _ in range(runs):
+                with autocast:
+                    training.train_forward(micro).float().mean().backward()
     training.optimizer.zero_grad(set_to_none=True)
+    training.train_forward.zero_grad(set_to_none=True)  # (a half copy's own gradients)
     training.eval_model.eval()
     with torch.no_grad():
         for loader in [loader for loader in (training.test_loader, training.val_loader) if loader is not None]:
             for size in sorted({end - start for start, end in loader.bounds}):
                 for _, view in tta_views(inputs(loader, size), tta):
-                    with autocast:
-                        training.eval_model(view)
+                    for _ in range(runs):
+                        with autocast:
+                            training.eval_model(view)
     training.model.load_state_dict(saved)
     restore_rng(rng)
+    training.graphs_after_warm_up = compiled_graphs()
 
 
 def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_conv: torch.nn.Conv2d | None,
@@ -226,19 +257,22 @@ def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_
         for images, labels in evaluation_sets for share in [slice(*world.shard(len(labels)))]
     ] + [None] * (2 - len(evaluation_sets))
     plan = Plan(math.ceil(t.epochs * len(train_loader)), len(train_loader), budget_s)
-    optimizer = build_optimizer(cfg.optim, model, bias_epochs)
+    optimizer = build_optimizer(cfg.optim, model, bias_epochs, own_decay=t.whiten_bias_schedule == "linear")
     scaler = torch.amp.GradScaler(device.type, enabled=setup.amp_dtype == torch.float16)
     ema = EMA(model, t.ema, warmup=t.ema_warmup) if t.ema else None
     lookahead = (Lookahead(model, t.lookahead.every, t.lookahead.decay, t.lookahead.decay_power)
                  if t.lookahead.every else None)
 
     def compiled_if_asked(module: torch.nn.Module) -> torch.nn.Module:
-        return torch.compile(module, dynamic=False) if t.compile else module
+        return torch.compile(module, dynamic=False, mode=t.compile_mode) if t.compile else module
 
-    compiled = compiled_if_asked(model)  # evaluation reads the plain module; training, DDP's wrapper if any
-    train_forward = compiled if world.size == 1 else compiled_if_asked(world.wrap(model))
+    master = MasterWeights(model, setup.amp_dtype) if t.precision == "half" else None
+    network = master.half if master else model  # what computes: the model, or its half copy
+    compiled = compiled_if_asked(network)  # evaluation reads the plain module; training, DDP's wrapper if any
+    train_forward = compiled if world.size == 1 else compiled_if_asked(world.wrap(network))
     train_step = TrainStep(model, train_forward, optimizer, scaler, augmentation.mix, setup.autocast,
                            build_schedule(cfg.sched), plan, train_loader.generator, ema, lookahead, world,
-                           None if t.clip_grad is None else GradientClipping(t.clip_grad, t.clip_mode), t.accumulate)
+                           None if t.clip_grad is None else GradientClipping(t.clip_grad, t.clip_mode), t.accumulate,
+                           master)
     return Training(model, train_forward, ema.module if ema else compiled, optimizer, scaler, train_step,
-                    train_loader, test_loader, val_loader, ema, lookahead, world), plan
+                    train_loader, test_loader, val_loader, ema, lookahead, world, master=master), plan

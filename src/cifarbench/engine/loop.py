@@ -31,7 +31,8 @@ from cifarbench.core.device import describe_device
 from cifarbench.core.hardware import HardwareMonitor
 from cifarbench.data.prepared import PreparedData, prepared_data
 from cifarbench.data.preprocess import preprocess_state
-from cifarbench.engine.build import Setup, Training, build_network, build_training, set_up, warm_up_compiled
+from cifarbench.engine.build import (Setup, Training, build_network, build_training, compiled_graphs, set_up,
+                                    warm_up_compiled)
 from cifarbench.engine.evaluate import evaluate
 from cifarbench.engine.step import DIVERGENCE_CHECK_EVERY, Plan
 from cifarbench.models import count_params
@@ -147,6 +148,8 @@ class Evaluation:
 
     def __call__(self, state: RunState) -> torch.Tensor:
         training, world = self.training, self.training.world
+        if training.master is not None:  # (the master weights may have changed outside a step: Lookahead's end)
+            training.master.weights_to_half()
         world.average_buffers(training.model, training.eval_model)  # evaluate what is saved, the same on every rank
         val = ((None, None) if training.val_loader is None
                else evaluate(training.eval_model, training.val_loader, self.autocast, self.tta, world)[:2])
@@ -197,7 +200,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             state = clock.state = resume(training, setup, recorder, plan, t.seed)
         if t.compile:
             with clock.compiling():
-                warm_up_compiled(training, setup.autocast, t.tta)
+                warm_up_compiled(training, setup.autocast, t.tta, t.compile_mode)
         describe(recorder, cfg, setup, data, training, plan, evaluate_and_save.hardware)
 
         stopped_by = None if state.step < plan.total_steps else "epochs"  # (a resumed run may have no step left)
@@ -245,11 +248,12 @@ def describe(recorder: Recorder, cfg: DictConfig, setup: Setup, data: PreparedDa
     params = count_params(training.model)
     recorder.summary.update(params=params, device=describe_device(setup.device), processes=setup.world.size,
                             amp=str(setup.amp_dtype).removeprefix("torch.") if setup.amp_dtype else "off",
-                            hardware=hardware.describe(), train_images=training.train_loader.bounds[-1][1])  # per epoch
+                            precision=cfg.trainer.precision, hardware=hardware.describe(),
+                            train_images=training.train_loader.bounds[-1][1])  # per epoch
     log.info("%s: %s parameters, %d training images (%d held out for validation), %d steps/epoch, %d steps on %s "
-             "× %d process(es) (amp: %s)", cfg.model.name, f"{params:,}", len(data.train_images),
+             "× %d process(es) (amp: %s, precision: %s)", cfg.model.name, f"{params:,}", len(data.train_images),
              len(data.val_labels), len(training.train_loader), plan.total_steps, recorder.summary["device"],
-             setup.world.size, recorder.summary["amp"])
+             setup.world.size, recorder.summary["amp"], cfg.trainer.precision)
 
 
 def finish(training: Training, state: RunState, stopped_by: str, predictions: torch.Tensor | None,
@@ -288,6 +292,10 @@ def finish(training: Training, state: RunState, stopped_by: str, predictions: to
         predictions = evaluate_and_save(state)
     elif predictions is None:  # resumed after its final evaluation (stopped while drawing): predict again
         predictions = evaluate(training.eval_model, training.test_loader, setup.autocast, tta, world)[2]
+    if training.graphs_after_warm_up is not None:  # graphs compiled in the loop and its evaluations (0: none)
+        recompiles = recorder.summary["recompiles_in_loop"] = compiled_graphs() - training.graphs_after_warm_up
+        if recompiles:
+            log.warning("torch.compile compiled %d graph(s) after the warm-up, inside the timed loop", recompiles)
     diagnostics = functools.partial(write_diagnostics, setup.run_dir, data.test_images, data.test_labels,
                                     predictions.numpy(), data.classes)
     return recorder.finish(state, "completed", stopped_by, epochs, diagnostics)

@@ -12,6 +12,7 @@ from torch import nn
 
 from cifarbench.aug import Mix
 from cifarbench.engine.averaging import EMA, Lookahead
+from cifarbench.engine.precision import MasterWeights
 from cifarbench.core.distributed import World
 from cifarbench.sched import Schedule, progress
 
@@ -68,7 +69,8 @@ class TrainStep:
     without a mix).
 
     The lr of each optimizer group is base lr × schedule × the group's `lr_scale`, and 0 once the
-    group's `train_epochs` are over. Training loss and accuracy since the last `reset()` accumulate on
+    group's `train_epochs` are over (with `own_decay`: base lr × (1 − step / its steps) × `lr_scale`,
+    clamped at 0, whatever the schedule). Training loss and accuracy since the last `reset()` accumulate on
     the device; a divergence check reads the window's losses once every DIVERGENCE_CHECK_EVERY steps.
     `forward` is the training forward (torch.compile's and DDP's wrappers when asked), `model` the plain
     module the averaging reads. In a `world` of several processes the window's sums are all-reduced
@@ -85,6 +87,10 @@ class TrainStep:
     Lightning, so it differs from the large batch. Under DDP only the last micro-batch all-reduces
     (the others run in `no_sync`). Steps, the schedule and the budget count optimizer steps.
 
+    With `master` (trainer.precision=half, engine/precision.py) `forward` runs the half copy of
+    `model`: its gradients are copied into `model`'s (fp32) after the backward, the optimizer steps
+    `model`, and the updated weights (after averaging) are copied back into the half copy.
+
     With `clipping` the gradients (summed over the micro-batches) are clipped before the optimizer step
     and the window also holds the mean of their norms before clipping (over the steps whose norm was
     finite).
@@ -93,10 +99,12 @@ class TrainStep:
     def __init__(self, model: nn.Module, forward: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, mix: Mix, autocast, schedule: Schedule, plan: Plan,
                  generator: torch.Generator | None = None, ema: EMA | None = None, lookahead: Lookahead | None = None,
-                 world: World = World(), clipping: GradientClipping | None = None, accumulate: int = 1):
+                 world: World = World(), clipping: GradientClipping | None = None, accumulate: int = 1,
+                 master: MasterWeights | None = None):
         self.model, self.forward, self.optimizer, self.scaler, self.world = model, forward, optimizer, scaler, world
         self.mix, self.autocast, self.schedule, self.plan = mix, autocast, schedule, plan
         self.generator, self.ema, self.lookahead, self.clipping = generator, ema, lookahead, clipping
+        self.master = master
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self.accumulate = accumulate
         self.no_sync = getattr(forward, "no_sync", contextlib.nullcontext)  # DDP's; nothing to skip on one process
@@ -115,8 +123,12 @@ class TrainStep:
         scale = self.schedule(step, self.plan.total_steps, elapsed_s, self.plan.budget_s)
         epoch = step // self.plan.steps_per_epoch
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
-            trains = group.get("train_epochs") is None or epoch < group["train_epochs"]
-            group["lr"] = base_lr * scale * group.get("lr_scale", 1.0) * trains
+            epochs = group.get("train_epochs")
+            if epochs is not None and group.get("own_decay"):  # linear to 0 over its own epochs
+                group_scale = max(0.0, 1 - step / (epochs * self.plan.steps_per_epoch))
+            else:
+                group_scale = scale * (epochs is None or epoch < epochs)
+            group["lr"] = base_lr * group_scale * group.get("lr_scale", 1.0)
         return scale
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, step: int, elapsed_s: float,
@@ -137,6 +149,8 @@ class TrainStep:
             part = micro_loss.detach().float() if count == 1 else micro_loss.detach().float() * share
             loss = part if loss is None else loss + part
             self.correct += (logits.argmax(1) == dominant).sum()
+        if self.master is not None:
+            self.master.grads_to_master()
         if self.clipping is not None:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
             norm = self.clipping(self.parameters)
@@ -151,6 +165,8 @@ class TrainStep:
             self.ema.update(self.model)
         if self.lookahead is not None and done % self.lookahead.every == 0:  # (progress only where it is read)
             self.lookahead.after_step(done, progress(done, self.plan.total_steps, elapsed_s, self.plan.budget_s))
+        if self.master is not None:
+            self.master.weights_to_half()
         self.seen += len(labels)
         self.loss_sum += loss * len(labels)
         self.recent_losses[step % DIVERGENCE_CHECK_EVERY] = loss

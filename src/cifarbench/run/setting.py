@@ -27,7 +27,8 @@ NOT_THE_SETTING = frozenset({
 })
 SEED = "trainer.seed"
 RESUMABLE_CHANGES = NOT_THE_SETTING | {"trainer.epochs", "trainer.budget_min", "trainer.eval_every",
-                                       "trainer.eval_batch_size", "trainer.device", "trainer.compile"}
+                                       "trainer.eval_batch_size", "trainer.device", "trainer.compile",
+                                       "trainer.compile_mode"}
 TEST_SET = frozenset({"name", "test_subset", "labels"})
 
 
