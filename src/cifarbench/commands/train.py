@@ -58,7 +58,8 @@ def run(cfg: DictConfig) -> float:
     validation accuracy with `data.val_split`, else the final test accuracy (fractions); -inf for a job
     that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search).
     A job of a sweep run again in its folder with `trainer.resume=auto` that completed there before is
-    not trained again: its summary stays as it is and its objective is returned."""
+    not trained again: its summary stays as it is and its objective is returned. A trial of an Optuna search
+    (hydra/sweeper=optuna) that its pruner stops ends with status "pruned" and returns -inf."""
     from cifarbench.core.distributed import environment_ranks, process_group
     from cifarbench.engine.loop import exit_status, train
     from cifarbench.engine.resume import completed_run
@@ -66,6 +67,7 @@ def run(cfg: DictConfig) -> float:
     from cifarbench.run.layout import RunFolder
     from cifarbench.run.metrics import objective
     from cifarbench.run.recorder import record_ending, record_failure
+    from cifarbench.search.trial import trial_reporter
 
     hydra_cfg = HydraConfig.get()
     run_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
@@ -89,7 +91,8 @@ def run(cfg: DictConfig) -> float:
         with process_group(cfg.trainer) as world, in_background(in_process):
             if world.size == 1:
                 pin_gpu(hydra_cfg.job.get("num") if multirun else None)
-            summary = train(cfg, run_dir)
+            # A trial of an Optuna search reports each evaluation to its study, whose pruner may stop it.
+            summary = train(cfg, run_dir, trial_reporter(hydra_cfg) if multirun and main_rank else None)
     except KeyboardInterrupt as e:  # a second stop signal (engine.loop.Interrupted), or Ctrl-C outside the loop
         signum = getattr(e, "signum", signal.SIGINT)
         if main_rank:

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from cifarbench.core.files import atomic_write_text
 from cifarbench.report.board import Board, not_started
 from cifarbench.report.runs import NOT_STARTED
-from cifarbench.report.tables import format_cell, markdown_cell, markdown_columns
+from cifarbench.report.tables import PRUNED_COLUMNS, format_cell, markdown_cell, markdown_columns
 
 RUN_TABLE = ("run", "seed", "status", "objective", "final_test_acc", "best_test_acc", "final_val_acc", "epochs",
              "train_seconds", "seconds_to_50", "error")
@@ -118,6 +118,11 @@ def confidence(board: Board) -> str:
     return f"{board.level:.0%}" if round(100 * board.level) == 100 * board.level else f"{board.level:.1%}"
 
 
+def cell(row: dict, column: str) -> str:
+    """A run row's cell as text."""
+    return format_cell(column, row[column])
+
+
 def board_section(k: int, board: Board, several: bool, out: Path) -> str:
     heading = f"Test set {k}: {board.test_set}" if several else "Leaderboard"
     rows = [row for row in board.run_rows if row["status"] != NOT_STARTED]
@@ -128,10 +133,15 @@ def board_section(k: int, board: Board, several: bool, out: Path) -> str:
              f'[its {confidence(board)} confidence interval]); p_vs_top: Welch\'s t-test against the top setting, '
              f'"tied with top" where it does not resolve the difference. Click a heading to sort.</p>',
              f'<div class="wide">{settings}</div>',
+             *([f"<h3>Pruned ({len(board.pruned_rows)})</h3>",
+                '<p class="note">Trials the search\'s pruner stopped at an evaluation: not ranked above, their '
+                'accuracies those when stopped.</p>',
+                f'<div class="wide">{table(board.pruned_rows, PRUNED_COLUMNS, cell, f"pruned{k}")}</div>']
+               if board.pruned_rows else []),
              '<div class="figures">',
              *(f'<img src="{png_data(f)}" alt="{f.name}">' for f in board.figures if f.is_file()),
              "</div>", f"<h3>Runs ({len(rows)})</h3>",
-             f'<div class="wide">{table(rows, RUN_TABLE, lambda row, c: format_cell(c, row[c]), f"runs{k}")}</div>',
+             f'<div class="wide">{table(rows, RUN_TABLE, cell, f"runs{k}")}</div>',
              '<div class="runs">', *(run_figure(row, out) for row in rows), "</div>"]
     return "\n".join(parts)
 

@@ -1,0 +1,38 @@
+"""Hyper-parameter searches, as Hydra sweepers (registered by the `hydra_plugins.cifarbench_sweepers`
+package, which Hydra finds by its name):
+
+- `hydra/sweeper=optuna` (`optuna_search.py`): Optuna ≥ 4 through its ask-and-tell interface; the study in
+  SQLite (in the sweep folder unless `hydra.sweeper.storage` says where), so a search run again continues
+  it; trials in batches of `n_jobs` through the chosen launcher; a pruner (median, successive halving,
+  Hyperband) that stops a bad trial at an evaluation (`trial.py`, in the job's process).
+- `hydra/sweeper=successive_halving` (`halving.py`): every configuration trained to the end of a small
+  budget, the best 1/η rerun at η× the budget, until one remains.
+
+Both maximise what the task function returns (`run.metrics.objective`: the final validation accuracy
+with `data.val_split`, else the final test accuracy). This floor sits beside `commands/`: it launches
+jobs, and nothing but `commands/train.py` (the trial's reporter) and the plugin package imports it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+PLUGIN = "hydra_plugins.cifarbench_sweepers"
+
+
+def make_plugin_findable():
+    """Hydra finds plugins by listing the folders of the `hydra_plugins` namespace package. A wheel puts
+    ours in site-packages' folder, but an editable install (`pip install -e .`, setuptools' import hook)
+    lists no folder, so Hydra would not see the sweepers: the folder that holds the plugin is added to the
+    namespace's path when it is missing there. Cheap: finds the plugin's file without importing it."""
+    try:
+        spec = importlib.util.find_spec(PLUGIN)
+    except ImportError:
+        return
+    if spec is None or spec.origin is None:
+        return
+    folder = str(Path(spec.origin).parents[1])
+    namespace = sys.modules["hydra_plugins"]
+    if folder not in list(namespace.__path__):
+        namespace.__path__.append(folder)
