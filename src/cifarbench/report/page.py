@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from cifarbench.core.files import atomic_write_text
 from cifarbench.report.board import Board, not_started
+from cifarbench.report.rungs import RUNG_COLUMNS, Halving
 from cifarbench.report.runs import NOT_STARTED
 from cifarbench.report.tables import PRUNED_COLUMNS, format_cell, markdown_cell, markdown_columns
 
@@ -146,12 +147,22 @@ def board_section(k: int, board: Board, several: bool, out: Path) -> str:
     return "\n".join(parts)
 
 
-def page(out: Path, folders: list[Path], boards: list[Board]) -> str:
+def rungs_section(halving: Halving, k: int) -> str:
+    """A successive-halving sweep's rung table."""
+    return (f"<h2>Successive halving over {html.escape(halving.budget_key)} (η = {halving.eta}): "
+            f"{html.escape(halving.sweep.name)}</h2>"
+            '<p class="note">Each rung trains its configurations to the end of its budget; the best 1/η by the '
+            'objective are promoted, trained again at η× the budget.</p>'
+            f'<div class="wide">{table(halving.rows, RUNG_COLUMNS, cell, f"rungs{k}")}</div>')
+
+
+def page(out: Path, folders: list[Path], boards: list[Board], halvings: list[Halving] = ()) -> str:
     """The whole page, as text."""
     statuses = Counter(row["status"] for board in boards for row in board.run_rows)
     counts = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
     waiting = not_started(boards)
     sections = [board_section(k, board, len(boards) > 1, out) for k, board in enumerate(boards, start=1)]
+    sections += [rungs_section(halving, k) for k, halving in enumerate(halvings, start=1)]
     if len(boards) > 1:
         sections.insert(0, '<p class="note">Runs scored on different test sets are ranked apart: one leaderboard '
                            'per test set.</p>')
@@ -172,6 +183,7 @@ written {datetime.datetime.now().isoformat(timespec="seconds")}</p>
 """
 
 
-def write_page(path: Path, folders: list[Path], boards: list[Board]):
-    """report.html at `path` (written atomically); links to run folders are relative to its folder."""
-    atomic_write_text(path, page(path.parent, folders, boards))
+def write_page(path: Path, folders: list[Path], boards: list[Board], halvings: list[Halving] = ()):
+    """report.html at `path` (written atomically); links to run folders are relative to its folder; the rung
+    tables of successive-halving sweeps (`halvings`) after the leaderboards."""
+    atomic_write_text(path, page(path.parent, folders, boards, halvings))

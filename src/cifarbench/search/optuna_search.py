@@ -16,7 +16,9 @@ trial k of the study, in a folder `k_<overrides>`.
 The study lives in SQLite, `optuna.db` in the sweep folder, or where `hydra.sweeper.storage` says
 (any SQLAlchemy URL): the same command run again with the same `hydra.sweep.dir` (or storage and
 `study_name`) loads it and runs trials until `n_trials` have finished in it, numbered on from the last;
-a trial a killed search left running is marked failed and its parameters are asked again first.
+a trial a killed search left running is marked failed and its parameters are asked again first. A
+seeded sampler is seeded with seed + the trials the study already holds, so that a rerun does not draw
+the first run's points again.
 """
 from __future__ import annotations
 
@@ -140,6 +142,9 @@ class OptunaSearch(Sweeper):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(study_name=self.study_name, storage=url, sampler=make_sampler(self.sampler),
                                     pruner=make_pruner(self.pruner), direction=self.direction, load_if_exists=True)
+        held = len(study.get_trials(deepcopy=False))
+        if held and (self.sampler or {}).get("seed") is not None:  # else a rerun draws again what the first drew
+            study.sampler = make_sampler({**self.sampler, "seed": self.sampler["seed"] + held})
         requeued, done = requeue_interrupted(study), finished(study)
         log.info("optuna: study %r in %s: %d trial(s) finished before%s; %d to run, %d at a time", self.study_name,
                  url, done, f", {requeued} interrupted (asked again)" if requeued else "",

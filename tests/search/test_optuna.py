@@ -1,0 +1,93 @@
+"""The Optuna search (hydra/sweeper=optuna, cifarbench.search): the loop's evaluation hook stops a run as
+pruned and keeps its files; an 8-trial search of today's hparams_search=lenet_optuna config, whose space
+holds a learning rate too small to learn anything, prunes such trials with the median pruner; a search
+killed in a trial and run again continues the same SQLite study (trials numbered on, the killed trial's
+parameters asked again) and its report lists the pruned trials apart from the leaderboard."""
+import json
+
+import pytest
+import yaml
+from helpers import cli_in_process, make_fake_cifar
+
+from cifarbench.engine import loop
+from cifarbench.run.layout import RunFolder
+
+optuna = pytest.importorskip("optuna", reason="pip install 'cifarbench[search]'")
+
+TINY = ("model=lenet5", "data.train_subset=96", "data.val_split=32", "data.test_subset=20", "trainer.batch_size=16",
+        "trainer.progress=false", "trainer.plots=none")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_fake_cifar(tmp_path_factory.mktemp("data"), n_train=128, n_test=40)
+
+
+def test_a_run_stopped_by_its_evaluation_hook_is_pruned_and_keeps_its_files(tmp_path, data, compose_with):
+    seen = []
+
+    def prune_after_first(row):
+        seen.append((row["epoch"], row["val_acc"]))
+        return True
+
+    summary = loop.train(compose_with(*TINY, "trainer.epochs=3", f"data.root={data}"), tmp_path, prune_after_first)
+    assert [epoch for epoch, _ in seen] == [1.0]  # called at the first evaluation, and the run stopped there
+    assert summary["status"] == "pruned" and summary["stopped_by"] == "pruned" and summary["epochs"] == 1.0
+    folder = RunFolder(tmp_path)
+    assert folder.last.is_file() and len(folder.metrics.read_text().splitlines()) == 2  # header + one row
+    assert json.loads(folder.summary.read_text())["final_val_acc"] == seen[0][1]
+
+
+def study_of(sweep):
+    return optuna.load_study(study_name="lr_and_weight_decay", storage=f"sqlite:///{sweep / 'optuna.db'}")
+
+
+def test_a_killed_search_run_again_continues_its_study_and_prunes_bad_trials(tmp_path, data, monkeypatch):
+    sweep = tmp_path / "search"
+    # Today's config, its lr narrowed to a rate that learns (Adam 0.01) and one that cannot (1e-7): the median
+    # pruner (after one completed trial) stops a trial whose validation accuracy after epoch 1 is below the median.
+    command = ("hparams_search=lenet_optuna", *TINY, "optim=adam", "trainer.epochs=2", f"data.root={data}",
+               "optim.lr=choice(0.01,1e-7)", "hydra.sweeper.n_trials=8", "hydra.sweeper.sampler.name=random",
+               "hydra.sweeper.pruner.name=median", "+hydra.sweeper.pruner.n_startup_trials=1",
+               f"hydra.sweep.dir={sweep}")
+    train, calls = loop.train, []
+
+    def killed_in_the_fourth_trial(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # as a second Ctrl-C: the job, and with it the search, ends at once
+        return train(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "train", killed_in_the_fourth_trial)
+        assert cli_in_process(patch, "-m", *command) == 130
+    before = study_of(sweep).get_trials()
+    assert [t.number for t in before] == [0, 1, 2, 3] and before[3].state == optuna.trial.TrialState.RUNNING
+
+    assert cli_in_process(monkeypatch, "-m", *command) == 0  # the same command: the same study, continued
+    trials = study_of(sweep).get_trials()
+    assert [t.number for t in trials] == list(range(9))  # 8 finished besides the killed one, numbered on
+    assert [t.params for t in before[:3]] == [t.params for t in trials[:3]]  # the first three kept as they were
+    assert trials[3].state == optuna.trial.TrialState.FAIL
+    assert trials[4].user_attrs["retry_of"] == 3 and trials[4].params == before[3].params  # asked again first
+    folders = {int(p.name.split("_")[0]): p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()}
+    assert sorted(folders) == list(range(9))  # job k is trial k
+    pruned = [t.number for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, "the median pruner stopped no trial"
+    for number in pruned:
+        summary = json.loads((folders[number] / "summary.json").read_text())
+        assert summary["status"] == "pruned" and summary["epochs"] == 1.0 and summary["config"]["optim"]["lr"] == 1e-7
+        assert (folders[number] / "checkpoints" / "last.pt").is_file()
+        assert trials[number].intermediate_values == {1: summary["final_val_acc"]}
+    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    for trial in completed:  # told what the job returned: its final validation accuracy
+        assert trial.value == json.loads((folders[trial.number] / "summary.json").read_text())["final_val_acc"]
+    assert {o.split("=")[0] for o in yaml.safe_load((folders[0] / ".hydra" / "overrides.yaml").read_text())} >= {
+        "optim.lr", "optim.weight_decay"}  # the config's own space, with the command line's lr
+
+    board = (sweep / "leaderboard.md").read_text()
+    main_table, _, pruned_table = board.partition("Pruned:")
+    assert f"Pruned: {len(pruned)} run(s)" in board
+    for number in pruned:
+        assert folders[number].name not in main_table and str(folders[number]) in pruned_table
+    assert sum(line.startswith("| optim.lr=") for line in main_table.splitlines()) == 9 - len(pruned) - 1
