@@ -91,7 +91,8 @@ class SuccessiveHalvingSearch(Sweeper):
             budget = rung_budget(self.min_budget, self.eta, rung)
             jobs = [[*configurations[i], f"{self.budget}={budget}"] for i in alive]
             log.info("successive halving: rung %d, %d configuration(s) at %s=%s", rung, len(jobs), self.budget, budget)
-            self.validate_batch_is_legal(jobs)
+            if rung == 0:  # every configuration composes before any trains (later rungs change the budget only)
+                self.validate_batch_is_legal(jobs)
             results = list(self.launcher.launch(jobs, initial_job_idx=job_idx))
             job_idx, returns = job_idx + len(jobs), [*returns, results]
             if len(alive) == 1:

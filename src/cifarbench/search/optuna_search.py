@@ -35,7 +35,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from cifarbench.run.layout import RunFolder
-from cifarbench.search.trial import TRIAL_ENV, make_pruner, make_sampler, storage_url
+from cifarbench.search.trial import TRIAL_ENV, make_pruner, make_sampler, open_storage, storage_url
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ class OptunaSearch(Sweeper):
                         "no choice reads the test set")
         url = storage_url(self.config.hydra.sweeper, sweep_dir)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(study_name=self.study_name, storage=url, sampler=make_sampler(self.sampler),
+        study = optuna.create_study(study_name=self.study_name, storage=open_storage(url),
+                                    sampler=make_sampler(self.sampler),
                                     pruner=make_pruner(self.pruner), direction=self.direction, load_if_exists=True)
         held = len(study.get_trials(deepcopy=False))
         if held and (self.sampler or {}).get("seed") is not None:  # else a rerun draws again what the first drew
@@ -154,7 +155,7 @@ class OptunaSearch(Sweeper):
             trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
             jobs = [[*fixed, *(f"{key}={value}" for key, value in trial.params.items()),
                      f"+hydra.job.env_set.{TRIAL_ENV}={trial.number}"] for trial in trials]
-            self.validate_batch_is_legal(jobs)
+            # (not validated apart, as Hydra's basic sweeper does: a batch of one would be composed twice)
             results = self.launch(jobs, [trial.number for trial in trials])
             for trial, ret in zip(trials, results):
                 state, value = outcome(ret)

@@ -9,6 +9,7 @@ config the sweeper was built from, so the job and the sweeper agree on them.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -27,6 +28,15 @@ def storage_url(sweeper: DictConfig, sweep_dir: str | Path) -> str:
     """Where the study lives: `hydra.sweeper.storage` (an SQLAlchemy URL: `sqlite:///searches.db`), else
     an SQLite file `optuna.db` in the sweep folder (made absolute, so every job finds the same file)."""
     return sweeper.get("storage") or f"sqlite:///{Path(sweep_dir).resolve() / STORAGE_FILE}"
+
+
+@functools.lru_cache(maxsize=4)
+def open_storage(url: str):
+    """The Optuna storage at `url`, opened once per process (opening an SQLite storage checks its schema,
+    a large part of a small job's start): the sweeper and the trials it runs in its own process share it."""
+    import optuna
+
+    return optuna.storages.get_storage(url)
 
 
 def make_pruner(spec: DictConfig | dict | None):
@@ -82,8 +92,7 @@ def trial_reporter(hydra_cfg: DictConfig) -> Callable[[dict], bool] | None:
     import optuna
 
     sweeper = hydra_cfg.sweeper
-    url = storage_url(sweeper, hydra_cfg.sweep.dir)
-    storage = optuna.storages.get_storage(url)
+    storage = open_storage(storage_url(sweeper, hydra_cfg.sweep.dir))
     study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=make_pruner(sweeper.pruner))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(sweeper.study_name),
                                                                int(number))
