@@ -14,6 +14,7 @@ import yaml
 
 from cifarbench.report.runs import NOT_STARTED, Run
 from cifarbench.run.metrics import objective
+from cifarbench.run.setting import is_setting_override
 
 SWEEPER = "SuccessiveHalvingSweeper"  # the end of the sweeper's _target_ in multirun.yaml
 RUNG_COLUMNS = ("rung", "budget", "rank", "configuration", "objective", "status", "promoted", "path")
@@ -49,7 +50,8 @@ def job_number(run: Run) -> int:
 
 def rungs(runs: list[Run]) -> list[Halving]:
     """The successive-halving sweeps among the runs' sweeps, each with its rung table. A run's budget is the
-    value of its budget override; its configuration, its other overrides. The last rung's one configuration
+    value of its budget override; its configuration, its other overrides that are the setting's and that
+not every run of the sweep shares. The last rung's one configuration
     is the `winner`; in a rung followed by another, a configuration is `yes` (promoted) when it trained at
     the next budget, else `no`; a last rung of several (a sweep stopped early) says neither."""
     found = []
@@ -64,8 +66,11 @@ def rungs(runs: list[Run]) -> list[Halving]:
                 budget = [yaml.safe_load(o.partition("=")[2]) for o in run.overrides if o.startswith(f"{key}=")]
                 if budget:
                     budget_of[id(run)] = budget[0]
-                    configuration_of[id(run)] = " ".join(o for o in run.overrides if not o.startswith(f"{key}="))
+                    configuration_of[id(run)] = tuple(o for o in run.overrides
+                                                      if is_setting_override(o) and not o.startswith(f"{key}="))
         members = [run for run in runs if id(run) in budget_of]
+        shared = set.intersection(*(set(configuration_of[id(run)]) for run in members)) if members else set()
+        configuration_of = {k: " ".join(o for o in v if o not in shared) or " ".join(v) for k, v in configuration_of.items()}
         budgets = sorted(set(budget_of.values()))
         rows = []
         for rung, budget in enumerate(budgets):

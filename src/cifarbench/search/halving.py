@@ -23,12 +23,31 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
+
+
+def rung_sizes(configurations: int, eta: int) -> list[int]:
+    """How many configurations each rung trains: n, then ⌊n/η⌋ (at least one) until one (9, η=3: 9, 3, 1)."""
+    sizes = [configurations]
+    while sizes[-1] > 1:
+        sizes.append(max(1, sizes[-1] // eta))
+    return sizes
+
+
+def configurations(overrides: list[Override], budget: str) -> list[list[str]]:
+    """Every configuration (its overrides) a successive-halving sweep compares: the cartesian product of the
+    parsed `overrides`' sweeps, in Hydra's basic sweeper's order. Raises HydraException when they set or
+    sweep the budget key, which the sweeper sets itself."""
+    if any(o.get_key_element().lstrip("+~") == budget for o in overrides):
+        raise HydraException(f"successive halving sets {budget} itself (rung k trains min_budget · eta^k); "
+                             f"leave it off the command line and set hydra.sweeper.min_budget instead")
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
 def survivors(values: list[float], eta: int) -> list[int]:
@@ -72,32 +91,23 @@ class SuccessiveHalvingSearch(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)
 
-    def configurations(self, arguments: list[str]) -> list[list[str]]:
-        """Every configuration (its overrides) the sweep compares, in Hydra's basic sweeper's order."""
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
-        if any(o.get_key_element().lstrip("+~") == self.budget for o in overrides):
-            raise HydraException(f"successive halving sets {self.budget} itself (rung k trains min_budget · eta^k); "
-                                 f"leave it off the command line and set hydra.sweeper.min_budget instead")
-        return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
-
     def sweep(self, arguments: list[str]) -> Any:
-        configurations = self.configurations(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        compared = configurations(parser.parse_overrides([*(f"{k}={v}" for k, v in self.params.items()), *arguments]),
+                                  self.budget)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        alive, rung, job_idx, returns = list(range(len(configurations))), 0, 0, []
-        while True:
+        alive, job_idx, returns = list(range(len(compared))), 0, []
+        for rung in range(len(rung_sizes(len(compared), self.eta))):
             budget = rung_budget(self.min_budget, self.eta, rung)
-            jobs = [[*configurations[i], f"{self.budget}={budget}"] for i in alive]
+            jobs = [[*compared[i], f"{self.budget}={budget}"] for i in alive]
             log.info("successive halving: rung %d, %d configuration(s) at %s=%s", rung, len(jobs), self.budget, budget)
             if rung == 0:  # every configuration composes before any trains (later rungs change the budget only)
                 self.validate_batch_is_legal(jobs)
             results = list(self.launcher.launch(jobs, initial_job_idx=job_idx))
             job_idx, returns = job_idx + len(jobs), [*returns, results]
-            if len(alive) == 1:
-                log.info("successive halving: %s won (objective %.4f at %s=%s)", " ".join(configurations[alive[0]]),
-                         job_value(results[0]), self.budget, budget)
-                return returns
             alive = [alive[i] for i in survivors([job_value(ret) for ret in results], self.eta)]
-            rung += 1
+        log.info("successive halving: %s won (objective %.4f at %s=%s)", " ".join(compared[alive[0]]),
+                 job_value(results[0]), self.budget, budget)
+        return returns

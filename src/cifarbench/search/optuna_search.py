@@ -9,9 +9,9 @@ The search space is `hydra.sweeper.params` and the command line's sweeps, in Hyd
 `range(a, b[, step])` (integers, or floats with a float step) and `a,b,c` / `choice(a, b, c)`
 (categorical); the command line's other overrides hold in every trial. Each batch asks the study for
 `n_jobs` trials, launches them as jobs, and tells it each job's result: the value the job returns (the
-objective, run.metrics.objective), `pruned` when the trial's pruner stopped it (its summary.json says
-so; search/trial.py), `fail` when the job failed or diverged (it returns -inf). Job k of the sweep is
-trial k of the study, in a folder `k_<overrides>`.
+objective, run.metrics.objective; -inf for a job that failed or diverged, the worst value), `pruned`
+when the trial's pruner stopped it (its summary.json says so; search/trial.py), `fail` when the job
+raised. Job k of the sweep is trial k of the study, in a folder `k_<overrides>`.
 
 The study lives in SQLite, `optuna.db` in the sweep folder, or where `hydra.sweeper.storage` says
 (any SQLAlchemy URL): the same command run again with the same `hydra.sweep.dir` (or storage and
@@ -88,14 +88,15 @@ def requeue_interrupted(study) -> int:
 
 def outcome(ret: JobReturn) -> tuple[str, float | None]:
     """(state, value) to tell the study of a finished job: ("pruned", None) when its summary.json says it
-    was pruned, ("complete", objective) for a finite return, else ("fail", None) (a failed, diverged or
-    unfinished job returns -inf; a job that raised has no return)."""
+    was pruned; ("complete", what it returned), -inf included (a job that failed, diverged or did not finish
+    returns it: the worst value, which the sampler learns from, where a failed trial it would ignore);
+    ("fail", None) when the job raised or returned no number."""
     folder = RunFolder(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
     summary = (folder.read_summary() if folder else None) or {}
     if summary.get("status") == "pruned":
         return "pruned", None
     value = ret.return_value if ret.status == JobStatus.COMPLETED else None
-    if value is None or not math.isfinite(float(value)):
+    if value is None or math.isnan(float(value)):
         return "fail", None
     return "complete", float(value)
 
