@@ -27,7 +27,8 @@ def source_modules() -> list[str]:
 def test_pyproject_lists_every_package():
     tomllib = pytest.importorskip("tomllib")  # (Python 3.11+)
     listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    found = [".".join(init.parent.relative_to(SRC).parts) for init in (SRC / "cifarbench").rglob("__init__.py")]
+    found = [".".join(init.parent.relative_to(SRC).parts) for package in ("cifarbench", "hydra_plugins")
+             for init in (SRC / package).rglob("__init__.py")]
     assert sorted(listed) == sorted([*found, "cifarbench.conf"])
 
 

@@ -8,11 +8,14 @@ import json
 import zlib
 
 from helpers import cli_in_process
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from cifarbench.core.config_diff import plain_config
 from cifarbench.engine import loop
 from cifarbench.run.layout import RunFolder
-from cifarbench.search.halving import rung_budget, survivors
+from cifarbench.commands.plan import halving_plan
+from cifarbench.search.halving import rung_budget, rung_sizes, survivors
 
 
 def test_survivors_are_the_best_third_the_earlier_of_equals_first():
@@ -21,6 +24,15 @@ def test_survivors_are_the_best_third_the_earlier_of_equals_first():
     assert survivors([0.1, 0.3, 0.2, 0.4], 3) == [3]  # ⌊4/3⌋ = 1
     assert [rung_budget(1, 3, r) for r in range(3)] == [1, 3, 9] and rung_budget(0.5, 2, 1) == 1
     assert rung_budget(0.25, 3, 1) == 0.75
+    assert rung_sizes(9, 3) == [9, 3, 1] and rung_sizes(10, 3) == [10, 3, 1] and rung_sizes(8, 2) == [8, 4, 2, 1]
+
+
+def test_the_plan_lists_every_rung():
+    sweeper = OmegaConf.create({"eta": 3, "budget": "trainer.epochs", "min_budget": 2})
+    overrides = OverridesParser.create().parse_overrides(["optim.lr=0.1,0.01,0.001", "optim=sgd,adam,adamw"])
+    jobs, note = halving_plan(sweeper, overrides)
+    assert [job[-1] for job in jobs] == ["trainer.epochs=2"] * 9 + ["trainer.epochs=6"] * 3 + ["trainer.epochs=18"]
+    assert jobs[0] == ["optim.lr=0.1", "optim=sgd", "trainer.epochs=2"] and "rungs of 9 + 3 + 1" in note
 
 
 def recorded_value(cfg) -> float:

@@ -167,9 +167,8 @@ def train(cfg: DictConfig, run_dir: str | Path, on_evaluation: Callable[[dict], 
     Inside a process group (`core.distributed.process_group`: torchrun, submitit tasks) every rank calls
     it with the same config; each trains on batch_size / world size images a step; rank 0 writes its
     `run_dir` (the other ranks' `run_dir` is replaced by rank 0's) and every rank returns the same summary.
-
-    `on_evaluation(row)`: called with each evaluation's metrics row; when it returns true the run stops
-    there, keeps its files and ends with status "pruned" (a search's pruner; see `Evaluation`).
+    `on_evaluation(row)` is called with each evaluation's metrics row (see `Evaluation`); when it returns
+    true the run stops there, keeps its files and ends with status "pruned" (a search's pruner).
 
     Raises ConfigError (a bad value, caught before any data loads, or a resume under a config that
     changes what a step means), CheckpointError, DatasetError or OutputError, each with a one-line message.
@@ -211,8 +210,7 @@ def train(cfg: DictConfig, run_dir: str | Path, on_evaluation: Callable[[dict], 
                     stopped_by = stop_reason(training, state, plan, clock, interrupted)
                     if stopped_by is not None:
                         break
-            # An epoch's evaluation is due when it ends, an interrupted one's too (else its resume never makes
-            # it); the final evaluation comes after the loop.
+            # Due at an epoch's end, an interrupted one's too (else its resume never makes it); the final: finish()
             if (stopped_by in (None, "interrupted") and train_loader.epoch_done
                     and train_loader.epoch % t.eval_every == 0):
                 predictions = evaluate_and_save(state)

@@ -35,4 +35,5 @@ def make_plugin_findable():
     folder = str(Path(spec.origin).parents[1])
     namespace = sys.modules["hydra_plugins"]
     if folder not in list(namespace.__path__):
-        namespace.__path__.append(folder)
+        # A plain list: a namespace's own path object recomputes itself (dropping the folder) when sys.path changes.
+        namespace.__path__ = [*namespace.__path__, folder]
