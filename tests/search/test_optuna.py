@@ -33,7 +33,7 @@ def test_a_killed_search_run_again_continues_its_study_and_prunes_bad_trials(tmp
     # pruner (after one completed trial) stops a trial whose validation accuracy after epoch 1 is below the median.
     command = ("hparams_search=lenet_optuna", *TINY, "optim=adam", "trainer.epochs=2", f"data.root={data}",
                "optim.lr=choice(0.01,1e-7)", "hydra.sweeper.n_trials=8", "hydra.sweeper.sampler.name=random",
-               "hydra.sweeper.pruner.name=median", "+hydra.sweeper.pruner.n_startup_trials=1",
+               "hydra.sweeper.pruner.name=median", "hydra.sweeper.pruner.n_startup_trials=1",
                f"hydra.sweep.dir={sweep}")
     train, calls = loop.train, []
 

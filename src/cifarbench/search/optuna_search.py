@@ -35,7 +35,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from cifarbench.run.layout import RunFolder
-from cifarbench.search.trial import TRIAL_ENV, make_pruner, make_sampler, open_storage, storage_url
+from cifarbench.search.trial import TRIAL_ENV, make_pruner, make_sampler, open_storage, require_optuna, storage_url
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +107,15 @@ class OptunaSearch(Sweeper):
     direction: "maximize" (the objective is an accuracy) or "minimize"; study_name: the study in its
     storage; storage: an SQLAlchemy URL, None for optuna.db in the sweep folder; n_trials: finished trials
     the study should hold when the search ends (a rerun runs the rest); n_jobs: trials per batch (launched
-    together); sampler: {name: tpe|random, seed, ...}; pruner: {name: none|median|successive_halving|
-    hyperband, its arguments} (search/trial.py `make_pruner`; steps are epochs); params: the search space."""
+    together); sampler: {name: tpe|random, seed}; pruner: {name: none|median|successive_halving|hyperband,
+    its arguments} (search/trial.py `make_pruner`; steps are epochs); params: the search space."""
 
     def __init__(self, direction: str = "maximize", study_name: str = "search", storage: str | None = None,
                  n_trials: int = 20, n_jobs: int = 1, sampler: dict | None = None, pruner: dict | None = None,
                  params: dict | None = None):
         super().__init__()
         self.direction, self.study_name, self.n_trials, self.n_jobs = direction, study_name, n_trials, n_jobs
-        self.storage, self.sampler, self.pruner, self.params = storage, sampler, pruner, params or {}
+        self.storage, self.sampler, self.pruner, self.params = storage, dict(sampler or {}), pruner, params or {}
         self.hydra_context = self.config = self.launcher = None
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
@@ -126,8 +126,8 @@ class OptunaSearch(Sweeper):
                                                                 task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        import optuna
-
+        optuna = require_optuna()
+        sampler, pruner = make_sampler(self.sampler), make_pruner(self.pruner)  # (a bad field: one line, at once)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = {o.get_key_element(): o for o in parser.parse_overrides(
             [*(f"{key}={value}" for key, value in self.params.items()), *arguments])}
@@ -141,11 +141,10 @@ class OptunaSearch(Sweeper):
                         "no choice reads the test set")
         url = storage_url(self.config.hydra.sweeper, sweep_dir)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(study_name=self.study_name, storage=open_storage(url),
-                                    sampler=make_sampler(self.sampler),
-                                    pruner=make_pruner(self.pruner), direction=self.direction, load_if_exists=True)
+        study = optuna.create_study(study_name=self.study_name, storage=open_storage(url), sampler=sampler,
+                                    pruner=pruner, direction=self.direction, load_if_exists=True)
         held = len(study.get_trials(deepcopy=False))
-        if held and (self.sampler or {}).get("seed") is not None:  # else a rerun draws again what the first drew
+        if held and self.sampler.get("seed") is not None:  # else a rerun draws again what the first drew
             study.sampler = make_sampler({**self.sampler, "seed": self.sampler["seed"] + held})
         requeued, done = requeue_interrupted(study), finished(study)
         log.info("optuna: study %r in %s: %d trial(s) finished before%s; %d to run, %d at a time", self.study_name,

@@ -10,18 +10,18 @@ config the sweeper was built from, so the job and the sweeper agree on them.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 TRIAL_ENV = "CIFARBENCH_OPTUNA_TRIAL"  # the number of the job's trial in its study
 STORAGE_FILE = "optuna.db"  # the study's SQLite file in the sweep folder, without hydra.sweeper.storage
-PRUNERS = ("none", "median", "successive_halving", "hyperband")
-SAMPLERS = ("tpe", "random")
 
 
 def storage_url(sweeper: DictConfig, sweep_dir: str | Path) -> str:
@@ -34,40 +34,51 @@ def storage_url(sweeper: DictConfig, sweep_dir: str | Path) -> str:
 def open_storage(url: str):
     """The Optuna storage at `url`, opened once per process (opening an SQLite storage checks its schema,
     a large part of a small job's start): the sweeper and the trials it runs in its own process share it."""
-    import optuna
-
-    return optuna.storages.get_storage(url)
+    return require_optuna().storages.get_storage(url)
 
 
-def make_pruner(spec: DictConfig | dict | None):
-    """An Optuna pruner from `hydra.sweeper.pruner`: `name` (one of PRUNERS; `none` never prunes) and the
-    pruner's own arguments (`median`: optuna.pruners.MedianPruner's n_startup_trials, n_warmup_steps,
-    interval_steps; `successive_halving`: SuccessiveHalvingPruner's min_resource, reduction_factor;
-    `hyperband`: HyperbandPruner's min_resource, max_resource, reduction_factor). Steps and resources are
-    epochs (`epoch_step`). Raises ValueError for another name."""
-    import optuna
-
-    arguments = dict(spec or {})
-    name = arguments.pop("name", "none")
-    pruners = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
-               "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-               "hyperband": optuna.pruners.HyperbandPruner}
-    if name not in pruners:
-        raise ValueError(f"hydra.sweeper.pruner.name={name!r}; choose one of {', '.join(PRUNERS)}")
-    return pruners[name](**arguments)
+def require_optuna():
+    """Optuna, imported; HydraException in one line when it is not installed."""
+    try:
+        import optuna
+    except ImportError:
+        raise HydraException("hydra/sweeper=optuna needs the optuna package (>= 4), which is not installed: "
+                             "pip install 'cifarbench[search]' (or pip install optuna)") from None
+    return optuna
 
 
-def make_sampler(spec: DictConfig | dict | None):
-    """An Optuna sampler from `hydra.sweeper.sampler`: `name` (`tpe`, the default, or `random`) and its
-    arguments (`seed`, ...). Raises ValueError for another name."""
-    import optuna
+def build(kind: str, choices: dict, spec) -> object:
+    """The Optuna object `choices[spec.name]` built with the fields of `spec` that are set (not null). Raises
+    HydraException, in one line, for another name or a field that class does not take."""
+    arguments = {key: value for key, value in dict(spec or {}).items() if value is not None}
+    name = arguments.pop("name")
+    if name not in choices:
+        raise HydraException(f"hydra.sweeper.{kind}.name={name!r}; choose one of {', '.join(choices)}")
+    accepted = inspect.signature(choices[name]).parameters
+    unknown = sorted(set(arguments) - set(accepted))
+    if unknown:
+        raise HydraException(f"hydra.sweeper.{kind}.{unknown[0]} does not apply to the {name} {kind}; it takes "
+                             f"{', '.join(k for k in accepted if k != 'self')}")
+    return choices[name](**arguments)
 
-    arguments = dict(spec or {})
-    name = arguments.pop("name", "tpe")
-    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-    if name not in samplers:
-        raise ValueError(f"hydra.sweeper.sampler.name={name!r}; choose one of {', '.join(SAMPLERS)}")
-    return samplers[name](**arguments)
+
+def make_pruner(spec):
+    """An Optuna pruner from `hydra.sweeper.pruner`: `name` (`none`, never prunes; `median`:
+    optuna.pruners.MedianPruner with n_startup_trials, n_warmup_steps, interval_steps; `successive_halving`:
+    SuccessiveHalvingPruner with min_resource, reduction_factor; `hyperband`: HyperbandPruner with
+    min_resource, max_resource, reduction_factor), the fields left null taking Optuna's defaults. Steps and
+    resources are epochs (`epoch_step`). Raises HydraException (see `build`)."""
+    optuna = require_optuna()
+    return build("pruner", {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
+                            "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+                            "hyperband": optuna.pruners.HyperbandPruner}, spec)
+
+
+def make_sampler(spec):
+    """An Optuna sampler from `hydra.sweeper.sampler`: `name` (`tpe`, optuna.samplers.TPESampler, or
+    `random`) and `seed`. Raises HydraException (see `build`)."""
+    optuna = require_optuna()
+    return build("sampler", {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}, spec)
 
 
 def epoch_step(row: dict) -> int:
@@ -89,8 +100,7 @@ def trial_reporter(hydra_cfg: DictConfig) -> Callable[[dict], bool] | None:
     number = os.environ.get(TRIAL_ENV)
     if number is None:
         return None
-    import optuna
-
+    optuna = require_optuna()
     sweeper = hydra_cfg.sweeper
     storage = open_storage(storage_url(sweeper, hydra_cfg.sweep.dir))
     study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=make_pruner(sweeper.pruner))

@@ -21,6 +21,24 @@ class SuccessiveHalvingSweeper(SuccessiveHalvingSearch):
 
 
 @dataclass
+class PrunerConf:
+    """Which pruner stops bad trials (steps and resources are epochs); a field left null is Optuna's default."""
+    name: str = "none"  # none | median | successive_halving | hyperband
+    n_startup_trials: Optional[int] = None  # median: completed trials before any is pruned (Optuna: 5)
+    n_warmup_steps: Optional[int] = None  # median: epochs a trial trains before it may be pruned (0)
+    interval_steps: Optional[int] = None  # median: epochs between pruning checks (1)
+    min_resource: Any = None  # successive_halving, hyperband: epochs before the first rung ("auto")
+    max_resource: Any = None  # hyperband: the epochs of a full trial ("auto")
+    reduction_factor: Optional[int] = None  # successive_halving, hyperband: η (4, 3)
+
+
+@dataclass
+class SamplerConf:
+    name: str = "tpe"  # tpe | random
+    seed: Optional[int] = None
+
+
+@dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.cifarbench_sweepers.OptunaSweeper"
     direction: str = "maximize"
@@ -28,8 +46,8 @@ class OptunaSweeperConf:
     storage: Optional[str] = None  # an SQLAlchemy URL; None: sqlite:///<sweep dir>/optuna.db
     n_trials: int = 20
     n_jobs: int = 1
-    sampler: Dict[str, Any] = field(default_factory=lambda: {"name": "tpe"})
-    pruner: Dict[str, Any] = field(default_factory=lambda: {"name": "none"})
+    sampler: SamplerConf = field(default_factory=SamplerConf)
+    pruner: PrunerConf = field(default_factory=PrunerConf)
     params: Dict[str, str] = field(default_factory=dict)
 
 
