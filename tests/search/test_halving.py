@@ -4,6 +4,7 @@ by the objective the jobs recorded, and the report's rung table says so. The job
 a stand-in that records an objective (a hash of the configuration and budget, so the rungs reorder), so
 the test exercises the sweeper, Hydra's launcher, the job folders and the report, not the loop."""
 import csv
+import itertools
 import json
 import zlib
 
@@ -11,10 +12,10 @@ from helpers import cli_in_process
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from cifarbench.commands.plan import halving_plan
 from cifarbench.core.config_diff import plain_config
 from cifarbench.engine import loop
 from cifarbench.run.layout import RunFolder
-from cifarbench.commands.plan import halving_plan
 from cifarbench.search.halving import rung_budget, rung_sizes, survivors
 
 
@@ -66,7 +67,7 @@ def test_eta_3_over_9_configurations_runs_9_3_1_jobs_and_reports_the_rungs(tmp_p
     rungs = [summaries[:9], summaries[9:12], summaries[12:]]
     assert len({configuration(s) for s in rungs[0]}) == 9
     expected = []
-    for rung, later in zip(rungs, rungs[1:]):  # the best third by the recorded objective, the earlier of equals
+    for rung, later in itertools.pairwise(rungs):  # the best third by the recorded objective, the earlier of equals
         ranked = sorted(range(len(rung)), key=lambda i: (-rung[i]["final_val_acc"], i))
         best = {configuration(rung[i]) for i in ranked[:len(rung) // 3]}
         assert {configuration(s) for s in later} == best

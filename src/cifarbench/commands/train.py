@@ -91,8 +91,9 @@ def run(cfg: DictConfig) -> float:
         with process_group(cfg.trainer) as world, in_background(in_process):
             if world.size == 1:
                 pin_gpu(hydra_cfg.job.get("num") if multirun else None)
-            # A trial of an Optuna search reports each evaluation to its study, whose pruner may stop it.
-            summary = train(cfg, run_dir, trial_reporter(hydra_cfg) if multirun and main_rank else None)
+            # A trial of an Optuna search reports each evaluation to its study, whose pruner may stop it (every
+            # rank gets the hook, so that all take part in agreeing on the verdict; rank 0 alone calls it).
+            summary = train(cfg, run_dir, trial_reporter(hydra_cfg) if multirun else None)
     except KeyboardInterrupt as e:  # a second stop signal (engine.loop.Interrupted), or Ctrl-C outside the loop
         signum = getattr(e, "signum", signal.SIGINT)
         if main_rank:

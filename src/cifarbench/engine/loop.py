@@ -130,7 +130,8 @@ class Evaluation:
 
     `on_evaluation(row)`, when given, is called on rank 0 with each metrics row (run/metrics.py's
     `metrics_row`) after its checkpoint is saved, and returns whether the run should stop there (a search's
-    pruner: cifarbench.search.trial); the ranks agree on it, and `pruned` becomes true."""
+    pruner: cifarbench.search.trial); the ranks agree on it, and `pruned` becomes true. Every rank must be
+    given a hook or none (the agreement is a collective)."""
 
     def __init__(self, training: Training, recorder: Recorder, setup: Setup, data: PreparedData, tta: str,
                  on_evaluation: Callable[[dict], bool] | None = None):

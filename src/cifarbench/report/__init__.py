@@ -56,8 +56,8 @@ def write_report(folders: str | Path | list, out: str | Path | None = None, leve
     atomic_write_text(out / "leaderboard.csv", to_csv(settings))
     atomic_write_text(out / "leaderboard.md", boards_markdown(boards) + rungs_markdown(halvings))
     if halvings:
-        atomic_write_text(out / "rungs.csv", to_csv([{"sweep": h.sweep.name, **row} for h in halvings for row in h.rows],
-                                                    ("sweep", *RUNG_COLUMNS)))
+        rows = [{"sweep": halving.sweep.name, **row} for halving in halvings for row in halving.rows]
+        atomic_write_text(out / "rungs.csv", to_csv(rows, ("sweep", *RUNG_COLUMNS)))
     atomic_write_text(out / "leaderboard_runs.csv",
                       to_csv([row for board in boards for row in board.run_rows], RUN_COLUMNS))
     for board in boards:

@@ -24,6 +24,8 @@ from cifarbench.report.rungs import RUNG_COLUMNS, Halving
 from cifarbench.report.runs import NOT_STARTED
 from cifarbench.report.tables import PRUNED_COLUMNS, format_cell, markdown_cell, markdown_columns
 
+PRUNED_NOTE = ('<p class="note">Trials the search\'s pruner stopped at an evaluation: not ranked above, their '
+               'accuracies those when stopped.</p>')
 RUN_TABLE = ("run", "seed", "status", "objective", "final_test_acc", "best_test_acc", "final_val_acc", "epochs",
              "train_seconds", "seconds_to_50", "error")
 
@@ -134,9 +136,7 @@ def board_section(k: int, board: Board, several: bool, out: Path) -> str:
              f'[its {confidence(board)} confidence interval]); p_vs_top: Welch\'s t-test against the top setting, '
              f'"tied with top" where it does not resolve the difference. Click a heading to sort.</p>',
              f'<div class="wide">{settings}</div>',
-             *([f"<h3>Pruned ({len(board.pruned_rows)})</h3>",
-                '<p class="note">Trials the search\'s pruner stopped at an evaluation: not ranked above, their '
-                'accuracies those when stopped.</p>',
+             *([f"<h3>Pruned ({len(board.pruned_rows)})</h3>", PRUNED_NOTE,
                 f'<div class="wide">{table(board.pruned_rows, PRUNED_COLUMNS, cell, f"pruned{k}")}</div>']
                if board.pruned_rows else []),
              '<div class="figures">',

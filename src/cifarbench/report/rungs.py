@@ -70,7 +70,8 @@ not every run of the sweep shares. The last rung's one configuration
                                                       if is_setting_override(o) and not o.startswith(f"{key}="))
         members = [run for run in runs if id(run) in budget_of]
         shared = set.intersection(*(set(configuration_of[id(run)]) for run in members)) if members else set()
-        configuration_of = {k: " ".join(o for o in v if o not in shared) or " ".join(v) for k, v in configuration_of.items()}
+        configuration_of = {key: " ".join(o for o in own if o not in shared) or " ".join(own)
+                            for key, own in configuration_of.items()}
         budgets = sorted(set(budget_of.values()))
         rows = []
         for rung, budget in enumerate(budgets):

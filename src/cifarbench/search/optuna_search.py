@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
@@ -67,8 +67,6 @@ def distribution(override: Override):
 def finished(study) -> int:
     """The trials of `study` that count towards n_trials: completed, pruned or failed, but not those a killed
     search left running (failed, and asked again as a trial whose user attribute `retry_of` names them)."""
-    from optuna.trial import TrialState
-
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
     return sum(1 for t in trials if t.state.is_finished() and t.number not in retried)
@@ -174,4 +172,5 @@ class OptunaSearch(Sweeper):
         trials' numbers follow each other (one process asks them), else one by one."""
         if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
             return list(self.launcher.launch(jobs, initial_job_idx=numbers[0]))
-        return [ret for job, number in zip(jobs, numbers) for ret in self.launcher.launch([job], initial_job_idx=number)]
+        return [ret for job, number in zip(jobs, numbers)
+                for ret in self.launcher.launch([job], initial_job_idx=number)]

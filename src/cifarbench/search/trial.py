@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -110,7 +111,7 @@ def trial_reporter(hydra_cfg: DictConfig) -> Callable[[dict], bool] | None:
 
     def report(row: dict) -> bool:
         value, step = row_objective(row), epoch_step(row)
-        if value != value:  # NaN: a diverging run, which ends itself
+        if math.isnan(value):  # a diverging run, which ends itself
             return False
         if step in storage.get_trial(trial_id).intermediate_values:
             return False  # (a second evaluation in one epoch: the first is its value)

@@ -1,7 +1,9 @@
 """cifarbench's Hydra sweepers, where Hydra looks for plugins (the `hydra_plugins` namespace package):
 `hydra/sweeper=optuna` and `hydra/sweeper=successive_halving`, their fields and defaults stored in Hydra's
 ConfigStore (so an unknown field is refused as Hydra refuses any). The work is done in cifarbench.search;
-importing this module (Hydra imports every plugin at start) imports neither Optuna nor torch."""
+importing this module (Hydra imports every plugin at start) imports neither Optuna nor torch. (typing's
+Optional and Dict, which OmegaConf's structured configs read; and no `from __future__ import annotations`:
+Hydra runs this module before it is in sys.modules, where dataclasses look up string annotations.)"""
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
