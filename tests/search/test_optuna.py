@@ -77,3 +77,27 @@ def test_a_killed_search_run_again_continues_its_study_and_prunes_bad_trials(tmp
     for number in pruned:
         assert folders[number].name not in main_table and str(folders[number]) in pruned_table
     assert sum(line.startswith("| optim.lr=") for line in main_table.splitlines()) == 9 - len(pruned) - 1
+
+
+def test_each_pruner_is_built_from_its_fields_and_a_field_it_lacks_is_refused():
+    from hydra.errors import HydraException
+
+    from cifarbench.search.trial import epoch_step, make_pruner, make_sampler
+
+    unset = {"n_startup_trials": None, "n_warmup_steps": None, "interval_steps": None, "min_resource": None,
+             "max_resource": None, "reduction_factor": None}  # as the sweeper's config holds them
+    median = make_pruner({**unset, "name": "median", "n_startup_trials": 1, "n_warmup_steps": 2})
+    assert isinstance(median, optuna.pruners.MedianPruner)
+    assert (median._n_startup_trials, median._n_warmup_steps) == (1, 2)
+    halving = make_pruner({**unset, "name": "successive_halving", "min_resource": 1, "reduction_factor": 3})
+    assert isinstance(halving, optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(make_pruner({**unset, "name": "hyperband", "min_resource": 1, "max_resource": 9}),
+                      optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner({**unset, "name": "none"}), optuna.pruners.NopPruner)
+    with pytest.raises(HydraException, match="pruner.max_resource does not apply to the median pruner"):
+        make_pruner({**unset, "name": "median", "max_resource": 9})
+    with pytest.raises(HydraException, match="pruner.name='mean'; choose one of none, median"):
+        make_pruner({**unset, "name": "mean"})
+    assert isinstance(make_sampler({"name": "random", "seed": 3}), optuna.samplers.RandomSampler)
+    # The step an evaluation reports at: whole epochs trained (a budget's stop inside epoch 3 counts as 2).
+    assert [epoch_step({"epoch": e}) for e in (1.0, 2.0, 2.9999, 3.0)] == [1, 2, 2, 3]

@@ -137,7 +137,7 @@ class OptunaSearch(Sweeper):
         if not OmegaConf.select(self.config, "data.val_split", default=0):
             log.warning("the search maximises the final test accuracy: hold out data.val_split=N images so that "
                         "no choice reads the test set")
-        url = storage_url(self.config.hydra.sweeper, sweep_dir)
+        url = storage_url(self.storage, sweep_dir)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(study_name=self.study_name, storage=open_storage(url), sampler=sampler,
                                     pruner=pruner, direction=self.direction, load_if_exists=True)

@@ -25,10 +25,10 @@ TRIAL_ENV = "CIFARBENCH_OPTUNA_TRIAL"  # the number of the job's trial in its st
 STORAGE_FILE = "optuna.db"  # the study's SQLite file in the sweep folder, without hydra.sweeper.storage
 
 
-def storage_url(sweeper: DictConfig, sweep_dir: str | Path) -> str:
-    """Where the study lives: `hydra.sweeper.storage` (an SQLAlchemy URL: `sqlite:///searches.db`), else
-    an SQLite file `optuna.db` in the sweep folder (made absolute, so every job finds the same file)."""
-    return sweeper.get("storage") or f"sqlite:///{Path(sweep_dir).resolve() / STORAGE_FILE}"
+def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
+    """Where the study lives: `storage` (`hydra.sweeper.storage`, an SQLAlchemy URL: `sqlite:///searches.db`),
+    else an SQLite file `optuna.db` in the sweep folder (made absolute, so every job finds the same file)."""
+    return storage or f"sqlite:///{Path(sweep_dir).resolve() / STORAGE_FILE}"
 
 
 @functools.lru_cache(maxsize=4)
@@ -103,7 +103,7 @@ def trial_reporter(hydra_cfg: DictConfig) -> Callable[[dict], bool] | None:
         return None
     optuna = require_optuna()
     sweeper = hydra_cfg.sweeper
-    storage = open_storage(storage_url(sweeper, hydra_cfg.sweep.dir))
+    storage = open_storage(storage_url(sweeper.get("storage"), hydra_cfg.sweep.dir))
     study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=make_pruner(sweeper.pruner))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(sweeper.study_name),
                                                                int(number))
