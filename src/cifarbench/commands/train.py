@@ -56,7 +56,7 @@ def tracebacks_wanted() -> bool:
 def run(cfg: DictConfig) -> float:
     """Train one job; returns the objective a Hydra sweeper maximises (`run.metrics.objective`): the final
     validation accuracy with `data.val_split`, else the final test accuracy (fractions); -inf for a job
-    that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search).
+    that failed or diverged, so it ranks last (never NaN, which Optuna refuses).
     A job of a sweep run again in its folder with `trainer.resume=auto` that completed there before is
     not trained again: its summary stays as it is and its objective is returned. A trial of an Optuna search
     (hydra/sweeper=optuna) that its pruner stops ends with status "pruned" and returns -inf."""
