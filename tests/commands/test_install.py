@@ -55,11 +55,13 @@ def test_wheel_install_runs_from_anywhere(tmp_path):
     assert Path(where.strip()).is_relative_to(venv)
     imported = subprocess.run([python, "-c", IMPORT_ALL], cwd=elsewhere, capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
-    assert imported.stdout.split() == sorted([*source_modules(), "cifarbench.conf"])
-    composed = subprocess.run([python, "-m", "cifarbench", "--cfg", "job", "model=lenet", "optim=adam"],
-                              cwd=elsewhere, capture_output=True, text=True)
+    assert imported.stdout.split() == sorted([*source_modules(), "cifarbench.conf"])  # (hydra_plugins: below)
+    # (with the search overlay: Hydra finds the wheel's sweeper plugin, hydra_plugins/cifarbench_sweepers)
+    composed = subprocess.run([python, "-m", "cifarbench", "--cfg", "all", "model=lenet", "optim=adam",
+                               "hparams_search=lenet_optuna"], cwd=elsewhere, capture_output=True, text=True)
     assert composed.returncode == 0, composed.stderr
     assert "name: lenet" in composed.stdout and "name: adam" in composed.stdout
+    assert "_target_: hydra_plugins.cifarbench_sweepers.OptunaSweeper" in composed.stdout
     script = subprocess.run([venv / "bin" / "cifarbench", "--cfg", "job"], cwd=elsewhere, capture_output=True,
                             text=True)
     assert script.returncode == 0 and "trainer:" in script.stdout, script.stderr
