@@ -14,8 +14,8 @@ jobs, and nothing but `commands/train.py` (the trial's reporter) and the plugin 
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
-import sys
 from pathlib import Path
 
 PLUGIN = "hydra_plugins.cifarbench_sweepers"
@@ -24,16 +24,17 @@ PLUGIN = "hydra_plugins.cifarbench_sweepers"
 def make_plugin_findable():
     """Hydra finds plugins by listing the folders of the `hydra_plugins` namespace package. A wheel puts
     ours in site-packages' folder, but an editable install (`pip install -e .`, setuptools' import hook)
-    lists no folder, so Hydra would not see the sweepers: the folder that holds the plugin is added to the
-    namespace's path when it is missing there. Cheap: finds the plugin's file without importing it."""
+    lists no folder, so Hydra would not see the sweepers: the folder that holds the plugin (where the
+    import system finds it, else `src/hydra_plugins` beside this package, for an editable install made
+    before the plugin existed) is added to the namespace's path when it is missing there. Cheap: finds the
+    plugin's file without importing it."""
     try:
+        namespace = importlib.import_module("hydra_plugins")
         spec = importlib.util.find_spec(PLUGIN)
     except ImportError:
         return
-    if spec is None or spec.origin is None:
-        return
-    folder = str(Path(spec.origin).parents[1])
-    namespace = sys.modules["hydra_plugins"]
-    if folder not in list(namespace.__path__):
+    folder = (Path(spec.origin).parents[1] if spec is not None and spec.origin is not None
+              else Path(__file__).resolve().parents[2] / "hydra_plugins")
+    if (folder / PLUGIN.rpartition(".")[2]).is_dir() and str(folder) not in list(namespace.__path__):
         # A plain list: a namespace's own path object recomputes itself (dropping the folder) when sys.path changes.
-        namespace.__path__ = [*namespace.__path__, folder]
+        namespace.__path__ = [*namespace.__path__, str(folder)]
