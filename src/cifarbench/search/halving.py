@@ -103,8 +103,8 @@ class SuccessiveHalvingSearch(Sweeper):
             budget = rung_budget(self.min_budget, self.eta, rung)
             jobs = [[*compared[i], f"{self.budget}={budget}"] for i in alive]
             log.info("successive halving: rung %d, %d configuration(s) at %s=%s", rung, len(jobs), self.budget, budget)
-            if rung == 0:  # every configuration composes before any trains (later rungs change the budget only)
-                self.validate_batch_is_legal(jobs)
+            # (not composed apart first, as Hydra's basic sweeper does, which doubles a small job's start: `--plan`
+            # checks every job of the sweep before it runs)
             results = list(self.launcher.launch(jobs, initial_job_idx=job_idx))
             job_idx, returns = job_idx + len(jobs), [*returns, results]
             alive = [alive[i] for i in survivors([job_value(ret) for ret in results], self.eta)]
