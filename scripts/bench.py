@@ -1,4 +1,5 @@
-"""Benchmarks behind the README's numbers (a script, not a test: it prints and records, it does not judge).
+"""Benchmarks behind the numbers of the README and docs/studies.md (a script, not a test: it prints and records,
+it does not judge).
 
 Throughput, per model, in images per second of training on one device:
   (a) cifarbench: the real `train()` loop with its device loader (the last epoch's window, from metrics.csv),
@@ -38,7 +39,49 @@ jobs 2..N of an in-process sweep): the cifarbench functions with the most cumula
 
     python scripts/bench.py overhead [--jobs 8] [--launchers basic,parallel] [hydra overrides ...]
 
-All four print Markdown tables and write JSON (--json, default outputs/bench/<mode>-<time>.json).
+The studies at GPU scale (docs/studies.md "Reproducing at GPU scale"): study §1's sixteen variants in this
+process, one after another, each composed as `experiment=tenminute study/tenminute=<variant>` and run by
+`train()` (so they share the CUDA context, cuDNN's autotuning and the CIFAR-10 arrays already on the device,
+data/prepared.py), at the seeds 0..N-1 (--seeds, default 1: the recipe's seed 0); then
+reported_vs_measured.md (what was measured where, the length, the data caveat, then per variant reported,
+measured, gap, the length run and where the gap comes from: data through JPEG, fewer epochs, the budget),
+.csv and .png (reported vs measured bars) in --out, all re-read from the runs' summary.json.
+
+    python scripts/bench.py studies --device cuda                         # §1: 16 runs in at most 8 minutes
+    python scripts/bench.py studies --device cuda --length budget --scale 20   # each the study's 10 min / 20
+    python scripts/bench.py studies --device cuda --studies resnet34      # §3's ResNet-34, 8 min of training
+    python scripts/bench.py studies --toy --device cpu                    # 2 variants, 1 epoch on 256 images
+
+Length: `--length epochs` (default) gives each variant the epochs it trained in the study's ten minutes (its
+reported epochs, else 600 s / its reported seconds per epoch, else the baseline LeNet's 150); `--length
+budget` gives each the study's ten minutes / --scale. Either way the §1 runs share --total-min (default 8),
+and a run that reaches its share stops there (the table says so).
+
+Why it fits 8 minutes on an H200: before running, the plan estimates each run from its steps and FLOPs
+(`estimated_seconds`): 1 ms of host time a step (launches, Python; assumed) plus its FLOPs (torch's counter:
+3 forward passes a training image, 1 an evaluated one) at 50 TFLOP/s, the rate speednet reached in this loop
+on the H200 (72,923 images/s × 3 × 0.236 GFLOP, README "Speed"; ResNet-18 reached 135 TFLOP/s). The study's
+1,108 epochs (55 M training images; 1.8 M evaluated, as each run evaluates every tenth of its epochs and at
+its end; 8.9 PFLOP) come to ~270 s: the LeNets at batch 1024 ~8-16 s each (~0.5 M images/s), LeNet-batch128
+~33 s (28 k steps), LeNet-4wide ~30 s, Deep CNN (BC) ~21 s, the Fashion-MNIST CNN (1.09 GFLOP an image)
+~53 s. The runs go cheapest first, and each may use the minutes left × its estimate / the estimates of the
+runs left, so 8 minutes leave ~1.8× the estimate to every run, and the time a run leaves unused goes to the
+runs after it. The estimate's two constants are assumptions until a GPU run measures them (the CSV's
+`estimated_seconds` beside the measured seconds).
+
+`--studies resnet34`: §3's recipe unchanged (200 epochs' schedule, batch 256) under `trainer.budget_min` =
+--resnet34-min (default 8), so its schedule runs over budget progress; its row puts the accuracy reached
+beside the reported 95.61% and the seconds per epoch beside the reported 40 (run it as a call of its own:
+with §1 it needs 16 minutes). `--reference-run` (CUDA) first runs airbench94 on the same data and states its
+accuracy above the table. Every run's config is composed and checked before the first run starts.
+
+Several jobs on one device: N LeNet jobs (the overhead mode's tiny job; overrides make it larger) one at a
+time (the default launcher) and all N at once on the same device (hydra/launcher=parallel,
+`n_jobs=${jobs_per_device:N}`): each sweep's total wall seconds, aggregate images/s and the speed-up.
+
+    CUDA_VISIBLE_DEVICES=0 python scripts/bench.py share --jobs 8 --device cuda data.train_subset=null trainer.epochs=2
+
+All of them print Markdown tables and write JSON (--json, default outputs/bench/<mode>-<time>.json).
 Data: `data.root` as in the configs ($CIFAR10_ROOT or ~/.cache/cifarbench); --data overrides it.
 """
 from __future__ import annotations
@@ -48,6 +91,7 @@ import cProfile
 import csv
 import json
 import logging
+import math
 import os
 import platform
 import pstats
@@ -62,15 +106,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import cifarbench
 from cifarbench.data import load_cifar10
 from cifarbench.core.device import describe_device, resolve_amp, resolve_device
-from cifarbench.core.files import atomic_write_json
+from cifarbench.core.files import atomic_write_json, atomic_write_text, csv_text
+from cifarbench.core.registry import ConfigError
 from cifarbench.models import build_model, list_models
 from cifarbench.optim import build_optimizer
 from cifarbench.engine.loop import train
+from cifarbench.run.figures import new_figure, save_png
+from cifarbench.run.layout import RunFolder
+from cifarbench.run.studies import COLUMNS as REPORTED_COLUMNS, reported_row, to_markdown
+from cifarbench.validate import validate_config
 
 DEFAULT_MODELS = "lenet,cnn10,vgg,resnet18,resnet34"
 TINY_JOB = ["model=lenet", "trainer.epochs=1", "data.train_subset=256", "data.test_subset=500", "trainer.progress=false"]
@@ -277,6 +328,259 @@ def reference(args) -> list[dict]:
     return [*summary, *[{"recipe": args.recipe, **r} for r in ours], *[{"recipe": args.reference, **r} for r in theirs]]
 
 
+# Study §1 (docs/studies.md): every variant trained for ten minutes in the study; what those minutes bought.
+STUDY_BUDGET_S = 600
+BASELINE = "lenet"  # its length stands in for the variants that report neither epochs nor seconds per epoch
+TOY = ["debug=quick", "trainer.epochs=1", "data.test_subset=200", "trainer.eval_batch_size=200"]
+TOY_VARIANTS = ["lenet", "lenet_adam"]
+JPEG_POINTS = 0.034  # what airbench94 loses on this project's copy of the data (README "Speed"), a fraction
+DATA_CAVEAT = ("this project's copy of CIFAR-10 went through JPEG once (airbench94 reaches 90.6% on it against "
+               "its published 94.0% on the original images: 3.4 points lost to the data alone), so every measured "
+               "accuracy here starts a few points under a figure reported on the original images")
+STUDY_COLUMNS = {"length": "length run", "gap_from": "gap from"}  # the table's columns beside run/studies.py's
+
+
+def study_file(name: str):
+    """conf/<name>.yaml of the installed configs, as written (not composed: milliseconds, not a Hydra compose)."""
+    from importlib.resources import files
+
+    return OmegaConf.load(files("cifarbench.conf") / f"{name}.yaml")
+
+
+def study_variants() -> list[str]:
+    """The §1 variants, one per file of conf/study/tenminute/, in name order."""
+    from importlib.resources import files
+
+    return sorted(p.name.removesuffix(".yaml") for p in (files("cifarbench.conf") / "study" / "tenminute").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def study_epochs(reported, baseline) -> tuple[float, str]:
+    """The epochs a §1 variant trained in the study's ten minutes, and where the number comes from: the
+    epochs it reported; else 600 s / its reported seconds per epoch, rounded down; else the baseline's
+    (`baseline`: the baseline LeNet's `reported`; LeNet-Adam and LeNet-AdaBound report neither and
+    train the same network at the same batch size)."""
+    if reported.get("epochs"):
+        return float(reported.epochs), f"{reported.epochs:g} epochs (reported)"
+    if reported.get("seconds_per_epoch"):
+        epochs = float(STUDY_BUDGET_S // reported.seconds_per_epoch)
+        return epochs, f"{epochs:g} epochs ({STUDY_BUDGET_S} s / {reported.seconds_per_epoch:g} s per epoch reported)"
+    epochs = study_epochs(baseline, baseline)[0]
+    return epochs, f"{epochs:g} epochs (the baseline's: same network and batch)"
+
+
+def gap_sources(row: dict, epochs: float, toy: bool) -> str:
+    """The `gap from` column: what differs from the study where the measured accuracy (a fraction) falls
+    short of the reported one: the data (always: the JPEG copy); fewer epochs than the study's `epochs`
+    and what stopped them (the budget, a toy run); at the study's epochs or more, a shortfall beyond
+    the data's 3.4 points, which nothing here explains. "closed" when measured ≥ reported; "" when
+    nothing was measured."""
+    if row["delta_test_acc"] is None:
+        return ""
+    if row["delta_test_acc"] >= 0:
+        return "closed"
+    sources = ["data through JPEG"]
+    if row["measured_epochs"] < 0.99 * epochs:
+        fewer = f"epochs: {row['measured_epochs']:g} of the study's {epochs:g}"
+        if toy:
+            fewer += " (toy run)"
+        elif "budget" in row["stopped_by"]:
+            fewer += f" (budget {60 * row['budget_min']:.3g} s)"
+        sources.append(fewer)
+    elif -row["delta_test_acc"] > JPEG_POINTS:
+        sources.append(f"{100 * (-row['delta_test_acc'] - JPEG_POINTS):.1f} points beyond the data's: not explained")
+    return "; ".join(sources)
+
+
+def study_jobs(args) -> list[tuple[str, float, str, list[str]]]:
+    """Per §1 variant chosen (then §3's ResNet-34 when asked): its label, the epochs the study trained
+    it, the length this run gives it (text) and the overrides that compose it (a §1 variant evaluates
+    every tenth of the study's epochs, rounded down, and at its end). The figures are read from each
+    variant's own file, where they are declared."""
+    baseline = study_file(f"study/tenminute/{BASELINE}").reported
+    jobs = []
+    for variant in args.variants:
+        epochs, length = study_epochs(study_file(f"study/tenminute/{variant}").reported, baseline)
+        # about ten evaluations (and last.pt writes) a run, not one an epoch: 1,108 of them would cost minutes
+        study = ["experiment=tenminute", f"study/tenminute={variant}", f"trainer.eval_every={max(1, int(epochs // 10))}"]
+        if args.length == "budget":
+            length = f"budget {STUDY_BUDGET_S / args.scale:g} s (the study's {STUDY_BUDGET_S} s / {args.scale:g})"
+        else:
+            study.append(f"trainer.epochs={epochs:g}")
+        jobs.append((variant, epochs, length, study))
+    if "resnet34" in args.studies:
+        reported = study_file("experiment/resnet34").reported
+        jobs.append(("resnet34", float(reported.epochs), f"budget {args.resnet34_min:g} min (the study: "
+                     f"{reported.epochs} epochs in {reported.train_seconds:,} s)",
+                     ["experiment=resnet34", f"trainer.budget_min={args.resnet34_min}"]))
+    return jobs
+
+
+# What the plan of the §1 runs assumes of a GPU (an H200 here), to order them and share --total-min out; to be
+# measured. The host's cost of one training step (kernel launches, Python), and the FLOP rate of small networks
+# in the loop: speednet's 72,923 images/s × 3 × 0.236 GFLOP (README "Speed"; ResNet-18 reached 135 TFLOP/s).
+STEP_SECONDS = 1e-3
+FLOP_RATE = 50e12
+
+
+def forward_flops(cfg) -> float:
+    """FLOPs of one forward pass of `cfg.model` per 3×32×32 image (a multiply-add is 2), counted by torch's
+    FlopCounterMode on the meta device (nothing allocated, nothing computed)."""
+    with torch.device("meta"):
+        model = build_model(cfg.model).eval()
+        images = torch.empty(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        model(images)
+    return counter.get_total_flops() / 2
+
+
+def estimated_seconds(cfg, epochs: float, train_images: int = 50_000, test_images: int = 10_000) -> float:
+    """Seconds a §1 run of `epochs` should take on the GPU the plan assumes: its steps × STEP_SECONDS plus its
+    FLOPs (3 forward passes' worth a training image, 1 an evaluated one, an evaluation every
+    `trainer.eval_every` epochs) / FLOP_RATE; for the whole of CIFAR-10 (50,000 training, 10,000 test
+    images) by default."""
+    steps = epochs * math.ceil(train_images / cfg.trainer.batch_size)
+    evaluated = test_images * math.ceil(epochs / cfg.trainer.eval_every)
+    return steps * STEP_SECONDS + forward_flops(cfg) * (3 * train_images * epochs + evaluated) / FLOP_RATE
+
+
+def time_share(args, remaining_s: float, estimate_s: float, estimates_left_s: float, runs_left: int) -> float:
+    """Seconds the next §1 run may train, of the `remaining_s` the runs left share: with --length epochs in
+    proportion to the estimates (its `estimate_s` of the `estimates_left_s` of the runs left, itself
+    included); with --length budget its budget, the study's 600 s / --scale, or an equal share of what
+    is left when that is less."""
+    if args.length == "epochs":
+        return remaining_s * estimate_s / estimates_left_s
+    return min(remaining_s / runs_left, STUDY_BUDGET_S / args.scale)
+
+
+def composed(label: str, overrides: list[str]):
+    """The config of one run, checked as train() will check it, so a bad value stops the command before any
+    run (one line, exit status 2) rather than after minutes of the others."""
+    cfg = config(overrides)
+    try:
+        validate_config(cfg)
+    except ConfigError as e:
+        print(f"bench.py studies: {label}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return cfg
+
+
+def run_job(cfg, run_dir: Path) -> dict:
+    """Train `cfg` in this process; the summary.json it wrote (a run that raised before writing one: a
+    failed summary holding its config, so its row still shows what was reported)."""
+    try:
+        train(cfg, run_dir)
+    except Exception as e:  # one variant failing leaves the other variants' minutes and rows
+        logging.getLogger("bench").error("%s: %s", run_dir, e)
+        return RunFolder(run_dir).read_summary() or {"status": "failed", "error": str(e),
+                                                     "config": OmegaConf.to_container(cfg)}
+    return RunFolder(run_dir).read_summary()
+
+
+def studies(args) -> list[dict]:
+    """`studies` mode: every run's config composed and checked first; airbench94 when --reference-run asks
+    (CUDA only); then the §1 runs in this process, one after another, the cheapest first, sharing the CUDA
+    context and the data already on the device, and ResNet-34; then the table and the figure from the
+    runs' summary.json. The §1 runs share --total-min: with --length epochs each may use the minutes left
+    × its estimated seconds / the estimated seconds of the runs left (the time a run leaves unused goes
+    to the runs after it); with --length budget each gets its budget, or the minutes left / the runs left
+    when that is less (every variant the same time, as in the study)."""
+    overrides = [f"trainer.device={args.device}", "trainer.progress=false", "trainer.plots=none",
+                 *args.data_override, *(TOY if args.toy else []), *args.overrides]
+    jobs = [(label, epochs, length, [composed(label, [*study, f"trainer.seed={seed}", *overrides])
+                                     for seed in range(args.seeds)])
+            for label, epochs, length, study in study_jobs(args)]
+    reference_row = aggregate_seeds(airbench94(args), None) if args.reference_run else None
+    estimate = {label: estimated_seconds(cfgs[0], epochs) for label, epochs, _, cfgs in jobs if label != "resnet34"}
+    print_table([{"variant": label, "study_epochs": f"{epochs:g}", "estimated_seconds": round(estimate[label], 1),
+                  "gflop_per_image": round(forward_flops(cfgs[0]) / 1e9, 3)}
+                 for label, epochs, _, cfgs in jobs if label in estimate],
+                ["variant", "study_epochs", "gflop_per_image", "estimated_seconds"])
+    print(f"\n§1: {len(estimate)} variant(s) x {args.seeds} seed(s), estimated "
+          f"{args.seeds * sum(estimate.values()):.0f} s at the study's epochs on the assumed GPU "
+          f"({STEP_SECONDS * 1e3:g} ms a step, {FLOP_RATE / 1e12:g} TFLOP/s); here {args.length}, at most "
+          f"{args.total_min:g} min in all")
+    deadline = time.perf_counter() + 60 * args.total_min
+    left, runs_left = args.seeds * sum(estimate.values()), args.seeds * len(estimate)  # estimated seconds, runs
+    summaries = {}
+    for label, _, _, cfgs in sorted(jobs, key=lambda job: (job[0] == "resnet34", estimate.get(job[0], 0))):
+        summaries[label] = []
+        for seed, cfg in enumerate(cfgs):
+            if label in estimate:
+                share = time_share(args, max(deadline - time.perf_counter(), 1.0), estimate[label], left, runs_left)
+                cfg.trainer.budget_min = round(share / 60, 4)
+                left, runs_left = left - estimate[label], runs_left - 1
+            summaries[label].append(run_job(cfg, args.out / label / f"seed{seed}"))
+    rows = []
+    for label, epochs, length, _ in jobs:  # the table in the variants' order, whatever order they ran in
+        row = reported_row(label, summaries[label])
+        stops = {s.get("stopped_by") for s in summaries[label] if s.get("status") == "completed"}
+        row.update(length=length, stopped_by=", ".join(sorted(filter(None, stops))),
+                   estimated_seconds=round(estimate[label], 1) if label in estimate else None)
+        row["gap_from"] = gap_sources(row, epochs, args.toy)
+        rows.append(row)
+    write_study_table(rows, args, reference_row)
+    return rows
+
+
+def write_study_table(rows: list[dict], args, reference_row: dict | None):
+    """reported_vs_measured.md (what was measured where, how long each run trained, the data caveat, then
+    the table), .csv and .png in args.out; the Markdown printed too."""
+    asked = (("§1", bool(args.variants)), ("§3", "resnet34" in args.studies))
+    studies = " and ".join(name for name, chosen in asked if chosen)
+    header = [f"# Reported vs measured: study {studies}", "",
+              f"Measured on {hardware(resolve_device(args.device))}, torch {torch.__version__}, "
+              f"{time.strftime('%Y-%m-%d')}: `{args.command}`; "
+              f"{f'seeds 0..{args.seeds - 1}' if args.seeds > 1 else 'seed 0'}."]
+    if args.variants:
+        length, share = (("the epochs it trained in the study", "the minutes left × its estimated seconds / "
+                          "those of the runs left, the cheapest first") if args.length == "epochs" else
+                         (f"the study's ten minutes / {args.scale:g}", "its budget or, when less, the minutes "
+                          "left / the runs left"))
+        header += ["", f"§1: each variant ran for {length}, evaluated every tenth of the study's epochs and at its "
+                   f"end; the §1 runs shared {args.total_min:g} minutes (each could use {share}, and stopped there)."]
+    if "resnet34" in args.studies:
+        header += ["", f"§3: ResNet-34's recipe unchanged (its schedule planned for 200 epochs) under a budget of "
+                   f"{args.resnet34_min:g} minutes of training, the schedule following the budget's progress."]
+    header += ["", f"Data caveat: {DATA_CAVEAT}."]
+    if reference_row:
+        header += ["", f"airbench94 on the same data in this run: {100 * reference_row['mean_test_acc']:.2f}% (mean of "
+                   f"{reference_row['seeds']} seed(s); published: 94.0% on the original images)."]
+    if args.toy:
+        header += ["", "Toy run (--toy): one epoch on a small subset; its figures test the script, not the study."]
+    table = to_markdown(rows, STUDY_COLUMNS, "\n".join(header))
+    atomic_write_text(args.out / "reported_vs_measured.md", table)
+    atomic_write_text(args.out / "reported_vs_measured.csv",
+                      csv_text(rows, (*REPORTED_COLUMNS, "stopped_by", "estimated_seconds", *STUDY_COLUMNS)))
+    plot_reported_vs_measured(rows, args.out / "reported_vs_measured.png",
+                              f"reported vs measured on {describe_device(resolve_device(args.device))}")
+    print("\n" + table)
+
+
+def plot_reported_vs_measured(rows: list[dict], path: Path, title: str):
+    """Horizontal bars, a pair per row: the reported test accuracy (grey) and the measured mean (blue,
+    the seeds' std as an error bar, the gap in points beside it), in percent; a row without a
+    measurement has no blue bar."""
+    fig = new_figure(8, 1.2 + 0.4 * len(rows))
+    axis = fig.subplots()
+    y = np.arange(len(rows))
+    percent = lambda key: [np.nan if r[key] is None else 100 * r[key] for r in rows]
+    axis.barh(y - 0.2, percent("reported_test_acc"), 0.4, color="0.7", label="reported")
+    axis.barh(y + 0.2, percent("measured_test_acc_mean"), 0.4, color="tab:blue", label="measured",
+              xerr=[100 * (r["measured_test_acc_std"] or 0) for r in rows])
+    for k, r in enumerate(rows):  # the gap in points at the end of the measured bar
+        if r.get("delta_test_acc") is not None:
+            axis.text(100 * (r["measured_test_acc_mean"] + (r["measured_test_acc_std"] or 0)) + 1.5, k + 0.2,
+                      f"{100 * r['delta_test_acc']:+.1f}", va="center", fontsize=8)
+    axis.set(yticks=y, yticklabels=[r["variant"] for r in rows], xlabel="test accuracy (%)", xlim=(0, 110),
+             title=title)
+    axis.invert_yaxis()
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    save_png(fig, path)
+
+
 # What a process imports before its first job, and what a tiny run imports in all: torch.optim imports
 # torch._dynamo when the first optimizer is built (PyTorch's own `_disable_dynamo`), and the figures matplotlib.
 PROCESS_IMPORTS = "cifarbench.commands.cli, torch, hydra"
@@ -293,12 +597,14 @@ def import_seconds(modules: str, repeats: int) -> float:
     return min(times)
 
 
-def sweep_overhead(launcher: str, args) -> dict:
-    """Run args.jobs tiny jobs as one `python -m cifarbench -m` with `launcher`; seconds of wall and of
-    training, and the overhead per job, (wall − summed train_seconds) / jobs."""
+def sweep_overhead(launcher: str, args, launcher_overrides: list[str] | None = None) -> dict:
+    """Run args.jobs tiny jobs as one `python -m cifarbench -m` with `launcher` (LAUNCHERS' overrides, or
+    `launcher_overrides`); seconds of wall and of training, the overhead per job, (wall − summed
+    train_seconds) / jobs, and the jobs' aggregate images/s (images trained over the sweep's wall seconds)."""
     sweep_dir = args.out / launcher
     command = [sys.executable, "-m", "cifarbench", "-m", *TINY_JOB, f"trainer.seed={','.join(map(str, range(args.jobs)))}",
-               f"trainer.device={args.device}", f"hydra.sweep.dir={sweep_dir}", *LAUNCHERS[launcher],
+               f"trainer.device={args.device}", f"hydra.sweep.dir={sweep_dir}",
+               *(LAUNCHERS[launcher] if launcher_overrides is None else launcher_overrides),
                *args.data_override, *args.overrides]
     start, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(command, capture_output=True, text=True)
@@ -318,8 +624,10 @@ def sweep_overhead(launcher: str, args) -> dict:
     # first job (its process's first torch.optim and matplotlib imports) and the last (the sweep's end) left out.
     steady = ([jobs[k + 1][0] - jobs[k][0] - jobs[k][1]["train_seconds"] for k in range(1, args.jobs - 1)]
               if launcher == "basic" and args.jobs >= 3 else [])
+    images = sum(s["epochs"] * s["train_images"] for s in summaries)
     return {"launcher": launcher, "jobs": args.jobs, "completed": sum(s["status"] == "completed" for s in summaries),
             "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "train_seconds_sum": round(train_seconds, 2),
+            "aggregate_images_per_s": round(images / wall, 1),
             "overhead_per_job_seconds": round((wall - train_seconds) / args.jobs, 3),
             "steady_overhead_per_job_seconds": round(statistics.fmean(steady), 3) if steady else None}
 
@@ -383,6 +691,21 @@ def overhead(args) -> list[dict]:
     return rows + profile
 
 
+def share(args) -> list[dict]:
+    """args.jobs LeNet jobs (TINY_JOB and the overrides, seeds 0..N-1) on one device, one at a time (the default
+    launcher, in one process) and all at once (hydra/launcher=parallel with n_jobs=${jobs_per_device:N}; run
+    it with one GPU visible, CUDA_VISIBLE_DEVICES=0): each sweep's total wall seconds and aggregate images/s,
+    and the second's speed-up over the first."""
+    rows = [sweep_overhead("basic", args),
+            sweep_overhead("shared", args, ["hydra/launcher=parallel",
+                                            f"hydra.launcher.n_jobs=${{jobs_per_device:{args.jobs}}}"])]
+    for row in rows:
+        row["speedup"] = round(rows[0]["wall_seconds"] / row["wall_seconds"], 2)
+    print_table(rows, ["launcher", "jobs", "completed", "wall_seconds", "train_seconds_sum", "aggregate_images_per_s",
+                       "speedup"])
+    return rows
+
+
 def print_table(rows: list[dict], columns: list[str]):
     print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in rows:
@@ -402,7 +725,7 @@ def hardware(device: torch.device) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["throughput", "accuracy", "reference", "overhead"])
+    parser.add_argument("mode", choices=["throughput", "accuracy", "reference", "overhead", "studies", "share"])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run, e.g. trainer.amp=off")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data", help="dataset folder (else data.root of the configs)")
@@ -423,24 +746,57 @@ def main(argv=None):
     throughput_args.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
     accuracy_args = parser.add_argument_group("accuracy")
     accuracy_args.add_argument("--recipe", default="speedrun94", help="an experiment config")
-    accuracy_args.add_argument("--seeds", type=int, default=10)
+    accuracy_args.add_argument("--seeds", type=int, help="seeds 0..N-1 (default 10; studies: 1, the recipes' seed 0)")
     accuracy_args.add_argument("--target", type=float, help="count the seeds at or above this accuracy")
     accuracy_args.add_argument("--warmup-runs", type=int, default=1, help="untimed runs before the seeds")
     accuracy_args.add_argument("--reference", default="airbench94", choices=["airbench94"],
                                help="reference mode: the published recipe run beside --recipe")
     overhead_args = parser.add_argument_group("overhead")
     overhead_args.add_argument("--jobs", type=int, default=8,
-                               help="tiny jobs per sweep (default 8; the steady overhead needs at least 3)")
+                               help="tiny jobs per sweep (default 8; the steady overhead needs at least 3); "
+                                    "share: the jobs run one at a time, then all at once")
     overhead_args.add_argument("--launchers", type=lambda names: names.split(","), default=list(LAUNCHERS),
                                help=f"comma-separated, of {', '.join(LAUNCHERS)} (default: both)")
     overhead_args.add_argument("--repeats", type=int, default=5,
                                help="how often to time the imports (the best counts) and composing a config "
                                     "(the median counts); default 5")
+    studies_args = parser.add_argument_group("studies")
+    studies_args.add_argument("--studies", type=lambda names: names.split(","), default=["tenminute"],
+                              help="comma-separated, of tenminute (§1's variants), resnet34 (§3 under a budget)")
+    studies_args.add_argument("--variants", type=lambda names: names.split(","),
+                              help="§1 variants, comma-separated (default: all sixteen; --toy: lenet,lenet_adam)")
+    studies_args.add_argument("--length", choices=["epochs", "budget"], default="epochs",
+                              help="epochs: the epochs each variant trained in the study (default); budget: the "
+                                   "study's ten minutes divided by --scale")
+    studies_args.add_argument("--scale", type=float, default=20, help="--length budget: 10 min / this (default 20)")
+    studies_args.add_argument("--total-min", type=float, default=8,
+                              help="minutes the §1 runs share (default 8): each may use the minutes left / the runs "
+                                   "left")
+    studies_args.add_argument("--resnet34-min", type=float, default=8, help="ResNet-34's budget in minutes (default 8)")
+    studies_args.add_argument("--reference-run", action="store_true",
+                              help="also run --reference (airbench94, CUDA) on the same data, its accuracy above "
+                                   "the table")
+    studies_args.add_argument("--toy", action="store_true",
+                              help="one epoch on 256 images per run, variants lenet,lenet_adam: a check of the script")
     args = parser.parse_intermixed_args(argv)
     if unknown := sorted(set(args.launchers) - set(LAUNCHERS)):
         parser.error(f"--launchers: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(LAUNCHERS)}")
     if args.jobs < 1 or args.repeats < 1:
         parser.error(f"--jobs {args.jobs} --repeats {args.repeats}: both must be at least 1")
+    if unknown := sorted(set(args.studies) - {"tenminute", "resnet34"}):
+        parser.error(f"--studies: unknown {', '.join(map(repr, unknown))}; choose from tenminute, resnet34")
+    if "tenminute" not in args.studies:
+        args.variants = []
+    elif args.variants is None:
+        args.variants = TOY_VARIANTS if args.toy else study_variants()
+    if unknown := sorted(set(args.variants) - set(study_variants())):
+        parser.error(f"--variants: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(study_variants())}")
+    if args.seeds is None:
+        args.seeds = 1 if args.mode == "studies" else 10
+    if args.seeds < 1 or args.scale <= 0 or args.total_min <= 0 or args.resnet34_min <= 0:
+        parser.error(f"--seeds {args.seeds} --scale {args.scale:g} --total-min {args.total_min:g} --resnet34-min "
+                     f"{args.resnet34_min:g}: --seeds must be at least 1, the others above 0")
+    args.command = " ".join(["bench.py", *(sys.argv[1:] if argv is None else argv)])
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -448,8 +804,9 @@ def main(argv=None):
     args.json = args.json or args.out.with_suffix(".json")
     args.data_override = [f"data.root={args.data}"] if args.data else []
     device = resolve_device(args.device)
-    rows = {"throughput": throughput, "accuracy": accuracy, "reference": reference, "overhead": overhead}[args.mode](args)
-    atomic_write_json(args.json, {"mode": args.mode, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    rows = {"throughput": throughput, "accuracy": accuracy, "reference": reference, "overhead": overhead,
+            "studies": studies, "share": share}[args.mode](args)
+    atomic_write_json(args.json, {"mode": args.mode, "command": args.command,
                                   "hardware": hardware(device), "torch": torch.__version__,
                                   "python": platform.python_version(), "rows": rows})
     print(f"\nwrote {args.json}")

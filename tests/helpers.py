@@ -11,20 +11,29 @@ formats and of damaged files, and ways to run the CLI and the benchmark script.
 - `run_cli(*overrides, cwd=None)`: runs `python -m cifarbench` in a subprocess, returns CompletedProcess.
 - `cli_in_process(monkeypatch, *args)`: `cifarbench ARGS` run in this process under Hydra (the CLI's own
   entry point; no interpreter start); returns its exit status.
-- `bench(*args)`: `scripts/bench.py ARGS` run in this process, from the current folder (what it prints: capsys).
+- `bench(*args)`: `scripts/bench.py ARGS` run in this process, from the current folder (what it prints: capsys);
+  `bench_module()`: the script as a module, to call its functions.
+- `metrics_without_timing(path)`: a metrics.csv's rows without what the machine did (seconds, images/s,
+  memory), which two runs of the same training differ in.
+- `signal_at(monkeypatch, step, *signums)`: real signals raised in this process right after a training step;
+  `slowed(seconds)`: the environment of a process whose training steps take that long more (tests/engine/
+  slowed/sitecustomize.py), `wait_for(path, *processes)`: until it has written `path` (then a test signals it).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -155,14 +164,20 @@ def run_cli(*overrides: str, module: str = "cifarbench", cwd: str | Path | None 
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def bench(*args: str):
-    """`python scripts/bench.py ARGS`, in this process: the script loaded as a module, its main() called."""
+@functools.cache
+def bench_module():
+    """scripts/bench.py loaded as a module (its functions, to test one at a time), once per test process."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(list(args))
+    return module
+
+
+def bench(*args: str):
+    """`python scripts/bench.py ARGS`, in this process: the script loaded as a module, its main() called."""
+    bench_module().main(list(args))
 
 
 def cli_in_process(monkeypatch, *args: str) -> int:
@@ -175,3 +190,48 @@ def cli_in_process(monkeypatch, *args: str) -> int:
     except SystemExit as e:  # sys.exit(None) is 0; sys.exit("message") is 1
         return e.code if isinstance(e.code, int) else int(e.code is not None)
     return 0
+
+
+def signal_at(monkeypatch, step: int, *signums: int):
+    """Raise `signums` in this process (the main thread: the run's real handler) right after training step `step`."""
+    from cifarbench.engine import loop
+
+    decide = loop.stop_reason
+
+    def stop_reason(training, state, plan, clock, interrupted):
+        if state.step == step:
+            for signum in signums:
+                signal.raise_signal(signum)
+        return decide(training, state, plan, clock, interrupted)
+
+    monkeypatch.setattr(loop, "stop_reason", stop_reason)
+
+
+def wait_for(path: Path, *processes: subprocess.Popen, timeout: float = 120):
+    """Until `path` exists; fails if one of `processes` ends first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        for process in processes:
+            assert process.poll() is None, (f"exit {process.returncode} before {path.name}: "
+                                            f"{process.communicate()[0][-3000:]}")
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.02)
+
+
+def slowed(seconds: float) -> dict:
+    """os.environ for a subprocess (and the processes it starts) in which every cifarbench training forward
+    first sleeps `seconds` (tests/engine/slowed/sitecustomize.py), so that a test can signal it mid-run."""
+    path = os.pathsep.join(filter(None, [str(REPO / "tests" / "engine" / "slowed"), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "SLOW_STEP_S": str(seconds)}
+
+
+def metrics_without_timing(path: str | Path) -> list[dict]:
+    """The rows of a metrics.csv as text, without the columns of what the machine did: the seconds, the
+    images/s and the hardware columns (memory, utilisation, power), which runs of the same training differ in."""
+    import csv
+
+    from cifarbench.core.hardware import HARDWARE_METRICS
+
+    machine = {"train_seconds", "images_per_s", *HARDWARE_METRICS}
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if k not in machine} for row in csv.DictReader(f)]

@@ -86,3 +86,21 @@ def test_no_document_a_user_does_not_have_is_cited():
     citing = [str(path.relative_to(root)) for folder in ("src", "conf") for path in (root / folder).rglob("*")
               if path.suffix in (".py", ".yaml") and "SPEC" in path.read_text()]
     assert citing == []
+
+
+def test_every_test_the_readme_names_exists():
+    """The README backs its promises with tests it names (`tests/engine/test_interrupt.py::test_…`, or a
+    file alone): each file exists and defines each named test, so a renamed or deleted test shows here."""
+    import re
+
+    root = SRC.parent
+    named = re.findall(r"(tests/[\w/]+\.py)(?:::(\w+))?", (root / "README.md").read_text())
+    assert len({test for _, test in named if test}) >= 30  # the promises' table, at least
+    missing = []
+    for file, test in sorted(set(named)):
+        path = root / file
+        defined = {node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)
+                   } if path.is_file() else set()
+        if not path.is_file() or (test and test not in defined):
+            missing.append(f"{file}::{test}" if test else file)
+    assert not missing, f"the README names tests that do not exist: {missing}"

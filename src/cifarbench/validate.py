@@ -259,6 +259,7 @@ TRAINER = Schema({
     "clip_mode": one_of(*CLIP_MODES).with_default("norm"),
     "deterministic": FLAG.with_default(False),
     "resume": Field("text", nullable=True).with_default(None),
+    "max_requeues": at_least(0, integer=True).with_default(3, "times a preempted submitit job is requeued"),
     "compile": FLAG.with_default(False),
     "ema": between(0, 1, high_open=True, nullable=True).with_default(None, "decay per optimizer step"),
     "ema_warmup": FLAG.with_default(True),
@@ -317,7 +318,7 @@ REPORTED = Schema({
 LOGGER = Schema({  # each tracker a sub-group of its own, present when chosen (logger=[csv,mlflow])
     "csv": Schema({}), "tensorboard": Schema({}),
     "mlflow": Schema({"tracking_uri": Field("text", nullable=True), "experiment_name": Field("text", nullable=True),
-                      "timeout_s": positive()}),
+                      "timeout_s": positive(), "system_metrics": FLAG, "system_metrics_interval_s": positive()}),
     "wandb": Schema({"project": Field("text", nullable=True), "entity": Field("text", nullable=True),
                      "mode": one_of(*WANDB_MODES, nullable=True)}),
 })

@@ -19,7 +19,8 @@ def test_one_epoch_writes_metrics_curves_and_summary(tmp_path, fake_cifar_root):
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["epoch", "step", "train_seconds", "lr", "train_loss", "train_acc", "test_loss",
-                             "test_acc", "images_per_s", "val_loss", "val_acc", "grad_norm"]
+                             "test_acc", "images_per_s", "val_loss", "val_acc", "grad_norm", "max_memory_allocated_mib",
+                             "max_memory_reserved_mib", "max_rss_mib", "gpu_utilization", "gpu_power_w"]
     assert {(r["val_loss"], r["val_acc"], r["grad_norm"]) for r in rows} == {("", "", "")}  # no split, no clipping
     assert [float(r["epoch"]) for r in rows] == [1.0, 2.0]
     summary = json.loads((run / "summary.json").read_text())

@@ -441,3 +441,49 @@ def test_a_hundred_class_confusion_lists_the_top_mistakes(tmp_path):
     fig = confusion_figure(confusion, CIFAR100_FINE)
     texts = [t.get_text() for t in fig.texts]
     assert "bear → beaver: 10 (100 %)\nbeetle → bottle: 2 (20 %)" in texts and len(texts) == 2  # no cell numbers
+
+
+# Seen (issue 26): SVHN's missing-data message named train_32x32.mat only (not test_32x32.mat, nor
+# extra_32x32.mat with data.extra=true) while MNIST's named all four. Each entry, as configured, names
+# every file it needs that is missing, offline and when the download fails.
+NEEDED = {
+    "cifar10": ("CIFAR-10", "", ["cifar-10-python.tar.gz"], " or its extracted cifar-10-batches-py/ folder"),
+    "cifar100": ("CIFAR-100", "", ["cifar-100-python.tar.gz"], " or its extracted cifar-100-python/ folder"),
+    "mnist": ("MNIST", "mnist", ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"], ""),
+    "fashion_mnist": ("Fashion-MNIST", "fashion_mnist", ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                                         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"], ""),
+    "svhn": ("SVHN", "svhn", ["train_32x32.mat", "test_32x32.mat"], ""),
+    "svhn extra": ("SVHN", "svhn", ["train_32x32.mat", "test_32x32.mat", "extra_32x32.mat"], ""),
+}
+
+
+@pytest.mark.parametrize("entry", list(NEEDED))
+def test_missing_data_names_every_file_the_config_needs(tmp_path, entry):
+    name, _, extra = entry.partition(" ")
+    if name == "svhn":
+        pytest.importorskip("scipy")
+    source = DATASETS.build(name, **({"extra": True} if extra else {}))
+    title, sub, files, alternative = NEEDED[entry]
+    folder = tmp_path / sub if sub else tmp_path
+    verb = "is" if len(files) == 1 else "are"
+    put = (f"Put {', '.join(files)} (from {UNREACHABLE}){alternative} into {folder}, or point data.root (or the "
+           f"CIFAR10_ROOT environment variable) at the folder that holds {sub + '/' if sub else 'them'}.")
+    with pytest.raises(DatasetError) as offline:
+        source.load(tmp_path, download=False, mirrors=[UNREACHABLE])
+    assert str(offline.value) == f"{title} not found in {folder} ({', '.join(files)} {verb} missing) and " \
+                                 f"data.download=false. {put}"
+    with pytest.raises(DatasetError) as failed:
+        source.load(tmp_path, download=True, mirrors=[UNREACHABLE])
+    assert str(failed.value).endswith(f"). {put}")
+
+
+def test_the_message_names_only_the_files_that_are_missing(tmp_path, mirror):
+    """SVHN with data.extra=true and its training file in place: the test and extra files are missing."""
+    source, _, _ = source_for("svhn", mirror)
+    source = dataclasses.replace(source, extra=True)
+    (tmp_path / "svhn").mkdir()
+    (tmp_path / "svhn" / "train_32x32.mat").write_bytes((mirror[0] / "svhn" / "train_32x32.mat").read_bytes())
+    with pytest.raises(DatasetError, match=r"^SVHN not found in \S+ \(test_32x32.mat, extra_32x32.mat are missing\) "
+                                           r"and data.download=false. Put test_32x32.mat, extra_32x32.mat \(from"):
+        source.load(tmp_path, download=False)

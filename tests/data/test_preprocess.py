@@ -59,3 +59,15 @@ def test_a_damaged_zca_cache_is_fitted_again_and_replaced(tmp_path, how, caplog,
 
     monkeypatch.setattr(preprocess, "fit_zca", no_fit)  # the rewritten cache is whole again
     assert torch.equal(build_preprocess("zca", images, cache_dir=tmp_path)(images[:5]), fitted(images[:5]))
+
+
+def test_zca_from_fewer_images_than_pixels_equals_the_covariance_eigendecomposition():
+    """The Gram-matrix path (N < D, a subset) gives the matrix the D×D eigen-decomposition gives."""
+    images = correlated_images(30)  # 30 images of D = 48 pixels: covariance of rank ≤ 29
+    mean, whitening = preprocess.fit_zca(images, epsilon=1e-2)
+    x = preprocess.contrast_normalize(images).flatten(1).double()
+    covariance = torch.cov(x.T, correction=0)
+    values, vectors = torch.linalg.eigh(covariance)
+    expected = vectors @ torch.diag(1 / torch.sqrt(values.clamp_min(0) + 1e-2)) @ vectors.T
+    assert torch.allclose(mean, x.mean(0), atol=1e-12)
+    assert torch.allclose(whitening, expected, atol=1e-8)

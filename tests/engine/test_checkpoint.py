@@ -1,5 +1,4 @@
 """Checkpoints: kill-and-resume gives exactly the uninterrupted metrics; loading is weights_only."""
-import csv
 import json
 import os
 import signal
@@ -10,22 +9,16 @@ import time
 import pytest
 from PIL import Image
 import torch
-from helpers import make_fake_cifar
+from helpers import make_fake_cifar, metrics_without_timing
 
 from cifarbench.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 
 RUN = ("model=lenet5", "trainer.epochs=4", "trainer.batch_size=16", "trainer.deterministic=true",
        "trainer.progress=false", "trainer.plots=none", "trainer.eval_batch_size=100", "data.preprocess=meanstd")
-TIMING = ("train_seconds", "images_per_s")
 
 
 def cli(*overrides):
     return [sys.executable, "-m", "cifarbench", *overrides]
-
-
-def metrics_without_timing(path):
-    with open(path) as f:
-        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
 
 
 @pytest.mark.long

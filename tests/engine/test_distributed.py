@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import cli_in_process, make_fake_cifar
+from helpers import cli_in_process, make_fake_cifar, slowed, wait_for
 from ddp_worker import BASE, SCENARIOS
 
 from cifarbench.engine import loop as trainer
@@ -156,6 +157,56 @@ def test_a_checkpoint_of_two_processes_resumes_on_one(two, one, data, compose_wi
     assert resumed["status"] == "completed" and resumed["steps"] == 52
     assert "a checkpoint written by 2: the weights and the data order continue exactly" in caplog.text
     continued, whole = load_checkpoint(last), load_checkpoint(one / "checkpoints" / "last.pt")
+    assert max_difference(continued.model, whole.model) < 1e-5
+    assert max_difference(continued.ema["module"], whole.ema["module"]) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def two_nodes(data, tmp_path_factory):
+    """`cifarbench` (the `interrupt` scenario's config, each step slowed by 0.1 s: helpers.slowed)
+    on two torchrun "nodes" of one process each, on this machine: `--nnodes=2`, `--node_rank` 0 and 1, one
+    c10d rendezvous at 127.0.0.1 on a free port. Once metrics.csv has its first row (step 26), both torchrun
+    agents get SIGTERM (as scancel sends it to every node), which they pass on to their workers. Returns the
+    run folder and the agents' output."""
+    out = tmp_path_factory.mktemp("nodes")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    agents = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1",
+         "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=two-nodes", "-m", "cifarbench",
+         *BASE, *SCENARIOS["interrupt"], f"data.root={data}", f"hydra.run.dir={out / 'run'}"],
+        cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**slowed(0.1), "OMP_NUM_THREADS": "1"}) for node in (0, 1)]
+    try:
+        wait_for(out / "run" / "metrics.csv", *agents)
+        for agent in agents:
+            agent.send_signal(signal.SIGTERM)
+        output = "".join(agent.communicate(timeout=120)[0] for agent in agents)
+    finally:
+        for agent in agents:
+            agent.kill()
+    return out / "run", output
+
+
+@pytest.mark.long
+def test_two_nodes_train_as_one_process_and_sigterm_preempts_every_rank(two_nodes, one, data, compose_with):
+    """Issue 28, multi-node torchrun and SIGTERM under torchrun: the two nodes' ranks agree to stop at step 50
+    (their next agreed step after the signal), rank 0 saves last.pt there and writes "preempted"; the
+    first evaluation (step 26) counts every image as one process does, and the run resumed on one process
+    (trainer.resume=auto in its folder) ends with the weights and EMA of the 1-process run never stopped."""
+    run, output = two_nodes
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["status"], summary["signal"], summary["steps"], summary["processes"]) == (
+        "preempted", "SIGTERM", 50, 2), output[-3000:]
+    assert "preempted by SIGTERM at step 50" in output
+    assert load_checkpoint(run / "checkpoints" / "last.pt").state["step"] == 50
+    first, alone = rows(run)[0], rows(one)[0]
+    assert (first["step"], first["train_acc"], first["test_acc"]) == (alone["step"], alone["train_acc"], alone["test_acc"])
+    resumed = trainer.train(compose_with(*BASE, *SCENARIOS["interrupt"], f"data.root={data}", "trainer.resume=auto"),
+                            run)
+    assert resumed["status"] == "completed" and resumed["steps"] == 52
+    continued, whole = load_checkpoint(run / "checkpoints" / "last.pt"), load_checkpoint(one / "checkpoints" / "last.pt")
     assert max_difference(continued.model, whole.model) < 1e-5
     assert max_difference(continued.ema["module"], whole.ema["module"]) < 1e-5
 

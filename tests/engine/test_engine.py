@@ -1,6 +1,5 @@
 """The engine: exact resume from any step, resume decisions, compiling without recompiles,
 determinism switches that cost nothing when unchanged, and the loader's position."""
-import csv
 import functools
 import json
 import logging
@@ -9,7 +8,7 @@ import signal
 
 import pytest
 import torch
-from helpers import make_fake_cifar
+from helpers import make_fake_cifar, metrics_without_timing
 from torch import nn
 
 from cifarbench.engine import build as engine_build
@@ -21,7 +20,6 @@ from cifarbench.core.registry import ConfigError
 # The module-scoped runs below are shared by its tests: one pytest-xdist worker runs them all.
 pytestmark = pytest.mark.xdist_group("test_engine")
 
-TIMING = ("train_seconds", "images_per_s")
 # The issue's run: 2000 images in batches of 16 = 125 steps an epoch, 3 epochs, cosine; with LeNet-5 for the
 # issue's LeNet (the steps and the resume do not depend on the model, and it trains four times faster).
 ISSUE_RUN = ("model=lenet5", "optim=sgd", "sched=cosine", "data.train_subset=2000", "data.test_subset=500",
@@ -39,11 +37,6 @@ def uninterrupted(issue_data, compose_with, tmp_path_factory):
     """The issue's run without interruption: (summary, metrics.csv path)."""
     run = tmp_path_factory.mktemp("whole")
     return trainer.train(compose_with(*ISSUE_RUN, f"data.root={issue_data}"), run), run / "metrics.csv"
-
-
-def metrics_without_timing(path):
-    with open(path) as f:
-        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
 
 
 def interrupt_at(monkeypatch, step: int):

@@ -80,19 +80,22 @@ def test_seeds_of_a_setting_form_one_row_with_their_spread(seed_sweep):
         assert (row["n"], sorted(row["seeds"].split(","))) == ("3", ["0", "1", "2"])
         for key in ("final_test_acc", "final_val_acc"):
             values = [s[key] for s in summaries]
-            assert float(row[f"{key}_mean"]) == pytest.approx(statistics.fmean(values), rel=1e-12)
-            assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(values), rel=1e-12, abs=1e-15)
-        assert float(row["objective"]) == pytest.approx(float(row["final_val_acc_mean"]), rel=1e-12)
+            # (written to six significant digits: within 5e-6 of the value, relatively)
+            assert float(row[f"{key}_mean"]) == pytest.approx(statistics.fmean(values), rel=5e-6)
+            assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(values), rel=5e-6, abs=1e-15)
+        assert float(row["objective"]) == float(row["final_val_acc_mean"])
         # the 95% interval of the objective (the validation accuracy here), Student's t as SciPy computes it
         values = [s["final_val_acc"] for s in summaries]
         if statistics.stdev(values) > 0:
             expected = scipy_stats.t.interval(0.95, 2, loc=statistics.fmean(values), scale=scipy_stats.sem(values))
-            assert (float(row["objective_ci_low"]), float(row["objective_ci_high"])) == pytest.approx(expected)
+            low_high = (float(row["objective_ci_low"]), float(row["objective_ci_high"]))
+            assert low_high == pytest.approx(expected, rel=5e-6)
         assert float(row["train_seconds_median"]) == statistics.median(s["train_seconds"] for s in summaries)
         to_50 = [next((r["train_seconds"] for r in run.rows if r["test_acc"] >= 0.5), math.inf)
                  for run in find_runs(seed_sweep) if run.overrides[0] == row["setting"]]
-        assert row["seconds_to_50_median"] == ("" if math.isinf(statistics.median(to_50))
-                                               else str(statistics.median(to_50)))
+        # (a column empty in every row is left out of the CSV)
+        assert row.get("seconds_to_50_median", "") == ("" if math.isinf(statistics.median(to_50))
+                                                       else f"{statistics.median(to_50):.6g}")
         assert row["status"] == "completed"
     assert [float(r["objective"]) for r in board] == sorted((float(r["objective"]) for r in board), reverse=True)
     top, other = ([float(r["final_val_acc"]) for r in runs if r["run"] == row["setting"]] for row in board)
@@ -163,6 +166,82 @@ def test_one_setting_from_two_data_roots_and_a_resume_is_one_row(tmp_path):
     write_report(tmp_path)
     with open(tmp_path / "leaderboard.csv") as f:
         assert sorted((row["n"], row["seeds"]) for row in csv.DictReader(f)) == [("1", "0"), ("2", "0,1")]
+
+
+def with_config(folder: Path, **config) -> Path:
+    """A fake_run folder whose recorded config also holds `config` (group → fields)."""
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["config"].update(config)
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_a_setting_is_labelled_by_the_override_keys_that_vary():
+    """Seen: the label was the whole job folder name, constant overrides and hash included
+    (`1_data.test_subset=200,data.train_subset=400,model=lenet,…-ddb3e953f6`), whenever a test set held one
+    setting. Now: the keys whose value varies among the runs compared (one test set's); where none does,
+    those that vary across the report; where none does either, the run's own overrides, else its model and
+    optimizer. Never the seed, nor what is not the setting (data.root, trainer.resume)."""
+    from cifarbench.report.board import build_boards
+    from cifarbench.report.runs import Run
+
+    def run(name, overrides, test_subset=None, **config):
+        summary = {"status": "completed", "model": "lenet", "optim": "sgd",
+                   "config": {"data": {"test_subset": test_subset}, **config}}
+        return Run(Path(name), summary, [], overrides)
+
+    constant = ["data.train_subset=400", "model=lenet", "data.root=/data"]
+    two_test_sets = [run(f"{k}_data.test_subset={n},data.train_subset=400,model=lenet,trainer.seed={seed}-ddb3e953f6",
+                         [f"data.test_subset={n}", *constant, f"trainer.seed={seed}"], n)
+                     for k, (n, seed) in enumerate([(200, 0), (200, 1), (100, 0), (100, 1)])]
+    boards = build_boards(two_test_sets, Path("out"))
+    assert [[s.label for s in board.settings] for board in boards] == [["data.test_subset=200"],
+                                                                       ["data.test_subset=100"]]
+    # optim.lr set in one run only: the other's value is read from its recorded config; data.root and
+    # trainer.resume differ too, but are not the setting
+    sgd = {"name": "sgd", "lr": 0.01}
+    varied = [run("a", ["model=lenet_bn", "data.root=/a", "trainer.resume=auto"], model={"name": "lenet_bn"}, optim=sgd),
+              run("b", ["model=lenet_bn", "data.root=/b", "optim.lr=0.1"], model={"name": "lenet_bn"},
+                  optim={**sgd, "lr": 0.1}),
+              run("c", ["model=lenet", "optim.lr=0.1"], model={"name": "lenet"}, optim={**sgd, "lr": 0.1})]
+    board, = build_boards(varied, Path("out"))
+    assert sorted(s.label for s in board.settings) == ["model=lenet optim.lr=0.1", "model=lenet_bn optim.lr=0.01",
+                                                       "model=lenet_bn optim.lr=0.1"]
+    assert sorted(s.short for s in board.settings) == ["lenet, lr=0.1", "lenet_bn, lr=0.01", "lenet_bn, lr=0.1"]
+    alone, = build_boards([run("x", ["model=lenet5", "trainer.seed=3"]), run("y", ["model=lenet5"])], Path("out"))
+    assert [s.label for s in alone.settings] == ["model=lenet5"]
+    single, = build_boards([run("23-39-35_lenet_sgd_20673-8c86d3", [])], Path("out"))
+    assert [s.label for s in single.settings] == ["model=lenet optim=sgd"]
+
+
+def test_tables_round_floats_and_leave_out_columns_empty_in_every_row(tmp_path):
+    """Seen: `0.30400000000000005` in leaderboard.csv, and columns empty in every row (no validation split,
+    no error, no target). Floats are written to six significant digits (the CSV still reads back as
+    numbers); a column empty in every row is in none of leaderboard.csv, leaderboard_runs.csv,
+    leaderboard.md and report.html."""
+    for job, (setting, accuracy) in enumerate([("model=a", 0.1 + 0.204), ("model=a", 0.1 + 0.204),
+                                               ("model=b", 0.2 + 0.1)]):
+        fake_run(tmp_path / str(job), [setting, f"trainer.seed={job}"], accuracy)
+    write_report(tmp_path)
+    empty = {"final_val_acc_mean", "final_val_acc_std", "error", "target", "p_above_target", "above_target",
+             "seeds_for_target", "seconds_to_50_median", "seconds_to_70_median", "seconds_to_90_median"}
+    with open(tmp_path / "leaderboard.csv") as f:
+        reader = csv.DictReader(f)
+        rows = {row["setting"]: row for row in reader}
+        assert not empty & set(reader.fieldnames) and "final_test_acc_ci_low" in reader.fieldnames
+    assert (rows["model=a"]["final_test_acc_mean"], rows["model=a"]["final_test_acc_std"]) == ("0.304", "0")
+    assert rows["model=b"]["objective"] == "0.3"  # 0.30000000000000004
+    assert rows["model=a"]["objective_ci_low"] == rows["model=a"]["objective_ci_high"] == "0.304"  # no spread
+    with open(tmp_path / "leaderboard_runs.csv") as f:
+        reader = csv.DictReader(f)
+        runs = list(reader)
+        assert not {"final_val_acc", "error", *(f"seconds_to_{a}" for a in (50, 70, 90))} & set(reader.fieldnames)
+    assert sorted(row["final_test_acc"] for row in runs) == ["0.3", "0.304", "0.304"]
+    header = (tmp_path / "leaderboard.md").read_text().splitlines()[0]
+    page = (tmp_path / "report.html").read_text()
+    for column in empty:
+        assert f"| {column} |" not in header and f'data-key="{column}"' not in page
+    assert "| final_test_acc_mean |" in header and 'data-key="final_test_acc_mean"' in page
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ hydra/launcher=slurm without SLURM says so in one line."""
 import csv
 import json
 import os
+import shlex
 import signal
 
 import pytest
@@ -20,11 +21,6 @@ def job_folders(sweep) -> dict[int, object]:
     assert len({p.name.split("_")[0] for p in folders}) == len(folders), "one folder per job"
     assert not any("resume" in p.name for p in folders)
     return {int(p.name.split("_")[0]): p for p in folders}
-
-
-def multirun(monkeypatch, *overrides: str):
-    """`cifarbench -m OVERRIDES` in this process."""
-    assert cli_in_process(monkeypatch, "-m", *overrides) == 0
 
 
 def interrupt_job(monkeypatch, job: int, forward: int):
@@ -64,6 +60,11 @@ def test_an_interrupted_sweep_run_again_finishes_without_duplicates(tmp_path, da
     with monkeypatch.context() as patch:
         interrupt_job(patch, job=1, forward=6)  # in epoch 2 of job 1 (4 steps an epoch)
         assert cli_in_process(patch, "-m", *command) == 130
+    # Seen: the hint was the single-run command (or "run the sweep again" without its folder, which makes a
+    # new sweep folder where nothing resumes). Now: the sweep's own command, in its folder, resuming.
+    hint = ("to finish the sweep, run its command again in its folder with trainer.resume=auto: python -m cifarbench "
+            f"-m {' '.join(command[:-1])} hydra.sweep.dir={sweep} trainer.resume=auto")
+    assert hint in "".join(capsys.readouterr())
     jobs = job_folders(sweep)
     assert list(jobs) == [0, 1]  # job 2 never started
     first = (jobs[0] / "summary.json").read_text()
@@ -72,8 +73,7 @@ def test_an_interrupted_sweep_run_again_finishes_without_duplicates(tmp_path, da
     assert interrupted["status"] == "interrupted" and interrupted["steps"] == 6
     assert not (sweep / "leaderboard_runs.csv").exists()
 
-    capsys.readouterr()
-    multirun(monkeypatch, *command, "trainer.resume=auto")  # the same command, resuming
+    assert cli_in_process(monkeypatch, *shlex.split(hint.partition(": ")[2])[3:]) == 0  # the hint's command
     log = capsys.readouterr().out  # (Hydra's job logging writes to stdout)
     assert job_folders(sweep).keys() == {0, 1, 2} and job_folders(sweep)[1] == jobs[1]
     jobs = job_folders(sweep)

@@ -32,8 +32,16 @@ def test_two_by_two_multirun_writes_a_matching_leaderboard(tmp_path, fake_cifar_
     assert accuracies == sorted(accuracies, reverse=True)
     with open(tmp_path / "leaderboard.csv") as f:
         settings = list(csv.DictReader(f))
-    assert [(s["setting"], s["n"], s["final_test_acc_std"]) for s in settings] == [(r["run"], "1", "") for r in board]
-    assert (tmp_path / "leaderboard.md").read_text().count("\n") == 6
+    assert [(s["setting"], s["n"]) for s in settings] == [(r["run"], "1") for r in board]
+    assert "final_test_acc_std" not in settings[0]  # one seed each: no spread, a column empty in every row
+    leaderboard = (tmp_path / "leaderboard.md").read_text()
+    assert leaderboard.count("\n") == 8  # header, rule, 4 settings, then the aggregate throughput after a blank line
+    # 4 jobs × 1 epoch × 200 training images, over the wall time from the first job's start to the last one's end
+    summaries = [json.loads(path.read_text()) for path in tmp_path.glob("*/summary.json")]
+    wall = max(s["ended_at"] for s in summaries) - min(s["started_at"] for s in summaries)
+    assert [s["train_images"] for s in summaries] == [200] * 4
+    assert leaderboard.endswith(f"\nTogether: 4 completed run(s) trained 800 images in {wall:.1f} s of wall time "
+                                f"(first start to last end): {800 / wall:,.1f} images/s.\n")
     for name in ("compare_time.png", "compare_epoch.png", "final_acc.png"):
         with Image.open(tmp_path / name) as image:
             assert image.size[0] > 300
@@ -132,13 +140,65 @@ def test_every_experiment_job_runs_in_debug_mode(tmp_path, fake_cifar_root, comp
     assert len(reported) == len(reproduced)
 
 
-@pytest.mark.parametrize("launcher, plugin", [("parallel", "hydra_plugins.hydra_joblib_launcher"),
-                                              ("slurm", "hydra_plugins.hydra_submitit_launcher")])
-def test_launcher_configs_compose(launcher, plugin):
+@pytest.mark.parametrize("launcher, plugin, target", [
+    ("parallel", "hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_joblib_launcher"),
+    ("slurm", "hydra_plugins.hydra_submitit_launcher", "hydra_plugins.hydra_submitit_launcher")])
+def test_launcher_configs_compose(launcher, plugin, target):
     pytest.importorskip(plugin, reason=f"install cifarbench[{launcher}] to use hydra/launcher={launcher}")
     result = run_cli(f"hydra/launcher={launcher}", "--cfg", "hydra")
     assert result.returncode == 0, result.stderr
-    assert "_target_: hydra_plugins" in result.stdout
+    assert f"_target_: {target}" in result.stdout
+
+
+def test_jobs_per_device_sets_the_workers_and_pins_job_k_to_gpu_k_mod_count(monkeypatch):
+    """Issue 28: hydra.launcher.n_jobs='${jobs_per_device:K}' runs K jobs per device at once (K × the GPUs; a
+    CPU-only machine is one device); job k trains on GPU k mod count, so 8 jobs on 4 GPUs go 0, 1, 2, 3, 0, 1,
+    2, 3 (2 per GPU), and one GPU (or none) pins nothing."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="install cifarbench[parallel]")
+    import torch
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    import cifarbench.commands.train  # noqa: F401  (registers the resolver, as the CLI does)
+    from cifarbench.commands.parallel import parallel_jobs
+    from cifarbench.core.device import job_device
+    from cifarbench.core.registry import ConfigError
+
+    assert [job_device(k, 4) for k in range(8)] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert [job_device(k, 2) for k in range(3)] == [0, 1, 0]
+    assert job_device(5, 1) is None and job_device(5, 0) is None and job_device(None, 4) is None
+    assert (parallel_jobs(8, 1), parallel_jobs(8, 0), parallel_jobs(2, 4)) == (8, 8, 8)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match=r"jobs_per_device:.*: use a positive integer"):
+            parallel_jobs(bad, 1)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    with initialize_config_module("cifarbench.conf", version_base="1.3"):
+        default, eight = (compose("config", overrides=["hydra/launcher=parallel", *extra], return_hydra_config=True)
+                          for extra in ([], ["hydra.launcher.n_jobs=${jobs_per_device:8}"]))
+        assert instantiate(default.hydra.launcher).joblib["n_jobs"] == 2 * 4
+        assert instantiate(eight.hydra.launcher).joblib["n_jobs"] == 8 * 4
+
+
+def test_a_sweeps_aggregate_images_per_second():
+    """Two completed jobs side by side: 2 epochs × 500 images from t = 100 s to 110 s and 3 × 400 from 102 s to
+    112 s: 2,200 images in 12 s = 183.3 images/s; a failed job and a job of an older version (no timestamps)
+    count for nothing, and without a job that records them there is no line. (The real sweep's line:
+    test_two_by_two_multirun_writes_a_matching_leaderboard.)"""
+    from cifarbench.report.board import throughput
+    from cifarbench.report.runs import Run
+    from cifarbench.report.tables import throughput_line
+
+    def job(status, **fields):
+        return Run(Path(status), {"status": status, **fields}, [])
+
+    runs = [job("completed", started_at=100.0, ended_at=110.0, epochs=2.0, train_images=500),
+            job("completed", started_at=102.0, ended_at=112.0, epochs=3.0, train_images=400),
+            job("failed", started_at=90.0, ended_at=200.0, epochs=1.0, train_images=500), job("completed", epochs=1.0)]
+    assert throughput(runs) == {"jobs": 2, "images": 2200, "wall_seconds": 12.0, "images_per_s": 183.3}
+    assert throughput_line(throughput(runs)) == (
+        "\nTogether: 2 completed run(s) trained 2,200 images in 12.0 s of wall time (first start to last end): "
+        "183.3 images/s.\n")
+    assert throughput(runs[2:]) is None and throughput_line(None) == ""
 
 
 def test_optuna_search_composes():

@@ -5,8 +5,8 @@ import pytest
 from helpers import fake_images
 from PIL import Image
 
-from cifarbench.run.diagnostics import (CAPTION, FRAME, RED, confusion_figure, montage, plot_confusion, plot_samples,
-                                    write_diagnostics)
+from cifarbench.run.diagnostics import (CAPTION, FRAME, LEGEND, RED, confusion_figure, montage, plot_confusion,
+                                        plot_samples, samples_figure, write_diagnostics)
 from cifarbench.run.figures import plot_curves
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -45,15 +45,28 @@ def test_samples_png_is_one_montage_with_red_frames_only_for_wrong_predictions(t
     images, labels = images_and_labels(40)
     predictions = (labels + 1) % 10 if all_wrong else labels
     plot_samples(tmp_path / "samples.png", images, labels, predictions, CLASSES)
-    with Image.open(tmp_path / "samples.png") as png:
-        assert png.size == (8 * (160 + 2 * FRAME), 4 * (CAPTION + 160 + 2 * FRAME))  # 32 tiles of 5× images
+    with Image.open(tmp_path / "samples.png") as png:  # 32 tiles of 5× images under the legend's band
+        assert png.size == (8 * (160 + 2 * FRAME), LEGEND + 4 * (CAPTION + 160 + 2 * FRAME))
         pixels = np.asarray(png.convert("RGB"))
+    legend, pixels = pixels[:LEGEND], pixels[LEGEND:]
+    assert (legend < 100).all(-1).any() and not is_red(legend).any()  # a line of black text
     tile_h, tile_w = CAPTION + 160 + 2 * FRAME, 160 + 2 * FRAME
     frames = pixels.reshape(4, tile_h, 8, tile_w, 3)[:, CAPTION + 1:CAPTION + FRAME - 1, :, 2:-2]  # top edges
     captions = pixels.reshape(4, tile_h, 8, tile_w, 3)[:, :CAPTION]
     assert is_red(frames).all() == all_wrong and is_red(frames).any() == all_wrong
     assert is_red(captions).any() == all_wrong  # wrong captions are red text
     assert (captions < 100).all(-1).any() != all_wrong  # right ones are black
+
+
+def test_samples_png_says_how_to_read_its_captions():
+    """Seen: samples.png did not say its captions read "true → predicted". Four images, all shown: each
+    caption is its true class, an arrow, its predicted class, under the line that says so."""
+    images, labels = images_and_labels(4)
+    predictions = labels.copy()
+    predictions[1] = (labels[1] + 1) % 10  # one wrong
+    texts = [text.get_text() for text in samples_figure(images, labels, predictions, CLASSES, columns=2).texts]
+    assert texts[0] == "each caption reads true class → predicted class; wrong predictions are framed in red"
+    assert sorted(texts[1:]) == sorted(f"{CLASSES[t]} → {CLASSES[p]}" for t, p in zip(labels, predictions))
 
 
 def test_confusion_numbers_and_colour_bar_are_both_percent_of_the_true_class(tmp_path):
@@ -95,3 +108,20 @@ def test_curves_png_has_its_size(tmp_path):
         assert png.size == (1000, 400)
         pixels = np.asarray(png.convert("RGB"))
     assert (pixels < 250).any(-1).mean() > 0.02  # something is drawn
+
+
+@pytest.mark.parametrize("config, title", [
+    ({"sched": {"name": "constant"}, "trainer": {"budget_min": None}, "data": {"train_subset": None, "val_split": 0}},
+     "lenet / sgd / flip_shift / constant schedule"),
+    ({"sched": {"name": "cosine"}, "trainer": {"budget_min": 1.5},
+      "data": {"train_subset": 10000, "test_subset": 500, "val_split": 5000}},
+     "lenet / sgd / flip_shift / cosine schedule, budget 1.5 min, 10,000 training images, 500 test images, "
+     "5,000 held out for validation"),
+    ({"sched": {"name": "onecycle"}, "trainer": {}, "data": {"train_subset": 0.02}},
+     "lenet / sgd / flip_shift / onecycle schedule, 2% of each class"),
+])
+def test_the_curves_title_names_the_schedule_budget_and_subsets_when_set(config, title):
+    """Seen: curves.png's title left out the schedule, the budget and the subset."""
+    from cifarbench.run.recorder import curves_title
+
+    assert curves_title({"model": "lenet", "optim": "sgd", "aug": "flip_shift", "config": config}) == title

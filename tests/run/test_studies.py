@@ -118,6 +118,8 @@ def test_report_aggregates_seeds_beside_the_reported_figures(tmp_path):
     assert float(row["measured_test_acc_mean"]) == pytest.approx(0.715)
     assert float(row["measured_test_acc_std"]) == pytest.approx(statistics.stdev([0.70, 0.73]))
     assert float(row["delta_test_acc"]) == pytest.approx(0.035)
+    # written to six significant digits: 0.715 − 0.68 is 0.03499999999999992 in floating point
+    assert (row["measured_test_acc_mean"], row["delta_test_acc"]) == ("0.715", "0.035")
     assert float(row["measured_seconds_per_epoch"]) == pytest.approx((5.0 + 4.0) / 2)
     assert float(row["measured_epochs"]) == 11.0 and float(row["budget_min"]) == 10
     assert row["status"] == "completed, diverged" and row["measured_on"] == "cpu:x86_64 (2 threads)"

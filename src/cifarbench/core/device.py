@@ -38,3 +38,12 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def job_device(job_num: int | None, devices: int) -> int | None:
+    """The CUDA device index that job number `job_num` of a sweep trains on when `devices` GPUs are visible:
+    job_num mod devices, round robin, so the parallel launcher's first jobs_per_device × devices jobs put
+    jobs_per_device on each GPU (commands/parallel.py) (None outside a sweep, or with fewer than two GPUs: nothing to choose)."""
+    if job_num is None or devices < 2:
+        return None
+    return job_num % devices

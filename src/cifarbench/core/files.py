@@ -1,6 +1,8 @@
 """Atomic file writes: a reader (or a crash) never sees half a file; caches that repair themselves."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import os
@@ -58,6 +60,23 @@ def link_or_copy(source: str | Path, target: str | Path):
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+CSV_DIGITS = 6  # significant digits of a float in a report's CSV (accuracies of 10,000 images need 4)
+
+
+def csv_text(rows: list[dict], columns) -> str:
+    """`rows` as CSV text under a header of `columns` (a row's other keys are left out): a float to
+    CSV_DIGITS significant digits (0.30400000000000005 → 0.304, -inf as -inf: still a number every CSV
+    reader parses), None as an empty cell, anything else as str() writes it."""
+    def cell(value):
+        return f"{value:.{CSV_DIGITS}g}" if isinstance(value, float) else value
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({column: cell(row.get(column)) for column in columns} for row in rows)
+    return buffer.getvalue()
 
 
 def atomic_write_json(path: str | Path, obj) -> Path:

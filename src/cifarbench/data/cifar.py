@@ -82,10 +82,15 @@ class CifarSource(Source):
         return ImageDataset(arrays["train_images"], arrays[f"train_{self.label_key}"], arrays["test_images"],
                             arrays[f"test_{self.label_key}"], self.classes)
 
+    def needed_files(self) -> tuple[str, ...]:
+        """The archive (or, instead, its extracted folder: `extracted`)."""
+        return (self.archive.name,)
+
+    def extracted(self) -> str:
+        return f" or its extracted {self.batches}/ folder"
+
     def _extract(self, root: Path, download: bool, mirrors: tuple[str, ...]):
-        files = f"{self.archive.name} (from {mirrors[0]}) or its extracted {self.batches}/ folder"
-        where = self.where_to_put_it(root, files)
-        extract_tar(fetch(root, self.archive, mirrors, download, self.title, where), root, self.batches, self.title)
+        extract_tar(fetch(root, self.archive, mirrors, download, self), root, self.batches, self.title)
 
     def _decoded(self, root: Path) -> dict[str, np.ndarray]:
         folder = root / self.batches

@@ -52,10 +52,32 @@ class Source(ABC):
         """The dataset from `root` (fetched there first if needed; `mirrors` replaces the official
         ones). Raises DatasetError with one line saying what to do."""
 
-    def where_to_put_it(self, folder: Path, files: str) -> str:
-        """The end of every message that leaves the user to fetch `files` by hand."""
-        return (f"Put {files} into {folder}, or point data.root (or the CIFAR10_ROOT environment variable) at "
-                f"the folder that holds {f'{self.folder}/' if self.folder else 'them'}.")
+    @abstractmethod
+    def needed_files(self) -> tuple[str, ...]:
+        """The names of the official files this entry, as configured, reads from its folder (`root/folder`)."""
+
+    def extracted(self) -> str:
+        """What may stand in for the needed files when they are missing ("" when nothing may)."""
+        return ""
+
+    def missing_files(self, folder: Path) -> list[str]:
+        """The needed files (needed_files) that are not in `folder`, in their order."""
+        return [name for name in self.needed_files() if not (folder / name).is_file()]
+
+    def where_to_put_it(self, folder: Path, mirror: str) -> str:
+        """The end of every message that leaves the user to fetch files by hand: every needed file missing from
+        `folder` (all of them when none is missing: one was corrupt), where from (`mirror`) and where to."""
+        names = self.missing_files(folder) or list(self.needed_files())
+        holds = f"{self.folder}/" if self.folder else "them"
+        return (f"Put {', '.join(names)} (from {mirror}){self.extracted()} into {folder}, or point data.root (or the "
+                f"CIFAR10_ROOT environment variable) at the folder that holds {holds}.")
+
+    def not_found(self, folder: Path, mirror: str) -> str:
+        """The message for needed files missing from `folder` with data.download=false: it names every one."""
+        missing = self.missing_files(folder)
+        verb = "is" if len(missing) == 1 else "are"
+        return (f"{self.title} not found in {folder} ({', '.join(missing)} {verb} missing) and data.download=false. "
+                f"{self.where_to_put_it(folder, mirror)}")
 
 
 def dataset_source(data_cfg) -> Source:

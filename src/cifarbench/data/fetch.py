@@ -51,14 +51,15 @@ def md5sum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(folder: Path, file: OfficialFile, mirrors: tuple[str, ...] | list[str], download: bool, title: str,
-          where_to_put_it: str) -> Path:
+def fetch(folder: Path, file: OfficialFile, mirrors: tuple[str, ...] | list[str], download: bool, source) -> Path:
     """`folder/file.name`, verified: the file there if its MD5 is right, else downloaded from the first of
     `mirrors` that serves a file with the right MD5. A corrupt file there is moved aside to `*.corrupt`
-    first. `where_to_put_it` ends every error that leaves the user to fetch the file by hand.
+    first. `source` (the data.datasets.Source fetching it) says what is missing and where to put it, naming
+    every file the config needs (`Source.not_found`, `Source.where_to_put_it`).
 
-    Raises DatasetError: the file is missing or corrupt and data.download=false (naming the file, both
-    checksums, the folder), or no mirror gave a good copy (naming each URL and what went wrong).
+    Raises DatasetError: the file is missing or corrupt and data.download=false (naming every missing file,
+    or the corrupt one with both checksums, and the folder), or no mirror gave a good copy (naming each URL
+    and what went wrong).
     """
     path = folder / file.name
     if path.is_file():
@@ -76,8 +77,8 @@ def fetch(folder: Path, file: OfficialFile, mirrors: tuple[str, ...] | list[str]
             raise DatasetError(f"{problem}, and it could not be moved aside ({e}); delete it") from e
         log.warning("%s; moved it to %s and downloading it again", problem, aside)
     elif not download:
-        raise DatasetError(f"{title} not found in {folder} ({file.name} is missing) and data.download=false. "
-                           f"{where_to_put_it}")
+        raise DatasetError(source.not_found(folder, mirrors[0]))
+    where_to_put_it, title = source.where_to_put_it(folder, mirrors[0]), source.title
     folder.mkdir(parents=True, exist_ok=True)
     failures = []
     for mirror in mirrors:

@@ -37,10 +37,9 @@ class IdxSource(Source):
         needed. The files are MD5-verified whenever they are decoded (a stale or unreadable cache)."""
         folder = Path(root).expanduser() / self.folder
         mirrors = tuple(mirrors or self.mirrors)
-        where = self.where_to_put_it(folder, f"{', '.join(NAMES)} (from {mirrors[0]})")
 
         def decode() -> dict[str, np.ndarray]:
-            paths = [fetch(folder, file, mirrors, download, self.title, where) for file in self.files]
+            paths = [fetch(folder, file, mirrors, download, self) for file in self.files]
             arrays = {name: read_idx(path, 1 if "labels" in name else 3) for name, path in zip(ARRAYS, paths)}
             for split in ("train", "test"):
                 images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -56,6 +55,10 @@ class IdxSource(Source):
 
         arrays = cached(folder / self.cache, [folder / name for name in NAMES], ARRAYS, decode)
         return ImageDataset(*(arrays[name] for name in ARRAYS), self.classes)
+
+    def needed_files(self) -> tuple[str, ...]:
+        """The four IDX files (NAMES)."""
+        return tuple(file.name for file in self.files)
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:

@@ -74,16 +74,32 @@ def channel_stats(images: torch.Tensor, chunk: int = 10_000) -> tuple[torch.Tens
 
 
 def fit_zca(images: torch.Tensor, epsilon: float, chunk: int = 5_000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and ZCA matrix of the contrast-normalised images (float64 covariance, by chunks)."""
-    d = images[0].numel()
+    """Mean μ (D,) and ZCA matrix W (D, D) of the contrast-normalised images (N, C, H, W), D = C·H·W:
+    W = U diag(1/√(λ + ε)) Uᵀ from the eigen-decomposition of their covariance, in float64.
+
+    With fewer images than pixels (a subset; N < D) the covariance has rank < N, and W comes exactly
+    from the N×N Gram matrix instead (W = I/√ε + V diag(1/√(λ + ε) − 1/√ε) Vᵀ over the non-zero
+    eigenvectors V): O(N²D) rather than the O(D³) of a 3072×3072 eigen-decomposition."""
+    n, d = len(images), images[0].numel()
+    if n < d:
+        x = contrast_normalize(images.cpu()).flatten(1).double()
+        mean = x.mean(0)
+        x -= mean
+        gram_values, gram_vectors = torch.linalg.eigh(x @ x.T / n)
+        kept = gram_values > gram_values.max() * n * torch.finfo(torch.float64).eps
+        eigenvalues = gram_values[kept]
+        eigenvectors = x.T @ gram_vectors[:, kept] / torch.sqrt(eigenvalues * n)  # (D, rank), orthonormal
+        shrink = 1 / torch.sqrt(eigenvalues + epsilon) - 1 / epsilon ** 0.5
+        whitening = torch.eye(d, dtype=torch.float64) / epsilon ** 0.5 + (eigenvectors * shrink) @ eigenvectors.T
+        return mean, whitening
     total = torch.zeros(d, dtype=torch.float64)
     outer = torch.zeros(d, d, dtype=torch.float64)
-    for start in range(0, len(images), chunk):
+    for start in range(0, n, chunk):
         x = contrast_normalize(images[start:start + chunk].cpu()).flatten(1).double()
         total += x.sum(0)
         outer += x.T @ x
-    mean = total / len(images)
-    covariance = outer / len(images) - torch.outer(mean, mean)
+    mean = total / n
+    covariance = outer / n - torch.outer(mean, mean)
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
     whitening = eigenvectors @ torch.diag(1 / torch.sqrt(eigenvalues.clamp_min(0) + epsilon)) @ eigenvectors.T
     return mean, whitening

@@ -40,8 +40,7 @@ class SvhnSource(Source):
                 loadmat = _loadmat()  # before any download: no 1.3 GB fetched for nothing
                 arrays = {}
                 for split, file in splits:
-                    where = self.where_to_put_it(folder, f"{file.name} (from {mirrors[0]})")
-                    images, labels = read_mat(fetch(folder, file, mirrors, download, self.title, where), loadmat)
+                    images, labels = read_mat(fetch(folder, file, mirrors, download, self), loadmat)
                     arrays.update({f"{split}_images": images, f"{split}_labels": labels})
                 return arrays
             return decode
@@ -55,6 +54,10 @@ class SvhnSource(Source):
             arrays["train_images"] = np.concatenate([arrays["train_images"], extra["extra_images"]])
             arrays["train_labels"] = np.concatenate([arrays["train_labels"], extra["extra_labels"]])
         return ImageDataset(*(arrays[name] for name in names), self.classes)
+
+    def needed_files(self) -> tuple[str, ...]:
+        """train_32x32.mat, test_32x32.mat, and extra_32x32.mat with data.extra=true."""
+        return (self.train.name, self.test.name, *([self.extra_file.name] if self.extra else []))
 
 
 def _loadmat():

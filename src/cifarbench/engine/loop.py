@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from cifarbench.core.clock import Clock, RunState
 from cifarbench.core.device import describe_device
+from cifarbench.core.hardware import HardwareMonitor
 from cifarbench.data.prepared import PreparedData, prepared_data
 from cifarbench.data.preprocess import preprocess_state
 from cifarbench.engine.build import Setup, Training, build_network, build_training, set_up, warm_up_compiled
@@ -38,7 +39,7 @@ from cifarbench.models import count_params
 from cifarbench.run.diagnostics import write_diagnostics
 from cifarbench.run.layout import RunFolder
 from cifarbench.run.metrics import metrics_row
-from cifarbench.run.recorder import Recorder, start_recorder
+from cifarbench.run.recorder import Recorder, resume_override, start_recorder
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 # terminal), SIGQUIT, SIGUSR1/SIGUSR2 (SLURM's --signal warnings) and SIGXCPU (a CPU-time limit).
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1",
                                                         "SIGUSR2", "SIGXCPU") if hasattr(signal, name))
+# Of those, the ones a scheduler sends to take the machine back: SIGTERM (scancel, a preemption, docker stop,
+# torchrun passing on its own SIGTERM) and SIGUSR1/SIGUSR2 (SLURM's `--signal` warning before a time limit). A run
+# they stop is "preempted" (to be requeued and resumed); one any other stops (Ctrl-C, a closed terminal) "interrupted".
+PREEMPTION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
 
 
 class StopRequest(threading.Event):
@@ -69,6 +74,13 @@ def exit_status(signum: int) -> int:
     """The exit status of a run a signal stopped: 128 + its number (130 for Ctrl-C, 143 for SIGTERM,
     129 for SIGHUP), the shell's convention, so a scheduler or a sweep sees which signal it was."""
     return 128 + signum
+
+
+def stop_status(signum: int) -> str:
+    """The summary.json status of a run signal `signum` stopped: "preempted" for PREEMPTION_SIGNALS (the
+    machine was taken back: resume it, or let the launcher requeue it), else "interrupted" (a person
+    stopped it). Either way its MLflow run ends KILLED and the process exits with exit_status(signum)."""
+    return "preempted" if signum in PREEMPTION_SIGNALS else "interrupted"
 
 
 @contextlib.contextmanager
@@ -137,6 +149,7 @@ class Evaluation:
                  on_evaluation: Callable[[dict], bool] | None = None):
         self.training, self.recorder, self.autocast, self.tta = training, recorder, setup.autocast, tta
         self.on_evaluation, self.pruned = on_evaluation, False
+        self.hardware = HardwareMonitor(setup.device)  # each row's window: since the previous row
         self.checkpoint = functools.partial(training.checkpoint, config=setup.config,
                                             preprocess=preprocess_state(data.preprocess), classes=list(data.classes))
 
@@ -149,7 +162,8 @@ class Evaluation:
                                                     self.tta, world)
         best = self.recorder.add_row(state, metrics_row(state, len(training.train_loader),
                                                         training.optimizer.param_groups[0]["lr"],
-                                                        training.train_step.window(), (test_loss, test_acc), val))
+                                                        training.train_step.window(), (test_loss, test_acc), val,
+                                                        self.hardware.read()))
         training.train_step.reset()
         state.window_seconds = 0.0
         self.recorder.save(self.checkpoint(state), best)
@@ -196,7 +210,7 @@ def train(cfg: DictConfig, run_dir: str | Path, on_evaluation: Callable[[dict], 
         if t.compile:
             with clock.compiling():
                 warm_up_compiled(training, setup.autocast, t.tta)
-        describe(recorder, cfg, setup, data, training, plan)
+        describe(recorder, cfg, setup, data, training, plan, evaluate_and_save.hardware)
 
         stopped_by = None if state.step < plan.total_steps else "epochs"  # (a resumed run may have no step left)
         predictions, train_loader = None, training.train_loader
@@ -235,11 +249,15 @@ def resume(training: Training, setup: Setup, recorder: Recorder, plan: Plan, see
     return state
 
 
-def describe(recorder: Recorder, cfg: DictConfig, setup: Setup, data: PreparedData, training: Training, plan: Plan):
-    """Record the parameters, device, processes and precision in the summary, and log them in one line."""
+def describe(recorder: Recorder, cfg: DictConfig, setup: Setup, data: PreparedData, training: Training, plan: Plan,
+             hardware: HardwareMonitor):
+    """Record the parameters, device (and `hardware`'s description of it), processes, precision and the
+    images an epoch trains (`train_images`: all, or the full batches' with trainer.drop_last) in the summary,
+    and log them in one line."""
     params = count_params(training.model)
     recorder.summary.update(params=params, device=describe_device(setup.device), processes=setup.world.size,
-                            amp=str(setup.amp_dtype).removeprefix("torch.") if setup.amp_dtype else "off")
+                            amp=str(setup.amp_dtype).removeprefix("torch.") if setup.amp_dtype else "off",
+                            hardware=hardware.describe(), train_images=training.train_loader.bounds[-1][1])  # per epoch
     log.info("%s: %s parameters, %d training images (%d held out for validation), %d steps/epoch, %d steps on %s "
              "× %d process(es) (amp: %s)", cfg.model.name, f"{params:,}", len(data.train_images),
              len(data.val_labels), len(training.train_loader), plan.total_steps, recorder.summary["device"],
@@ -255,7 +273,8 @@ def finish(training: Training, state: RunState, stopped_by: str, predictions: to
     otherwise the final evaluation (always at the last step), the diagnostics figures and the final
     summary, with status "completed", or "pruned" when a search's pruner stopped it at an evaluation. A stop
     signal received (`interrupted`; under several processes the one any rank received when they stopped for
-    it) is recorded in the summary's `signal` (its name: SIGINT, SIGTERM, ...)."""
+    it) is recorded in the summary's `signal` (its name: SIGINT, SIGTERM, ...), and decides the status of a
+    run it stopped (`stop_status`: preempted or interrupted)."""
     world = training.world
     signum = interrupted.signum
     if stopped_by == "interrupted":  # the ranks agreed to stop: every rank takes part, and learns which signal
@@ -271,9 +290,11 @@ def finish(training: Training, state: RunState, stopped_by: str, predictions: to
     if stopped_by == "interrupted":
         if not state.rows or state.rows[-1]["step"] != state.step:
             recorder.save(evaluate_and_save.checkpoint(state))
-        log.warning("interrupted by %s at step %d (%.2f epochs); checkpoint %s", recorder.summary["signal"],
+        status = stop_status(signum)
+        recorder.summary["resume"] = resume_override(recorder.folder)
+        log.warning("%s by %s at step %d (%.2f epochs); checkpoint %s", status, recorder.summary["signal"],
                     state.step, epochs, recorder.folder.last)
-        return recorder.finish(state, "interrupted", "interrupted", epochs)
+        return recorder.finish(state, status, status, epochs)
     if training.lookahead is not None:
         training.lookahead.finish()  # evaluate and keep the slow weights
     if not state.rows or state.rows[-1]["step"] != state.step:

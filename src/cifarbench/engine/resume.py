@@ -13,7 +13,7 @@ from cifarbench.run.layout import RunFolder, run_folders
 from cifarbench.run.setting import resume_conflicts, same_run
 
 log = logging.getLogger(__name__)
-UNFINISHED = ("running", "interrupted")
+UNFINISHED = ("running", "interrupted", "preempted")
 
 
 def runs_of(config: dict, run_dir: Path, root: Path | None = None) -> list[tuple[float, RunFolder, dict]]:
@@ -35,7 +35,7 @@ def runs_of(config: dict, run_dir: Path, root: Path | None = None) -> list[tuple
 
 def find_resumable(run_dir: Path, config: dict, root: Path | None = None) -> Path | None:
     """`trainer.resume=auto`: the last.pt of the newest unfinished run of `config` (`runs_of`): its
-    summary.json says running or interrupted and checkpoints/last.pt exists; None when there is none."""
+    summary.json says running, interrupted or preempted and checkpoints/last.pt exists; None when there is none."""
     return next((folder.last for _, folder, info in runs_of(config, run_dir, root)
                  if info.get("status") in UNFINISHED and folder.last.is_file()), None)
 

@@ -1,7 +1,8 @@
 """Turn folders of runs — finished or half-finished sweeps, or single runs — into a comparison:
 leaderboard.csv and leaderboard.md (one row per setting: runs whose configs differ only in
 `trainer.seed` share a row), leaderboard_runs.csv (one row per run), compare_time.png,
-compare_epoch.png, final_acc.png, and report.html, one page holding all of it;
+compare_epoch.png, final_acc.png, and report.html, one page holding all of it; leaderboard.md ends with
+the runs' aggregate throughput (images/s over the wall time from the first start to the last end);
 reported_vs_measured.md/.csv for studies whose configs carry reported figures (run/studies.py).
 
     cifarbench report outputs/multirun/2026-11-24/10-00-00
@@ -28,12 +29,12 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from cifarbench.core.files import atomic_write_text
-from cifarbench.report.board import LEVEL, Board, build_boards
+from cifarbench.report.board import LEVEL, Board, build_boards, throughput
 from cifarbench.report.figures import plot_comparisons
 from cifarbench.report.page import write_page
 from cifarbench.report.rungs import RUNG_COLUMNS, rungs, rungs_markdown
 from cifarbench.report.runs import find_runs, unstarted_jobs
-from cifarbench.report.tables import RUN_COLUMNS, boards_markdown, to_csv
+from cifarbench.report.tables import RUN_COLUMNS, boards_markdown, throughput_line, to_csv
 from cifarbench.run.studies import write_reported
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def write_report(folders: str | Path | list, out: str | Path | None = None, leve
     halvings = rungs(runs)
     settings = [row for board in boards for row in board.setting_rows]
     atomic_write_text(out / "leaderboard.csv", to_csv(settings))
-    atomic_write_text(out / "leaderboard.md", boards_markdown(boards) + rungs_markdown(halvings))
+    atomic_write_text(out / "leaderboard.md",
+                      boards_markdown(boards) + throughput_line(throughput(runs)) + rungs_markdown(halvings))
     if halvings:
         rows = [{"sweep": halving.sweep.name, **row} for halving in halvings for row in halving.rows]
         atomic_write_text(out / "rungs.csv", to_csv(rows, ("sweep", *RUNG_COLUMNS)))

@@ -10,10 +10,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cifarbench.report.stats import mean_interval, p_above, seeds_to_resolve, welch
+import yaml
+
+from cifarbench.core.config_diff import flatten
 from cifarbench.report.runs import NOT_STARTED, Run
+from cifarbench.report.stats import mean_interval, p_above, seeds_to_resolve, welch
 from cifarbench.run.metrics import objective
-from cifarbench.run.setting import SEED
+from cifarbench.run.setting import SEED, is_setting_override
 
 THRESHOLDS = (0.5, 0.7, 0.9)  # time-to-accuracy columns (test accuracy)
 SECONDS_TO = tuple(f"seconds_to_{int(100 * a)}" for a in THRESHOLDS)
@@ -30,11 +33,61 @@ def seconds_to(rows: list[dict], accuracy: float) -> float | None:
     return next((r["train_seconds"] for r in rows if r["test_acc"] >= accuracy), None)
 
 
-def distinguishing(runs: list[Run]) -> list[list[str]]:
-    """Each run's overrides that not every run shares (what distinguishes it), its seed left out."""
-    own = [[o for o in run.overrides if not o.startswith(("hydra.", f"{SEED}="))] for run in runs]
-    common = set.intersection(*map(set, own)) if own else set()
-    return [[o for o in overrides if o not in common] for overrides in own]
+def setting_overrides(run: Run) -> dict[str, object]:
+    """The run's overrides that make its setting, as {key: value} (`optim.lr=0.01` → {"optim.lr": 0.01}, the
+    value read as YAML, as Hydra does): not its seed, nor what is not the setting (run/setting.py: paths,
+    data.root, trackers, trainer.resume, …), nor Hydra's own."""
+    pairs = {}
+    for override in run.overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if is_setting_override(override) and key != SEED:
+            try:
+                pairs[key] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pairs[key] = value
+    return pairs
+
+
+DEFAULT = object()  # a key a run neither overrides nor records: the config's default
+
+
+def value_of(run: Run, key: str, pairs: dict[str, object]):
+    """The value `key` has in `run`: its override, else its recorded config's (a group's choice, `model`, is
+    its entry's `name`), else DEFAULT."""
+    if key in pairs:
+        return pairs[key]
+    flat = flatten(run.summary.get("config") or {})
+    return flat.get(key, flat.get(f"{key}.name", DEFAULT))
+
+
+def varying(runs: list[Run], pairs: list[dict[str, object]]) -> list[str]:
+    """The override keys of `runs` whose value is not the same in all of them, in the order they first appear."""
+    keys = list(dict.fromkeys(key for p in pairs for key in p))
+    return [key for key in keys if len({json.dumps(value_of(run, key, p), default=repr)
+                                        for run, p in zip(runs, pairs)}) > 1]
+
+
+def as_override(key: str, value) -> str:
+    """`key=value` as one would type it (true, null, 0.01; a default as `key=default`)."""
+    if value is DEFAULT:
+        return f"{key}=default"
+    return f"{key}={json.dumps(value) if value is None or isinstance(value, bool) else value}"
+
+
+def distinguishing(runs: list[Run], report: list[Run] | None = None) -> list[list[str]]:
+    """What labels each run's setting, as overrides (seed and what is not the setting left out): the override
+    keys whose value varies across `runs` (one test set's runs), each with this run's value; where none
+    varies (one setting), those that vary across `report` (every run reported: `data.test_subset=500` tells
+    one test set's only setting from another's); where none does either, the run's own overrides; without
+    any, its model and optimizer."""
+    pairs = [setting_overrides(run) for run in runs]
+    keys = varying(runs, pairs)
+    if not keys and report:
+        keys = varying(report, [setting_overrides(run) for run in report])
+    if keys:
+        return [[as_override(key, value_of(run, key, p)) for key in keys] for run, p in zip(runs, pairs)]
+    return [[as_override(k, v) for k, v in p.items()] or
+            [f"{k}={run.summary[k]}" for k in ("model", "optim") if run.summary.get(k)] for run, p in zip(runs, pairs)]
 
 
 def short_override(override: str) -> str:
@@ -170,13 +223,14 @@ class Setting:
         return [run_row(run, self.label) for run in self.runs]
 
 
-def settings_of(runs: list[Run]) -> list[Setting]:
-    """The settings of `runs`, in the order they first appear; a setting is labelled by its first run. A
-    job its sweep never started joins the setting of a started job of the same sweep whose overrides
-    differ from its own only in the seed. Labels two settings would share get their folder's name."""
+def settings_of(runs: list[Run], report: list[Run] | None = None) -> list[Setting]:
+    """The settings of `runs`, in the order they first appear; a setting is labelled by its first run, with
+    the overrides that tell it apart (`distinguishing`; `report`: every run reported, when `runs` are one
+    test set's). A job its sweep never started joins the setting of a started job of the same sweep whose
+    overrides differ from its own only in the seed. Labels two settings would share get their folder's name."""
     config_of = {json.dumps(run.seedless_job): run.setting for run in runs if run.summary.get("config")}
     groups: dict[str, Setting] = {}
-    for run, overrides in zip(runs, distinguishing(runs)):
+    for run, overrides in zip(runs, distinguishing(runs, report)):
         key = run.setting if run.summary.get("config") else config_of.get(json.dumps(run.seedless_job), run.setting)
         label = " ".join(overrides) or run.path.name
         groups.setdefault(key, Setting(label, short_label(overrides, run.path.name), []))
@@ -242,7 +296,7 @@ def build_boards(runs: list[Run], out: Path, level: float = LEVEL, target: float
     test_sets = [name for name, _ in Counter(run.test_set for run in runs).most_common()]
     boards = []
     for k, test_set in enumerate(test_sets, start=1):
-        settings, pruned_rows = pruned_apart(settings_of([run for run in runs if run.test_set == test_set]))
+        settings, pruned_rows = pruned_apart(settings_of([run for run in runs if run.test_set == test_set], runs))
         setting_rows, run_rows = leaderboards(settings, level, target)
         rank = {row["setting"]: k for k, row in enumerate(setting_rows)}
         settings.sort(key=lambda setting: rank[setting.label])  # so colours and legends follow the ranking
@@ -252,3 +306,20 @@ def build_boards(runs: list[Run], out: Path, level: float = LEVEL, target: float
         boards.append(Board(test_set, settings, setting_rows, run_rows + pruned_rows,
                             [out / name.replace(".png", f"{suffix}.png") for name in FIGURES], level, pruned_rows))
     return boards
+
+
+def throughput(runs: list[Run]) -> dict | None:
+    """The training throughput of `runs` together, as a sweep whose jobs ran side by side (the parallel
+    launcher's `jobs_per_device`) achieved it: the images every completed run trained (its `epochs` ×
+    `train_images`, an epoch's images) over the wall seconds from the first run's start to the last one's
+    end (summary.json's `started_at`, `ended_at`: Unix seconds). Returns {"jobs", "images", "wall_seconds",
+    "images_per_s"}, or None without a completed run that records them (older runs). Read it for one sweep:
+    the wall span of runs from different days holds the days between them."""
+    done = [run.summary for run in runs if run.status == "completed"
+            and all(run.summary.get(key) is not None for key in ("started_at", "ended_at", "train_images", "epochs"))]
+    if not done:
+        return None
+    wall = max(s["ended_at"] for s in done) - min(s["started_at"] for s in done)
+    images = sum(s["epochs"] * s["train_images"] for s in done)
+    return {"jobs": len(done), "images": round(images), "wall_seconds": round(wall, 3),
+            "images_per_s": round(images / wall, 1) if wall > 0 else None}

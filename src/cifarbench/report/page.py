@@ -22,8 +22,9 @@ from cifarbench.core.files import atomic_write_text
 from cifarbench.report.board import Board, not_started
 from cifarbench.report.rungs import RUNG_COLUMNS, Halving
 from cifarbench.report.runs import NOT_STARTED
-from cifarbench.report.tables import PRUNED_COLUMNS, format_cell, markdown_cell, markdown_columns
+from cifarbench.report.tables import PRUNED_COLUMNS, filled, format_cell, markdown_cell, markdown_columns
 
+LONG_WORD = 16  # characters: a cell with a longer word may break inside words (CSS class "long")
 PRUNED_NOTE = ('<p class="note">Trials the search\'s pruner stopped at an evaluation: not ranked above, their '
                'accuracies those when stopped.</p>')
 RUN_TABLE = ("run", "seed", "status", "objective", "final_test_acc", "best_test_acc", "final_val_acc", "epochs",
@@ -31,15 +32,16 @@ RUN_TABLE = ("run", "seed", "status", "objective", "final_test_acc", "best_test_
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; }
-th { background: #f0f0f0; cursor: pointer; user-select: none; white-space: nowrap; }
+h1, p, li, figcaption, td.long { overflow-wrap: anywhere; } td.long { min-width: 10em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; max-width: 100%; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; cursor: pointer; user-select: none; min-width: 4em; }
 th[aria-sort=ascending]::after { content: " ▲"; } th[aria-sort=descending]::after { content: " ▼"; }
 td.number { text-align: right; font-variant-numeric: tabular-nums; }
 tr.completed td:first-child { border-left: 4px solid #2a2; } tr.problem td:first-child { border-left: 4px solid #c22; }
 img { max-width: 100%; border: 1px solid #eee; }
-.runs { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 1em; }
-figure { margin: 0; min-width: 0; } figcaption { font-size: 13px; margin-bottom: 0.3em; overflow-wrap: anywhere; }
+.runs { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(480px, 100%), 1fr)); gap: 1em; }
+figure { margin: 0; min-width: 0; } figcaption { font-size: 13px; margin-bottom: 0.3em; }
 .note { color: #666; }
 .wide { overflow-x: auto; } .figures { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
 """
@@ -83,14 +85,21 @@ def sort_value(value) -> str:
     return str(value)
 
 
+def long(text: str) -> str:
+    """" long" for a cell whose text holds a word of over LONG_WORD characters (a label, a path, an error),
+    which the page then breaks anywhere so the table fits the window; "" otherwise (short words stay whole)."""
+    return " long" if max(map(len, text.split()), default=0) > LONG_WORD else ""
+
+
 def table(rows: list[dict], columns, text, css_id: str) -> str:
     """A sortable table of `rows`; `text(row, column)` is what a cell shows, the row's value what it sorts by."""
-    head = "".join(f'<th data-key="{c}" aria-sort="none">{html.escape(c)}</th>' for c in columns)
+    head = "".join(f'<th data-key="{c}" aria-sort="none">{html.escape(c).replace("_", "_<wbr>")}</th>'
+                   for c in columns)
     body = []
     for row in rows:
         kind = "completed" if row["status"] == "completed" else "problem"
         cells = "".join(
-            f'<td class="{"number" if isinstance(row[c], (int, float)) else "text"}" '
+            f'<td class="{"number" if isinstance(row[c], (int, float)) else "text"}{long(text(row, c))}" '
             f'data-sort="{html.escape(sort_value(row[c]))}">{html.escape(text(row, c))}</td>' for c in columns)
         body.append(f'<tr class="{kind}">{cells}</tr>')
     return (f'<table class="sortable" id="{css_id}"><thead><tr>{head}</tr></thead>'
@@ -130,6 +139,7 @@ def board_section(k: int, board: Board, several: bool, out: Path) -> str:
     heading = f"Test set {k}: {board.test_set}" if several else "Leaderboard"
     rows = [row for row in board.run_rows if row["status"] != NOT_STARTED]
     settings = table(board.setting_rows, markdown_columns(board.setting_rows), markdown_cell, f"settings{k}")
+    runs = table(rows, filled(RUN_TABLE, rows), cell, f"runs{k}")
     parts = [f"<h2>{html.escape(heading)}</h2>",
              f'<p class="note">Scored on {html.escape(board.test_set)}. One row per setting (its seeds); ranked by the '
              f'objective (final validation accuracy with a split, else final test accuracy; mean over seeds, '
@@ -142,7 +152,7 @@ def board_section(k: int, board: Board, several: bool, out: Path) -> str:
              '<div class="figures">',
              *(f'<img src="{png_data(f)}" alt="{f.name}">' for f in board.figures if f.is_file()),
              "</div>", f"<h3>Runs ({len(rows)})</h3>",
-             f'<div class="wide">{table(rows, RUN_TABLE, cell, f"runs{k}")}</div>',
+             f'<div class="wide">{runs}</div>',
              '<div class="runs">', *(run_figure(row, out) for row in rows), "</div>"]
     return "\n".join(parts)
 

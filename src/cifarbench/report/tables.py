@@ -1,11 +1,13 @@
 """A report's tables as text: leaderboard.csv, leaderboard_runs.csv and leaderboard.md (accuracies as
-fractions, means with their spread)."""
+fractions, means with their spread). Every table leaves out the columns empty in all its rows (no
+validation split: no final_val_acc_mean; no --target: no target columns), and the CSVs round floats to
+six significant digits (core.files.csv_text)."""
 from __future__ import annotations
 
-import csv
-import io
 import math
+from typing import Callable
 
+from cifarbench.core.files import csv_text
 from cifarbench.report.board import SECONDS_TO, Board
 
 RUN_COLUMNS = ("run", "seed", "model", "optim", "aug", "params", "objective", "best_test_acc", "final_test_acc",
@@ -41,12 +43,18 @@ def format_cell(column: str, value) -> str:
     return str(value)
 
 
-def markdown_columns(table: list[dict] | None = None) -> list[str]:
-    """The leaderboard.md columns: each mean with its spread and interval, no std, interval or test-set
-    column of their own; the target's columns only when `table` has a target."""
-    with_target = any(row.get("target") is not None for row in table or [])
-    return [c for c in COLUMNS if not c.endswith(("_std", "_ci_low", "_ci_high")) and c != "test_set"
-            and (with_target or c not in TARGET_COLUMNS)]
+def filled(columns, table: list[dict], text: Callable[[dict, str], str] = lambda row, c: format_cell(c, row[c])
+           ) -> list[str]:
+    """The `columns` some row of `table` shows something in (`text(row, column)`, by default `format_cell`):
+    a column empty in every row is left out (all of them are kept for a table without rows)."""
+    return [c for c in columns if not table or any(text(row, c) for row in table)]
+
+
+def markdown_columns(table: list[dict]) -> list[str]:
+    """The leaderboard.md (and report.html) columns of the setting rows `table`: each mean with its spread
+    and interval, no std, interval or test-set column of their own, none empty in every row."""
+    return filled([c for c in COLUMNS if not c.endswith(("_std", "_ci_low", "_ci_high")) and c != "test_set"],
+                  table, markdown_cell)
 
 
 def markdown_cell(row: dict, column: str) -> str:
@@ -73,11 +81,9 @@ def to_markdown(table: list[dict]) -> str:
 
 
 def to_csv(table: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(table)
-    return buffer.getvalue()
+    """leaderboard.csv (or with RUN_COLUMNS leaderboard_runs.csv): `columns` but those empty in every row,
+    floats to six significant digits, accuracies as fractions."""
+    return csv_text(table, filled(columns, table, lambda row, c: row[c] not in (None, "")))
 
 
 PRUNED_COLUMNS = ("run", "epochs", "final_val_acc", "final_test_acc", "path")
@@ -100,3 +106,12 @@ def boards_markdown(boards: list[Board]) -> str:
     return "Runs scored on different test sets are ranked apart: one table per test set.\n\n" + "\n".join(
         f"## Test set {k}: {board.test_set}\n\n{to_markdown(board.setting_rows)}{pruned_markdown(board)}"
         for k, board in enumerate(boards, 1))
+
+
+def throughput_line(aggregate: dict | None) -> str:
+    """leaderboard.md's closing line: board.throughput's figures in words ("" for None)."""
+    if aggregate is None:
+        return ""
+    return (f"\nTogether: {aggregate['jobs']} completed run(s) trained {aggregate['images']:,} images in "
+            f"{aggregate['wall_seconds']:.1f} s of wall time (first start to last end): "
+            f"{aggregate['images_per_s'] or 0:,.1f} images/s.\n")

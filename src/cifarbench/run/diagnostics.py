@@ -16,6 +16,8 @@ from cifarbench.run.layout import RunFolder
 FRAME = 4  # pixels of margin around each sample tile, red for a wrong prediction
 RED = (220, 20, 20, 255)  # RGBA
 CAPTION = 30  # pixels of white band above each sample tile for its caption
+LEGEND = 30  # pixels of white band above the sample montage for the line that says how to read its captions
+SAMPLES_LEGEND = "each caption reads true class → predicted class; wrong predictions are framed in red"
 CELL_NUMBERS_UP_TO = 20  # classes; with more, the heat map has no per-cell numbers and lists the top confusions
 TOP_CONFUSIONS = 15
 
@@ -111,25 +113,32 @@ def montage(images: np.ndarray, wrong: np.ndarray, columns: int, scale: int) -> 
     return picture.transpose(0, 2, 1, 3, 4).reshape(rows * tile_h, columns * tile_w, 4)
 
 
-def plot_samples(path: str | Path, images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes,
-                 count: int = 32, seed: int = 0, columns: int = 8, scale: int = 5):
+def samples_figure(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes, count: int = 32,
+                   seed: int = 0, columns: int = 8, scale: int = 5):
     """`count` random test images ((N, C, H, W) uint8, RGB or grey; the same pick for the same seed and
-    test set) captioned 'true → predicted', wrong ones framed and captioned in red: one montage drawn one
-    picture pixel per PNG pixel (each tile W·scale + 8 px wide, 1344 px for 8 columns of 32×32 images
-    at scale 5), one caption artist per tile."""
+    test set) captioned 'true → predicted', wrong ones framed and captioned in red, under a line saying so
+    (SAMPLES_LEGEND, in a LEGEND px band): one montage drawn one picture pixel per PNG pixel (each tile
+    W·scale + 8 px wide, 1344 px for 8 columns of 32×32 images at scale 5), one caption artist per tile."""
     pick = np.random.default_rng(seed).choice(len(images), size=min(count, len(images)), replace=False)
     wrong = predictions[pick] != labels[pick]
     picture = montage(images[pick], wrong, columns, scale)
     height, width = picture.shape[:2]
-    fig = new_figure(width / DPI, height / DPI)
-    fig.figimage(picture, origin="upper")  # pasted pixel for pixel: no axes, no resampling
+    fig = new_figure(width / DPI, (height + LEGEND) / DPI)
+    fig.figimage(picture, origin="upper")  # pasted pixel for pixel below the legend band: no axes, no resampling
+    fig.text(0.5, 1 - LEGEND / 2 / (height + LEGEND), SAMPLES_LEGEND, ha="center", va="center", fontsize=10)
     tile_h, tile_w = height // -(-len(pick) // columns), width // columns
     for k, i in enumerate(pick):
         row, column = divmod(k, columns)
-        fig.text((column + 0.5) * tile_w / width, 1 - (row * tile_h + CAPTION / 2) / height,
+        fig.text((column + 0.5) * tile_w / width, 1 - (LEGEND + row * tile_h + CAPTION / 2) / (height + LEGEND),
                  f"{classes[labels[i]]} → {classes[predictions[i]]}", ha="center", va="center", fontsize=9,
                  color=np.divide(RED, 255) if wrong[k] else "black")
-    save_png(fig, path)
+    return fig
+
+
+def plot_samples(path: str | Path, images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes,
+                 **options):
+    """samples.png: `samples_figure(images, labels, predictions, classes, **options)`."""
+    save_png(samples_figure(images, labels, predictions, classes, **options), path)
 
 
 def write_diagnostics(out_dir: str | Path, images: np.ndarray, labels: np.ndarray, predictions: np.ndarray,

@@ -8,6 +8,7 @@
     <run>/tensorboard/              logger=tensorboard's event files
     <run>/wandb/                    logger=wandb's run (offline: offline-run-*/run-<id>.wandb)
     <run>/.hydra/                   Hydra's record of the job (config.yaml, overrides.yaml)
+    <sweep>/.mlflow-servers-down.json  tracking servers a job of the sweep found down, and when (run/trackers.py)
 
 Where run folders themselves go (`hydra.run.dir`, `hydra.sweep.dir`) is the `paths` config's business.
 """
@@ -23,6 +24,7 @@ SUMMARY = "summary.json"
 METRICS = "metrics.csv"
 CHECKPOINTS = "checkpoints"
 FIGURES = ("curves.png", "confusion.png", "samples.png")
+SERVERS_DOWN = ".mlflow-servers-down.json"  # in a sweep folder: tracking servers a job found down, and when
 TRACKER_STORES = {"mlartifacts", "mlruns"}  # MLflow's copies of run files (logger=mlflow) are not runs
 
 

@@ -8,12 +8,14 @@ import math
 from pathlib import Path
 
 from cifarbench.core.clock import RunState
+from cifarbench.core.hardware import HARDWARE_METRICS
 from cifarbench.core.files import atomic_write_text
 
 # val_loss and val_acc are empty cells (None in memory) when the run holds out no validation split;
-# grad_norm (the mean L2 norm of the gradients before clipping, over the window) when it does not clip.
+# grad_norm (the mean L2 norm of the gradients before clipping, over the window) when it does not clip; the
+# hardware columns (core/hardware.py: peak memory in MiB, GPU utilisation and power) where the device has none.
 METRICS = ("epoch", "step", "train_seconds", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-           "images_per_s", "val_loss", "val_acc", "grad_norm")
+           "images_per_s", "val_loss", "val_acc", "grad_norm", *HARDWARE_METRICS)
 
 
 def write_metrics(path: str | Path, rows: list[dict]):
@@ -43,11 +45,13 @@ def objective(summary: dict) -> float:
 
 
 def metrics_row(state: RunState, steps_per_epoch: int, lr: float, window: dict, test: tuple[float, float],
-                val: tuple[float, float] | tuple[None, None] = (None, None)) -> dict:
+                val: tuple[float, float] | tuple[None, None] = (None, None), hardware: dict | None = None) -> dict:
     """One metrics.csv row; `window` is TrainStep.window() (training metrics since the last row);
-    `test` and `val` are (mean cross-entropy, accuracy as a fraction), `val` (None, None) without a split."""
+    `test` and `val` are (mean cross-entropy, accuracy as a fraction), `val` (None, None) without a split;
+    `hardware` is HardwareMonitor.read() (the window's peak memory, ...; None: empty cells)."""
     return {"epoch": round(state.step / steps_per_epoch, 4), "step": state.step,
             "train_seconds": round(state.train_seconds, 3), "lr": lr, "train_loss": window["train_loss"],
             "train_acc": window["train_acc"], "test_loss": test[0], "test_acc": test[1],
             "images_per_s": round(window["seen"] / state.window_seconds, 1) if state.window_seconds else 0.0,
-            "val_loss": val[0], "val_acc": val[1], "grad_norm": window["grad_norm"]}
+            "val_loss": val[0], "val_acc": val[1], "grad_norm": window["grad_norm"],
+            **dict.fromkeys(HARDWARE_METRICS), **(hardware or {})}

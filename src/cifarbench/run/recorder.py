@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -107,12 +108,11 @@ class Recorder:
         return f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
 
     def draw_curves(self, state: RunState):
-        draw(plot_curves, self.folder.curves, list(state.rows),
-             title=f"{self.summary['model']} / {self.summary['optim']} / {self.summary['aug']}")
+        draw(plot_curves, self.folder.curves, list(state.rows), title=curves_title(self.summary))
 
     def finish(self, state: RunState, status: str, stopped_by: str, epochs: float, diagnostics=None) -> dict:
-        """Final figures (unless plots=none), then summary.json with the final and best metrics and
-        `epochs`, the epochs trained (steps / steps per epoch: an interrupted run's count its steps after
+        """Final figures (unless plots=none), then summary.json with the final and best metrics,
+        `ended_at` (Unix seconds) and `epochs`, the epochs trained (steps / steps per epoch: an interrupted run's count its steps after
         the last evaluation too). `diagnostics()` draws confusion.png and samples.png and returns the
         per-class accuracy."""
         rows = state.rows
@@ -132,17 +132,38 @@ class Recorder:
             self.summary["per_class_acc"] = diagnostics()
         self.write_summary(status=status, stopped_by=stopped_by, steps=state.step, epochs=round(epochs, 4),
                            train_seconds=round(state.train_seconds, 3),
-                           compile_seconds=round(state.compile_seconds, 3))
+                           compile_seconds=round(state.compile_seconds, 3), ended_at=round(time.time(), 3))
         if self.writes and write_reported(self.run_dir, [(self.run_dir.name, [self.summary])]):
             log.info("the study's reported figures beside this run's: %s", self.run_dir / "reported_vs_measured.md")
         if self.loggers.chosen:
             wait_for_figures()  # the trackers log this run's figures, which a sweep may draw in the background
         self.loggers.finish(self.run_dir, self.summary)
-        if rows:
+        if rows and rows[-1]["step"] == state.step:
             log.info("%s: final test accuracy %.2f%% (best %.2f%%) after %.2f epochs, %.1f s of training", status,
                      100 * self.summary["final_test_acc"], 100 * self.summary["best_test_acc"],
                      self.summary["epochs"], state.train_seconds)
+        elif rows:  # stopped after steps its last evaluation has not seen: say which epoch each number is of
+            log.info("%s after %.2f epochs, %.1f s of training; its last evaluation, at epoch %.2f: test accuracy "
+                     "%.2f%% (best %.2f%%)", status, self.summary["epochs"], state.train_seconds, rows[-1]["epoch"],
+                     100 * self.summary["final_test_acc"], 100 * self.summary["best_test_acc"])
         return self.summary
+
+
+def curves_title(summary: dict) -> str:
+    """curves.png's title: model / optimizer / augmentation / schedule, then what else decides the curves'
+    shape when set: the budget (minutes), the training subset (images, or a share of each class), the test
+    subset (images) and the validation split (images held out). `summary`: the run's summary.json."""
+    config = summary.get("config", {})
+    data, trainer = config.get("data", {}), config.get("trainer", {})
+    sched = (config.get("sched") or {}).get("name")
+    title = " / ".join(str(part) for part in (summary["model"], summary["optim"], summary["aug"],
+                                              sched and f"{sched} schedule") if part)
+    subset = data.get("train_subset")
+    extras = [trainer.get("budget_min") and f"budget {trainer['budget_min']:g} min",
+              subset and (f"{100 * subset:g}% of each class" if subset < 1 else f"{subset:,} training images"),
+              data.get("test_subset") and f"{data['test_subset']:,} test images",
+              data.get("val_split") and f"{data['val_split']:,} held out for validation"]
+    return ", ".join([title, *filter(None, extras)])
 
 
 def start_recorder(cfg, run_dir: Path, config: dict, world: World = World(),
@@ -150,17 +171,22 @@ def start_recorder(cfg, run_dir: Path, config: dict, world: World = World(),
     """The Recorder of a run of `cfg` (`config`: it resolved as plain dicts) in `run_dir`: summary.json
     written at once (status running, what the run is, the command, versions and git state, and
     `resumed_from`: the checkpoint it continues, which engine/resume.py reads so that the run that
-    checkpoint came from is never resumed again), the trackers of `cfg.logger` started on rank 0
+    checkpoint came from is never resumed again; `resumes`: how many times the run was resumed in its own
+    folder, a requeued submitit job's count), the trackers of `cfg.logger` started on rank 0
     (continuing `resumed`'s tracked runs)."""
     summary = {
         "status": "running", "model": cfg.model.name, "optim": cfg.optim.name,
         "aug": "+".join(filter(None, (cfg.aug.name, cfg.aug.get("mix")))), "command": command_line(),
         "versions": {"cifarbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git": running_source_state(), "config": config,
+        "started_at": round(time.time(), 3),  # Unix seconds (ended_at: at its end): a sweep's wall time from them
     }
     if resumed_from is not None:
         summary["resumed_from"] = str(Path(resumed_from).resolve())
-    loggers = Loggers(cfg.logger, config, resumed=resumed.loggers if resumed else None) if world.main else None
+        if RunFolder.of_checkpoint(resumed_from).path == Path(run_dir).resolve():  # continued in its own folder
+            summary["resumes"] = (RunFolder(run_dir).read_summary() or {}).get("resumes", 0) + 1
+    loggers = (Loggers(cfg.logger, config, resumed=resumed.loggers if resumed else None,
+                       earlier_rows=resumed.state["rows"] if resumed else ()) if world.main else None)
     return Recorder(run_dir, summary, cfg.trainer.plots, validation=cfg.data.val_split != 0, writes=world.main,
                     loggers=loggers)
 
@@ -171,18 +197,27 @@ def record_ending(run_dir: Path, status: str, job_config: dict | None = None, **
     (its `error`, the `signal`), and the MLflow run it records ends as that status says (FAILED,
     KILLED). A run refused before it started has no summary: a single run gets none (it is no run);
     a job of a sweep (`job_config`: its resolved config) gets one holding that config, so the sweep's
-    leaderboard shows the job and why it failed. A folder that cannot be written is passed over (the
-    log still says what happened)."""
+    leaderboard shows the job and why it failed. When the run has a checkpoint, the summary's `resume`
+    says how to continue it (`trainer.resume=<its last.pt>`): a torchrun rank whose peer was killed ends
+    here, its folder saying what happened (`error`) and how to resume. A folder that cannot be written is
+    passed over (the log still says what happened)."""
     folder = RunFolder(run_dir)
     summary = folder.read_summary() or ({"config": job_config} if job_config is not None else None)
     if summary is None:
         return
+    if folder.last.is_file():
+        fields = {"resume": resume_override(folder), **fields}
     summary.update(status=status, **fields)
     try:
         folder.write_summary(summary)
     except OSError:
         pass  # the failure may be that the folder is unwritable
     end_tracked_run(summary)  # the MLflow run's status follows summary.json's
+
+
+def resume_override(folder: RunFolder) -> str:
+    """The override that continues the run in `folder` from its last checkpoint."""
+    return f"trainer.resume={folder.last}"
 
 
 def record_failure(run_dir: Path, error: BaseException, job_config: dict | None = None):

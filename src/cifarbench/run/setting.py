@@ -3,7 +3,7 @@ groups into one row, what a job folder's name leaves out.
 
 - `NOT_THE_SETTING`: keys that say where things are or how a run is watched, never what it trains:
   the paths, where the data lives and how it is fetched, the trackers, a study's reported figures, the
-  resume switch, progress bars and figures, how the processes talk. Two configs that differ only in
+  resume switch and how often a preempted job is requeued, progress bars and figures, how the processes talk. Two configs that differ only in
   them are the same run: `trainer.resume=auto` continues it, a sweep started again skips it when it
   completed, the report puts both in one row, and Hydra leaves these overrides out of job folder
   names (conf/config.yaml's `override_dirname.exclude_keys`, held to this list by a test).
@@ -23,7 +23,7 @@ from cifarbench.core.config_diff import config_changes, flatten, within
 
 NOT_THE_SETTING = frozenset({
     "paths", "data.root", "data.download", "data.mirrors", "logger", "reported", "trainer.resume",
-    "trainer.progress", "trainer.plots", "trainer.dist_backend", "trainer.dist_timeout_s",
+    "trainer.max_requeues", "trainer.progress", "trainer.plots", "trainer.dist_backend", "trainer.dist_timeout_s",
 })
 SEED = "trainer.seed"
 RESUMABLE_CHANGES = NOT_THE_SETTING | {"trainer.epochs", "trainer.budget_min", "trainer.eval_every",

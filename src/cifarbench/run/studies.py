@@ -10,13 +10,11 @@ seconds (`train_seconds`), budgets are minutes.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import statistics
 from pathlib import Path
 
-from cifarbench.core.files import atomic_write_text
+from cifarbench.core.files import atomic_write_text, csv_text
 
 COLUMNS = ("study", "variant", "setting", "reported_test_acc", "measured_test_acc_mean", "measured_test_acc_std",
            "n", "delta_test_acc", "reported_seconds_per_epoch", "measured_seconds_per_epoch", "reported_epochs",
@@ -76,9 +74,15 @@ def _cell(column: str, value) -> str:
     return str(value)
 
 
-def to_markdown(rows: list[dict]) -> str:
-    """The rows as a Markdown table in percent (Δ in percentage points), each variant's note below."""
+def to_markdown(rows: list[dict], extra: dict[str, str] | None = None, header: str = "") -> str:
+    """The rows as a Markdown table in percent (Δ in percentage points), each variant's note below.
+    `extra`: more columns (row key → column header) placed after Δ acc, their cells the rows' text as
+    it is; `header`: text written above the table (e.g. what was measured, where, and on which data)."""
+    extra = extra or {}
+
     def cell(row: dict, column: str) -> str:
+        if column in extra:
+            return str(row.get(column) or "").replace("|", "\\|")
         text = _cell(column, row[column])
         if column == "measured_test_acc_mean" and text:
             spread = _cell(column, row["measured_test_acc_std"])
@@ -86,18 +90,14 @@ def to_markdown(rows: list[dict]) -> str:
         return text.replace("|", "\\|")
 
     columns = list(MARKDOWN)
-    lines = ["| " + " | ".join(MARKDOWN[c] for c in columns) + " |", "|" + "---|" * len(columns)]
+    after_delta = columns.index("delta_test_acc") + 1
+    columns[after_delta:after_delta] = list(extra)
+    headers = {**MARKDOWN, **extra}
+    lines = ([header.rstrip("\n"), ""] if header else []) + [
+        "| " + " | ".join(headers[c] for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows]
     notes = [f"- {row['variant']}: {row['note']}" for row in rows if row["note"]]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
-
-
-def to_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def write_reported(folder: str | Path, settings: list[tuple[str, list[dict]]]) -> list[dict]:
@@ -106,5 +106,5 @@ def write_reported(folder: str | Path, settings: list[tuple[str, list[dict]]]) -
     rows = [row for label, summaries in settings if (row := reported_row(label, summaries)) is not None]
     if rows:
         atomic_write_text(Path(folder) / "reported_vs_measured.md", to_markdown(rows))
-        atomic_write_text(Path(folder) / "reported_vs_measured.csv", to_csv(rows))
+        atomic_write_text(Path(folder) / "reported_vs_measured.csv", csv_text(rows, COLUMNS))
     return rows

@@ -10,7 +10,7 @@ Recorder whatever `logger` says. The trackers here observe the Recorder, through
 - `mlflow` (mlflow.tracking.MlflowClient) makes one MLflow run per job: the flattened config as params,
   the same metrics at each evaluation with their step, the summary's final metrics, the figures,
   summary.json and the Hydra record (`.hydra/`) as artifacts; its status ends FINISHED, KILLED or
-  FAILED as summary.json's ends completed, interrupted or diverged/failed. The jobs of a sweep share
+  FAILED as summary.json's ends completed, interrupted/preempted or diverged/failed. The jobs of a sweep share
   one MLflow experiment; a resumed run continues its MLflow run (its id travels in the checkpoint).
 - `wandb` (the official client, `wandb.init`) makes one Weights & Biases run per job in `<run>/wandb/`:
   the resolved config, the same metrics at each evaluation at their step, the summary's final metrics
@@ -20,23 +20,31 @@ Recorder whatever `logger` says. The trackers here observe the Recorder, through
 
 Trackers write at evaluations and at the end only, never during training steps. A tracker that raises
 (server down, disk full, unwritable store) logs one warning and is dropped; training, metrics.csv and
-the rest of the run folder go on. Under torch.distributed only rank 0 tracks. Accuracies are
+the rest of the run folder go on; a tracking server that failed one job of a sweep is not asked again by
+its later jobs for SERVER_DOWN_TTL_S. After a resume every tracker holds every row of metrics.csv: one
+that does not hold the rows from before it (a new folder, another store) is given them first. Relative
+store paths mean the folder the command was run in (`tracking_uri`). Under torch.distributed only rank 0 tracks. Accuracies are
 fractions, seconds are training seconds, as in metrics.csv.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
 
 from cifarbench.core.config_diff import flatten
+from cifarbench.core.files import OutputError, atomic_write_json
 from cifarbench.core.registry import ConfigError
 from cifarbench.run.layout import METRICS as METRICS_CSV
-from cifarbench.run.layout import RunFolder
+from cifarbench.run.layout import SERVERS_DOWN, RunFolder
 from cifarbench.run.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -45,17 +53,25 @@ EXTRAS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  #
 SERIES = tuple(c for c in METRICS if c != "step")  # logged per evaluation, under metrics.csv's names
 # summary.json's headline numbers, logged once at the end (its train_seconds is the last row's)
 FINAL = ("final_test_acc", "final_test_loss", "best_test_acc", "final_val_acc", "final_val_loss", "best_val_acc")
-MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
+MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "preempted": "KILLED", "diverged": "FAILED",
+                 "failed": "FAILED"}
 DEFAULT_EXPERIMENT = "cifarbench"
+SQLITE = "sqlite:///"
+DEFAULT_STORE = "sqlite:///outputs/mlflow.db"  # paths.mlflow_uri's default
+SERVER_DOWN_TTL_S = 300  # a sweep's later jobs skip a server found down this long, then ask it again
 
 
 def check_installed(logger_cfg):
-    """Raise ConfigError naming the extra to install when a chosen tracker's package is missing (checked
-    without importing it: mlflow takes seconds to import)."""
+    """Raise ConfigError naming the extra to install when a chosen tracker's package is missing, or psutil
+    for `logger.mlflow.system_metrics=true` (MLflow's system metrics read it); checked without importing
+    them (mlflow takes seconds to import)."""
     for name, module in EXTRAS.items():
         if name in logger_cfg and importlib.util.find_spec(module) is None:
             raise ConfigError(f"logger={name} needs the {module} package, which is not installed: "
                               f"pip install 'cifarbench[{name}]' (or drop {name} from logger)")
+    if "mlflow" in logger_cfg and logger_cfg.mlflow.get("system_metrics") and importlib.util.find_spec("psutil") is None:
+        raise ConfigError("logger.mlflow.system_metrics=true needs the psutil package (MLflow's system metrics read "
+                          "it), which is not installed: pip install 'cifarbench[system-metrics]' (or set it false)")
 
 
 def hyperparameters(config: dict) -> dict[str, str | int | float | bool]:
@@ -70,13 +86,15 @@ def final_metrics(summary: dict) -> dict[str, float]:
 
 
 class TensorBoardLogger:
-    """Event files in `<run>/tensorboard/`, written with torch.utils.tensorboard.SummaryWriter."""
+    """Event files in `<run>/tensorboard/`, written with torch.utils.tensorboard.SummaryWriter.
+    `holds_earlier_rows`: a resume in the folder of the run it continues finds that run's rows there."""
     name = "tensorboard"
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, resumed: dict | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = RunFolder(run_dir).tensorboard
+        self.holds_earlier_rows = bool(resumed) and resumed.get("log_dir") == str(self.log_dir)
         self.writer = SummaryWriter(str(self.log_dir))
 
     def record(self) -> dict:
@@ -106,32 +124,79 @@ class TensorBoardLogger:
         self.writer.close()
 
 
+def sweep_folder() -> Path | None:
+    """The folder of the multirun this job belongs to (Hydra's hydra.sweep.dir), None outside one."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir)
+    return None
+
+
 def experiment_name(configured: str | None) -> str:
     """`logger.mlflow.experiment_name`, else the experiment config's name (`experiment=tenminute`), else for
     a multirun its sweep folder (`<date>/<time>_<run id>`), else "cifarbench"."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     if configured:
         return configured
-    if HydraConfig.initialized():
-        hydra = HydraConfig.get()
-        if hydra.runtime.choices.get("experiment"):
-            return hydra.runtime.choices.experiment
-        if hydra.mode == RunMode.MULTIRUN:
-            sweep = Path(hydra.sweep.dir)
-            return f"{sweep.parent.name}/{sweep.name}"
+    if HydraConfig.initialized() and HydraConfig.get().runtime.choices.get("experiment"):
+        return HydraConfig.get().runtime.choices.experiment
+    if (sweep := sweep_folder()) is not None:
+        return f"{sweep.parent.name}/{sweep.name}"
     return DEFAULT_EXPERIMENT
 
 
-def tracking_uri(configured: str | None) -> str:
-    """`logger.mlflow.tracking_uri` (by default `paths.mlflow_uri`: sqlite:///outputs/mlflow.db), else (null)
-    that same store; a SQLite store's relative path is made absolute from the current folder (where runs go)."""
-    uri = configured or "sqlite:///outputs/mlflow.db"
-    sqlite = "sqlite:///"
-    if uri.startswith(sqlite) and not Path(uri.removeprefix(sqlite)).is_absolute():
-        uri = f"{sqlite}{Path(uri.removeprefix(sqlite)).resolve()}"
-    return uri
+def user_folder() -> Path:
+    """The folder the user ran the command in, from which a relative path they typed is taken: Hydra's
+    `hydra.runtime.cwd` (with `hydra.job.chdir=true` a job runs in its own folder), else the current one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd())
+
+
+def tracking_uri(configured: str | None, base: str | Path | None = None) -> str:
+    """The MLflow store `configured` names (`logger.mlflow.tracking_uri`, by default `paths.mlflow_uri`; null:
+    DEFAULT_STORE) as an absolute URI, every form MLflow accepts: a relative path is taken from `base` (by
+    default `user_folder()`, the folder the command was run in), `~` is expanded.
+
+    - `sqlite:///mlflow.db` (relative), `sqlite:////abs/mlflow.db` → `sqlite:////ABS/mlflow.db` with `%` and `?`
+      percent-escaped (SQLAlchemy unquotes the path and ends it at a `?`: a folder named `sweep 100%25 lr`);
+    - `file:mlruns`, `file:///abs/mlruns` (RFC 8089, percent-escaped) or a plain path (MLflow's file store)
+      → `file:///ABS` (Path.as_uri: escaped);
+    - anything else (`http://host:5000`, `https://...`, `databricks`) as it is."""
+    uri = configured or DEFAULT_STORE
+    base = Path(base) if base is not None else user_folder()
+    if uri.startswith(SQLITE):
+        path = (base / Path(uri.removeprefix(SQLITE)).expanduser()).resolve()
+        return SQLITE + str(path).replace("%", "%25").replace("?", "%3F")
+    if uri.startswith("file:"):
+        return (base / Path(url2pathname(urlsplit(uri).path)).expanduser()).resolve().as_uri()
+    if uri == "databricks" or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", uri) and not Path(uri).is_absolute():
+        return uri  # a server or another store
+    return (base / Path(uri).expanduser()).resolve().as_uri()
+
+
+def sqlite_database(uri: str) -> Path | None:
+    """The database file of a `tracking_uri()` SQLite store (unescaped), None for another store."""
+    return Path(unquote(uri.removeprefix(SQLITE))) if uri.startswith(SQLITE) else None
+
+
+@contextlib.contextmanager
+def no_stray_folders(uri: str):
+    """Around a client's first request to the SQLite store `uri`: MLflow creates the store's parent folder from
+    the URI's text, escapes and all (`sweep 100%2525 lr/`), while SQLAlchemy opens the unescaped path; the
+    folders it so creates beside the real ones are removed again (when empty)."""
+    database, literal = sqlite_database(uri), Path(uri.removeprefix(SQLITE)).parent
+    made = [] if database is None or literal == database.parent else [
+        folder for folder in (literal, *literal.parents) if not folder.exists()]  # deepest first
+    try:
+        yield
+    finally:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def bound_server_wait(timeout_s: float):
@@ -143,6 +208,29 @@ def bound_server_wait(timeout_s: float):
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
 
 
+class ServerDown(RuntimeError):
+    """A tracking server that failed (did not answer, or answered with an error) for an earlier job of this
+    sweep, less than SERVER_DOWN_TTL_S ago."""
+
+
+def servers_down(sweep: Path | None) -> dict[str, float]:
+    """{tracking server URI: when (Unix seconds) a job of the sweep in `sweep` last found it down}, from the
+    sweep folder's marker (run/layout.py's SERVERS_DOWN), which every launcher's jobs share; {} outside a sweep."""
+    try:
+        return json.loads((sweep / SERVERS_DOWN).read_text()) if sweep is not None else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def remember_down(sweep: Path | None, uri: str):
+    """Record in the sweep's marker that `uri` did not answer now (a no-op outside a sweep, or unwritable)."""
+    if sweep is not None:
+        try:
+            atomic_write_json(sweep / SERVERS_DOWN, {**servers_down(sweep), uri: time.time()})
+        except OutputError:
+            pass
+
+
 class MlflowLogger:
     """One MLflow run for the job, written with mlflow.tracking.MlflowClient (no global active run, so the
     jobs of a sweep in one process never share one). A local SQLite store keeps artifacts beside itself in
@@ -150,24 +238,56 @@ class MlflowLogger:
     name = "mlflow"
 
     def __init__(self, run_dir: Path, config: dict, settings, resumed: dict | None = None):
-        """`settings`: `logger.mlflow` (tracking_uri, experiment_name); `resumed`: the run's earlier record()."""
-        from mlflow.entities import Param
+        """`settings`: `logger.mlflow` (tracking_uri, experiment_name, timeout_s, system_metrics and its
+        interval); `resumed`: the run's earlier record(). A resume in the same store continues its MLflow run, renamed after `run_dir` (its tag
+        `cifarbench.run_dir` too) when that is a new folder; `holds_earlier_rows` says whether the MLflow
+        run already holds the metrics rows from before the resume. Raises ServerDown for a server an earlier
+        job of this sweep found down (SERVER_DOWN_TTL_S), or what MLflow raises."""
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri(settings.get("tracking_uri"))
-        if self.uri.startswith(("http://", "https://")):
-            bound_server_wait(settings.get("timeout_s", 10))
-        artifacts = None
-        if self.uri.startswith("sqlite:///"):
-            database = Path(self.uri.removeprefix("sqlite:///"))
+        if not self.uri.startswith(("http://", "https://")):
+            with no_stray_folders(self.uri):
+                self.client = MlflowClient(self.uri)
+                self._start(run_dir, config, settings, resumed)
+            return
+        self.client = MlflowClient(self.uri)
+        bound_server_wait(settings.get("timeout_s", 10))
+        sweep = sweep_folder()
+        if (since := servers_down(sweep).get(self.uri)) is not None and time.time() - since < SERVER_DOWN_TTL_S:
+            raise ServerDown(f"{self.uri} failed for an earlier job of this sweep {time.time() - since:.0f} s ago; "
+                             f"not asked again for {SERVER_DOWN_TTL_S} s")
+        try:
+            self._start(run_dir, config, settings, resumed)
+        except Exception:
+            remember_down(sweep, self.uri)
+            raise
+
+    def _start(self, run_dir: Path, config: dict, settings, resumed: dict | None):
+        self.holds_earlier_rows = bool(resumed) and resumed.get("tracking_uri") == self.uri
+        if self.holds_earlier_rows:
+            self.experiment_id, self.run_id = resumed["experiment_id"], resumed["run_id"]
+            self.client.update_run(self.run_id, status="RUNNING", name=run_dir.name)
+            self.client.set_tag(self.run_id, "cifarbench.run_dir", str(run_dir))
+            log.info("mlflow: continuing run %s", self.run_id)
+        else:
+            self._create_run(run_dir, config, settings)
+        self.system_metrics = None
+        if settings.get("system_metrics"):  # MLflow's own sampler, a thread of its own, stopped in finish()
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self.system_metrics = SystemMetricsMonitor(self.run_id, settings.get("system_metrics_interval_s", 10),
+                                                       resume_logging=self.holds_earlier_rows, tracking_uri=self.uri)
+            self.system_metrics.start()
+
+    def _create_run(self, run_dir: Path, config: dict, settings):
+        from mlflow.entities import Param
+
+        database = sqlite_database(self.uri)
+        artifacts = None  # a local SQLite store keeps the artifacts beside itself; a server decides for itself
+        if database is not None:
             database.parent.mkdir(parents=True, exist_ok=True)
             artifacts = (database.parent / "mlartifacts").as_uri()
-        self.client = MlflowClient(self.uri)
-        if resumed and resumed.get("tracking_uri") == self.uri:
-            self.experiment_id, self.run_id = resumed["experiment_id"], resumed["run_id"]
-            self.client.update_run(self.run_id, status="RUNNING")
-            log.info("mlflow: continuing run %s", self.run_id)
-            return
         name = experiment_name(settings.get("experiment_name"))
         self.experiment_id = self._experiment(name, artifacts)
         self.run_id = self.client.create_run(self.experiment_id, run_name=run_dir.name,
@@ -204,6 +324,8 @@ class MlflowLogger:
         summary.json's): set whatever the metrics and uploads do (an upload that raises still raises,
         for Loggers' one warning, after the status is set)."""
         try:
+            if self.system_metrics is not None:
+                self.system_metrics.finish()  # its last samples, before the run ends
             self._log_metrics(final_metrics(summary), summary.get("steps", 0))
             folder = RunFolder(run_dir)
             for file in [*folder.figures(), folder.summary]:
@@ -226,20 +348,26 @@ class WandbLogger:
     name = "wandb"
 
     def __init__(self, run_dir: Path, config: dict, settings, resumed: dict | None = None):
-        """`settings`: `logger.wandb` (project, entity, mode); `resumed`: the run's earlier record()."""
+        """`settings`: `logger.wandb` (project, entity, mode); `resumed`: the run's earlier record(), whose W&B
+        run this one continues, under `run_dir`'s name. `holds_earlier_rows`: the W&B run already holds the
+        rows from before the resume (online, or offline in the same folder); else they are logged again."""
         import wandb
 
         self.mode = wandb_mode(settings.get("mode"))
+        self.dir = RunFolder(run_dir).wandb
+        # (a record written before records had "dir" is taken as this folder's, as it was then)
+        self.holds_earlier_rows = bool(resumed) and (resumed.get("dir", str(self.dir)) == str(self.dir) or
+                                                     self.mode == resumed.get("mode") == "online")
         self.run = wandb.init(  # (it writes into dir/wandb/: RunFolder.wandb)
             project=settings.get("project"), entity=settings.get("entity"), dir=str(run_dir), name=run_dir.name,
             config=config, mode=self.mode, id=resumed["run_id"] if resumed else None,
             resume="allow" if resumed else None, reinit="create_new",
             settings=wandb.Settings(console="off", x_disable_stats=True))
         log.info("wandb: %s run %s (%s) in %s", "continuing" if resumed else "started", self.run.id, self.mode,
-                 RunFolder(run_dir).wandb)
+                 self.dir)
 
     def record(self) -> dict:
-        return {"run_id": self.run.id, "mode": self.mode, "project": self.run.project}
+        return {"run_id": self.run.id, "mode": self.mode, "project": self.run.project, "dir": str(self.dir)}
 
     def log_row(self, row: dict):
         self.run.log({key: row[key] for key in SERIES if row[key] is not None}, step=int(row["step"]))
@@ -265,11 +393,18 @@ def end_tracked_run(summary: dict):
     try:
         from mlflow.tracking import MlflowClient
 
-        MlflowClient(record["tracking_uri"]).set_terminated(record["run_id"], MLFLOW_STATUS.get(summary["status"],
-                                                                                                "FAILED"))
+        with no_stray_folders(record["tracking_uri"]):
+            MlflowClient(record["tracking_uri"]).set_terminated(record["run_id"],
+                                                                MLFLOW_STATUS.get(summary["status"], "FAILED"))
     except Exception as e:
         log.warning("logger mlflow: could not set run %s to %s (%s: %s)", record["run_id"], summary["status"],
                     type(e).__name__, e)
+
+
+def log_rows(tracker, rows: list[dict]):
+    """Give `tracker` the metrics rows `rows`, in order (the rows from before a resume)."""
+    for row in rows:
+        tracker.log_row(row)
 
 
 class Loggers:
@@ -279,11 +414,15 @@ class Loggers:
 
     `logger_cfg`: the config's `logger` group (the trackers chosen, with their fields; None: none);
     `config`: the run's resolved config (the trackers' hyperparameters); `resumed`: the `loggers` record
-    of the checkpoint the run resumes from."""
+    of the checkpoint the run resumes from; `earlier_rows`: its metrics rows, which a tracker that does not
+    hold them yet (a resume into a new folder, a tracker added on resume) is given at `start`, so it holds
+    every row of the run's metrics.csv."""
 
-    def __init__(self, logger_cfg=None, config: dict | None = None, resumed: dict | None = None):
+    def __init__(self, logger_cfg=None, config: dict | None = None, resumed: dict | None = None,
+                 earlier_rows: list[dict] = ()):
         self.chosen = [name for name in EXTRAS if logger_cfg is not None and name in logger_cfg]
         self.logger_cfg, self.config, self.resumed, self.trackers = logger_cfg, config or {}, resumed or {}, []
+        self.earlier_rows = list(earlier_rows)
 
     def _guard(self, tracker_name: str, action, *args):
         try:
@@ -297,7 +436,7 @@ class Loggers:
 
     def start(self, run_dir: Path):
         """Start the chosen trackers (the recorder starts them on rank 0 only)."""
-        builders = {"tensorboard": lambda: TensorBoardLogger(run_dir),
+        builders = {"tensorboard": lambda: TensorBoardLogger(run_dir, self.resumed.get("tensorboard")),
                     "mlflow": lambda: MlflowLogger(run_dir, self.config, self.logger_cfg["mlflow"],
                                                    self.resumed.get("mlflow")),
                     "wandb": lambda: WandbLogger(run_dir, self.config, self.logger_cfg["wandb"],
@@ -306,6 +445,8 @@ class Loggers:
             tracker = self._guard(name, builders[name])
             if tracker is not None:
                 self.trackers.append(tracker)
+                if not tracker.holds_earlier_rows and self.earlier_rows:
+                    self._guard(name, log_rows, tracker, self.earlier_rows)
 
     def record(self) -> dict:
         return {t.name: t.record() for t in self.trackers}
