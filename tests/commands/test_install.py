@@ -27,7 +27,8 @@ def source_modules() -> list[str]:
 def test_pyproject_lists_every_package():
     tomllib = pytest.importorskip("tomllib")  # (Python 3.11+)
     listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    found = [".".join(init.parent.relative_to(SRC).parts) for init in (SRC / "cifarbench").rglob("__init__.py")]
+    found = [".".join(init.parent.relative_to(SRC).parts) for package in ("cifarbench", "hydra_plugins")
+             for init in (SRC / package).rglob("__init__.py")]
     assert sorted(listed) == sorted([*found, "cifarbench.conf"])
 
 
@@ -54,11 +55,13 @@ def test_wheel_install_runs_from_anywhere(tmp_path):
     assert Path(where.strip()).is_relative_to(venv)
     imported = subprocess.run([python, "-c", IMPORT_ALL], cwd=elsewhere, capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
-    assert imported.stdout.split() == sorted([*source_modules(), "cifarbench.conf"])
-    composed = subprocess.run([python, "-m", "cifarbench", "--cfg", "job", "model=lenet", "optim=adam"],
-                              cwd=elsewhere, capture_output=True, text=True)
+    assert imported.stdout.split() == sorted([*source_modules(), "cifarbench.conf"])  # (hydra_plugins: below)
+    # (with the search overlay: Hydra finds the wheel's sweeper plugin, hydra_plugins/cifarbench_sweepers)
+    composed = subprocess.run([python, "-m", "cifarbench", "--cfg", "all", "model=lenet", "optim=adam",
+                               "hparams_search=lenet_optuna"], cwd=elsewhere, capture_output=True, text=True)
     assert composed.returncode == 0, composed.stderr
     assert "name: lenet" in composed.stdout and "name: adam" in composed.stdout
+    assert "_target_: hydra_plugins.cifarbench_sweepers.OptunaSweeper" in composed.stdout
     script = subprocess.run([venv / "bin" / "cifarbench", "--cfg", "job"], cwd=elsewhere, capture_output=True,
                             text=True)
     assert script.returncode == 0 and "trainer:" in script.stdout, script.stderr

@@ -11,7 +11,8 @@ training throughput (images/s, steady state); the rest of its wall time, less it
 and its evaluations, is a job's fixed seconds (start, data, network, the first steps' warm-up, figures). A job then takes
 fixed + trained images / throughput + evaluated images / (EVAL_SPEEDUP × throughput) seconds, its
 training capped by `trainer.budget_min`. A search sweeper (Optuna) draws its trials as it goes: its
-`n_trials` jobs are planned from the base config.
+`n_trials` jobs are planned from the base config. Successive halving (hydra/sweeper=successive_halving)
+is planned rung by rung, each later rung from the first configurations (which survive is decided as it runs).
 """
 from __future__ import annotations
 
@@ -54,6 +55,20 @@ class Probe:
     device: str
 
 
+def halving_plan(sweeper, overrides) -> tuple[list[list[str]], str]:
+    """The jobs of a successive-halving sweep (search/halving.py) as the plan lists them, and its note: every
+    configuration at rung 0's budget, then each later rung's count of them at its budget (the first ones
+    stand for the survivors, which are chosen as it runs)."""
+    from cifarbench.search.halving import configurations, rung_budget, rung_sizes
+
+    compared = configurations(overrides, sweeper.budget)
+    sizes = rung_sizes(len(compared), sweeper.eta)
+    budgets = [rung_budget(sweeper.min_budget, sweeper.eta, rung) for rung in range(len(sizes))]
+    lists = [[*compared[i], f"{sweeper.budget}={budget}"] for size, budget in zip(sizes, budgets) for i in range(size)]
+    return lists, (f"{len(lists)} job(s): successive halving of {len(compared)} configuration(s), rungs of "
+                   f"{' + '.join(map(str, sizes))} at {sweeper.budget}={', '.join(map(str, budgets))} (each later "
+                   f"rung planned from the first configurations; the survivors are chosen as it runs)")
+
 def sweep_jobs(overrides: list[str]) -> tuple[list[Job], Path, str]:
     """Every job of the multirun `overrides` describe, each composed and validated as its run would be:
     (jobs, the sweep folder, a note on how they were drawn). Raises Hydra's error when the sweep itself
@@ -84,6 +99,9 @@ def sweep_jobs(overrides: list[str]) -> tuple[list[Job], Path, str]:
             parsed = parser.parse_overrides([*params, *task_overrides])
             lists = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
             note = f"{len(lists)} job(s)"
+        elif sweeper._target_.endswith(".SuccessiveHalvingSweeper"):
+            lists, note = halving_plan(sweeper, parser.parse_overrides(
+                [*(f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()), *task_overrides]))
         else:
             trials = int(sweeper.get("n_trials", 1))
             base = [o.input_line for o in parser.parse_overrides(task_overrides) if not o.is_sweep_override()]

@@ -98,9 +98,10 @@ def tracebacks_wanted() -> bool:
 def run(cfg: DictConfig) -> float:
     """Train one job; returns the objective a Hydra sweeper maximises (`run.metrics.objective`): the final
     validation accuracy with `data.val_split`, else the final test accuracy (fractions); -inf for a job
-    that failed or diverged, so it ranks last (a NaN would fail Optuna's trial and stop its search).
+    that failed or diverged, so it ranks last (never NaN, which Optuna refuses).
     A job of a sweep run again in its folder with `trainer.resume=auto` that completed there before is
-    not trained again: its summary stays as it is and its objective is returned."""
+    not trained again: its summary stays as it is and its objective is returned. A trial of an Optuna search
+    (hydra/sweeper=optuna) that its pruner stops ends with status "pruned" and returns -inf."""
     from cifarbench.core.distributed import environment_ranks, process_group
     from cifarbench.engine.loop import exit_status, stop_status, train
     from cifarbench.engine.resume import completed_run
@@ -108,6 +109,7 @@ def run(cfg: DictConfig) -> float:
     from cifarbench.run.layout import RunFolder
     from cifarbench.run.metrics import objective
     from cifarbench.run.recorder import record_ending, record_failure
+    from cifarbench.search.trial import trial_reporter
 
     hydra_cfg = HydraConfig.get()
     run_dir, multirun = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
@@ -132,7 +134,9 @@ def run(cfg: DictConfig) -> float:
         with process_group(cfg.trainer) as world, in_background(in_process):
             if world.size == 1:
                 pin_gpu(hydra_cfg.job.get("num") if multirun else None)
-            summary = train(cfg, run_dir)
+            # A trial of an Optuna search reports each evaluation to its study, whose pruner may stop it (every
+            # rank gets the hook, so that all take part in agreeing on the verdict; rank 0 alone calls it).
+            summary = train(cfg, run_dir, trial_reporter(hydra_cfg) if multirun else None)
     except KeyboardInterrupt as e:  # a second stop signal (engine.loop.Interrupted), or Ctrl-C outside the loop
         signum = getattr(e, "signum", signal.SIGINT)
         if main_rank:

@@ -20,6 +20,7 @@ import logging
 import math
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -138,10 +139,17 @@ class Evaluation:
     """Evaluate on the validation split (if any) and the test set, the same way; add a metrics row;
     checkpoint (last.pt, and best.pt at a new best by the recorder's selection accuracy). Calling it
     returns the test predictions ((N,) int64, CPU). Every rank calls it (the evaluation is sharded, the
-    metrics summed over ranks)."""
+    metrics summed over ranks).
 
-    def __init__(self, training: Training, recorder: Recorder, setup: Setup, data: PreparedData, tta: str):
+    `on_evaluation(row)`, when given, is called on rank 0 with each metrics row (run/metrics.py's
+    `metrics_row`) after its checkpoint is saved, and returns whether the run should stop there (a search's
+    pruner: cifarbench.search.trial); the ranks agree on it, and `pruned` becomes true. Every rank must be
+    given a hook or none (the agreement is a collective)."""
+
+    def __init__(self, training: Training, recorder: Recorder, setup: Setup, data: PreparedData, tta: str,
+                 on_evaluation: Callable[[dict], bool] | None = None):
         self.training, self.recorder, self.autocast, self.tta = training, recorder, setup.autocast, tta
+        self.on_evaluation, self.pruned = on_evaluation, False
         self.hardware = HardwareMonitor(setup.device)  # each row's window: since the previous row
         self.checkpoint = functools.partial(training.checkpoint, config=setup.config,
                                             preprocess=preprocess_state(data.preprocess), classes=list(data.classes))
@@ -162,10 +170,12 @@ class Evaluation:
         training.train_step.reset()
         state.window_seconds = 0.0
         self.recorder.save(self.checkpoint(state), best)
+        if self.on_evaluation is not None:
+            self.pruned = world.any(world.main and bool(self.on_evaluation(state.rows[-1])))[0]
         return predictions
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path, on_evaluation: Callable[[dict], bool] | None = None) -> dict:
     """Train `cfg.model` per the config; write metrics.csv, curves.png, confusion.png, samples.png,
     checkpoints/ and summary.json into `run_dir` (run/layout.py); return the summary (accuracies as
     fractions, seconds of training and of compilation apart). With `data.val_split=N`, N of the training
@@ -175,6 +185,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     Inside a process group (`core.distributed.process_group`: torchrun, submitit tasks) every rank calls
     it with the same config; each trains on batch_size / world size images a step; rank 0 writes its
     `run_dir` (the other ranks' `run_dir` is replaced by rank 0's) and every rank returns the same summary.
+    `on_evaluation(row)` is called with each evaluation's metrics row (see `Evaluation`); when it returns
+    true the run stops there, keeps its files and ends with status "pruned" (a search's pruner).
 
     Raises ConfigError (a bad value, caught before any data loads, or a resume under a config that
     changes what a step means), CheckpointError, DatasetError or OutputError, each with a one-line message.
@@ -195,7 +207,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         with clock.training():
             model, first_conv = build_network(cfg, setup, data)
         training, plan = build_training(cfg, setup, model, first_conv, data, clock.budget_s)
-        evaluate_and_save = Evaluation(training, recorder, setup, data, t.tta)
+        evaluate_and_save = Evaluation(training, recorder, setup, data, t.tta, on_evaluation)
         if setup.checkpoint is not None:
             state = clock.state = resume(training, setup, recorder, plan, t.seed)
         if t.compile:
@@ -216,11 +228,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                     stopped_by = stop_reason(training, state, plan, clock, interrupted)
                     if stopped_by is not None:
                         break
-            # An epoch's evaluation is due when it ends, an interrupted one's too (else its resume never makes
-            # it); the final evaluation comes after the loop.
+            # Due at an epoch's end, an interrupted one's too (else its resume never makes it); the final: finish()
             if (stopped_by in (None, "interrupted") and train_loader.epoch_done
                     and train_loader.epoch % t.eval_every == 0):
                 predictions = evaluate_and_save(state)
+                stopped_by = stopped_by or ("pruned" if evaluate_and_save.pruned else None)
         return finish(training, state, stopped_by, predictions, recorder, evaluate_and_save, setup, data, t.tta,
                       interrupted)
 
@@ -263,9 +275,10 @@ def finish(training: Training, state: RunState, stopped_by: str, predictions: to
     checkpoint and records its first bad step; an interrupted one has a checkpoint at this very step
     (resume continues with the next batch; saved here unless the epoch's evaluation just saved it);
     otherwise the final evaluation (always at the last step), the diagnostics figures and the final
-    summary. A stop signal received (`interrupted`; under several processes the one any rank received
-    when they stopped for it) is recorded in the summary's `signal` (its name: SIGINT, SIGTERM, ...), and
-    decides the status of a run it stopped (`stop_status`: preempted or interrupted)."""
+    summary, with status "completed", or "pruned" when a search's pruner stopped it at an evaluation. A stop
+    signal received (`interrupted`; under several processes the one any rank received when they stopped for
+    it) is recorded in the summary's `signal` (its name: SIGINT, SIGTERM, ...), and decides the status of a
+    run it stopped (`stop_status`: preempted or interrupted)."""
     world = training.world
     signum = interrupted.signum
     if stopped_by == "interrupted":  # the ranks agreed to stop: every rank takes part, and learns which signal
@@ -298,4 +311,5 @@ def finish(training: Training, state: RunState, stopped_by: str, predictions: to
             log.warning("torch.compile compiled %d graph(s) after the warm-up, inside the timed loop", recompiles)
     diagnostics = functools.partial(write_diagnostics, setup.run_dir, data.test_images, data.test_labels,
                                     predictions.numpy(), data.classes)
-    return recorder.finish(state, "completed", stopped_by, epochs, diagnostics)
+    return recorder.finish(state, "pruned" if stopped_by == "pruned" else "completed", stopped_by, epochs,
+                           diagnostics)

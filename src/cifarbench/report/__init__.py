@@ -18,7 +18,8 @@ and Welch's t-test against the top setting (`tied with top` where p ≥ 0.05); `
 adds the one-sided t-test of the mean final test accuracy against 0.94 (report/stats.py).
 Runs evaluated on different test sets (another dataset or `data.test_subset`) are never ranked
 together: each test set gets its own table and figures. The jobs a sweep's `multirun.yaml` lists
-that left no run behind are listed as "not started".
+that left no run behind are listed as "not started". Runs a search's pruner stopped (status `pruned`) are
+listed apart, below the leaderboard; a successive-halving sweep's rungs get their own table (rungs.csv).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from cifarbench.core.files import atomic_write_text
 from cifarbench.report.board import LEVEL, Board, build_boards, throughput
 from cifarbench.report.figures import plot_comparisons
 from cifarbench.report.page import write_page
+from cifarbench.report.rungs import RUNG_COLUMNS, rungs, rungs_markdown
 from cifarbench.report.runs import find_runs, unstarted_jobs
 from cifarbench.report.tables import RUN_COLUMNS, boards_markdown, throughput_line, to_csv
 from cifarbench.run.studies import write_reported
@@ -50,16 +52,21 @@ def write_report(folders: str | Path | list, out: str | Path | None = None, leve
     runs = list(found.values())
     runs += unstarted_jobs(folders, runs)
     boards = build_boards(runs, out, level, target)
+    halvings = rungs(runs)
     settings = [row for board in boards for row in board.setting_rows]
     atomic_write_text(out / "leaderboard.csv", to_csv(settings))
-    atomic_write_text(out / "leaderboard.md", boards_markdown(boards) + throughput_line(throughput(runs)))
+    atomic_write_text(out / "leaderboard.md",
+                      boards_markdown(boards) + throughput_line(throughput(runs)) + rungs_markdown(halvings))
+    if halvings:
+        rows = [{"sweep": halving.sweep.name, **row} for halving in halvings for row in halving.rows]
+        atomic_write_text(out / "rungs.csv", to_csv(rows, ("sweep", *RUNG_COLUMNS)))
     atomic_write_text(out / "leaderboard_runs.csv",
                       to_csv([row for board in boards for row in board.run_rows], RUN_COLUMNS))
     for board in boards:
         plot_comparisons(board, len(boards) > 1)
     write_reported(out, [(setting.label, [run.summary for run in setting.runs])
                          for board in boards for setting in board.settings])
-    write_page(out / "report.html", folders, boards)
+    write_page(out / "report.html", folders, boards, halvings)
     return boards
 
 

@@ -7,7 +7,7 @@ import math
 import os
 import statistics
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -25,6 +25,7 @@ LABEL_CHARS = 36  # a figure's labels are cut to this many characters (the table
 LEVEL = 0.95  # confidence level of the intervals; differences are resolved at 1 − LEVEL (report --level)
 # A setting row's verdict against the top setting (column vs_top)
 TOP, TIED, BELOW = "top", "tied with top", "below top"
+PRUNED = "pruned"  # a trial a search's pruner stopped early (hydra/sweeper=optuna): ranked apart
 ONE_SEED, NO_SEED, TOP_ONE_SEED = "one seed", "no completed seed", "top has one seed"
 
 
@@ -260,13 +261,27 @@ def leaderboards(settings: list[Setting], level: float = LEVEL,
 
 @dataclass
 class Board:
-    """The report of the runs scored on one test set: settings and runs ranked, the figure files."""
+    """The report of the runs scored on one test set: settings and runs ranked, the figure files.
+    `pruned_rows`: the run rows of the settings whose every run a search's pruner stopped (status `pruned`),
+    the furthest trained first; they are not ranked with the others (not in `settings` nor `setting_rows`,
+    last in `run_rows`), since a run stopped mid-schedule is not comparable with finished ones."""
     test_set: str
     settings: list[Setting]
     setting_rows: list[dict]
     run_rows: list[dict]
     figures: list[Path]
     level: float = LEVEL
+    pruned_rows: list[dict] = field(default_factory=list)
+
+
+def pruned_apart(settings: list[Setting]) -> tuple[list[Setting], list[dict]]:
+    """(the settings to rank, the run rows of the pruned ones: those whose every run was pruned, by epochs
+    trained and then the objective's value when stopped, largest first)."""
+    pruned = [s for s in settings if all(run.status == PRUNED for run in s.runs)]
+    rows = [row for setting in pruned for row in setting.rows()]
+    rows.sort(key=lambda r: (r["epochs"] or 0, r["final_val_acc"] if r["final_val_acc"] is not None
+                             else r["final_test_acc"] or 0), reverse=True)
+    return [s for s in settings if s not in pruned], rows
 
 
 def not_started(boards: list[Board]) -> list[Run]:
@@ -281,15 +296,15 @@ def build_boards(runs: list[Run], out: Path, level: float = LEVEL, target: float
     test_sets = [name for name, _ in Counter(run.test_set for run in runs).most_common()]
     boards = []
     for k, test_set in enumerate(test_sets, start=1):
-        settings = settings_of([run for run in runs if run.test_set == test_set], runs)
+        settings, pruned_rows = pruned_apart(settings_of([run for run in runs if run.test_set == test_set], runs))
         setting_rows, run_rows = leaderboards(settings, level, target)
         rank = {row["setting"]: k for k, row in enumerate(setting_rows)}
         settings.sort(key=lambda setting: rank[setting.label])  # so colours and legends follow the ranking
         for setting, short in zip(settings, figure_labels([setting.short for setting in settings])):
             setting.short = short
         suffix = f"_set{k}" if len(test_sets) > 1 else ""
-        boards.append(Board(test_set, settings, setting_rows, run_rows,
-                            [out / name.replace(".png", f"{suffix}.png") for name in FIGURES], level))
+        boards.append(Board(test_set, settings, setting_rows, run_rows + pruned_rows,
+                            [out / name.replace(".png", f"{suffix}.png") for name in FIGURES], level, pruned_rows))
     return boards
 
 

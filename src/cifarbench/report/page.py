@@ -20,10 +20,13 @@ from urllib.parse import quote
 
 from cifarbench.core.files import atomic_write_text
 from cifarbench.report.board import Board, not_started
+from cifarbench.report.rungs import RUNG_COLUMNS, Halving
 from cifarbench.report.runs import NOT_STARTED
-from cifarbench.report.tables import filled, format_cell, markdown_cell, markdown_columns
+from cifarbench.report.tables import PRUNED_COLUMNS, filled, format_cell, markdown_cell, markdown_columns
 
 LONG_WORD = 16  # characters: a cell with a longer word may break inside words (CSS class "long")
+PRUNED_NOTE = ('<p class="note">Trials the search\'s pruner stopped at an evaluation: not ranked above, their '
+               'accuracies those when stopped.</p>')
 RUN_TABLE = ("run", "seed", "status", "objective", "final_test_acc", "best_test_acc", "final_val_acc", "epochs",
              "train_seconds", "seconds_to_50", "error")
 
@@ -127,17 +130,25 @@ def confidence(board: Board) -> str:
     return f"{board.level:.0%}" if round(100 * board.level) == 100 * board.level else f"{board.level:.1%}"
 
 
+def cell(row: dict, column: str) -> str:
+    """A run row's cell as text."""
+    return format_cell(column, row[column])
+
+
 def board_section(k: int, board: Board, several: bool, out: Path) -> str:
     heading = f"Test set {k}: {board.test_set}" if several else "Leaderboard"
     rows = [row for row in board.run_rows if row["status"] != NOT_STARTED]
     settings = table(board.setting_rows, markdown_columns(board.setting_rows), markdown_cell, f"settings{k}")
-    runs = table(rows, filled(RUN_TABLE, rows), lambda row, c: format_cell(c, row[c]), f"runs{k}")
+    runs = table(rows, filled(RUN_TABLE, rows), cell, f"runs{k}")
     parts = [f"<h2>{html.escape(heading)}</h2>",
              f'<p class="note">Scored on {html.escape(board.test_set)}. One row per setting (its seeds); ranked by the '
              f'objective (final validation accuracy with a split, else final test accuracy; mean over seeds, '
              f'[its {confidence(board)} confidence interval]); p_vs_top: Welch\'s t-test against the top setting, '
              f'"tied with top" where it does not resolve the difference. Click a heading to sort.</p>',
              f'<div class="wide">{settings}</div>',
+             *([f"<h3>Pruned ({len(board.pruned_rows)})</h3>", PRUNED_NOTE,
+                f'<div class="wide">{table(board.pruned_rows, PRUNED_COLUMNS, cell, f"pruned{k}")}</div>']
+               if board.pruned_rows else []),
              '<div class="figures">',
              *(f'<img src="{png_data(f)}" alt="{f.name}">' for f in board.figures if f.is_file()),
              "</div>", f"<h3>Runs ({len(rows)})</h3>",
@@ -146,12 +157,22 @@ def board_section(k: int, board: Board, several: bool, out: Path) -> str:
     return "\n".join(parts)
 
 
-def page(out: Path, folders: list[Path], boards: list[Board]) -> str:
+def rungs_section(halving: Halving, k: int) -> str:
+    """A successive-halving sweep's rung table."""
+    return (f"<h2>Successive halving over {html.escape(halving.budget_key)} (η = {halving.eta}): "
+            f"{html.escape(halving.sweep.name)}</h2>"
+            '<p class="note">Each rung trains its configurations to the end of its budget; the best 1/η by the '
+            'objective are promoted, trained again at η× the budget.</p>'
+            f'<div class="wide">{table(halving.rows, RUNG_COLUMNS, cell, f"rungs{k}")}</div>')
+
+
+def page(out: Path, folders: list[Path], boards: list[Board], halvings: list[Halving] = ()) -> str:
     """The whole page, as text."""
     statuses = Counter(row["status"] for board in boards for row in board.run_rows)
     counts = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
     waiting = not_started(boards)
     sections = [board_section(k, board, len(boards) > 1, out) for k, board in enumerate(boards, start=1)]
+    sections += [rungs_section(halving, k) for k, halving in enumerate(halvings, start=1)]
     if len(boards) > 1:
         sections.insert(0, '<p class="note">Runs scored on different test sets are ranked apart: one leaderboard '
                            'per test set.</p>')
@@ -172,6 +193,7 @@ written {datetime.datetime.now().isoformat(timespec="seconds")}</p>
 """
 
 
-def write_page(path: Path, folders: list[Path], boards: list[Board]):
-    """report.html at `path` (written atomically); links to run folders are relative to its folder."""
-    atomic_write_text(path, page(path.parent, folders, boards))
+def write_page(path: Path, folders: list[Path], boards: list[Board], halvings: list[Halving] = ()):
+    """report.html at `path` (written atomically); links to run folders are relative to its folder; the rung
+    tables of successive-halving sweeps (`halvings`) after the leaderboards."""
+    atomic_write_text(path, page(path.parent, folders, boards, halvings))

@@ -86,11 +86,26 @@ def to_csv(table: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
     return csv_text(table, filled(columns, table, lambda row, c: row[c] not in (None, "")))
 
 
+PRUNED_COLUMNS = ("run", "epochs", "final_val_acc", "final_test_acc", "path")
+
+
+def pruned_markdown(board: Board) -> str:
+    """The runs a search's pruner stopped, as a Markdown table below the leaderboard (empty without any)."""
+    if not board.pruned_rows:
+        return ""
+    lines = ["| " + " | ".join(PRUNED_COLUMNS) + " |", "|" + "---|" * len(PRUNED_COLUMNS)]
+    lines += ["| " + " | ".join(format_cell(c, row[c]).replace("|", "\\|") for c in PRUNED_COLUMNS) + " |"
+              for row in board.pruned_rows]
+    return (f"\nPruned: {len(board.pruned_rows)} run(s) the search's pruner stopped at an evaluation (not ranked "
+            f"above; their accuracies are those when stopped):\n\n" + "\n".join(lines) + "\n")
+
+
 def boards_markdown(boards: list[Board]) -> str:
     if len(boards) <= 1:
-        return to_markdown(boards[0].setting_rows if boards else [])
+        return to_markdown(boards[0].setting_rows if boards else []) + (pruned_markdown(boards[0]) if boards else "")
     return "Runs scored on different test sets are ranked apart: one table per test set.\n\n" + "\n".join(
-        f"## Test set {k}: {board.test_set}\n\n{to_markdown(board.setting_rows)}" for k, board in enumerate(boards, 1))
+        f"## Test set {k}: {board.test_set}\n\n{to_markdown(board.setting_rows)}{pruned_markdown(board)}"
+        for k, board in enumerate(boards, 1))
 
 
 def throughput_line(aggregate: dict | None) -> str:
