@@ -118,8 +118,10 @@ class Training:
     def checkpoint(self, state: RunState, config: dict, preprocess: dict, classes: list[str]) -> Checkpoint:
         """Everything a resume needs. The weights (of the plain module), optimizer and data position are
         the same on every rank; `ranks` holds each rank's random states (global RNGs, augmentation draws).
-        Under DDP this gathers from every rank: all call it, rank 0's recorder saves it."""
-        ranks = self.world.gather_objects({"rng": rng_state(), "augment": self.train_loader.generator.get_state()})
+        Under DDP this gathers from every rank: all call it, rank 0's recorder saves it. (`augment_epoch`:
+        the augmentation generator's state at the epoch's start, for aug.per_epoch.)"""
+        ranks = self.world.gather_objects({"rng": rng_state(), "augment": self.train_loader.generator.get_state(),
+                                           "augment_epoch": self.train_loader.epoch_start})
         return Checkpoint(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                           scaler=self.scaler.state_dict(), ema=self.ema.state_dict() if self.ema else None,
                           lookahead=self.lookahead.state_dict() if self.lookahead else None,
@@ -145,6 +147,8 @@ class Training:
         if len(ranks) == world.size:
             restore_rng(ranks[world.rank]["rng"])
             self.train_loader.generator.set_state(ranks[world.rank]["augment"].cpu())
+            epoch_start = ranks[world.rank].get("augment_epoch")  # (aug.per_epoch's; absent before it)
+            self.train_loader.epoch_start = None if epoch_start is None else epoch_start.cpu()
         else:
             if world.main:
                 log.warning("resuming on %d process(es) a checkpoint written by %d: the weights and the data order "
@@ -178,14 +182,23 @@ def warm_up_compiled(training: Training, autocast, tta: str):
 
     training.train_forward.train()
     train_loader = training.train_loader
-    # One batch of each global size, so every rank runs as many backward passes (DDP's collectives)
-    # on its own share's size, each micro-batch of gradient accumulation (as the step splits it).
-    for batch in sorted({end - start: i for i, (start, end) in enumerate(train_loader.bounds)}.values()):
-        start, end = train_loader.share(batch)
-        share = inputs(train_loader, end - start)
-        for micro in share.tensor_split(micro_batches(end - start, training.train_step.accumulate)):
-            with autocast:
-                training.train_forward(micro).float().mean().backward()
+    # The parameters a step may freeze after their epochs (one process: step.freeze_after_epochs): their
+    # graphs are compiled too, with those parameters frozen.
+    frozen = [p for group in training.optimizer.param_groups if group.get("train_epochs") is not None
+              for p in group["params"]] if training.world.size == 1 else []
+    for freeze in [False, True] if frozen else [False]:
+        for param in frozen:
+            param.requires_grad_(not freeze)
+        # One batch of each global size, so every rank runs as many backward passes (DDP's collectives)
+        # on its own share's size, each micro-batch of gradient accumulation (as the step splits it).
+        for batch in sorted({end - start: i for i, (start, end) in enumerate(train_loader.bounds)}.values()):
+            start, end = train_loader.share(batch)
+            share = inputs(train_loader, end - start)
+            for micro in share.tensor_split(micro_batches(end - start, training.train_step.accumulate)):
+                with autocast:
+                    training.train_forward(micro).float().mean().backward()
+    for param in frozen:
+        param.requires_grad_(True)
     training.optimizer.zero_grad(set_to_none=True)
     training.eval_model.eval()
     with torch.no_grad():
@@ -218,8 +231,8 @@ def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_
     check_shares(t, len(data.train_labels), [len(labels) for _, labels in evaluation_sets], world.size)
     augmentation = build_augmentation(cfg.aug, len(data.classes), len(data.train_labels), t.seed, t.label_smoothing)
     train_loader = DeviceLoader(data.train_images, data.train_labels, t.batch_size * t.accumulate, data.preprocess,
-                                augmentation,
-                                seed=t.seed, memory_format=setup.memory_format, drop_last=t.drop_last, world=world)
+                                augmentation, seed=t.seed, memory_format=setup.memory_format, drop_last=t.drop_last,
+                                world=world, per_epoch=augmentation.per_epoch)
     test_loader, val_loader = [
         DeviceLoader(torch.from_numpy(images[share]).to(device), torch.from_numpy(labels[share]).to(device),
                      t.eval_batch_size, data.preprocess, shuffle=False, memory_format=setup.memory_format)
