@@ -155,14 +155,19 @@ def run_cli(*overrides: str, module: str = "cifarbench", cwd: str | Path | None 
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def bench(*args: str):
-    """`python scripts/bench.py ARGS`, in this process: the script loaded as a module, its main() called."""
+def bench_module():
+    """scripts/bench.py loaded as a module (it is a script, not part of the package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(list(args))
+    return module
+
+
+def bench(*args: str):
+    """`python scripts/bench.py ARGS`, in this process: the script loaded as a module, its main() called."""
+    bench_module().main(list(args))
 
 
 def cli_in_process(monkeypatch, *args: str) -> int:

@@ -2,7 +2,7 @@
 import json
 
 import pytest
-from helpers import bench, make_fake_cifar
+from helpers import bench, bench_module, make_fake_cifar
 
 
 def test_throughput_compares_the_loop_with_its_floor_and_a_dataloader(tmp_path, monkeypatch, capsys):
@@ -36,3 +36,32 @@ def test_time_to_accuracy_aggregates_over_seeds(tmp_path, monkeypatch, capsys):
     assert aggregate["mean_test_acc"] == pytest.approx(sum(accs) / 2, abs=1e-5)
     assert aggregate["seeds_at_target"] == sum(a >= 0.2 for a in accs)
     assert "mean test accuracy over 2 seeds" in out
+
+
+def test_ops_are_counted_one_by_one_and_per_step_from_two_runs():
+    """bench.py ops (issue 25): each aten op once (by hand: add, slice (a view), mul, sum, then two host
+    syncs: .item() and nonzero); per step, the difference of two runs over the difference of their steps:
+    a run of 5 setup ops, 3 ops a step and 2 an epoch of 4 steps costs 3 + 2/4 = 3.5 ops a step."""
+    import torch
+
+    module = bench_module()
+    x = torch.ones(3)
+    with module.OpCounter() as counter:
+        s = ((x + 1)[1:] ** 2).sum()
+        s.item(), torch.nonzero(x)
+    assert (counter.ops, counter.views, counter.syncs) == (6, 1, 2)
+    assert counter.names == {"add": 1, "slice": 1, "pow": 1, "sum": 1, "_local_scalar_dense": 1, "nonzero": 1}
+
+    def run(epochs: float) -> int:
+        t = torch.zeros(())
+        for _ in range(5):
+            t.add_(1)
+        for _ in range(int(epochs)):
+            t.mul_(2), t.sub_(1)
+            for _ in range(4):
+                t.add_(1), t.add_(1), t.add_(1)
+        return int(epochs) * 4
+
+    result = module.per_step(run)
+    assert (result["ops_per_step"], result["kernels_per_step"], result["syncs_per_step"], result["steps"]) == (3.5, 3.5, 0, 8)
+
