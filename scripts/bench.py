@@ -399,9 +399,12 @@ def ops(args) -> list[dict]:
         return ceil(epochs * args.steps_per_epoch)
 
     with foreach_optimizers():
-        rows = [{"loop": args.recipe, **per_step(ours)}, {"loop": "airbench94", **per_step(airbench)}]
-    ratio = rows[0]["ops_per_step"] / rows[1]["ops_per_step"]
+        rows = [{"loop": args.recipe, **per_step(ours)}, *([{"loop": "airbench94", **per_step(airbench)}]
+                                                            if args.airbench else [])]
     print_table(rows, ["loop", "ops_per_step", "kernels_per_step", "syncs_per_step", "steps", "top_ops"])
+    if not args.airbench:
+        return rows
+    ratio = rows[0]["ops_per_step"] / rows[1]["ops_per_step"]
     print(f"\n{args.recipe} / airbench94 ops per step: {ratio:.2f} (amp {amp}, {args.steps_per_epoch} steps/epoch, "
           f"foreach optimizers, compile off; {describe_device(device)})")
     return [*rows, {"ratio": round(ratio, 3)}]
@@ -563,6 +566,8 @@ def main(argv=None):
                           help="steps per epoch of the counted runs (48: airbench94's at batch 1024)")
     ops_args.add_argument("--ops-batch-size", type=int, default=4,
                           help="images per step of the counted runs (the op count does not depend on it)")
+    ops_args.add_argument("--airbench", action=argparse.BooleanOptionalAction, default=True,
+                          help="count airbench94's step too (--no-airbench: the recipe's alone)")
     ops_args.add_argument("--widths", type=lambda text: tuple(map(int, text.split(","))),
                           help="the block widths of both networks, e.g. 8,8,8: the op count does not depend on "
                                "them, a CPU counts sooner (for recipes whose model has a widths field)")
