@@ -42,7 +42,8 @@ class DeviceLoader:
             as airbench94 translates and flips its resident training set), then slice the batches from it:
             every image draws its own augmentation as per batch (the same distribution), with a few
             kernels per epoch instead of an augmentation's dozens per batch. Costs a float copy of the
-            dataset on the device (4 bytes a value: 614 MB for CIFAR-10's training set).
+            dataset on the device (4 bytes a value: 614 MB for CIFAR-10's training set). Under several
+            processes each rank draws the whole set's views from its own generator and takes its share.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, preprocess: nn.Module,
