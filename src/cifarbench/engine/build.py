@@ -26,7 +26,7 @@ from cifarbench.engine.averaging import EMA, Lookahead
 from cifarbench.engine.resume import checkpoint_to_resume
 from cifarbench.engine.step import GradientClipping, Plan, TrainStep, micro_batches
 from cifarbench.models import build_model
-from cifarbench.models.init import whiten_first_conv
+from cifarbench.models.init import reconcile_norm_counters, whiten_first_conv
 from cifarbench.optim import build_optimizer
 from cifarbench.run.checkpoint import Checkpoint, restore_rng, rng_state
 from cifarbench.sched import build_schedule
@@ -91,6 +91,7 @@ def build_network(cfg: DictConfig, setup: Setup, data: PreparedData) -> tuple[to
     model = model.to(setup.device, memory_format=setup.memory_format)
     if t.sync_bn:
         model = setup.world.sync_batchnorm(model, setup.device)
+        reconcile_norm_counters(model)  # (new modules: checkpoints with or without BN step counters load)
     first_conv = (whiten_first_conv(model, data.preprocess(data.train_images[:WHITENING_IMAGES]))
                   if t.whiten_init else None)
     return model, first_conv

@@ -18,11 +18,11 @@ def configure_norms(model: nn.Module, momentum: float | None = None, eps: float 
     With a momentum set, a batch norm keeps no `num_batches_tracked` counter: PyTorch reads it only
     for momentum=None (a cumulative average), and counting costs one kernel per batch norm and training
     step (airbench94's BN has none on the GPU either: it is float-only state there). Running statistics
-    are still tracked. Every batch norm's checkpoint keys are reconciled on load (`norm_counter_hook`),
+    are still tracked. Every batch norm's checkpoint keys are reconciled on load (`reconcile_norm_counters`),
     so checkpoints written with the counter load into a model without it, and the other way round."""
+    reconcile_norm_counters(model)
     for module in model.modules():
         if isinstance(module, _BatchNorm):
-            module.register_load_state_dict_pre_hook(norm_counter_hook)
             if momentum is not None:
                 module.momentum = momentum
                 if module.track_running_stats:
@@ -31,6 +31,14 @@ def configure_norms(model: nn.Module, momentum: float | None = None, eps: float 
                 module.eps = eps
             if weight is not None and module.weight is not None:
                 module.weight.requires_grad_(weight)
+
+
+def reconcile_norm_counters(model: nn.Module):
+    """Register `norm_counter_hook` on every batch norm of `model` (again after a conversion that makes
+    new modules, such as SyncBatchNorm's)."""
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            module.register_load_state_dict_pre_hook(norm_counter_hook)
 
 
 def norm_counter_hook(module: _BatchNorm, state_dict: dict, prefix: str, *args):
