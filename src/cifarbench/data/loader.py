@@ -38,10 +38,11 @@ class DeviceLoader:
             draws of `generator` (on the images' device).
         drop_last: skip the last partial batch (airbench94 does; every step then has the same shape).
         world: the processes training together (a world of one by default).
-        per_epoch: augment and preprocess the whole dataset once at the start of each epoch (`aug.per_epoch`,
-            as airbench94 translates and flips its resident training set), then slice the batches from it:
-            every image draws its own augmentation as per batch (the same distribution), with a few
-            kernels per epoch instead of an augmentation's dozens per batch. Costs a float copy of the
+        per_epoch: gather the whole dataset in the epoch's order, augment and preprocess it once at the
+            start of each epoch (`aug.per_epoch`, as airbench94 translates and flips its resident training
+            set), then take each batch as a slice of it: every image draws its own augmentation as per
+            batch (the same distribution), with a few kernels per epoch instead of an augmentation's
+            dozens, and a gather, per batch. Costs a float copy of the
             dataset on the device (4 bytes a value: 614 MB for CIFAR-10's training set). Under several
             processes each rank draws the whole set's views from its own generator and takes its share.
     """
@@ -52,7 +53,8 @@ class DeviceLoader:
                  world: World = World(), per_epoch: bool = False):
         self.images, self.labels = images, labels
         self.batch_size, self.preprocess, self.augment, self.per_epoch = batch_size, preprocess, augment, per_epoch
-        self.epoch_inputs: torch.Tensor | None = None  # per_epoch: the current epoch's network inputs
+        self.epoch_inputs: torch.Tensor | None = None  # per_epoch: the current epoch's network inputs, in its order
+        self.epoch_labels: torch.Tensor | None = None  # per_epoch: their labels
         self.epoch_start: torch.Tensor | None = None  # per_epoch: `generator`'s state when they were drawn
         self.shuffle, self.memory_format, self.drop_last, self.world = shuffle, memory_format, drop_last, world
         self.order_generator = torch.Generator(images.device).manual_seed(seed)
@@ -107,15 +109,15 @@ class DeviceLoader:
             self.batch = 0
             self.order = (torch.randperm(len(self.images), generator=self.order_generator, device=self.images.device)
                           if self.shuffle else torch.arange(len(self.images), device=self.images.device))
-            self.epoch_inputs = None
+            self.epoch_inputs = self.epoch_labels = None  # (release the last epoch's first)
         if self.per_epoch and self.epoch_inputs is None:  # (a new epoch, or a resume inside one)
             self.epoch_inputs = self._epoch_inputs()
         while self.batch < len(self):
             start, end = self.share(self.batch)
             self.batch += 1  # before the yield: a batch handed out is a batch trained on
             index = self.order[start:end]
-            if self.per_epoch:
-                yield self.epoch_inputs[index], self.labels[index]
+            if self.per_epoch:  # (in the epoch's order already: views, no gather)
+                yield self.epoch_inputs[start:end], self.epoch_labels[start:end]
                 continue
             images = self.images[index]
             if self.augment is not None:
@@ -123,19 +125,20 @@ class DeviceLoader:
             yield self.preprocess(images).contiguous(memory_format=self.memory_format), self.labels[index]
 
     def _epoch_inputs(self) -> torch.Tensor:
-        """per_epoch: the whole dataset augmented as epoch `epoch` and preprocessed, (N, C, H, W) float in
-        `memory_format`, drawn from `generator` (its state before is kept in `epoch_start`; a resume inside
-        the epoch draws them again from there, on a generator of its own, and `generator` goes on where
-        it stood)."""
+        """per_epoch: the whole dataset in the epoch's order, augmented as epoch `epoch` and preprocessed,
+        (N, C, H, W) float in `memory_format` (and `epoch_labels` (N,) in the same order), so that a batch is
+        a slice. Drawn from `generator` (its state before is kept in `epoch_start`; a resume inside the
+        epoch draws them again from there, on a generator of its own, and `generator` goes on where it
+        stood)."""
         generator = self.generator
         if self.epoch_start is None or self.batch == 0:
             self.epoch_start = self.generator.get_state()
         else:
             generator = torch.Generator(self.images.device)
             generator.set_state(self.epoch_start)
-        images = self.images
+        images, self.epoch_labels = self.images[self.order], self.labels[self.order]
         if self.augment is not None:
-            images = self.augment(images, torch.arange(len(images), device=images.device), generator, self.epoch)
+            images = self.augment(images, self.order, generator, self.epoch)
         return self.preprocess(images).contiguous(memory_format=self.memory_format)
 
     def state_dict(self) -> dict:
@@ -149,7 +152,7 @@ class DeviceLoader:
         """Where the loader stood (`state_dict`). With per_epoch, a resume inside an epoch also needs that
         epoch's `epoch_start`, this rank's (the checkpoint keeps it per rank; None: drawn afresh)."""
         self.epoch, self.batch = state["epoch"], state["batch"]
-        self.epoch_start, self.epoch_inputs = None, None
+        self.epoch_start = self.epoch_inputs = self.epoch_labels = None
         # set_state takes a CPU ByteTensor, even for a CUDA generator
         self.order_generator.set_state(state["order_generator"].cpu())
         self.generator.set_state(state["generator"].cpu())
