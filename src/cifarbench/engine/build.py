@@ -181,15 +181,15 @@ def warm_up_compiled(training: Training, autocast, tta: str):
     def inputs(loader: DeviceLoader, size: int) -> torch.Tensor:
         return loader.preprocess(loader.images[:size]).contiguous(memory_format=loader.memory_format)
 
-    training.train_forward.train()
     train_loader = training.train_loader
-    # The parameters a step may freeze after their epochs (one process: step.freeze_after_epochs): their
-    # graphs are compiled too, with those parameters frozen.
+    # The parameters a step may freeze after their epochs (one process: step.freeze_after_epochs): every
+    # graph, training and evaluation, is compiled with them frozen too.
     frozen = [p for group in training.optimizer.param_groups if group.get("train_epochs") is not None
               for p in group["params"]] if training.world.size == 1 else []
     for freeze in [False, True] if frozen else [False]:
         for param in frozen:
             param.requires_grad_(not freeze)
+        training.train_forward.train()
         # One batch of each global size, so every rank runs as many backward passes (DDP's collectives)
         # on its own share's size, each micro-batch of gradient accumulation (as the step splits it).
         for batch in sorted({end - start: i for i, (start, end) in enumerate(train_loader.bounds)}.values()):
@@ -198,16 +198,16 @@ def warm_up_compiled(training: Training, autocast, tta: str):
             for micro in share.tensor_split(micro_batches(end - start, training.train_step.accumulate)):
                 with autocast:
                     training.train_forward(micro).float().mean().backward()
+        training.optimizer.zero_grad(set_to_none=True)
+        training.eval_model.eval()
+        with torch.no_grad():
+            for loader in [loader for loader in (training.test_loader, training.val_loader) if loader is not None]:
+                for size in sorted({end - start for start, end in loader.bounds}):
+                    for _, view in tta_views(inputs(loader, size), tta):
+                        with autocast:
+                            training.eval_model(view)
     for param in frozen:
         param.requires_grad_(True)
-    training.optimizer.zero_grad(set_to_none=True)
-    training.eval_model.eval()
-    with torch.no_grad():
-        for loader in [loader for loader in (training.test_loader, training.val_loader) if loader is not None]:
-            for size in sorted({end - start for start, end in loader.bounds}):
-                for _, view in tta_views(inputs(loader, size), tta):
-                    with autocast:
-                        training.eval_model(view)
     training.model.load_state_dict(saved)
     restore_rng(rng)
 
