@@ -81,6 +81,18 @@ time (the default launcher) and all N at once on the same device (hydra/launcher
 
     CUDA_VISIBLE_DEVICES=0 python scripts/bench.py share --jobs 8 --device cuda data.train_subset=null trainer.epochs=2
 
+Backend ops and host syncs per training step (CPU is enough): every aten op dispatched (`OpCounter`, a
+TorchDispatchMode; on a GPU each is about one kernel launch) and those that wait for the device
+(`.item()`, `nonzero`, boolean-mask indexing), counted over the real `train()` of a recipe and over
+airbench94's extracted step (scripts/airbench94_step.py) alike: one warm-up run, then two runs of 2 and
+4 epochs of --steps-per-epoch steps, the difference divided by the difference in steps (what one more
+step costs, its share of per-epoch work included); compile off; the optimizers' foreach kernels as on
+CUDA (PyTorch picks the per-tensor loop on a CPU); --amp auto counts bf16 autocast, CUDA's choice. The
+number of ops depends neither on the batch size nor on the widths, so --ops-batch-size is small and
+--widths may shrink both networks (speednet's and airbench94's).
+
+    python scripts/bench.py ops --recipe speedrun94 --widths 8,8,8 [--steps-per-epoch 48] [hydra overrides ...]
+
 All of them print Markdown tables and write JSON (--json, default outputs/bench/<mode>-<time>.json).
 Data: `data.root` as in the configs ($CIFAR10_ROOT or ~/.cache/cifarbench); --data overrides it.
 """
@@ -88,6 +100,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import csv
 import json
 import logging
@@ -100,7 +113,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
+from contextlib import ExitStack, contextmanager
+from math import ceil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -108,6 +125,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm import tqdm
 
 import cifarbench
@@ -581,6 +599,121 @@ def plot_reported_vs_measured(rows: list[dict], path: Path, title: str):
     save_png(fig, path)
 
 
+aten = torch.ops.aten
+# Ops that make the host wait for the device (on CUDA): a value read back, or an output whose size
+# depends on the data. Boolean-mask indexing (x[mask], x[mask] = y) is one too (`is_sync`).
+SYNC_OPS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default,
+            aten.unique_consecutive.default, aten._unique2.default, aten.repeat_interleave.Tensor}
+MASK_INDEXING = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default}
+
+
+def is_sync(func, args) -> bool:
+    """Whether aten op `func` called with `args` makes the host wait for the device on CUDA."""
+    if func in SYNC_OPS:
+        return True
+    return func in MASK_INDEXING and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                                         for i in args[1] if i is not None)
+
+
+class OpCounter(TorchDispatchMode):
+    """While active (`with OpCounter() as counter:`), counts every aten op dispatched (`ops`; by name in
+    `names`), the views among them (`views`: detach, slices, transposes, which launch no kernel) and the
+    host syncs (`syncs`, see `is_sync`). An op is counted once where it is called, not the ops its kernel
+    runs inside it; autograd's backward ops are counted as they run. On a CPU it cannot tell a host tensor
+    from a device one: `.item()` of a host tensor counts as a sync."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.views, self.syncs, self.names = 0, 0, 0, Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        self.views += func.is_view
+        self.names[func.overloadpacket.__name__] += 1
+        self.syncs += is_sync(func, args)
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def foreach_optimizers():
+    """PyTorch's optimizers with their foreach (multi-tensor) kernels, as they default to on CUDA, where
+    on a CPU they would loop over the tensors one by one."""
+    with ExitStack() as stack:
+        for module in map(importlib.import_module, ("torch.optim.sgd", "torch.optim.adam")):
+            original = module._default_to_fused_or_foreach
+            stack.callback(setattr, module, "_default_to_fused_or_foreach", original)
+            module._default_to_fused_or_foreach = lambda *a, **k: (False, True)
+        yield
+
+
+def per_step(run: Callable[[float], int], epochs: tuple[float, float] = (2, 4)) -> dict:
+    """Ops and host syncs per step of `run(epochs) -> steps taken`: one uncounted warm-up run (`run(0)`:
+    a single step; first-use caches), then a counted run of each length; (long − short) / (its steps −
+    short's), so the per-run setup cancels and per-epoch work is shared out over the steps. Returns
+    {"ops_per_step", "kernels_per_step" (ops less views), "syncs_per_step", "steps", "top_ops" (the ops
+    with most calls per step)}."""
+    run(0)
+    counted = []
+    for length in epochs:
+        with OpCounter() as counter:
+            steps = run(length)
+        counted.append((counter, steps))
+    (short, short_steps), (long, long_steps) = counted
+    steps = long_steps - short_steps
+    top = (long.names - short.names).most_common(8)
+    return {"ops_per_step": round((long.ops - short.ops) / steps, 2),
+            "kernels_per_step": round((long.ops - long.views - short.ops + short.views) / steps, 2),
+            "syncs_per_step": round((long.syncs - short.syncs) / steps, 3),
+            "steps": steps, "top_ops": ", ".join(f"{name} {count / steps:.1f}" for name, count in top)}
+
+
+def ops(args) -> list[dict]:
+    """Ops and syncs per step of `--recipe` (its real train()) and of airbench94's extracted step, on the
+    same images (the first --steps-per-epoch × --ops-batch-size of the training set), and their ratio."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from airbench94_step import train94
+
+    images = args.steps_per_epoch * args.ops_batch_size
+    amp = "bf16" if args.amp == "auto" else args.amp  # (auto: what CUDA picks; off on a CPU)
+    overrides = [f"experiment={args.recipe}", f"trainer.device={args.device}", f"trainer.amp={amp}",
+                 "trainer.compile=false", "trainer.progress=false", "trainer.plots=none", "trainer.eval_every=1000",
+                 f"trainer.batch_size={args.ops_batch_size}", "trainer.accumulate=1",
+                 f"data.train_subset={images}", "data.test_subset=100", "data.val_split=0",
+                 *([f"model.widths=[{','.join(map(str, args.widths))}]"] if args.widths else []),
+                 *args.data_override, *args.overrides]
+    runs = 0
+
+    def ours(epochs: float) -> int:
+        nonlocal runs
+        runs += 1
+        cfg = config([*overrides, f"trainer.epochs={epochs or 1 / args.steps_per_epoch}"])  # (0: one step)
+        summary = train(cfg, args.out / f"{args.recipe}-{runs}")
+        if summary["status"] != "completed":
+            raise RuntimeError(f"{args.recipe}: the run ended {summary['status']}: {summary.get('error', '')}")
+        return summary["steps"]
+
+    def airbench(epochs: float) -> int:
+        epochs = epochs or 1 / args.steps_per_epoch  # (0: one step)
+        train94(train_images, train_labels, epochs, args.ops_batch_size, widths=args.widths)
+        return ceil(epochs * args.steps_per_epoch)
+
+    device = resolve_device(args.device)
+    with foreach_optimizers():
+        rows = [{"loop": args.recipe, **per_step(ours)}]
+        if args.airbench:  # on the same CIFAR-10 images
+            data = load_cifar10(config(overrides).data.root, download=False)
+            train_images = torch.from_numpy(data.train_images[:images]).to(device)
+            train_labels = torch.from_numpy(data.train_labels[:images]).to(device)
+            rows.append({"loop": "airbench94", **per_step(airbench)})
+    print_table(rows, ["loop", "ops_per_step", "kernels_per_step", "syncs_per_step", "steps", "top_ops"])
+    if not args.airbench:
+        return rows
+    ratio = rows[0]["ops_per_step"] / rows[1]["ops_per_step"]
+    print(f"\n{args.recipe} / airbench94 ops per step: {ratio:.2f} (amp {amp}, {args.steps_per_epoch} steps/epoch, "
+          f"foreach optimizers, compile off; {describe_device(device)})")
+    return [*rows, {"ratio": round(ratio, 3)}]
+
+
 # What a process imports before its first job, and what a tiny run imports in all: torch.optim imports
 # torch._dynamo when the first optimizer is built (PyTorch's own `_disable_dynamo`), and the figures matplotlib.
 PROCESS_IMPORTS = "cifarbench.commands.cli, torch, hydra"
@@ -725,7 +858,7 @@ def hardware(device: torch.device) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["throughput", "accuracy", "reference", "overhead", "studies", "share"])
+    parser.add_argument("mode", choices=["throughput", "accuracy", "reference", "overhead", "studies", "share", "ops"])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run, e.g. trainer.amp=off")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data", help="dataset folder (else data.root of the configs)")
@@ -751,6 +884,16 @@ def main(argv=None):
     accuracy_args.add_argument("--warmup-runs", type=int, default=1, help="untimed runs before the seeds")
     accuracy_args.add_argument("--reference", default="airbench94", choices=["airbench94"],
                                help="reference mode: the published recipe run beside --recipe")
+    ops_args = parser.add_argument_group("ops (also --recipe, --amp)")
+    ops_args.add_argument("--steps-per-epoch", type=int, default=48,
+                          help="steps per epoch of the counted runs (48: airbench94's at batch 1024)")
+    ops_args.add_argument("--ops-batch-size", type=int, default=4,
+                          help="images per step of the counted runs (the op count does not depend on it)")
+    ops_args.add_argument("--airbench", action=argparse.BooleanOptionalAction, default=True,
+                          help="count airbench94's step too (--no-airbench: the recipe's alone)")
+    ops_args.add_argument("--widths", type=lambda text: tuple(map(int, text.split(","))),
+                          help="the block widths of both networks, e.g. 8,8,8: the op count does not depend on "
+                               "them, a CPU counts sooner (for recipes whose model has a widths field)")
     overhead_args = parser.add_argument_group("overhead")
     overhead_args.add_argument("--jobs", type=int, default=8,
                                help="tiny jobs per sweep (default 8; the steady overhead needs at least 3); "
@@ -805,7 +948,7 @@ def main(argv=None):
     args.data_override = [f"data.root={args.data}"] if args.data else []
     device = resolve_device(args.device)
     rows = {"throughput": throughput, "accuracy": accuracy, "reference": reference, "overhead": overhead,
-            "studies": studies, "share": share}[args.mode](args)
+            "studies": studies, "share": share, "ops": ops}[args.mode](args)
     atomic_write_json(args.json, {"mode": args.mode, "command": args.command,
                                   "hardware": hardware(device), "torch": torch.__version__,
                                   "python": platform.python_version(), "rows": rows})

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from cifarbench.aug import AUGMENTS, MIXES, SUPPLIED, mix_fields
+from cifarbench.aug import AUGMENTS, COMMON, MIXES, SUPPLIED, mix_fields
 from cifarbench.data import DATASETS, PREPROCESSES, dataset_source
 from cifarbench.core.device import (AMP_MODES, COMPILE_MODES, DEVICES, PRECISIONS, check_precision, resolve_amp,
                                    resolve_device)
@@ -307,8 +307,8 @@ SCHED = Entries(SCHEDULES, ("name", "warmup"), {
     "every": between(0, 1, low_open=True), "final": at_least(0), "peak": FRACTION, "initial": at_least(0),
     "k": at_least(0),
 })
-AUG = Entries(AUGMENTS, ("name", "mix", *mix_fields()), {  # (flip, pad_mode: the builders' Literal[...])
-    "mix": one_of(*MIXES.names(), nullable=True), "mix_alpha": positive(), "max_shift": at_least(0, integer=True),
+AUG = Entries(AUGMENTS, (*COMMON, *mix_fields()), {  # (flip, pad_mode: the builders' Literal[...])
+    "mix": one_of(*MIXES.names(), nullable=True), "per_epoch": FLAG, "mix_alpha": positive(), "max_shift": at_least(0, integer=True),
     "size": positive(integer=True), "rotation": between(0, 180), "width_shift": FRACTION, "height_shift": FRACTION,
     "shear": between(0, 90), "zoom": between(0, 1, high_open=True), "channel_shift": between(0, 255),
     "horizontal_flip": FLAG, "mix_cutmix_alpha": positive(), "mix_switch_prob": FRACTION,

@@ -351,8 +351,8 @@ def test_choice_arguments_are_their_builders_literals():
                                            "each a positive number"),
     ("aug=random_erasing aug.probability=1.5", "aug.probability=1.5; it must be a number in [0, 1]"),
     ("aug=random_erasing aug.fill=zeros", "aug.fill='zeros'; it must be one of random, mean"),
-    ("aug=bc +aug.mix_beta=1", "aug 'flip_shift' has no field(s) mix_beta; its fields are: name, mix, mix_alpha,"),
-    ("+aug.num_images=3", "aug 'flip_shift' has no field(s) num_images; its fields are: name, mix, mix_alpha, "
+    ("aug=bc +aug.mix_beta=1", "aug 'flip_shift' has no field(s) mix_beta; its fields are: name, mix, per_epoch, mix_alpha,"),
+    ("+aug.num_images=3", "aug 'flip_shift' has no field(s) num_images; its fields are: name, mix, per_epoch, mix_alpha, "
                           "mix_cutmix_alpha, mix_switch_prob, max_shift, flip, pad_mode"),
 ])
 def test_bad_aug_values_are_one_line_before_any_data_loads(compose_with, overrides, message):

@@ -159,3 +159,32 @@ def test_studies_reference_run_needs_cuda_and_airbench_before_any_run(tmp_path, 
     with pytest.raises(SystemExit, match="airbench"):  # on this CPU machine: no CUDA (or no airbench package)
         bench("studies", "--toy", "--reference-run", "--device", "cpu")
     assert not (tmp_path / "outputs").exists()
+
+
+def test_ops_are_counted_one_by_one_and_per_step_from_two_runs():
+    """bench.py ops (issue 25): each aten op once (by hand: add, slice (a view), mul, sum, then two host
+    syncs: .item() and nonzero); per step, the difference of two runs over the difference of their steps:
+    a run of 5 setup ops, 3 ops a step and 2 an epoch of 4 steps costs 3 + 2/4 = 3.5 ops a step."""
+    import torch
+
+    module = bench_module()
+    x = torch.ones(3)
+    with module.OpCounter() as counter:
+        s = ((x + 1)[1:] ** 2).sum()
+        s.item(), torch.nonzero(x)
+    assert (counter.ops, counter.views, counter.syncs) == (6, 1, 2)
+    assert counter.names == {"add": 1, "slice": 1, "pow": 1, "sum": 1, "_local_scalar_dense": 1, "nonzero": 1}
+
+    def run(epochs: float) -> int:
+        t = torch.zeros(())
+        for _ in range(5):
+            t.add_(1)
+        for _ in range(int(epochs)):
+            t.mul_(2), t.sub_(1)
+            for _ in range(4):
+                t.add_(1), t.add_(1), t.add_(1)
+        return int(epochs) * 4
+
+    result = module.per_step(run)
+    assert (result["ops_per_step"], result["kernels_per_step"], result["syncs_per_step"], result["steps"]) == (3.5, 3.5, 0, 8)
+

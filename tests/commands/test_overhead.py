@@ -54,9 +54,11 @@ def test_overhead_bench_runs_a_sweep_and_a_single_run_and_profiles_a_job(tmp_pat
     assert profile == sorted(profile, key=lambda p: -p["cumulative_seconds"])
 
 
-def test_jobs_with_equal_data_reuse_it_and_are_charged_its_preparation(tmp_path, compose_with, monkeypatch):
+def test_jobs_with_equal_data_reuse_its_decoding_and_are_charged_their_own_preparation(tmp_path, compose_with,
+                                                                                      monkeypatch):
     """The in-process data cache: one load for jobs whose data config is equal, the same results as
-    without it, the preparation seconds charged to every job, and the data released when the key changes."""
+    without it, each job's own preparation on the device timed and charged (issue 25: every seed was
+    charged the warm-up run's), and the data released when the key changes."""
     import gc
     import weakref
 
@@ -64,19 +66,19 @@ def test_jobs_with_equal_data_reuse_it_and_are_charged_its_preparation(tmp_path,
     from cifarbench.engine.loop import train
 
     root = make_fake_cifar(tmp_path / "data", n_train=128, n_test=50)
-    loads, load = [], prepared.load_dataset
+    (loads, load), (fits, fit) = ([], prepared.load_dataset), ([], prepared.build_preprocess)
     monkeypatch.setattr(prepared, "load_dataset", lambda *args, **kwargs: loads.append(args) or load(*args, **kwargs))
+    monkeypatch.setattr(prepared, "build_preprocess", lambda *args, **kwargs: fits.append(1) or fit(*args, **kwargs))
     base = ("model=lenet", "trainer.epochs=1", "trainer.batch_size=64", "trainer.progress=false",
             "trainer.plots=none", f"data.root={root}")
     first = train(compose_with(*base, "trainer.seed=0"), tmp_path / "first")
     other_seed = train(compose_with(*base, "trainer.seed=1"), tmp_path / "other_seed")
     again = train(compose_with(*base, "trainer.seed=0"), tmp_path / "again")
-    assert len(loads) == 1
-    seconds = first["data_preparation"]["seconds"]
-    assert first["data_preparation"] == {"from_cache": False, "seconds": seconds} and seconds > 0
+    assert len(loads) == 1 and len(fits) == 3  # decoded once; each job fits its statistics itself
+    assert first["data_preparation"]["from_cache"] is False and first["data_preparation"]["seconds"] > 0
     for summary in (other_seed, again):
-        assert summary["data_preparation"] == {"from_cache": True, "seconds": seconds}
-        assert summary["train_seconds"] >= seconds  # charged as if it had prepared the data itself
+        assert summary["data_preparation"]["from_cache"] is True
+        assert summary["train_seconds"] >= summary["data_preparation"]["seconds"] > 0  # its own, charged
     assert (again["final_test_acc"], again["final_test_loss"]) == (first["final_test_acc"], first["final_test_loss"])
 
     held = weakref.ref(prepared._cached[1].train_images)

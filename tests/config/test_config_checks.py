@@ -30,7 +30,7 @@ from cifarbench.validate import field_of, validate_config
     ("+model.depth=3", "model 'lenet' has no field(s) depth (did you mean width?); its fields are: name, "
                        "norm_momentum, norm_eps, norm_weight, dirac_init, channels, hidden,"),
     ("+aug.pad=reflect", "aug 'flip_shift' has no field(s) pad (did you mean pad_mode?); its fields are: name, mix, "
-                         "mix_alpha, mix_cutmix_alpha, mix_switch_prob, max_shift, flip, pad_mode"),
+                         "per_epoch, mix_alpha, mix_cutmix_alpha, mix_switch_prob, max_shift, flip, pad_mode"),
     ("optim=muon +optim.auxiliary.weight_decay=0.1", "optim.auxiliary 'sgd' has no field(s) weight_decay; its fields "
                                                      "are: name, lr, momentum, nesterov"),
     # every group's numeric and enum fields, declared once in validate.py

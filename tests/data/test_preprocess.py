@@ -1,4 +1,5 @@
 """Preprocessing fitted on the training set: mean image, per-image contrast, ZCA whitening (cached)."""
+import numpy as np
 import pytest
 import torch
 from helpers import DAMAGES, damage
@@ -71,3 +72,25 @@ def test_zca_from_fewer_images_than_pixels_equals_the_covariance_eigendecomposit
     expected = vectors @ torch.diag(1 / torch.sqrt(values.clamp_min(0) + 1e-2)) @ vectors.T
     assert torch.allclose(mean, x.mean(0), atol=1e-12)
     assert torch.allclose(whitening, expected, atol=1e-8)
+
+
+def test_channel_statistics_are_fitted_exactly_where_the_images_are():
+    """Issue 25: mean/std fitted on the device in one pass. By hand: channel 0 holds as many 0s as 255s
+    (mean ½, std ½), channel 1 is 51 everywhere (mean 0.2, std 0), channel 2 holds 0, 85, 170, 255 in equal
+    numbers (mean ½, variance (1 + 1/9 + 1/9 + 1)/4 − ¼ = 5/36), over chunks of unequal sizes."""
+    images = torch.zeros(10, 3, 4, 4, dtype=torch.uint8)
+    images[:, 0, :2] = 255
+    images[:, 1] = 51
+    images[:, 2] = torch.tensor([0, 85, 170, 255], dtype=torch.uint8).view(1, 4)
+    mean, std = preprocess.channel_stats(images, chunk=3)
+    assert mean.tolist() == [0.5, 0.2, 0.5] and std[1] == 0
+    assert std[0].item() == 0.5 and std[2].item() == pytest.approx((5 / 36) ** 0.5, rel=1e-15)
+
+
+def test_a_whole_training_set_goes_to_the_device_without_a_host_copy():
+    from cifarbench.data.prepared import part
+
+    array = np.arange(24, dtype=np.uint8).reshape(6, 4)
+    assert part(array, np.arange(6)) is array
+    assert part(array, np.array([0, 2, 5])).tolist() == [[0, 1, 2, 3], [8, 9, 10, 11], [20, 21, 22, 23]]
+    assert part(array, np.array([1, 0, 2, 3, 4, 5]))[0].tolist() == [4, 5, 6, 7]  # a reorder is not the whole set

@@ -217,3 +217,23 @@ def test_fractional_epochs_and_drop_last_plan_the_steps(tmp_path, fake_cifar_roo
                                          "trainer.progress=false", f"data.root={fake_cifar_root}"), tmp_path)
     assert summary["steps"] == 15 and summary["epochs"] == 2.5
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_compiled_run_that_freezes_its_whitening_bias_compiles_that_graph_before_training(tmp_path, fake_cifar_root,
+                                                                                            compose_with, monkeypatch):
+    """Issue 25: the whitening bias stops by requires_grad after epoch 1; under torch.compile the graph
+    without it is compiled in the warm-up too, so nothing compiles inside the timed loop."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=counter))
+    after_warm_up = []
+    warm_up = trainer.warm_up_compiled
+    monkeypatch.setattr(trainer, "warm_up_compiled",
+                        lambda *a: (warm_up(*a), after_warm_up.append(counter.frame_count)))
+    summary = trainer.train(compose_with(
+        "experiment=speedrun94", "model.widths=[4,4,4]", "trainer.compile=true", "trainer.batch_size=32",
+        "trainer.epochs=2", "trainer.whiten_bias_epochs=1", "trainer.tta=none", "trainer.progress=false",
+        "trainer.plots=none", "data.test_subset=100", f"data.root={fake_cifar_root}"), tmp_path / "run")
+    assert summary["steps"] == 12 and after_warm_up == [counter.frame_count]

@@ -272,3 +272,22 @@ def test_a_preempted_job_is_handed_back_to_submitit_until_max_requeues(monkeypat
     finally:
         signal.signal(signal.SIGUSR2, before)
     assert received == [signal.SIGUSR2] * 2
+
+
+def test_a_lean_speed_run_stopped_inside_an_epoch_resumes_to_the_same_metrics(tmp_path, fake_cifar_root,
+                                                                              compose_with, monkeypatch):
+    """Issue 25's options together (speedrun94: augmentation per epoch, BN without a step counter, the
+    whitening bias frozen by requires_grad after epoch 1 of 6 steps), stopped at step 8 of 9: the resumed
+    run redraws epoch 2's views from the saved epoch-start state and freezes the bias again, and its
+    metrics equal an uninterrupted run's, row for row."""
+    run = ("experiment=speedrun94", "model.widths=[4,4,4]", "trainer.batch_size=32", "trainer.epochs=1.5",
+           "trainer.whiten_bias_epochs=1", "trainer.eval_every=1", "trainer.tta=none", "trainer.progress=false",
+           "trainer.plots=none", "trainer.deterministic=true", "data.test_subset=100", f"data.root={fake_cifar_root}")
+    whole = loop.train(compose_with(*run), tmp_path / "whole")
+    signal_at(monkeypatch, 8, signal.SIGINT)
+    assert loop.train(compose_with(*run), tmp_path / "run")["status"] == "interrupted"
+    monkeypatch.undo()
+    resumed = loop.train(compose_with(*run, "trainer.resume=auto"), tmp_path / "run")
+    assert resumed["status"] == "completed" and resumed["steps"] == whole["steps"] == 9
+    assert (metrics_without_timing(tmp_path / "run" / "metrics.csv")
+            == metrics_without_timing(tmp_path / "whole" / "metrics.csv"))

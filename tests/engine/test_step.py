@@ -96,3 +96,53 @@ def test_accumulated_runs_count_optimizer_steps(tmp_path, fake_cifar_root, compo
     for a, b in zip(*rows):
         for key in ("lr", "train_loss", "train_acc", "test_loss", "test_acc"):
             assert a[key] == pytest.approx(b[key], abs=1e-5), key
+
+
+# The lean step (issue 25) --------------------------------------------------------------------------------------------
+def test_training_metrics_read_at_evaluation_equal_per_step_reads():
+    """The window's loss and accuracy, accumulated on the device and read once, against reading each
+    step's loss and correct count on the host (lr 0: the model stays the same, so each batch's loss can be
+    computed again afterwards); batches of unequal sizes, 60 steps (past a divergence window of 50), and
+    a reset (an evaluation) after step 25."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    step = TrainStep(model, model, torch.optim.SGD(model.parameters(), lr=0.0), torch.amp.GradScaler("cpu", enabled=False),
+                     NoMix(), contextlib.nullcontext(), lambda *_: 1.0, Plan(60, 60))
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(n, 3, 2, 2, generator=g), torch.randint(0, 3, (n,), generator=g))
+               for n in [5, 7, 3, 8] * 15]
+    windows = []
+    for part in (range(25), range(25, 60)):
+        for i in part:
+            step(*batches[i], i, 0.0)
+        windows.append(step.window())
+        step.reset()
+    for window, part in zip(windows, (batches[:25], batches[25:])):
+        with torch.no_grad():
+            seen = sum(len(y) for _, y in part)
+            loss = sum(F.cross_entropy(model(x), y).item() * len(y) for x, y in part) / seen
+            correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in part)
+        assert window["seen"] == seen and window["train_acc"] == correct / seen
+        assert window["train_loss"] == pytest.approx(loss, rel=1e-6) and window["grad_norm"] is None
+
+
+def test_a_group_past_its_epochs_is_frozen_by_requires_grad_and_left_untouched():
+    """The whitening bias's rule (train_epochs 1 of 2 steps an epoch): from the first step of epoch 2 on
+    it has no gradient, no update and its momentum is not advanced; the other group trains on."""
+    torch.manual_seed(0)
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.SGD([{"params": [model.weight]}, {"params": [model.bias], "train_epochs": 1}], lr=0.1,
+                                momentum=0.9)
+    step = TrainStep(model, model, optimizer, torch.amp.GradScaler("cpu", enabled=False), NoMix(),
+                     contextlib.nullcontext(), lambda *_: 1.0, Plan(4, 2))
+    for i in range(2):
+        step(X, LABEL, i, 0.0)
+    bias, momentum, weight = (model.bias.clone(), optimizer.state[model.bias]["momentum_buffer"].clone(),
+                              model.weight.clone())
+    for i in range(2, 4):
+        step(X, LABEL, i, 0.0)
+    assert not model.bias.requires_grad and model.bias.grad is None and model.weight.requires_grad
+    assert torch.equal(model.bias, bias) and torch.equal(optimizer.state[model.bias]["momentum_buffer"], momentum)
+    assert not torch.equal(model.weight, weight)

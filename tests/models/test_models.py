@@ -150,3 +150,28 @@ def test_unknown_model_and_field_errors():
         MODELS.build("resnet_cifar", depth=21)
     with pytest.raises(ValueError, match="model.kernel='7x7'"):
         MODELS.build("lenet", kernel="7x7")
+
+
+def test_batch_norm_with_a_momentum_keeps_no_step_counter_and_loads_checkpoints_with_or_without_it():
+    """Issue 25: the counter is read only for momentum=None, and costs a kernel per BN and step. By hand,
+    one training batch 0..7 through an identity conv: running mean 0.6·0 + 0.4·3.5 = 1.4, running variance
+    0.6·1 + 0.4·6 = 3 (the batch's unbiased variance of 0..7 is 6)."""
+    import torch
+    from torch import nn
+
+    from cifarbench.models.init import configure_norms
+
+    def net(momentum):
+        model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
+        nn.init.ones_(model[0].weight), nn.init.zeros_(model[0].bias)
+        configure_norms(model, momentum)
+        return model
+
+    lean, counting = net(0.4), net(None)
+    lean(torch.arange(8.0).view(2, 1, 2, 2))
+    assert "1.num_batches_tracked" not in lean.state_dict() and lean[1].track_running_stats
+    assert lean[1].running_mean.tolist() == pytest.approx([1.4, 1.4]) and lean[1].running_var.tolist() == pytest.approx([3.0, 3.0])
+    counting[1].num_batches_tracked.fill_(7)
+    lean.load_state_dict(counting.state_dict())  # a checkpoint from before: its counter is dropped
+    counting.load_state_dict(net(0.4).state_dict())  # one without a counter: it reads 0
+    assert counting[1].num_batches_tracked.item() == 0 and lean[1].running_mean.tolist() == [0.0, 0.0]

@@ -34,8 +34,9 @@ Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator, int], torch.T
 AUGMENTS = Registry("augmentation")
 MIXES = Registry("mix")
 SUPPLIED = ("num_images", "seed")  # builder arguments the run supplies (build_augmentation), not config fields
+COMMON = ("name", "mix", "per_epoch")  # every entry's fields beside its builder's (and the mixes' mix_*)
 
-__all__ = ["AUGMENTS", "MIXES", "PAD_MODES", "SUPPLIED", "Augmentation", "Flip", "Mix", "PadMode", "Transform",
+__all__ = ["AUGMENTS", "COMMON", "MIXES", "PAD_MODES", "SUPPLIED", "Augmentation", "Flip", "Mix", "PadMode", "Transform",
            "build_augmentation", "cutout", "erasing", "flip_shift", "keras", "mix_fields"]
 
 
@@ -113,12 +114,15 @@ class Augmentation:
     """What `aug=` decides for a run (build it with `build_augmentation`).
 
     Called by the training loader on every batch: `augmentation(images, indices, generator, epoch)`, a
-    `Transform` (uint8 (B, C, H, W) → uint8 (B, C, H, W); the identity for `aug=none`). `mix` is called by
-    the training step on the normalised batch, `mix(images, labels, generator)`, and `mix.criterion` is
-    the loss the step trains with (cross-entropy with label smoothing without a mix; see aug/mix.py).
+    `Transform` (uint8 (B, C, H, W) → uint8 (B, C, H, W); the identity for `aug=none`), or with
+    `per_epoch` (`aug.per_epoch`) once per epoch on the whole training set (data.DeviceLoader). `mix` is
+    called by the training step on the normalised batch, `mix(images, labels, generator)`, and
+    `mix.criterion` is the loss the step trains with (cross-entropy with label smoothing without a mix;
+    see aug/mix.py).
     """
     transform: Transform | None
     mix: Mix
+    per_epoch: bool = False
 
     def __call__(self, images: torch.Tensor, indices: torch.Tensor, generator: torch.Generator,
                  epoch: int) -> torch.Tensor:
@@ -131,15 +135,15 @@ def build_augmentation(cfg, num_classes: int, num_images: int, seed: int = 0,
     `num_classes` classes, a run seeded with `seed` (the alternating flip's phase) and trained with
     `label_smoothing` (the criterion's). Null fields take the builders' defaults. Raises ConfigError for an
     unknown name or field."""
-    fields = {k: v for k, v in cfg.items() if k not in ("name", "mix") and not k.startswith("mix_")}
+    fields = {k: v for k, v in cfg.items() if k not in COMMON and not k.startswith("mix_")}
     declared = AUGMENTS.fields(cfg.name)
     supplied = {k: v for k, v in {"num_images": num_images, "seed": seed}.items() if declared is None or k in declared}
     transform = AUGMENTS.build(cfg.name, **fields, **supplied)
-    kind = cfg.get("mix")
+    kind, per_epoch = cfg.get("mix"), bool(cfg.get("per_epoch"))
     if kind is None:
-        return Augmentation(transform, NoMix(label_smoothing))
+        return Augmentation(transform, NoMix(label_smoothing), per_epoch)
     own = MIXES.fields(kind)
     arguments = {k[len("mix_"):]: v for k, v in cfg.items() if k.startswith("mix_")}
     mix = MIXES.build(kind, num_classes, label_smoothing,
                       **{k: v for k, v in arguments.items() if own is None or k in own})
-    return Augmentation(transform, mix)
+    return Augmentation(transform, mix, per_epoch)

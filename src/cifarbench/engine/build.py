@@ -27,7 +27,7 @@ from cifarbench.engine.precision import MasterWeights
 from cifarbench.engine.resume import checkpoint_to_resume
 from cifarbench.engine.step import GradientClipping, Plan, TrainStep, micro_batches
 from cifarbench.models import build_model
-from cifarbench.models.init import whiten_first_conv
+from cifarbench.models.init import reconcile_norm_counters, whiten_first_conv
 from cifarbench.optim import build_optimizer
 from cifarbench.run.checkpoint import Checkpoint, restore_rng, rng_state
 from cifarbench.sched import build_schedule
@@ -97,6 +97,7 @@ def build_network(cfg: DictConfig, setup: Setup, data: PreparedData) -> tuple[to
     model = model.to(setup.device, memory_format=setup.memory_format)
     if t.sync_bn:
         model = setup.world.sync_batchnorm(model, setup.device)
+        reconcile_norm_counters(model)  # (new modules: checkpoints with or without BN step counters load)
     first_conv = (whiten_first_conv(model, data.preprocess(data.train_images[:WHITENING_IMAGES]))
                   if t.whiten_init else None)
     return model, first_conv
@@ -128,8 +129,10 @@ class Training:
     def checkpoint(self, state: RunState, config: dict, preprocess: dict, classes: list[str]) -> Checkpoint:
         """Everything a resume needs. The weights (of the plain module), optimizer and data position are
         the same on every rank; `ranks` holds each rank's random states (global RNGs, augmentation draws).
-        Under DDP this gathers from every rank: all call it, rank 0's recorder saves it."""
-        ranks = self.world.gather_objects({"rng": rng_state(), "augment": self.train_loader.generator.get_state()})
+        Under DDP this gathers from every rank: all call it, rank 0's recorder saves it. (`augment_epoch`:
+        the augmentation generator's state at the epoch's start, for aug.per_epoch.)"""
+        ranks = self.world.gather_objects({"rng": rng_state(), "augment": self.train_loader.generator.get_state(),
+                                           "augment_epoch": self.train_loader.epoch_start})
         return Checkpoint(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                           scaler=self.scaler.state_dict(), ema=self.ema.state_dict() if self.ema else None,
                           lookahead=self.lookahead.state_dict() if self.lookahead else None,
@@ -157,6 +160,8 @@ class Training:
         if len(ranks) == world.size:
             restore_rng(ranks[world.rank]["rng"])
             self.train_loader.generator.set_state(ranks[world.rank]["augment"].cpu())
+            epoch_start = ranks[world.rank].get("augment_epoch")  # (aug.per_epoch's; absent before it)
+            self.train_loader.epoch_start = None if epoch_start is None else epoch_start.cpu()
         else:
             if world.main:
                 log.warning("resuming on %d process(es) a checkpoint written by %d: the weights and the data order "
@@ -203,27 +208,36 @@ def warm_up_compiled(training: Training, autocast, tta: str, mode: str = "defaul
     def inputs(loader: DeviceLoader, size: int) -> torch.Tensor:
         return loader.preprocess(loader.images[:size]).contiguous(memory_format=loader.memory_format)
 
-    training.train_forward.train()
     train_loader = training.train_loader
-    # One batch of each global size, so every rank runs as many backward passes (DDP's collectives)
-    # on its own share's size, each micro-batch of gradient accumulation (as the step splits it).
-    for batch in sorted({end - start: i for i, (start, end) in enumerate(train_loader.bounds)}.values()):
-        start, end = train_loader.share(batch)
-        share = inputs(train_loader, end - start)
-        for micro in share.tensor_split(micro_batches(end - start, training.train_step.accumulate)):
-            for _ in range(runs):
-                with autocast:
-                    training.train_forward(micro).float().mean().backward()
-    training.optimizer.zero_grad(set_to_none=True)
-    training.train_forward.zero_grad(set_to_none=True)  # (a half copy's own gradients)
-    training.eval_model.eval()
-    with torch.no_grad():
-        for loader in [loader for loader in (training.test_loader, training.val_loader) if loader is not None]:
-            for size in sorted({end - start for start, end in loader.bounds}):
-                for _, view in tta_views(inputs(loader, size), tta):
-                    for _ in range(runs):
-                        with autocast:
-                            training.eval_model(view)
+    # The parameters a step may freeze after their epochs (one process: step.freeze_after_epochs): every
+    # graph, training and evaluation, is compiled with them frozen too.
+    frozen = [p for group in training.optimizer.param_groups if group.get("train_epochs") is not None
+              for p in group["params"]] if training.world.size == 1 else []
+    for freeze in [False, True] if frozen else [False]:
+        for param in frozen:
+            param.requires_grad_(not freeze)
+        training.train_forward.train()
+        # One batch of each global size, so every rank runs as many backward passes (DDP's collectives)
+        # on its own share's size, each micro-batch of gradient accumulation (as the step splits it).
+        for batch in sorted({end - start: i for i, (start, end) in enumerate(train_loader.bounds)}.values()):
+            start, end = train_loader.share(batch)
+            share = inputs(train_loader, end - start)
+            for micro in share.tensor_split(micro_batches(end - start, training.train_step.accumulate)):
+                for _ in range(runs):
+                    with autocast:
+                        training.train_forward(micro).float().mean().backward()
+        training.optimizer.zero_grad(set_to_none=True)
+        training.train_forward.zero_grad(set_to_none=True)  # (a half copy's own gradients)
+        training.eval_model.eval()
+        with torch.no_grad():
+            for loader in [loader for loader in (training.test_loader, training.val_loader) if loader is not None]:
+                for size in sorted({end - start for start, end in loader.bounds}):
+                    for _, view in tta_views(inputs(loader, size), tta):
+                        for _ in range(runs):
+                            with autocast:
+                                training.eval_model(view)
+    for param in frozen:
+        param.requires_grad_(True)
     training.model.load_state_dict(saved)
     restore_rng(rng)
     training.graphs_after_warm_up = compiled_graphs()
@@ -249,8 +263,8 @@ def build_training(cfg: DictConfig, setup: Setup, model: torch.nn.Module, first_
     check_shares(t, len(data.train_labels), [len(labels) for _, labels in evaluation_sets], world.size)
     augmentation = build_augmentation(cfg.aug, len(data.classes), len(data.train_labels), t.seed, t.label_smoothing)
     train_loader = DeviceLoader(data.train_images, data.train_labels, t.batch_size * t.accumulate, data.preprocess,
-                                augmentation,
-                                seed=t.seed, memory_format=setup.memory_format, drop_last=t.drop_last, world=world)
+                                augmentation, seed=t.seed, memory_format=setup.memory_format, drop_last=t.drop_last,
+                                world=world, per_epoch=augmentation.per_epoch)
     test_loader, val_loader = [
         DeviceLoader(torch.from_numpy(images[share]).to(device), torch.from_numpy(labels[share]).to(device),
                      t.eval_batch_size, data.preprocess, shuffle=False, memory_format=setup.memory_format)

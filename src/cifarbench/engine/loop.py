@@ -194,9 +194,9 @@ def train(cfg: DictConfig, run_dir: str | Path, on_evaluation: Callable[[dict], 
     with deferred_interrupt() as interrupted:  # from the first second: no signal leaves a run "running"
         setup = set_up(cfg, run_dir)
         t, world = cfg.trainer, setup.world
-        # Data (decoded once, to the device once as uint8; kept for the next job with the same data), model and
-        # whitening init: a speed run's clock counts the on-device preparation, so these are training seconds,
-        # charged at what preparing the data took even when it was reused (a resume restores its own).
+        # Data (decoded once, kept for the next job with the same data; to the device as uint8 and its statistics
+        # fitted there by every job), model and whitening init: a speed run's clock counts the on-device
+        # preparation, so these are training seconds, each job's own (a resume restores its own).
         data = prepared_data(cfg.data, setup.device)
         # The run starts here: a command refused before (a value, the data) leaves no summary.json, so no run.
         recorder = start_recorder(cfg, setup.run_dir, setup.config, setup.world, setup.checkpoint, setup.resume_from)

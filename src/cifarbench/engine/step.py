@@ -50,6 +50,17 @@ class GradientClipping:
         return norm.float()
 
 
+def freeze_after_epochs(group: dict):
+    """Stop the parameters of optimizer group `group` requiring gradients (host only), as airbench94
+    stops its whitening bias: autograd then computes no gradient for them (nor, when nothing before them
+    trains, the backward of the layers they feed from), and the optimizer skips them (no gradient), where
+    an lr of 0 would still run their momentum and update kernels every step. Not under DDP, whose
+    reducer waits for a gradient of every parameter it was built with (there the lr of 0 stops them).
+    Under torch.compile the frozen graph is compiled before training too (build.warm_up_compiled)."""
+    for param in group["params"]:
+        param.requires_grad_(False)
+
+
 @dataclass
 class Plan:
     """How long training runs: `total_steps` optimizer steps of `steps_per_epoch`, or `budget_s`
@@ -119,16 +130,21 @@ class TrainStep:
         self.recent_lrs: dict[int, float] = {}
 
     def set_lr(self, step: int, elapsed_s: float) -> float:
-        """Set every group's lr for step `step`; returns the schedule's multiplier."""
+        """Set every group's lr for step `step`; returns the schedule's multiplier. A group whose
+        `train_epochs` are over gets lr 0 and, on one process, its parameters stop requiring gradients
+        (`freeze_after_epochs`)."""
         scale = self.schedule(step, self.plan.total_steps, elapsed_s, self.plan.budget_s)
         epoch = step // self.plan.steps_per_epoch
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
             epochs = group.get("train_epochs")
+            trains = epochs is None or epoch < epochs
             if epochs is not None and group.get("own_decay"):  # linear to 0 over its own epochs
                 group_scale = max(0.0, 1 - step / (epochs * self.plan.steps_per_epoch))
             else:
-                group_scale = scale * (epochs is None or epoch < epochs)
+                group_scale = scale * trains
             group["lr"] = base_lr * group_scale * group.get("lr_scale", 1.0)
+            if not trains and self.world.size == 1:
+                freeze_after_epochs(group)
         return scale
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, step: int, elapsed_s: float,
@@ -146,9 +162,10 @@ class TrainStep:
                     logits = self.forward(x)
                     micro_loss = self.mix.criterion(logits, y)
                 self.scaler.scale(micro_loss if weight == 1.0 else micro_loss * weight).backward()
-            part = micro_loss.detach().float() if count == 1 else micro_loss.detach().float() * share
-            loss = part if loss is None else loss + part
-            self.correct += (logits.argmax(1) == dominant).sum()
+            with torch.no_grad():  # (the metrics: no autograd bookkeeping, no detach)
+                part = micro_loss.float() if count == 1 else micro_loss.float() * share
+                loss = part if loss is None else loss + part
+                self.correct += (logits.argmax(1) == dominant).sum()
         if self.master is not None:
             self.master.grads_to_master()
         if self.clipping is not None:
@@ -168,7 +185,7 @@ class TrainStep:
         if self.master is not None:
             self.master.weights_to_half()
         self.seen += len(labels)
-        self.loss_sum += loss * len(labels)
+        self.loss_sum.add_(loss, alpha=len(labels))  # (one kernel: loss × images added)
         self.recent_losses[step % DIVERGENCE_CHECK_EVERY] = loss
         self.recent_lrs[done] = self.optimizer.param_groups[0]["lr"]
 

@@ -13,15 +13,43 @@ def configure_norms(model: nn.Module, momentum: float | None = None, eps: float 
                     weight: bool | None = None):
     """Set every batch norm's running-statistics momentum (PyTorch's convention: the weight of the new
     batch; airbench's "momentum 0.6" is 0.4 here), eps, and whether its scale trains (False: fixed at 1).
-    None leaves the model's own choice."""
+    None leaves the model's own choice.
+
+    With a momentum set, a batch norm keeps no `num_batches_tracked` counter: PyTorch reads it only
+    for momentum=None (a cumulative average), and counting costs one kernel per batch norm and training
+    step (airbench94's BN has none on the GPU either: it is float-only state there). Running statistics
+    are still tracked. Every batch norm's checkpoint keys are reconciled on load (`reconcile_norm_counters`),
+    so checkpoints written with the counter load into a model without it, and the other way round."""
+    reconcile_norm_counters(model)
     for module in model.modules():
         if isinstance(module, _BatchNorm):
             if momentum is not None:
                 module.momentum = momentum
+                if module.track_running_stats:
+                    module.num_batches_tracked = None
             if eps is not None:
                 module.eps = eps
             if weight is not None and module.weight is not None:
                 module.weight.requires_grad_(weight)
+
+
+def reconcile_norm_counters(model: nn.Module):
+    """Register `norm_counter_hook` on every batch norm of `model` (again after a conversion that makes
+    new modules, such as SyncBatchNorm's)."""
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            module.register_load_state_dict_pre_hook(norm_counter_hook)
+
+
+def norm_counter_hook(module: _BatchNorm, state_dict: dict, prefix: str, *args):
+    """A batch norm's load_state_dict pre-hook: a saved `num_batches_tracked` is dropped where the module
+    keeps no counter, and a missing one reads 0 where it does (checkpoints from before or after
+    `configure_norms` removed it)."""
+    key = prefix + "num_batches_tracked"
+    if module.num_batches_tracked is None:
+        state_dict.pop(key, None)
+    elif module.track_running_stats and key not in state_dict:
+        state_dict[key] = torch.zeros_like(module.num_batches_tracked)
 
 
 @torch.no_grad()

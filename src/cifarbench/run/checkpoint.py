@@ -36,7 +36,8 @@ class Checkpoint:
     holds the averaged weights the run evaluated); loader: the data position (DeviceLoader.state_dict,
     rank 0's); window: the training metrics since the last evaluation (TrainStep.state_dict); state:
     the RunState's fields (step, seconds, metrics rows, best accuracy); ranks: per process, its global
-    RNG states (`rng`) and augmentation generator state (`augment`); config: the resolved config as
+    RNG states (`rng`) and augmentation generator state (`augment`; with aug.per_epoch also its state
+    at the epoch's start, `augment_epoch`, None otherwise and absent in older checkpoints); config: the resolved config as
     plain dicts; preprocess: the fitted preprocessing (data.preprocess.preprocess_state); classes: the
     class names; loggers: where each tracker writes (so a resume continues the same tracked runs).
     """
