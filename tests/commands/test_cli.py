@@ -282,7 +282,7 @@ def test_a_config_error_raised_inside_training_keeps_its_traceback(monkeypatch, 
     """Only composing the config is the user's doing; an OmegaConf error from inside a job is a bug."""
     from omegaconf.errors import ConfigKeyError
 
-    def buggy_train(cfg, run_dir):
+    def buggy_train(cfg, run_dir, on_evaluation=None):
         raise ConfigKeyError("a key the trainer looked up wrongly")
 
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
