@@ -89,8 +89,9 @@ def test_no_document_a_user_does_not_have_is_cited():
 
 
 def test_every_test_the_readme_names_exists():
-    """The README backs its promises with tests it names (`tests/engine/test_interrupt.py::test_…`, or a
-    file alone): each file exists and defines each named test, so a renamed or deleted test shows here."""
+    """The README backs its promises with tests it names (`tests/engine/test_interrupt.py::test_…`, a file
+    alone, or the start of a test's name in backquotes ending in "…"): each file exists and defines each
+    named test, and each start begins some test's name, so a renamed or deleted test shows here."""
     import re
 
     root = SRC.parent
@@ -103,4 +104,10 @@ def test_every_test_the_readme_names_exists():
                    } if path.is_file() else set()
         if not path.is_file() or (test and test not in defined):
             missing.append(f"{file}::{test}" if test else file)
+    # A test cited by the start of its name (`test_with_chdir_…`) must still start some test's name.
+    every_test = {node.name for path in (root / "tests").rglob("test_*.py")
+                  for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)}
+    prefixes = set(re.findall(r"`(test_\w+)…`", (root / "README.md").read_text()))
+    assert len(prefixes) >= 5
+    missing += sorted(f"{prefix}…" for prefix in prefixes if not any(name.startswith(prefix) for name in every_test))
     assert not missing, f"the README names tests that do not exist: {missing}"
