@@ -47,7 +47,7 @@ reported_vs_measured.md (what was measured where, the length, the data caveat, t
 measured, gap, the length run and where the gap comes from: data through JPEG, fewer epochs, the budget),
 .csv and .png (reported vs measured bars) in --out, all re-read from the runs' summary.json.
 
-    python scripts/bench.py studies --device cuda                         # §1: 16 runs in at most 8 minutes
+    python scripts/bench.py studies --device cuda                         # §1: 16 runs sharing 8 minutes of training
     python scripts/bench.py studies --device cuda --length budget --scale 20   # each the study's 10 min / 20
     python scripts/bench.py studies --device cuda --studies resnet34      # §3's ResNet-34, 8 min of training
     python scripts/bench.py studies --toy --device cpu                    # 2 variants, 1 epoch on 256 images
@@ -519,7 +519,8 @@ def studies(args) -> list[dict]:
           f"{args.seeds * sum(estimate.values()):.0f} s at the study's epochs on the assumed GPU "
           f"({STEP_SECONDS * 1e3:g} ms a step, {FLOP_RATE / 1e12:g} TFLOP/s); here {args.length}, at most "
           f"{args.total_min:g} min in all")
-    deadline = time.perf_counter() + 60 * args.total_min
+    started = time.perf_counter()
+    deadline = started + 60 * args.total_min
     left, runs_left = args.seeds * sum(estimate.values()), args.seeds * len(estimate)  # estimated seconds, runs
     summaries = {}
     for label, _, _, cfgs in sorted(jobs, key=lambda job: (job[0] == "resnet34", estimate.get(job[0], 0))):
@@ -530,6 +531,8 @@ def studies(args) -> list[dict]:
                 cfg.trainer.budget_min = round(share / 60, 4)
                 left, runs_left = left - estimate[label], runs_left - 1
             summaries[label].append(run_job(cfg, args.out / label / f"seed{seed}"))
+        if label in estimate:  # (the §1 runs go first) their wall time: the budgets cap training seconds only
+            args.s1_wall_seconds = time.perf_counter() - started
     rows = []
     for label, epochs, length, _ in jobs:  # the table in the variants' order, whatever order they ran in
         row = reported_row(label, summaries[label])
@@ -557,7 +560,9 @@ def write_study_table(rows: list[dict], args, reference_row: dict | None):
                          (f"the study's ten minutes / {args.scale:g}", "its budget or, when less, the minutes "
                           "left / the runs left"))
         header += ["", f"§1: each variant ran for {length}, evaluated every tenth of the study's epochs and at its "
-                   f"end; the §1 runs shared {args.total_min:g} minutes (each could use {share}, and stopped there)."]
+                   f"end; the §1 runs shared {args.total_min:g} minutes of training (each could use {share}, and stopped there); "
+                   f"they took {args.s1_wall_seconds:.0f} s of wall time in all (start-up and evaluations on top of the "
+                   f"training they were given)."]
     if "resnet34" in args.studies:
         header += ["", f"§3: ResNet-34's recipe unchanged (its schedule planned for 200 epochs) under a budget of "
                    f"{args.resnet34_min:g} minutes of training, the schedule following the budget's progress."]
@@ -913,8 +918,10 @@ def main(argv=None):
                                    "study's ten minutes divided by --scale")
     studies_args.add_argument("--scale", type=float, default=20, help="--length budget: 10 min / this (default 20)")
     studies_args.add_argument("--total-min", type=float, default=8,
-                              help="minutes the §1 runs share (default 8): each may use the minutes left / the runs "
-                                   "left")
+                              help="minutes of training the §1 runs share (default 8): with --length epochs each may "
+                                   "use the minutes left × its estimate / the estimates of the runs left; with --length "
+                                   "budget its budget or, when less, the minutes left / the runs left (start-up and "
+                                   "evaluations come on top: the table gives the wall time)")
     studies_args.add_argument("--resnet34-min", type=float, default=8, help="ResNet-34's budget in minutes (default 8)")
     studies_args.add_argument("--reference-run", action="store_true",
                               help="also run --reference (airbench94, CUDA) on the same data, its accuracy above "
