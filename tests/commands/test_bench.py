@@ -1,6 +1,7 @@
 """scripts/bench.py runs end to end at toy size and records what it prints (its numbers are not judged)."""
 import csv
 import json
+import re
 import struct
 
 import pytest
@@ -114,6 +115,9 @@ def test_studies_toy_writes_the_table_and_figure_from_the_runs_summaries(shared_
     out = tmp_path / "out"
     table = (out / "reported_vs_measured.md").read_text()
     assert "went through JPEG" in table.split("| study |")[0] and "Toy run" in table  # the caveat above the table
+    wall = float(re.search(r"they took (\d+) s of wall time in all", table).group(1))
+    summaries = [json.loads(p.read_text()) for p in out.glob("*/seed0/summary.json")]
+    assert wall >= round(sum(s["train_seconds"] for s in summaries)) - 1  # the training, and more
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| tenminute |")]
     assert [row[1] for row in rows] == ["LeNet (baseline)", "LeNet-Adam"]
     with open(out / "reported_vs_measured.csv", newline="") as f:
