@@ -1,7 +1,7 @@
 """Started by tests/engine/test_distributed.py as `torchrun --standalone --nproc_per_node=2 ddp_worker.py DATA OUT`:
 the 2-process scenarios in one launch (one process group; each launch costs seconds of imports).
 
-- `cli`: `cifarbench` itself (cli.main, Hydra and all) in the folder OUT/cli, one epoch;
+- `cli`: `cifarbench` itself (cli.main, Hydra and all) in the folder OUT/cli, one epoch, with batch norm;
 - `equal`, `muon`: the tests' run (`BASE`) and its Muon variant, into OUT/<name>;
 - `accumulate`: `equal` with its batches of 8 as 2 accumulated micro-batches of 4;
 - `budget`, `diverged`: a budget that is over at once, and an lr that makes the loss non-finite;
@@ -71,7 +71,8 @@ def main(data: str, out: str):
     with process_group(configs["equal"].trainer):
         (out / "cli").mkdir(exist_ok=True)
         os.chdir(out / "cli")
-        with mock.patch.object(sys, "argv", ["cifarbench", *BASE, "trainer.epochs=1", f"data.root={data}"]):
+        with mock.patch.object(sys, "argv", ["cifarbench", *BASE, "trainer.epochs=1", "model.bn=true",
+                                             f"data.root={data}"]):
             cli.main()
         for name, cfg in configs.items():
             with interrupt_rank_1_at(INTERRUPT_AT) if name == "interrupt" else mock.patch.dict({}):

@@ -130,6 +130,26 @@ def test_one_run_folder_written_by_rank_0_alone(two):
         assert summaries[(name, 0)]["status"] == summaries[(name, 1)]["status"]
 
 
+def test_the_accuracy_two_processes_report_is_their_checkpoints(two, data, capsys):
+    """Issue 26: under DDP each rank evaluated with its own batch-norm statistics (each updated them on its
+    own share), so the run's reported accuracy was not its checkpoint's (lenet_bn, 2 processes: run 0.3025,
+    inspect 0.30). The `cli` run (LeNet with BN, 2 processes, its test images shared 51 + 50) evaluated the
+    statistics it saved: `inspect` of its last.pt on one process finds its accuracy and loss."""
+    from cifarbench.commands.inspect import main as inspect
+
+    out, _, _ = two
+    (folder,) = (out / "cli" / "outputs" / "runs").glob("*/*")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["config"]["model"]["bn"] is True and summary["processes"] == 2
+    capsys.readouterr()
+    assert inspect([f"ckpt={folder / 'checkpoints' / 'last.pt'}", f"data.root={data}"]) == 0
+    out_text = capsys.readouterr().out
+    report = json.loads(out_text[:out_text.rindex("}") + 1])
+    assert report["test_images"] == 101
+    assert report["test_acc"] == summary["final_test_acc"]  # a count of the same 101 images
+    assert report["test_loss"] == pytest.approx(summary["final_test_loss"], rel=1e-6)  # summed in another order
+
+
 @pytest.mark.parametrize("name, status, stopped_by, steps", [
     ("budget", "completed", "budget", 26),         # over budget at once; the ranks agree at the epoch's end
     ("diverged", "diverged", "diverged", 26),
