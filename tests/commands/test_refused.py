@@ -48,3 +48,19 @@ def test_runs_that_differ_in_no_test_image_share_one_test_set():
     assert {test_set(data) for data in same} == {"data.name=cifar10, data.test_subset=500"}
     assert [test_set(data) for data in other] == ["data.name=cifar10, data.test_subset=null",
                                                   "data.labels=coarse, data.name=cifar100, data.test_subset=500"]
+
+
+def test_a_refused_run_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    """Seen: `optim.lr=-1` printed its error between two "run folder:" lines and left the folder (.hydra/,
+    train.log) in outputs/runs/<date>/. A run refused before it starts is no run: one line, exit 2, no folder."""
+    monkeypatch.chdir(tmp_path)
+    assert cli_in_process(monkeypatch, "optim.lr=-1") == 2
+    lines = [line for line in "".join(capsys.readouterr()).splitlines() if "][" in line]  # the log's lines
+    assert len(lines) == 1 and lines[0].endswith("[ERROR] - optim.lr=-1; it must be a positive number")
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")] == ["outputs", "outputs/runs"]
+
+
+def test_a_refused_run_in_a_folder_of_ones_own_keeps_its_files(tmp_path, monkeypatch):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli_in_process(monkeypatch, "optim.lr=-1", f"hydra.run.dir={tmp_path}") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -118,7 +118,6 @@ def run(cfg: DictConfig) -> float:
     main_rank = environment_ranks()[0] == 0
     if not main_rank:  # one run, one writer: the other ranks of a DDP run log warnings only and write nothing
         logging.getLogger().setLevel(logging.WARNING)
-    log.info("run folder: %s", run_dir)
     # A single run looks for its config's newest run under the outputs folder; a job of a sweep in its own folder.
     outputs = None if multirun else Path(OmegaConf.select(cfg, "paths.output_dir", default="outputs"))
     config = None  # resolved below: an interpolation that cannot resolve is the user's override, one line
@@ -153,6 +152,8 @@ def run(cfg: DictConfig) -> float:
             raise
         if multirun:
             return -math.inf
+        if main_rank and RunFolder(run_dir).read_summary() is None:  # refused before it started: no run, no folder
+            run_dir = remove_hydras_files(run_dir, hydra_cfg.job.name)
         sys.exit(2)
     except Exception as e:  # a bug, or under torchrun a peer process that was lost (its folder says how to resume)
         if main_rank:
@@ -165,7 +166,8 @@ def run(cfg: DictConfig) -> float:
         log.exception("job failed; the sweep goes on")
         return -math.inf
     finally:
-        log.info("run folder: %s (the run's files)", run_dir)
+        if run_dir is not None:
+            log.info("run folder: %s (the run's files)", run_dir)
     if summary.get("signal"):  # a stop signal ends a sweep too, with the shell's status for that signal
         if summary["status"] == "preempted" and submitit_job():
             requeue(summary, cfg.trainer.max_requeues)  # (exits the process when submitit takes the job back)
@@ -204,6 +206,20 @@ def typed_paths_absolute(cfg: DictConfig, cwd: str):
     for key in USER_URIS:
         if isinstance(uri := value(key), str):
             OmegaConf.update(cfg, key, tracking_uri(uri, cwd))
+
+
+def remove_hydras_files(run_dir: Path, job_name: str) -> Path | None:
+    """Remove what Hydra wrote into a run folder before the job started (`.hydra/`, the job's log), then
+    the folder and its date folder if that left them empty. Returns None when the folder is gone, else
+    `run_dir` (a folder the user pointed at that holds files of their own is kept as it was)."""
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    (run_dir / f"{job_name}.log").unlink(missing_ok=True)
+    for folder in (run_dir, run_dir.parent):
+        try:
+            folder.rmdir()  # only an empty one
+        except OSError:
+            return run_dir if folder == run_dir else None
+    return None
 
 
 def submitit_job() -> bool:

@@ -87,8 +87,9 @@ def fetch(folder: Path, file: OfficialFile, mirrors: tuple[str, ...] | list[str]
             # only a verified file ever gets the real name
             return atomic_write(path, lambda tmp: _download(url, tmp, file.md5, title))
         except DatasetError as e:
-            log.warning("%s", e)
             failures.append(str(e))
+            if len(failures) < len(mirrors):  # (the last failure is in the error that follows)
+                log.warning("%s; trying the next mirror", e)
     if len(failures) == 1:
         raise DatasetError(f"{failures[0]}. {where_to_put_it}")
     raise DatasetError(f"no mirror gave a good copy of {file.name} ({'; '.join(failures)}). {where_to_put_it}")

@@ -185,6 +185,8 @@ def start_recorder(cfg, run_dir: Path, config: dict, world: World = World(),
         summary["resumed_from"] = str(Path(resumed_from).resolve())
         if RunFolder.of_checkpoint(resumed_from).path == Path(run_dir).resolve():  # continued in its own folder
             summary["resumes"] = (RunFolder(run_dir).read_summary() or {}).get("resumes", 0) + 1
+    if world.main:
+        log.info("run folder: %s", run_dir)  # (once the config passed its checks: a refused run has none)
     loggers = (Loggers(cfg.logger, config, resumed=resumed.loggers if resumed else None,
                        earlier_rows=resumed.state["rows"] if resumed else ()) if world.main else None)
     return Recorder(run_dir, summary, cfg.trainer.plots, validation=cfg.data.val_split != 0, writes=world.main,
