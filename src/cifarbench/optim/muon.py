@@ -11,25 +11,18 @@ than once per matrix. With `normalize_weights` each matrix is first rescaled to 
 √out (airbench94_muon's per-step weight normalisation: the update, whose singular values are near
 1, then moves the weights by a fixed fraction whatever their scale).
 
-The first weight layer (it sees pixels) and the classifier (it makes logits) stay with the
-auxiliary optimizer, as in the speed records that use Muon; a frozen first layer (a whitening conv)
-still counts as the first, so every trainable conv after it is Muon's (airbench94_muon).
+Which weights are Muon's is the role "hidden" of `cifarbench.optim.roles`: the first weight layer (it
+sees pixels) and the classifier (it makes logits) stay with the auxiliary optimizer, as in the speed
+records that use Muon; a frozen first layer (a whitening conv) still counts as the first, so every
+trainable conv after it is Muon's (airbench94_muon).
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import nn
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan's quintic: the steepest slope at zero that stays in ~[0.7, 1.2]
-
-
-def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
-    """The trainable weights of dim ≥ 2 other than the model's first and last such layer (a frozen
-    first layer included: the weights after it are hidden)."""
-    weights = [p for m in model.modules() for p in m.parameters(recurse=False) if p.ndim >= 2]
-    return [p for p in weights[1:-1] if p.requires_grad]
 
 
 def _column_order(tensor: torch.Tensor) -> list[int]:
