@@ -1,6 +1,7 @@
 """Muon as airbench94_muon uses it (Keller Jordan, cifar10-airbench's airbench94_muon.py): the batched
 Newton–Schulz, the orthogonalised update's singular values, per-step weight normalisation, and the
 speedrun94_muon recipe's parameter groups and training."""
+import copy
 import csv
 import math
 
@@ -84,6 +85,7 @@ def test_a_step_equals_a_per_parameter_reference_with_weight_normalisation():
         for w, expected in zip(weights, reference):
             torch.testing.assert_close(w.detach(), expected, rtol=1e-6, atol=1e-6)
     assert torch.equal(weights[2].detach(), before)
+    copy.deepcopy(optimizer).step()  # a copy (torch's __getstate__ leaves the shape plans behind) steps too
 
 
 def test_a_checkpoint_of_the_earlier_muon_with_flattened_buffers_resumes():
