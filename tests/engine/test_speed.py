@@ -207,10 +207,10 @@ def test_whitening_init_decorrelates_the_first_conv_outputs():
 
 def test_muon_leaves_exactly_the_input_layer_and_the_classifier_to_the_auxiliary_optimizer():
     from cifarbench.models import list_models
-    from cifarbench.optim.muon import hidden_matrices
+    from cifarbench.optim import roles
 
     for name in list_models():
         model = MODELS.build(name)
-        hidden = {id(p) for p in hidden_matrices(model)}
-        rest = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2 and id(p) not in hidden]
+        role_of = roles(model)
+        rest = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2 and role_of[id(p)] != "hidden"]
         assert len(rest) == 2 and rest[0].shape[1] == 3 and rest[1].shape[0] == 10, (name, [p.shape for p in rest])

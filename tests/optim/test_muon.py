@@ -1,6 +1,7 @@
 """Muon as airbench94_muon uses it (Keller Jordan, cifar10-airbench's airbench94_muon.py): the batched
 Newton–Schulz, the orthogonalised update's singular values, per-step weight normalisation, and the
 speedrun94_muon recipe's parameter groups and training."""
+import copy
 import csv
 import math
 
@@ -49,6 +50,42 @@ def test_weight_normalisation_rescales_each_filter_bank_to_norm_sqrt_out():
         w.grad = torch.randn_like(w)
     optimizer.step()
     assert [round(w.norm().item(), 5) for w in weights] == [round(math.sqrt(8), 5), 4.0]
+
+
+def test_a_step_equals_a_per_parameter_reference_with_weight_normalisation():
+    """Muon's stacked, foreach step against the update written out parameter by parameter (torch.optim.Muon's
+    order: momentum lerp, Nesterov, its own Newton–Schulz on the (out, rest) matrix, decoupled decay, then
+    W ← W·√out/‖W‖_F, then W − lr·√max(1, out/in)·O): two filter banks of one shape stacked together, a
+    tall (16, 8) matrix (lr ×√2), 3 steps, the third with one bank's gradient None (that bank stays put).
+    Equal up to the float32 rounding of √out/‖W‖_F computed another way."""
+    torch.manual_seed(0)
+    shapes = [(8, 4, 3, 3), (16, 8), (8, 4, 3, 3)]
+    weights = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
+    reference = [w.detach().clone() for w in weights]
+    buffers = [torch.zeros_like(w) for w in weights]
+    lr, momentum, decay = 0.1, 0.9, 0.01
+    optimizer = Muon(weights, lr=lr, momentum=momentum, weight_decay=decay, normalize_weights=True)
+    for step in range(3):
+        grads = [torch.randn(shape) for shape in shapes]
+        if step == 2:
+            grads[2], before = None, weights[2].detach().clone()
+        for w, g in zip(weights, grads):
+            w.grad = g
+        optimizer.step()
+        for w, buffer, g in zip(reference, buffers, grads):
+            if g is None:
+                continue
+            buffer.lerp_(g, 1 - momentum)
+            update = g.lerp(buffer, momentum)
+            out, rest = w.shape[0], update[0].numel()
+            orthogonal = _zeropower_via_newtonschulz(update.reshape(out, rest), NS_COEFFICIENTS, 5, 1e-7)
+            w.mul_(1 - lr * decay)
+            w.mul_(math.sqrt(out) / w.norm())
+            w.add_(orthogonal.reshape(w.shape).float(), alpha=-lr * math.sqrt(max(1, out / rest)))
+        for w, expected in zip(weights, reference):
+            torch.testing.assert_close(w.detach(), expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(weights[2].detach(), before)
+    copy.deepcopy(optimizer).step()  # a copy (torch's __getstate__ leaves the shape plans behind) steps too
 
 
 def test_a_checkpoint_of_the_earlier_muon_with_flattened_buffers_resumes():

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cifarbench.optim.adabound import AdaBound
-from cifarbench.optim.muon import NS_COEFFICIENTS, MuonWithAuxiliary, hidden_matrices
+from cifarbench.optim.muon import NS_COEFFICIENTS, MuonWithAuxiliary
 from cifarbench.core.registry import ConfigError, Registry
 
 OPTIMIZERS = Registry("optimizer")
@@ -26,9 +26,10 @@ ROLES = ("input", "hidden", "head", "bias", "norm_weight", "norm_bias")
 
 def roles(model: nn.Module) -> dict[int, str]:
     """id(param) → its role, for every parameter (trainable or not): the weights of dim ≥ 2 are the
-    first layer's ("input"), the last layer's ("head", the classifier) or the others' ("hidden",
-    `hidden_matrices`); a norm layer's scale and shift are "norm_weight" and "norm_bias"; any other
-    parameter of dim < 2 is a "bias"."""
+    first layer's ("input", a frozen one included), the last layer's ("head", the classifier) or the
+    others' ("hidden": the trainable ones are Muon's, `param_groups`' `hidden_matrix`); a norm
+    layer's scale and shift are "norm_weight" and "norm_bias"; any other parameter of dim < 2 is a
+    "bias"."""
     weights = [p for m in model.modules() for p in m.parameters(recurse=False) if p.ndim >= 2]
     found = {}
     for module in model.modules():
@@ -57,7 +58,6 @@ def param_groups(model: nn.Module, weight_decay: float, norm_bias_lr_scale: floa
     `conv_weight_decay` on its convs), none on the rest; lr scale 1 (`norm_bias_lr_scale` for
     "norm_bias"). airbench94_muon gives its classifier its own lr and every bias a decay."""
     conv_decay = getattr(model, "conv_weight_decay", None)
-    hidden = {id(p) for p in hidden_matrices(model)}
     role_of = roles(model)
     train_epochs = train_epochs or {}
     found: dict[tuple, list] = {}
@@ -76,7 +76,7 @@ def param_groups(model: nn.Module, weight_decay: float, norm_bias_lr_scale: floa
             own = (groups or {}).get(role) or {}
             decay = decay if own.get("weight_decay") is None else own["weight_decay"]
             lr_scale = lr_scale if own.get("lr_scale") is None else own["lr_scale"]
-            key = (decay, id(param) in hidden, lr_scale, train_epochs.get(id(param)))
+            key = (decay, role == "hidden", lr_scale, train_epochs.get(id(param)))
             found.setdefault(key, []).append(param)
     return [{"params": params, "weight_decay": decay, "hidden_matrix": matrix, "lr_scale": lr_scale,
              "train_epochs": epochs, "own_decay": own_decay and epochs is not None}

@@ -11,25 +11,19 @@ than once per matrix. With `normalize_weights` each matrix is first rescaled to 
 √out (airbench94_muon's per-step weight normalisation: the update, whose singular values are near
 1, then moves the weights by a fixed fraction whatever their scale).
 
-The first weight layer (it sees pixels) and the classifier (it makes logits) stay with the
-auxiliary optimizer, as in the speed records that use Muon; a frozen first layer (a whitening conv)
-still counts as the first, so every trainable conv after it is Muon's (airbench94_muon).
+Which weights are Muon's is the role "hidden" of `cifarbench.optim.roles`: the first weight layer (it
+sees pixels) and the classifier (it makes logits) stay with the auxiliary optimizer, as in the speed
+records that use Muon; a frozen first layer (a whitening conv) still counts as the first, so every
+trainable conv after it is Muon's (airbench94_muon).
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
-from torch import nn
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan's quintic: the steepest slope at zero that stays in ~[0.7, 1.2]
-
-
-def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
-    """The trainable weights of dim ≥ 2 other than the model's first and last such layer (a frozen
-    first layer included: the weights after it are hidden)."""
-    weights = [p for m in model.modules() for p in m.parameters(recurse=False) if p.ndim >= 2]
-    return [p for p in weights[1:-1] if p.requires_grad]
 
 
 def _column_order(tensor: torch.Tensor) -> list[int]:
@@ -71,6 +65,20 @@ def newton_schulz(matrices: torch.Tensor, coefficients=NS_COEFFICIENTS, steps: i
     return x.mT if tall else x
 
 
+class _Stack(NamedTuple):
+    """The parameters of one matrix shape and dtype in a step (`indices` into its list), stepped together,
+    and their lr multiplier (`Muon.lr_ratio`)."""
+    indices: tuple[int, ...]
+    lr_ratio: float
+
+
+class _Plan(NamedTuple):
+    """What a step over one list of parameters needs that their shapes fix: the stacks, and √out of each
+    parameter (the Frobenius norm weight normalisation gives it)."""
+    stacks: tuple[_Stack, ...]
+    sqrt_out: list[float]
+
+
 class Muon(torch.optim.Optimizer):
     """Muon on parameters of dim ≥ 2 (each as `matrix_view`). Per group: `lr`, `momentum`
     (torch.optim.Muon's: buf ← lerp(buf, g, 1 − momentum), which is airbench's buf ← momentum·buf + g
@@ -78,8 +86,11 @@ class Muon(torch.optim.Optimizer):
     (decoupled: W ← W·(1 − lr·decay)), `ns_coefficients` (a, b, c), `ns_steps`, `eps`,
     `adjust_lr_fn` (torch.optim.Muon's: None/"original" lr·√max(1, out/in), "match_rms_adamw"
     0.2·√max(out, in)·lr) and `normalize_weights` (W ← W·√out / ‖W‖_F before the update). A step:
-    momentum, then Newton–Schulz of every update of one matrix shape at once, then decay,
-    normalisation and the update, all with foreach ops."""
+    momentum, decay and normalisation with foreach ops over the group; then per matrix shape,
+    Newton–Schulz of its updates as one stack, one cast to the weights' dtype and one foreach add.
+    The grouping by shape and the lr multipliers are worked out once per list of parameters that have
+    gradients (kept outside the state, so state_dict is torch.optim.Optimizer's own). Raises
+    ValueError for a parameter of dim < 2."""
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, ns_coefficients=NS_COEFFICIENTS, ns_steps: int = 5, eps: float = 1e-7,
@@ -91,6 +102,11 @@ class Muon(torch.optim.Optimizer):
         for group in self.param_groups:
             if any(p.ndim < 2 for p in group["params"]):
                 raise ValueError("Muon steps tensors of dim >= 2 only")
+        self._plans: dict[tuple, _Plan] = {}
+
+    def __setstate__(self, state: dict):
+        super().__setstate__(state)  # (a copy or an unpickled optimizer: torch's state has no plans)
+        self._plans = {}
 
     @staticmethod
     def lr_ratio(adjust_lr_fn: str | None, matrix_shape: tuple[int, int]) -> float:
@@ -100,12 +116,25 @@ class Muon(torch.optim.Optimizer):
             return 0.2 * math.sqrt(max(rows, cols))
         return math.sqrt(max(1.0, rows / cols))
 
+    def _plan(self, params: list[torch.Tensor], adjust_lr_fn: str | None) -> _Plan:
+        key = (adjust_lr_fn, *map(id, params))
+        plan = self._plans.get(key)
+        if plan is None:
+            by_shape: dict[tuple, list[int]] = {}
+            for i, p in enumerate(params):
+                by_shape.setdefault((p.shape[0], p[0].numel(), p.dtype), []).append(i)
+            stacks = tuple(_Stack(tuple(indices), self.lr_ratio(adjust_lr_fn, (rows, cols)))
+                           for (rows, cols, _), indices in by_shape.items())
+            plan = self._plans[key] = _Plan(stacks, [math.sqrt(p.shape[0]) for p in params])
+        return plan
+
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
+            plan = self._plan(params, group["adjust_lr_fn"])
             grads = [p.grad for p in params]
             buffers = []
             for p in params:
@@ -116,24 +145,21 @@ class Muon(torch.optim.Optimizer):
             momentum = group["momentum"]
             torch._foreach_lerp_(buffers, grads, 1 - momentum)
             updates = torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers
-            matrices = [matrix_view(u) for u in updates]
-            orthogonal: list[torch.Tensor | None] = [None] * len(params)
-            by_shape: dict[tuple, list[int]] = {}
-            for i, m in enumerate(matrices):
-                by_shape.setdefault(tuple(m.shape), []).append(i)
-            for indices in by_shape.values():
-                stacked = newton_schulz(torch.stack([matrices[i] for i in indices]), group["ns_coefficients"],
-                                        group["ns_steps"], group["eps"])
-                for i, result in zip(indices, stacked.unbind()):
-                    orthogonal[i] = from_matrix(result, updates[i])
             lr = group["lr"]
             if group["weight_decay"]:
                 torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
             if group["normalize_weights"]:
-                norms = torch._foreach_norm(params)
-                torch._foreach_mul_(params, [math.sqrt(p.shape[0]) / n for p, n in zip(params, norms)])
-            for p, m, update in zip(params, matrices, orthogonal):
-                p.add_(update.to(p.dtype), alpha=-lr * self.lr_ratio(group["adjust_lr_fn"], tuple(m.shape)))
+                scales = torch._foreach_norm(params)
+                torch._foreach_reciprocal_(scales)
+                torch._foreach_mul_(scales, plan.sqrt_out)
+                torch._foreach_mul_(params, scales)
+            for indices, lr_ratio in plan.stacks:
+                stacked = newton_schulz(torch.stack([matrix_view(updates[i]) for i in indices]),
+                                        group["ns_coefficients"], group["ns_steps"], group["eps"])
+                orthogonal = stacked.to(params[indices[0]].dtype).unbind()
+                torch._foreach_add_([params[i] for i in indices],
+                                    [from_matrix(o, updates[i]) for i, o in zip(indices, orthogonal)],
+                                    alpha=-lr * lr_ratio)
 
 
 class MuonWithAuxiliary:
