@@ -168,6 +168,30 @@ def test_one_setting_from_two_data_roots_and_a_resume_is_one_row(tmp_path):
         assert sorted((row["n"], row["seeds"]) for row in csv.DictReader(f)) == [("1", "0"), ("2", "0,1")]
 
 
+def test_a_seed_retried_after_a_kill_counts_once_by_its_completed_run(tmp_path):
+    """Seen: an Optuna search killed in trial 3 and rerun asks trial 3's parameters again (trial 4, which
+    completes): the leaderboard merged the two into one setting "seeds 0,0, n 1, 1 interrupted, 1 completed"
+    with no objective, ranked last though it was the search's best. A completed run of a seed supersedes
+    that seed's unfinished attempts; a seed that never completed still weighs on its setting."""
+    def status(folder: Path, value: str) -> Path:
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "summary.json").write_text(json.dumps({**summary, "status": value}))
+        return folder
+
+    status(fake_run(tmp_path / "3", ["optim.lr=0.003", "trainer.seed=0"], 0.2), "interrupted")
+    fake_run(tmp_path / "4", ["optim.lr=0.003", "trainer.seed=0"], 0.8)
+    fake_run(tmp_path / "5", ["optim.lr=0.01", "trainer.seed=0"], 0.6)
+    status(fake_run(tmp_path / "6", ["optim.lr=0.1", "trainer.seed=0"], 0.9), "failed")
+    fake_run(tmp_path / "7", ["optim.lr=0.1", "trainer.seed=1"], 0.9)
+    write_report(tmp_path)
+    with open(tmp_path / "leaderboard.csv") as f:
+        board = [(row["setting"], row["n"], row["status"], float(row["objective"])) for row in csv.DictReader(f)]
+    assert board == [("optim.lr=0.003", "1", "completed", 0.8), ("optim.lr=0.01", "1", "completed", 0.6),
+                     ("optim.lr=0.1", "1", "1 failed, 1 completed", -math.inf)]
+    with open(tmp_path / "leaderboard_runs.csv") as f:
+        assert len(list(csv.DictReader(f))) == 5  # every attempt is still listed
+
+
 def with_config(folder: Path, **config) -> Path:
     """A fake_run folder whose recorded config also holds `config` (group → fields)."""
     summary = json.loads((folder / "summary.json").read_text())

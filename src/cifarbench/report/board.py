@@ -243,6 +243,15 @@ def settings_of(runs: list[Run], report: list[Run] | None = None) -> list[Settin
     return settings
 
 
+def retried(rows: list[dict]) -> list[dict]:
+    """The run rows of one setting without the attempts a completed run of the same seed retried (an
+    interrupted, preempted or failed run of a seed that then completed: a search's trial asked again after
+    a kill, a job rerun in a new folder): the setting's statistics count each seed once. A seed that never
+    completed keeps its rows, so a failure still weighs on its setting."""
+    completed = {r["seed"] for r in rows if r["status"] == "completed"}
+    return [r for r in rows if r["status"] == "completed" or r["seed"] not in completed]
+
+
 def leaderboards(settings: list[Setting], level: float = LEVEL,
                  target: float | None = None) -> tuple[list[dict], list[dict]]:
     """(setting rows, run rows), each best first by the objective (settings: its mean over the runs,
@@ -252,6 +261,7 @@ def leaderboards(settings: list[Setting], level: float = LEVEL,
     for setting in settings:
         rows = setting.rows()
         run_table += rows
+        rows = retried(rows)
         setting_table.append((setting_row(setting.label, rows, level, target), completed_values(rows, "objective")))
     run_table.sort(key=lambda r: r["objective"], reverse=True)
     setting_table.sort(key=lambda pair: (pair[0]["objective"], pair[0]["final_test_acc_mean"] or -1), reverse=True)
