@@ -166,3 +166,21 @@ def test_compile_warm_up_runs_each_graph_3_times_only_on_cuda_under_a_cuda_graph
     assert [compile_warm_up_runs(mode, cuda) for mode in ("reduce-overhead", "max-autotune")] == [3, 3]
     assert [compile_warm_up_runs(mode, cuda) for mode in ("default", "max-autotune-no-cudagraphs")] == [1, 1]
     assert [compile_warm_up_runs(mode, cpu) for mode in ("reduce-overhead", "max-autotune", "default")] == [1, 1, 1]
+
+
+def test_a_half_run_with_lookahead_evaluates_the_slow_weights_it_saves(tmp_path, fake_cifar_root, compose_with):
+    """Review 15a: the master→half copy happens at Lookahead's end (finish), not at every evaluation.
+    Lookahead every 3 of 2 steps never syncs, so its end puts the initial (slow) weights back: the
+    final evaluation must be of those, as load_trained evaluates the saved checkpoint."""
+    from cifarbench.data.loader import DeviceLoader
+    from cifarbench.data import load_cifar10
+    from cifarbench.engine.evaluate import evaluate
+
+    summary = train(compose_with(*HALF, "trainer.epochs=1", "trainer.lookahead.every=3",
+                                 f"data.root={fake_cifar_root}"), tmp_path)
+    trained = load_trained(tmp_path / "checkpoints" / "last.pt")
+    data = load_cifar10(fake_cifar_root, download=False)
+    loader = DeviceLoader(torch.from_numpy(data.test_images[:20]), torch.from_numpy(data.test_labels[:20]), 20,
+                          trained.preprocess, shuffle=False)
+    loss, acc, _ = evaluate(trained.model, loader)
+    assert summary["steps"] == 2 and (acc, loss) == (summary["final_test_acc"], summary["final_test_loss"])
