@@ -56,7 +56,9 @@ def freeze_after_epochs(group: dict):
     trains, the backward of the layers they feed from), and the optimizer skips them (no gradient), where
     an lr of 0 would still run their momentum and update kernels every step. Not under DDP, whose
     reducer waits for a gradient of every parameter it was built with (there the lr of 0 stops them).
-    Under torch.compile the frozen graph is compiled before training too (build.warm_up_compiled)."""
+    Under torch.compile the frozen graph is compiled before training too (build.warm_up_compiled). Under
+    trainer.precision=half these are the master's parameters: the half copy, which computes, follows
+    with MasterWeights.sync_requires_grad."""
     for param in group["params"]:
         param.requires_grad_(False)
 
