@@ -18,7 +18,7 @@ from cifarbench.aug import build_augmentation
 from cifarbench.aug.tta import tta_views
 from cifarbench.core.clock import RunState
 from cifarbench.core.config_diff import plain_config
-from cifarbench.core.device import COMPILE_MODES, CUDA_GRAPH_MODES, resolve_amp
+from cifarbench.core.device import CUDA_GRAPH_MODES, resolve_amp
 from cifarbench.core.distributed import World, rank_seed
 from cifarbench.data import DeviceLoader
 from cifarbench.data.prepared import PreparedData
@@ -34,9 +34,6 @@ from cifarbench.sched import build_schedule
 from cifarbench.validate import check_shares, validate_config
 
 log = logging.getLogger(__name__)
-# How often the warm-up runs each graph under each torch.compile mode (trainer.compile_mode): CUDA graph trees
-# warm up on a graph's first run, record it on the second and replay it from the third.
-COMPILE_WARM_UP_RUNS = {mode: 3 if mode in CUDA_GRAPH_MODES else 1 for mode in COMPILE_MODES}
 WHITENING_IMAGES = 5000  # training images the whitening init fits its patches on (airbench94's number)
 
 
@@ -192,16 +189,25 @@ def compiled_graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+def compile_warm_up_runs(mode: str, device: torch.device) -> int:
+    """How often `warm_up_compiled` runs each graph under torch.compile `mode` (trainer.compile_mode) on
+    `device`: 3 under a CUDA-graph mode on CUDA (core.device.CUDA_GRAPH_MODES), as CUDA graph trees warm
+    up on a graph's first run, record it on the second and replay it from the third; else 1 (the first
+    run compiles, and max-autotune's benchmarking, elsewhere, happens then)."""
+    return 3 if device.type == "cuda" and mode in CUDA_GRAPH_MODES else 1
+
+
 def warm_up_compiled(training: Training, autocast, tta: str, mode: str = "default"):
     """Compile every graph the run will use before it starts (each training batch size forward and
     backward, each evaluation batch size and TTA view under no_grad), so nothing recompiles inside the
-    timed loop; under a CUDA-graph `mode` (COMPILE_WARM_UP_RUNS) each runs 3 times, as CUDA graph trees
-    record a graph on its second run and replay it from the third, and max-autotune benchmarks its
-    kernels on the first. Afterwards `training.graphs_after_warm_up` holds `compiled_graphs()`, so the
+    timed loop; each runs `compile_warm_up_runs` times (3 under a CUDA-graph mode on CUDA, as CUDA graph
+    trees record a graph on its second run and replay it from the third; else 1). Parameters a step may
+    freeze after their epochs are frozen for a second pass (under trainer.precision=half in the half copy
+    too, which computes). Afterwards `training.graphs_after_warm_up` holds `compiled_graphs()`, so the
     run can record how many were compiled inside the loop (summary.json `recompiles_in_loop`, 0 when
     the warm-up covered every shape). The model's weights, statistics and the RNG are left as they
     were: no step is taken."""
-    runs = COMPILE_WARM_UP_RUNS[mode]
+    runs = compile_warm_up_runs(mode, next(training.model.parameters()).device)
     saved = {name: tensor.clone() for name, tensor in training.model.state_dict().items()}
     rng = rng_state()
 
@@ -216,6 +222,8 @@ def warm_up_compiled(training: Training, autocast, tta: str, mode: str = "defaul
     for freeze in [False, True] if frozen else [False]:
         for param in frozen:
             param.requires_grad_(not freeze)
+        if training.master is not None:
+            training.master.sync_requires_grad()
         training.train_forward.train()
         # One batch of each global size, so every rank runs as many backward passes (DDP's collectives)
         # on its own share's size, each micro-batch of gradient accumulation (as the step splits it).
@@ -238,6 +246,8 @@ def warm_up_compiled(training: Training, autocast, tta: str, mode: str = "defaul
                                 training.eval_model(view)
     for param in frozen:
         param.requires_grad_(True)
+    if training.master is not None:
+        training.master.sync_requires_grad()
     training.model.load_state_dict(saved)
     restore_rng(rng)
     training.graphs_after_warm_up = compiled_graphs()

@@ -156,8 +156,6 @@ class Evaluation:
 
     def __call__(self, state: RunState) -> torch.Tensor:
         training, world = self.training, self.training.world
-        if training.master is not None:  # (the master weights may have changed outside a step: Lookahead's end)
-            training.master.weights_to_half()
         world.average_buffers(training.model, training.eval_model)  # evaluate what is saved, the same on every rank
         val = ((None, None) if training.val_loader is None
                else evaluate(training.eval_model, training.val_loader, self.autocast, self.tta, world)[:2])
@@ -301,6 +299,8 @@ def finish(training: Training, state: RunState, stopped_by: str, predictions: to
         return recorder.finish(state, status, status, epochs)
     if training.lookahead is not None:
         training.lookahead.finish()  # evaluate and keep the slow weights
+        if training.master is not None:  # (the one change of the master weights outside a step)
+            training.master.weights_to_half()
     if not state.rows or state.rows[-1]["step"] != state.step:
         predictions = evaluate_and_save(state)
     elif predictions is None:  # resumed after its final evaluation (stopped while drawing): predict again

@@ -45,7 +45,15 @@ def half_network(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 class MasterWeights:
     """The fp32 `model` (the master: what the optimizer steps, averaging reads and checkpoints save) and
     its `half_network` copy `half` (what trains and evaluates). `grads_to_master` after each backward,
-    `weights_to_half` after each change of the master weights (an optimizer step, Lookahead, a restore)."""
+    `zero_grad` after each optimizer step (in place of the optimizer's), `weights_to_half` after each
+    change of the master weights (an optimizer step, Lookahead, a restore), and `sync_requires_grad`
+    after parameters of `model` are frozen or unfrozen (step.freeze_after_epochs), so the half copy
+    computes no gradient for them either.
+
+    The master gradients are buffers allocated once and bound to the master parameters (`.grad`) once;
+    each step overwrites them with the half gradients (one foreach copy), so nothing is allocated or
+    re-bound per step. The pairs that train (master requires_grad) are listed once and again only when
+    `sync_requires_grad` is called."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype):
         self.model, self.dtype = model, dtype
@@ -54,21 +62,57 @@ class MasterWeights:
         self.master = [m for m, _ in pairs]
         self.copies = [h for _, h in pairs]
         self.grads = [torch.empty_like(m) for m in self.master]  # the master's gradients, allocated once
+        self.bound = False  # whether every trained master parameter's .grad is its buffer
+        self.sync_requires_grad()
+
+    def sync_requires_grad(self):
+        """Give each half parameter its master's requires_grad and list the pairs that train again; a
+        master parameter that stopped training loses its gradient (None: the optimizer skips it, as
+        under fp32 training). Host only; call after any change of the master's requires_grad."""
+        for m, h in zip(self.master, self.copies):
+            h.requires_grad_(m.requires_grad)
+            if not m.requires_grad:
+                m.grad = None
+        trained = [i for i, m in enumerate(self.master) if m.requires_grad]
+        self.trained_master = [self.master[i] for i in trained]
+        self.trained_copies = [self.copies[i] for i in trained]
+        self.trained_grads = [self.grads[i] for i in trained]
+        self.bound = False
 
     @torch.no_grad()
     def grads_to_master(self):
-        """The half copy's gradients into the master's (fp32; into buffers allocated once, so the
-        optimizer's zero_grad(set_to_none=True) costs no allocation per step) and cleared in the copy
-        (the norm layers' are the master's already)."""
-        with_grad = [i for i, h in enumerate(self.copies) if h.grad is not None]
-        for i in with_grad:
-            self.master[i].grad = self.grads[i]
-        if with_grad:
-            torch._foreach_copy_([self.grads[i] for i in with_grad], [self.copies[i].grad for i in with_grad])
-        for i in with_grad:
-            self.copies[i].grad = None
+        """The half copy's gradients into the master's (fp32, their buffers; the norm layers' are the
+        master's already). A trained parameter the backward gave no gradient (a branch stochastic depth
+        dropped) gets none in the master either (None: the optimizer skips it this step)."""
+        grads = [h.grad for h in self.trained_copies]
+        if any(g is None for g in grads):  # (stochastic depth, an unused parameter: bind those with one)
+            present = [i for i, g in enumerate(grads) if g is not None]
+            for m in self.trained_master:
+                m.grad = None
+            for i in present:
+                self.trained_master[i].grad = self.trained_grads[i]
+            if present:
+                torch._foreach_copy_([self.trained_grads[i] for i in present], [grads[i] for i in present])
+            self.bound = False
+            return
+        if not self.bound or (grads and self.trained_master[0].grad is None):  # (after an optimizer's zero_grad)
+            for m, g in zip(self.trained_master, self.trained_grads):
+                m.grad = g
+            self.bound = True
+        if grads:
+            torch._foreach_copy_(self.trained_grads, grads)
+
+    def zero_grad(self):
+        """Clear the half network's gradients (set to None), the shared norm layers' included; the
+        master's buffers are overwritten by the next `grads_to_master`."""
+        self.half.zero_grad(set_to_none=True)
 
     @torch.no_grad()
-    def weights_to_half(self):
-        """The master weights, rounded to the half dtype, into the copy."""
-        torch._foreach_copy_(self.copies, self.master)
+    def weights_to_half(self, trained_only: bool = False):
+        """The master weights, rounded to the half dtype, into the copy: all of them, or with
+        `trained_only` those that train (after an optimizer step, which changes no frozen weight)."""
+        if trained_only:
+            if self.trained_copies:
+                torch._foreach_copy_(self.trained_copies, self.trained_master)
+        else:
+            torch._foreach_copy_(self.copies, self.master)

@@ -56,7 +56,9 @@ def freeze_after_epochs(group: dict):
     trains, the backward of the layers they feed from), and the optimizer skips them (no gradient), where
     an lr of 0 would still run their momentum and update kernels every step. Not under DDP, whose
     reducer waits for a gradient of every parameter it was built with (there the lr of 0 stops them).
-    Under torch.compile the frozen graph is compiled before training too (build.warm_up_compiled)."""
+    Under torch.compile the frozen graph is compiled before training too (build.warm_up_compiled). Under
+    trainer.precision=half these are the master's parameters: the half copy, which computes, follows
+    with MasterWeights.sync_requires_grad."""
     for param in group["params"]:
         param.requires_grad_(False)
 
@@ -100,7 +102,8 @@ class TrainStep:
 
     With `master` (trainer.precision=half, engine/precision.py) `forward` runs the half copy of
     `model`: its gradients are copied into `model`'s (fp32) after the backward, the optimizer steps
-    `model`, and the updated weights (after averaging) are copied back into the half copy.
+    `model`, and the updated weights (after averaging) are copied back into the half copy; the half
+    network's gradients are cleared after the step in place of the optimizer's.
 
     With `clipping` the gradients (summed over the micro-batches) are clipped before the optimizer step
     and the window also holds the mean of their norms before clipping (over the steps whose norm was
@@ -132,7 +135,8 @@ class TrainStep:
     def set_lr(self, step: int, elapsed_s: float) -> float:
         """Set every group's lr for step `step`; returns the schedule's multiplier. A group whose
         `train_epochs` are over gets lr 0 and, on one process, its parameters stop requiring gradients
-        (`freeze_after_epochs`)."""
+        (`freeze_after_epochs`, once: at the first step past its epochs; under `master` in the half copy
+        too)."""
         scale = self.schedule(step, self.plan.total_steps, elapsed_s, self.plan.budget_s)
         epoch = step // self.plan.steps_per_epoch
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
@@ -143,8 +147,10 @@ class TrainStep:
             else:
                 group_scale = scale * trains
             group["lr"] = base_lr * group_scale * group.get("lr_scale", 1.0)
-            if not trains and self.world.size == 1:
+            if not trains and self.world.size == 1 and group["params"][0].requires_grad:  # (once)
                 freeze_after_epochs(group)
+                if self.master is not None:  # the half copy, which computes, stops too
+                    self.master.sync_requires_grad()
         return scale
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, step: int, elapsed_s: float,
@@ -176,14 +182,18 @@ class TrainStep:
             self.grad_norm_steps += finite
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.master is not None:  # (the master's gradient buffers stay bound: the next step overwrites them)
+            self.master.zero_grad()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
         done = step + 1
         if self.ema is not None:
             self.ema.update(self.model)
-        if self.lookahead is not None and done % self.lookahead.every == 0:  # (progress only where it is read)
+        looked_ahead = self.lookahead is not None and done % self.lookahead.every == 0
+        if looked_ahead:  # (progress only where it is read)
             self.lookahead.after_step(done, progress(done, self.plan.total_steps, elapsed_s, self.plan.budget_s))
-        if self.master is not None:
-            self.master.weights_to_half()
+        if self.master is not None:  # (Lookahead moves frozen weights too; a step only the trained ones)
+            self.master.weights_to_half(trained_only=not looked_ahead)
         self.seen += len(labels)
         self.loss_sum.add_(loss, alpha=len(labels))  # (one kernel: loss × images added)
         self.recent_losses[step % DIVERGENCE_CHECK_EVERY] = loss
