@@ -140,6 +140,9 @@ def run_command(name: str, argv: list[str]) -> int:
         return module.main(argv)
 
 
+MULTIRUN = {"-m", "--multirun"}
+
+
 def main():
     """Dispatch `cifarbench COMMAND ...`, explain an unknown command, else train under Hydra."""
     argv = sys.argv[1:]
@@ -153,7 +156,10 @@ def main():
         sys.exit(2)
     if {"-h", "--help"} & set(argv):
         print(usage())
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and {"-m", "--multirun"} & set(argv):
+    # Hydra's parser takes -m before the overrides only (argparse does not resume a list of positionals
+    # after a flag): `cifarbench model=lenet -m optim.lr=0.1,0.01` means the same as with -m first.
+    argv = [a for a in argv if a in MULTIRUN] + [a for a in argv if a not in MULTIRUN]
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and MULTIRUN & set(argv):
         print("cifarbench: torchrun trains one run on several processes and takes no sweep (-m); sweep DDP runs "
               "with hydra/launcher=slurm hydra.launcher.tasks_per_node=N, or start torchrun once per setting",
               file=sys.stderr)
