@@ -192,6 +192,14 @@ def test_a_seed_retried_after_a_kill_counts_once_by_its_completed_run(tmp_path):
         assert len(list(csv.DictReader(f))) == 5  # every attempt is still listed
 
 
+def test_a_sampled_float_is_labelled_to_four_digits():
+    """Seen: an Optuna search's leaderboard labelled a setting `optim.lr=0.0029723442531939316`."""
+    from cifarbench.report.board import as_override
+
+    assert [as_override("optim.lr", v) for v in (0.0029723442531939316, 0.01, 1e-05, 3)] == [
+        "optim.lr=0.002972", "optim.lr=0.01", "optim.lr=1e-05", "optim.lr=3"]
+
+
 def with_config(folder: Path, **config) -> Path:
     """A fake_run folder whose recorded config also holds `config` (group → fields)."""
     summary = json.loads((folder / "summary.json").read_text())

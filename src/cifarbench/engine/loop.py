@@ -100,8 +100,9 @@ def deferred_interrupt():
         if flag.is_set():
             raise Interrupted(signum)
         flag.signum = signum
-        log.warning("interrupt (%s): finishing this step, then saving a checkpoint (Ctrl-C again to abort now)",
-                    signal.Signals(signum).name)
+        log.warning("%s (%s): finishing this step, then saving a checkpoint (%s again to abort now)",
+                    stop_status(signum), signal.Signals(signum).name,
+                    "Ctrl-C" if signum == signal.SIGINT else "the signal")
         flag.set()
 
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
@@ -261,9 +262,10 @@ def describe(recorder: Recorder, cfg: DictConfig, setup: Setup, data: PreparedDa
                             precision=cfg.trainer.precision, hardware=hardware.describe(),
                             train_images=training.train_loader.bounds[-1][1])  # per epoch
     log.info("%s: %s parameters, %d training images (%d held out for validation), %d steps/epoch, %d steps on %s "
-             "× %d process(es) (amp: %s, precision: %s)", cfg.model.name, f"{params:,}", len(data.train_images),
+             "× %d process(es) (amp: %s%s)", cfg.model.name, f"{params:,}", len(data.train_images),
              len(data.val_labels), len(training.train_loader), plan.total_steps, recorder.summary["device"],
-             setup.world.size, recorder.summary["amp"], cfg.trainer.precision)
+             setup.world.size, recorder.summary["amp"],
+             ", a half-precision network" if cfg.trainer.precision == "half" else "")
 
 
 def finish(training: Training, state: RunState, stopped_by: str, predictions: torch.Tensor | None,

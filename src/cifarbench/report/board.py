@@ -68,9 +68,12 @@ def varying(runs: list[Run], pairs: list[dict[str, object]]) -> list[str]:
 
 
 def as_override(key: str, value) -> str:
-    """`key=value` as one would type it (true, null, 0.01; a default as `key=default`)."""
+    """`key=value` as one would type it (true, null, 0.01; a float to 4 significant digits; a default as
+    `key=default`). Two settings whose labels this makes equal are told apart by `settings_of`."""
     if value is DEFAULT:
         return f"{key}=default"
+    if isinstance(value, float):  # a sampled value (a search's 0.0029723442531939316) to 4 digits: 0.002972
+        return f"{key}={value:.4g}"
     return f"{key}={json.dumps(value) if value is None or isinstance(value, bool) else value}"
 
 

@@ -107,6 +107,12 @@ class Recorder:
         last = self.folder.last
         return f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
 
+    @property
+    def best_is(self) -> str:
+        """What best_test_acc is, for the log: the best test accuracy, or with a validation split the test
+        accuracy of the evaluation the validation accuracy chose (best.pt's; it may be below the final)."""
+        return "at the best validation accuracy" if self.selected_by == "val_acc" else "best"
+
     def draw_curves(self, state: RunState):
         draw(plot_curves, self.folder.curves, list(state.rows), title=curves_title(self.summary))
 
@@ -139,13 +145,13 @@ class Recorder:
             wait_for_figures()  # the trackers log this run's figures, which a sweep may draw in the background
         self.loggers.finish(self.run_dir, self.summary)
         if rows and rows[-1]["step"] == state.step:
-            log.info("%s: final test accuracy %.2f%% (best %.2f%%) after %.2f epochs, %.1f s of training", status,
-                     100 * self.summary["final_test_acc"], 100 * self.summary["best_test_acc"],
+            log.info("%s: final test accuracy %.2f%% (%s %.2f%%) after %.2f epochs, %.1f s of training", status,
+                     100 * self.summary["final_test_acc"], self.best_is, 100 * self.summary["best_test_acc"],
                      self.summary["epochs"], state.train_seconds)
         elif rows:  # stopped after steps its last evaluation has not seen: say which epoch each number is of
             log.info("%s after %.2f epochs, %.1f s of training; its last evaluation, at epoch %.2f: test accuracy "
-                     "%.2f%% (best %.2f%%)", status, self.summary["epochs"], state.train_seconds, rows[-1]["epoch"],
-                     100 * self.summary["final_test_acc"], 100 * self.summary["best_test_acc"])
+                     "%.2f%% (%s %.2f%%)", status, self.summary["epochs"], state.train_seconds, rows[-1]["epoch"],
+                     100 * self.summary["final_test_acc"], self.best_is, 100 * self.summary["best_test_acc"])
         return self.summary
 
 
