@@ -101,3 +101,31 @@ def test_each_pruner_is_built_from_its_fields_and_a_field_it_lacks_is_refused():
     assert isinstance(make_sampler({"name": "random", "seed": 3}), optuna.samplers.RandomSampler)
     # The step an evaluation reports at: whole epochs trained (a budget's stop inside epoch 3 counts as 2).
     assert [epoch_step({"epoch": e}) for e in (1.0, 2.0, 2.9999, 3.0)] == [1, 2, 2, 3]
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_a_failed_trial_is_never_the_best_whichever_the_direction(direction):
+    """A job that failed returns -inf (commands/train.py): told as the worst value for the direction, so that
+    under minimize it is not the best trial (-inf would be); a direction Optuna does not know is refused."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.errors import HydraException
+
+    from cifarbench.search.optuna_search import OptunaSearch, outcome
+
+    def job(value):
+        ret = JobReturn(hydra_cfg=None, status=JobStatus.COMPLETED)
+        ret.return_value = value
+        return ret
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=direction)
+    for value in (0.25, float("-inf"), 0.5):
+        trial = study.ask()
+        state, told = outcome(job(value), direction)
+        study.tell(trial, told, state=optuna.trial.TrialState[state.upper()])
+    assert outcome(job(float("-inf")), direction) == ("complete", float("inf") if direction == "minimize"
+                                                      else float("-inf"))
+    # the best of 0.25, (failed), 0.5: trial 2 when maximising, trial 0 when minimising; never trial 1
+    assert study.best_trial.number == (2 if direction == "maximize" else 0)
+    with pytest.raises(HydraException, match="hydra.sweeper.direction='max'; choose maximize"):
+        OptunaSearch(direction="max")
