@@ -129,3 +129,18 @@ def test_a_failed_trial_is_never_the_best_whichever_the_direction(direction):
     assert study.best_trial.number == (2 if direction == "maximize" else 0)
     with pytest.raises(HydraException, match="hydra.sweeper.direction='max'; choose maximize"):
         OptunaSearch(direction="max")
+
+
+def test_a_trials_other_ddp_ranks_never_prune_and_open_no_storage(tmp_path, monkeypatch):
+    """Rank 0 alone reports to the study; the other ranks get a hook (to take part in the verdict) that
+    opens no SQLite file and never stops the run on its own."""
+    from omegaconf import OmegaConf
+
+    from cifarbench.search.trial import TRIAL_ENV, trial_reporter
+
+    monkeypatch.setenv(TRIAL_ENV, "0")
+    hydra_cfg = OmegaConf.create({"sweeper": {"storage": None, "study_name": "search", "pruner": {"name": "median"}},
+                                  "sweep": {"dir": str(tmp_path)}})
+    report = trial_reporter(hydra_cfg, main_rank=False)
+    assert report({"epoch": 1.0, "val_acc": 0.0, "test_acc": 0.0}) is False
+    assert list(tmp_path.iterdir()) == []  # no optuna.db
