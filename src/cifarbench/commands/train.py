@@ -25,10 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cifarbench.commands.parallel import register_jobs_per_device
-
 log = logging.getLogger("cifarbench")
-register_jobs_per_device()  # hydra/launcher=parallel's ${jobs_per_device:K}, resolved when Hydra makes the launcher
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # Hydra's default: jobs in this process
 
 
