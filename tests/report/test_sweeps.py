@@ -159,9 +159,7 @@ def test_jobs_per_device_sets_the_workers_and_pins_job_k_to_gpu_k_mod_count(monk
     from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
 
-    import cifarbench.commands.train  # noqa: F401  (registers the resolver, as the CLI does)
-    from cifarbench.commands.parallel import parallel_jobs
-    from cifarbench.core.device import job_device
+    from cifarbench.core.device import job_device, parallel_jobs
     from cifarbench.core.registry import ConfigError
 
     assert [job_device(k, 4) for k in range(8)] == [0, 1, 2, 3, 0, 1, 2, 3]

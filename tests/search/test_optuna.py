@@ -101,3 +101,46 @@ def test_each_pruner_is_built_from_its_fields_and_a_field_it_lacks_is_refused():
     assert isinstance(make_sampler({"name": "random", "seed": 3}), optuna.samplers.RandomSampler)
     # The step an evaluation reports at: whole epochs trained (a budget's stop inside epoch 3 counts as 2).
     assert [epoch_step({"epoch": e}) for e in (1.0, 2.0, 2.9999, 3.0)] == [1, 2, 2, 3]
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_a_failed_trial_is_never_the_best_whichever_the_direction(direction):
+    """A job that failed returns -inf (commands/train.py): told as the worst value for the direction, so that
+    under minimize it is not the best trial (-inf would be); a direction Optuna does not know is refused."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.errors import HydraException
+
+    from cifarbench.search.optuna_search import OptunaSearch, outcome
+
+    def job(value):
+        ret = JobReturn(hydra_cfg=None, status=JobStatus.COMPLETED)
+        ret.return_value = value
+        return ret
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=direction)
+    for value in (0.25, float("-inf"), 0.5):
+        trial = study.ask()
+        state, told = outcome(job(value), direction)
+        study.tell(trial, told, state=optuna.trial.TrialState[state.upper()])
+    assert outcome(job(float("-inf")), direction) == ("complete", float("inf") if direction == "minimize"
+                                                      else float("-inf"))
+    # the best of 0.25, (failed), 0.5: trial 2 when maximising, trial 0 when minimising; never trial 1
+    assert study.best_trial.number == (2 if direction == "maximize" else 0)
+    with pytest.raises(HydraException, match="hydra.sweeper.direction='max'; choose maximize"):
+        OptunaSearch(direction="max")
+
+
+def test_a_trials_other_ddp_ranks_never_prune_and_open_no_storage(tmp_path, monkeypatch):
+    """Rank 0 alone reports to the study; the other ranks get a hook (to take part in the verdict) that
+    opens no SQLite file and never stops the run on its own."""
+    from omegaconf import OmegaConf
+
+    from cifarbench.search.trial import TRIAL_ENV, trial_reporter
+
+    monkeypatch.setenv(TRIAL_ENV, "0")
+    hydra_cfg = OmegaConf.create({"sweeper": {"storage": None, "study_name": "search", "pruner": {"name": "median"}},
+                                  "sweep": {"dir": str(tmp_path)}})
+    report = trial_reporter(hydra_cfg, main_rank=False)
+    assert report({"epoch": 1.0, "val_acc": 0.0, "test_acc": 0.0}) is False
+    assert list(tmp_path.iterdir()) == []  # no optuna.db

@@ -74,7 +74,6 @@ def sweep_jobs(overrides: list[str]) -> tuple[list[Job], Path, str]:
     (jobs, the sweep folder, a note on how they were drawn). Raises Hydra's error when the sweep itself
     does not compose."""
     from hydra import initialize_config_module
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -85,6 +84,7 @@ def sweep_jobs(overrides: list[str]) -> tuple[list[Job], Path, str]:
 
     from cifarbench.commands.cli import one_line
     from cifarbench.commands.train import user_errors
+    from cifarbench.search.sweeper import cartesian, sweep_overrides
     from cifarbench.validate import validate_config
 
     with initialize_config_module("cifarbench.conf", version_base="1.3", job_name="train"):
@@ -93,18 +93,15 @@ def sweep_jobs(overrides: list[str]) -> tuple[list[Job], Path, str]:
         loader = hydra.config_loader
         task_overrides = list(master.hydra.overrides.task)
         sweeper = master.hydra.sweeper
-        parser = OverridesParser.create(config_loader=loader)
+        parsed = sweep_overrides(OverridesParser.create(config_loader=loader), sweeper.get("params"), task_overrides)
         if sweeper._target_ == BASIC_SWEEPER:
-            params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
-            parsed = parser.parse_overrides([*params, *task_overrides])
-            lists = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+            lists = cartesian(parsed)
             note = f"{len(lists)} job(s)"
         elif sweeper._target_.endswith(".SuccessiveHalvingSweeper"):
-            lists, note = halving_plan(sweeper, parser.parse_overrides(
-                [*(f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()), *task_overrides]))
-        else:
+            lists, note = halving_plan(sweeper, parsed)
+        else:  # (the Optuna sweeper: what it fixes holds in every trial, params' fixed values included)
             trials = int(sweeper.get("n_trials", 1))
-            base = [o.input_line for o in parser.parse_overrides(task_overrides) if not o.is_sweep_override()]
+            base = [o.input_line for o in parsed if not o.is_sweep_override()]
             lists = [base] * trials
             note = (f"{trials} trial(s) that {sweeper._target_.rpartition('.')[2]} draws as it goes, each planned "
                     f"from the base config (what it searches: {', '.join(sweeper.get('params') or {}) or '-'})")

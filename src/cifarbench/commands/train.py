@@ -25,10 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cifarbench.commands.parallel import register_jobs_per_device
-
 log = logging.getLogger("cifarbench")
-register_jobs_per_device()  # hydra/launcher=parallel's ${jobs_per_device:K}, resolved when Hydra makes the launcher
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"  # Hydra's default: jobs in this process
 
 
@@ -134,8 +131,8 @@ def run(cfg: DictConfig) -> float:
             if world.size == 1:
                 pin_gpu(hydra_cfg.job.get("num") if multirun else None)
             # A trial of an Optuna search reports each evaluation to its study, whose pruner may stop it (every
-            # rank gets the hook, so that all take part in agreeing on the verdict; rank 0 alone calls it).
-            summary = train(cfg, run_dir, trial_reporter(hydra_cfg) if multirun else None)
+            # rank gets a hook, so that all take part in agreeing on the verdict; rank 0's alone opens the study).
+            summary = train(cfg, run_dir, trial_reporter(hydra_cfg, main_rank) if multirun else None)
     except KeyboardInterrupt as e:  # a second stop signal (engine.loop.Interrupted), or Ctrl-C outside the loop
         signum = getattr(e, "signum", signal.SIGINT)
         if main_rank:

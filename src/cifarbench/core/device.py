@@ -54,10 +54,20 @@ def describe_device(device: torch.device) -> str:
     return f"cpu:{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
+def parallel_jobs(jobs_per_device, devices: int) -> int:
+    """How many jobs `hydra/launcher=parallel` runs at once for `jobs_per_device` jobs on each of `devices`
+    CUDA GPUs (a CPU-only machine, 0 GPUs, counts as one device): its `${jobs_per_device:K}` resolver
+    (run/naming.py). Raises ConfigError for a value that is not a positive integer."""
+    if isinstance(jobs_per_device, bool) or not isinstance(jobs_per_device, int) or jobs_per_device < 1:
+        raise ConfigError(f"hydra.launcher.n_jobs=${{jobs_per_device:{jobs_per_device}}}: use a positive integer "
+                          f"(the jobs that share one device)")
+    return jobs_per_device * max(1, devices)
+
+
 def job_device(job_num: int | None, devices: int) -> int | None:
     """The CUDA device index that job number `job_num` of a sweep trains on when `devices` GPUs are visible:
     job_num mod devices, round robin, so the parallel launcher's first jobs_per_device × devices jobs put
-    jobs_per_device on each GPU (commands/parallel.py) (None outside a sweep, or with fewer than two GPUs: nothing to choose)."""
+    jobs_per_device on each GPU (`parallel_jobs`) (None outside a sweep, or with fewer than two GPUs: nothing to choose)."""
     if job_num is None or devices < 2:
         return None
     return job_num % devices

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) never sees half a file; caches that repair themselves."""
+"""Atomic file writes: a reader (or a crash) never sees half a file; caches that repair themselves; tables as
+CSV and Markdown text."""
 from __future__ import annotations
 
 import csv
@@ -77,6 +78,20 @@ def csv_text(rows: list[dict], columns) -> str:
     writer.writeheader()
     writer.writerows({column: cell(row.get(column)) for column in columns} for row in rows)
     return buffer.getvalue()
+
+
+def markdown_table(rows: list[dict], columns, cell: Callable[[dict, str], str] = lambda row, c: str(row[c]),
+                   headers: dict[str, str] | None = None) -> str:
+    """`rows` as a Markdown (GitHub) table of `columns`, each cell `cell(row, column)` and each header
+    `headers[column]` (default: the column's name), a `|` in either escaped as `\\|` so that it cannot
+    split a cell. No trailing newline."""
+    headers = headers or {}
+
+    def line(cells) -> str:
+        return "| " + " | ".join(text.replace("|", "\\|") for text in cells) + " |"
+
+    return "\n".join([line(headers.get(c, c) for c in columns), "|" + "---|" * len(columns),
+                      *(line(cell(row, c) for c in columns) for row in rows)])
 
 
 def atomic_write_json(path: str | Path, obj) -> Path:

@@ -77,16 +77,20 @@ def as_override(key: str, value) -> str:
     return f"{key}={json.dumps(value) if value is None or isinstance(value, bool) else value}"
 
 
-def distinguishing(runs: list[Run], report: list[Run] | None = None) -> list[list[str]]:
-    """What labels each run's setting, as overrides (seed and what is not the setting left out): the override
-    keys whose value varies across `runs` (one test set's runs), each with this run's value; where none
-    varies (one setting), those that vary across `report` (every run reported: `data.test_subset=500` tells
-    one test set's only setting from another's); where none does either, the run's own overrides; without
-    any, its model and optimizer."""
-    pairs = [setting_overrides(run) for run in runs]
+def distinguishing(runs: list[Run], report: list[Run] | None = None, without: tuple[str, ...] = ()
+                   ) -> list[list[str]]:
+    """What labels each run's setting, as overrides (seed, what is not the setting and the keys `without`
+    left out): the override keys whose value varies across `runs` (one test set's runs), each with this run's
+    value; where none varies (one setting), those that vary across `report` (every run reported:
+    `data.test_subset=500` tells one test set's only setting from another's); where none does either, the
+    run's own overrides; without any, its model and optimizer."""
+    def pairs_of(group: list[Run]) -> list[dict[str, object]]:
+        return [{k: v for k, v in setting_overrides(run).items() if k not in without} for run in group]
+
+    pairs = pairs_of(runs)
     keys = varying(runs, pairs)
     if not keys and report:
-        keys = varying(report, [setting_overrides(run) for run in report])
+        keys = varying(report, pairs_of(report))
     if keys:
         return [[as_override(key, value_of(run, key, p)) for key in keys] for run, p in zip(runs, pairs)]
     return [[as_override(k, v) for k, v in p.items()] or

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import yaml
 
+from cifarbench.core.files import markdown_table
+from cifarbench.report.board import distinguishing, setting_overrides
 from cifarbench.report.runs import NOT_STARTED, Run
 from cifarbench.run.metrics import objective
-from cifarbench.run.setting import is_setting_override
 
 SWEEPER = "SuccessiveHalvingSweeper"  # the end of the sweeper's _target_ in multirun.yaml
 RUNG_COLUMNS = ("rung", "budget", "rank", "configuration", "objective", "status", "promoted", "path")
@@ -50,8 +51,9 @@ def job_number(run: Run) -> int:
 
 def rungs(runs: list[Run]) -> list[Halving]:
     """The successive-halving sweeps among the runs' sweeps, each with its rung table. A run's budget is the
-    value of its budget override; its configuration, its other overrides that are the setting's and that
-not every run of the sweep shares. The last rung's one configuration
+    value of its budget override; its configuration is labelled as the leaderboard labels settings
+    (board.distinguishing: the setting's overrides whose values vary across the sweep's runs), the budget
+    key left out. The last rung's one configuration
     is the `winner`; in a rung followed by another, a configuration is `yes` (promoted) when it trained at
     the next budget, else `no`; a last rung of several (a sweep stopped early) says neither."""
     found = []
@@ -60,18 +62,15 @@ not every run of the sweep shares. The last rung's one configuration
         if halving is None:
             continue
         key, eta = halving
-        budget_of, configuration_of = {}, {}
+        budget_of = {}
         for run in runs:
             if run.sweep == sweep and run.status != NOT_STARTED:
-                budget = [yaml.safe_load(o.partition("=")[2]) for o in run.overrides if o.startswith(f"{key}=")]
+                budget = [value for k, value in setting_overrides(run).items() if k == key]
                 if budget:
                     budget_of[id(run)] = budget[0]
-                    configuration_of[id(run)] = tuple(o for o in run.overrides
-                                                      if is_setting_override(o) and not o.startswith(f"{key}="))
         members = [run for run in runs if id(run) in budget_of]
-        shared = set.intersection(*(set(configuration_of[id(run)]) for run in members)) if members else set()
-        configuration_of = {key: " ".join(o for o in own if o not in shared) or " ".join(own)
-                            for key, own in configuration_of.items()}
+        configuration_of = {id(run): " ".join(label) or run.path.name
+                            for run, label in zip(members, distinguishing(members, without=(key,)))}
         budgets = sorted(set(budget_of.values()))
         rows = []
         for rung, budget in enumerate(budgets):
@@ -89,16 +88,21 @@ not every run of the sweep shares. The last rung's one configuration
     return found
 
 
+def rung_cell(row: dict, column: str) -> str:
+    """A rung row's cell as the Markdown table shows it: the objective to 4 decimals, a value that is not
+    finite (a failed run's -inf) empty."""
+    value = row[column]
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return f"{value:.4f}" if column == "objective" else str(value)
+
+
 def rungs_markdown(halvings: list[Halving]) -> str:
     """Each successive-halving sweep's rung table, as Markdown to follow the leaderboard ("" without any)."""
     parts = []
     for halving in halvings:
-        columns = [c for c in RUNG_COLUMNS if c != "path"]
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join("" if isinstance(row[c], float) and not math.isfinite(row[c]) else
-                                    f"{row[c]:.4f}" if c == "objective" else str(row[c]) for c in columns) + " |"
-                  for row in halving.rows]
+        table = markdown_table(halving.rows, [c for c in RUNG_COLUMNS if c != "path"], rung_cell)
         parts.append(f"\n## Successive halving over {halving.budget_key} (η = {halving.eta}): {halving.sweep.name}\n\n"
                      f"Each rung trains its configurations to the end of its budget; the best 1/η (by the objective, "
-                     f"best first here) are promoted, trained again at η× the budget.\n\n" + "\n".join(lines) + "\n")
+                     f"best first here) are promoted, trained again at η× the budget.\n\n{table}\n")
     return "".join(parts)

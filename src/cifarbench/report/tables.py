@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from cifarbench.core.files import csv_text
+from cifarbench.core.files import csv_text, markdown_table
 from cifarbench.report.board import SECONDS_TO, Board
 
 RUN_COLUMNS = ("run", "seed", "model", "optim", "aug", "params", "objective", "best_test_acc", "final_test_acc",
@@ -74,10 +74,7 @@ def markdown_cell(row: dict, column: str) -> str:
 
 def to_markdown(table: list[dict]) -> str:
     """The setting rows as a Markdown table, each mean with its spread and interval (mean ± std [low, high])."""
-    columns = markdown_columns(table)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(markdown_cell(row, c).replace("|", "\\|") for c in columns) + " |" for row in table]
-    return "\n".join(lines) + "\n"
+    return markdown_table(table, markdown_columns(table), markdown_cell) + "\n"
 
 
 def to_csv(table: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
@@ -93,11 +90,9 @@ def pruned_markdown(board: Board) -> str:
     """The runs a search's pruner stopped, as a Markdown table below the leaderboard (empty without any)."""
     if not board.pruned_rows:
         return ""
-    lines = ["| " + " | ".join(PRUNED_COLUMNS) + " |", "|" + "---|" * len(PRUNED_COLUMNS)]
-    lines += ["| " + " | ".join(format_cell(c, row[c]).replace("|", "\\|") for c in PRUNED_COLUMNS) + " |"
-              for row in board.pruned_rows]
+    table = markdown_table(board.pruned_rows, PRUNED_COLUMNS, lambda row, c: format_cell(c, row[c]))
     return (f"\nPruned: {len(board.pruned_rows)} run(s) the search's pruner stopped at an evaluation (not ranked "
-            f"above; their accuracies are those when stopped):\n\n" + "\n".join(lines) + "\n")
+            f"above; their accuracies are those when stopped):\n\n{table}\n")
 
 
 def boards_markdown(boards: list[Board]) -> str:

@@ -37,7 +37,7 @@ def objective(summary: dict) -> float:
     the key its `selection.objective` names (`final_val_acc` with a validation split, else
     `final_test_acc`; a fraction), or -inf for a run that did not complete (failed, diverged,
     interrupted, killed, pruned) or has no such value, so it ranks below every completed run. Never NaN,
-    which Optuna's study.tell refuses (the Optuna sweeper tells -inf as the worst value)."""
+    which Optuna's study.tell refuses (the Optuna sweeper tells -inf as the worst value for its direction)."""
     value = summary.get(summary.get("selection", {}).get("objective", "final_test_acc"))
     if summary.get("status") != "completed" or value is None or math.isnan(value):
         return -math.inf

@@ -1,7 +1,8 @@
 """Run-folder names that cannot collide or be refused by the file system.
 
-Two OmegaConf resolvers, registered when `cifarbench` is imported (before Hydra composes), used by
-`hydra.run.dir`, `hydra.sweep.dir` and `hydra.sweep.subdir` in conf/config.yaml:
+The OmegaConf resolvers of cifarbench's configs, registered when `cifarbench` is imported (before Hydra
+composes): two used by `hydra.run.dir`, `hydra.sweep.dir` and `hydra.sweep.subdir` in conf/config.yaml,
+and the parallel launcher's job count (conf/hydra/launcher/parallel.yaml):
 
 - `${cifarbench.run_id:}`: an id unique to this process, `<pid>-<6 random hex digits>`, drawn once
   per process, so every folder a process names agrees and two runs started in the same second
@@ -10,6 +11,11 @@ Two OmegaConf resolvers, registered when `cifarbench` is imported (before Hydra 
 - `${cifarbench.short:TEXT}`: TEXT as one folder name of at most 120 bytes: `/` becomes `_`, and a
   longer name is cut and ends in a hash of the whole, so distinct override sets stay distinct.
   (The full overrides of a job are in its `.hydra/overrides.yaml`.)
+- `${jobs_per_device:K}`: K × the CUDA GPUs this machine has (a CPU-only machine counts as one), the
+  workers of `hydra/launcher=parallel` (Hydra's joblib launcher; `hydra.launcher.n_jobs: ${jobs_per_device:2}`
+  by default, a plain number sets the count itself). A resolver, not a launcher field, because Hydra
+  instantiates launchers from its `hydra_plugins` package only. Job k of the sweep trains on GPU
+  k mod (number of GPUs) (core/device.py `job_device`, applied by commands/train.py).
 """
 from __future__ import annotations
 
@@ -40,8 +46,20 @@ def run_id() -> str:
     return short_name(os.environ.get(RUN_ID_ENV) or f"{os.getpid()}-{secrets.token_hex(3)}")
 
 
+def jobs_per_device(jobs: int) -> int:
+    """`${jobs_per_device:K}`: core/device.py `parallel_jobs` of K and this machine's CUDA GPUs (torch is
+    imported when a launcher resolves it, not when cifarbench is). Raises ConfigError for a K that is not
+    a positive integer."""
+    import torch
+
+    from cifarbench.core.device import parallel_jobs
+
+    return parallel_jobs(jobs, torch.cuda.device_count())
+
+
 def register_resolvers():
-    """Make `cifarbench.run_id` and `cifarbench.short` available to every config composed afterwards.
+    """Make `cifarbench.run_id`, `cifarbench.short` and `jobs_per_device` available to every config composed
+    afterwards.
 
     The run id is a cached resolution (use_cache): the cache travels with the config Hydra hands to
     each job of a sweep, so launchers that run jobs in other processes (joblib, submitit) still
@@ -49,3 +67,4 @@ def register_resolvers():
     """
     OmegaConf.register_new_resolver("cifarbench.run_id", run_id, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("cifarbench.short", short_name, replace=True)
+    OmegaConf.register_new_resolver("jobs_per_device", jobs_per_device, replace=True)

@@ -14,7 +14,7 @@ import math
 import statistics
 from pathlib import Path
 
-from cifarbench.core.files import atomic_write_text, csv_text
+from cifarbench.core.files import atomic_write_text, csv_text, markdown_table
 
 COLUMNS = ("study", "variant", "setting", "reported_test_acc", "measured_test_acc_mean", "measured_test_acc_std",
            "n", "delta_test_acc", "reported_seconds_per_epoch", "measured_seconds_per_epoch", "reported_epochs",
@@ -82,20 +82,17 @@ def to_markdown(rows: list[dict], extra: dict[str, str] | None = None, header: s
 
     def cell(row: dict, column: str) -> str:
         if column in extra:
-            return str(row.get(column) or "").replace("|", "\\|")
+            return str(row.get(column) or "")
         text = _cell(column, row[column])
         if column == "measured_test_acc_mean" and text:
             spread = _cell(column, row["measured_test_acc_std"])
             text = f"{text[:-1]} ± {spread} (n={row['n']})" if spread else f"{text} (n={row['n']})"
-        return text.replace("|", "\\|")
+        return text
 
     columns = list(MARKDOWN)
     after_delta = columns.index("delta_test_acc") + 1
     columns[after_delta:after_delta] = list(extra)
-    headers = {**MARKDOWN, **extra}
-    lines = ([header.rstrip("\n"), ""] if header else []) + [
-        "| " + " | ".join(headers[c] for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows]
+    lines = ([header.rstrip("\n"), ""] if header else []) + [markdown_table(rows, columns, cell, {**MARKDOWN, **extra})]
     notes = [f"- {row['variant']}: {row['note']}" for row in rows if row["note"]]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 

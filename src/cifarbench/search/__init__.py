@@ -9,8 +9,12 @@ package, which Hydra finds by its name):
   budget, the best 1/η rerun at η× the budget, until one remains.
 
 Both maximise what the task function returns (`run.metrics.objective`: the final validation accuracy
-with `data.val_split`, else the final test accuracy). This floor sits beside `commands/`: it launches
-jobs, and nothing but `commands/train.py` (the trial's reporter) and the plugin package imports it.
+with `data.val_split`, else the final test accuracy); `sweeper.py` holds what they share (setup, the
+search space's parsing, the sweep folder's multirun.yaml). This floor sits beside `commands/`: it
+launches jobs, and only these import it: the plugin package, `commands/train.py` (the trial's reporter),
+`commands/plan.py` (a sweep's jobs, as the sweepers draw them) and `cifarbench/__init__.py`
+(`make_plugin_findable`). Optuna is imported only inside the functions a search calls (trial.py,
+optuna_search.py), so importing this package or the plugin does not import it.
 """
 from __future__ import annotations
 

@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
-from hydra.plugins.sweeper import Sweeper
-from omegaconf import DictConfig, OmegaConf
+
+from cifarbench.search.sweeper import CifarbenchSweeper, cartesian
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +44,7 @@ def configurations(overrides: list[Override], budget: str) -> list[list[str]]:
     if any(o.get_key_element().lstrip("+~") == budget for o in overrides):
         raise HydraException(f"successive halving sets {budget} itself (rung k trains min_budget · eta^k); "
                              f"leave it off the command line and set hydra.sweeper.min_budget instead")
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    return cartesian(overrides)
 
 
 def survivors(values: list[float], eta: int) -> list[int]:
@@ -69,7 +66,7 @@ def job_value(ret: JobReturn) -> float:
     return float(value) if value is not None and math.isfinite(float(value)) else -math.inf
 
 
-class SuccessiveHalvingSearch(Sweeper):
+class SuccessiveHalvingSearch(CifarbenchSweeper):
     """Hydra sweeper `successive_halving` (hydra_plugins.cifarbench_sweepers.SuccessiveHalvingSweeper): see
     the module docstring. eta: the reduction factor (≥ 2); budget: the config key each rung sets;
     min_budget: rung 0's budget (epochs, or minutes for trainer.budget_min); params: more sweeps. Raises
@@ -77,27 +74,15 @@ class SuccessiveHalvingSearch(Sweeper):
 
     def __init__(self, eta: int = 3, budget: str = "trainer.epochs", min_budget: float = 1,
                  params: dict | None = None):
-        super().__init__()
+        super().__init__(params)
         if eta < 2 or min_budget <= 0:
             raise HydraException(f"hydra.sweeper.eta={eta}, min_budget={min_budget}: successive halving needs "
                                  f"eta >= 2 and a positive min_budget")
-        self.eta, self.budget, self.min_budget, self.params = eta, budget, min_budget, params or {}
-        self.hydra_context = self.config = self.launcher = None
-
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
+        self.eta, self.budget, self.min_budget = eta, budget, min_budget
 
     def sweep(self, arguments: list[str]) -> Any:
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        compared = configurations(parser.parse_overrides([*(f"{k}={v}" for k, v in self.params.items()), *arguments]),
-                                  self.budget)
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        compared = configurations(self.overrides(arguments), self.budget)
+        self.open_sweep_dir()
         alive, job_idx, returns = list(range(len(compared))), 0, []
         for rung in range(len(rung_sizes(len(compared), self.eta))):
             budget = rung_budget(self.min_budget, self.eta, rung)

@@ -9,7 +9,8 @@ The search space is `hydra.sweeper.params` and the command line's sweeps, in Hyd
 `range(a, b[, step])` (integers, or floats with a float step) and `a,b,c` / `choice(a, b, c)`
 (categorical); the command line's other overrides hold in every trial. Each batch asks the study for
 `n_jobs` trials, launches them as jobs, and tells it each job's result: the value the job returns (the
-objective, run.metrics.objective; -inf for a job that failed or diverged, the worst value), `pruned`
+objective, run.metrics.objective; for a job that failed or diverged the worst value, -inf, or +inf
+under `direction=minimize`, so that it is never the best trial), `pruned`
 when the trial's pruner stopped it (its summary.json says so; search/trial.py), `fail` when the job
 raised. Job k of the sweep is trial k of the study, in a folder `k_<overrides>`.
 
@@ -24,17 +25,15 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
-from hydra.plugins.sweeper import Sweeper
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from cifarbench.run.layout import RunFolder
+from cifarbench.search.sweeper import CifarbenchSweeper
 from cifarbench.search.trial import TRIAL_ENV, make_pruner, make_sampler, open_storage, require_optuna, storage_url
 
 log = logging.getLogger(__name__)
@@ -84,11 +83,21 @@ def requeue_interrupted(study) -> int:
     return len(stale)
 
 
-def outcome(ret: JobReturn) -> tuple[str, float | None]:
-    """(state, value) to tell the study of a finished job: ("pruned", None) when its summary.json says it
-    was pruned; ("complete", what it returned), -inf included (a job that failed, diverged or did not finish
-    returns it: the worst value, which the sampler learns from, where a failed trial it would ignore);
-    ("fail", None) when the job raised or returned no number."""
+def worst(direction: str) -> float:
+    """The worst value a study of `direction` ("maximize" or "minimize") can be told: -inf, or +inf when it
+    minimises. Raises HydraException, in one line, for another direction."""
+    if direction not in ("maximize", "minimize"):
+        raise HydraException(f"hydra.sweeper.direction={direction!r}; choose maximize (the objective is an "
+                             f"accuracy) or minimize")
+    return -math.inf if direction == "maximize" else math.inf
+
+
+def outcome(ret: JobReturn, direction: str = "maximize") -> tuple[str, float | None]:
+    """(state, value) to tell a study of `direction` of a finished job: ("pruned", None) when its summary.json
+    says it was pruned; ("complete", what it returned), where the -inf a job that failed, diverged or did not
+    finish returns (any value that is not finite) becomes the worst value for the direction (`worst`: -inf
+    when maximising, +inf when minimising), which the sampler learns from where a failed trial it would
+    ignore, and which never makes it the best trial; ("fail", None) when the job raised or returned no number."""
     folder = RunFolder(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
     summary = (folder.read_summary() if folder else None) or {}
     if summary.get("status") == "pruned":
@@ -96,10 +105,10 @@ def outcome(ret: JobReturn) -> tuple[str, float | None]:
     value = ret.return_value if ret.status == JobStatus.COMPLETED else None
     if value is None or math.isnan(float(value)):
         return "fail", None
-    return "complete", float(value)
+    return "complete", float(value) if math.isfinite(float(value)) else worst(direction)
 
 
-class OptunaSearch(Sweeper):
+class OptunaSearch(CifarbenchSweeper):
     """Hydra sweeper `optuna` (hydra_plugins.cifarbench_sweepers.OptunaSweeper): see the module docstring.
 
     direction: "maximize" (the objective is an accuracy) or "minimize"; study_name: the study in its
@@ -111,29 +120,18 @@ class OptunaSearch(Sweeper):
     def __init__(self, direction: str = "maximize", study_name: str = "search", storage: str | None = None,
                  n_trials: int = 20, n_jobs: int = 1, sampler: dict | None = None, pruner: dict | None = None,
                  params: dict | None = None):
-        super().__init__()
+        super().__init__(params)
+        worst(direction)  # (a direction Optuna does not know: one line, at once)
         self.direction, self.study_name, self.n_trials, self.n_jobs = direction, study_name, n_trials, n_jobs
-        self.storage, self.sampler, self.pruner, self.params = storage, dict(sampler or {}), pruner, params or {}
-        self.hydra_context = self.config = self.launcher = None
-
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
+        self.storage, self.sampler, self.pruner = storage, dict(sampler or {}), pruner
 
     def sweep(self, arguments: list[str]) -> Any:
         optuna = require_optuna()
         sampler, pruner = make_sampler(self.sampler), make_pruner(self.pruner)  # (a bad field: one line, at once)
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = {o.get_key_element(): o for o in parser.parse_overrides(
-            [*(f"{key}={value}" for key, value in self.params.items()), *arguments])}
+        overrides = {o.get_key_element(): o for o in self.overrides(arguments)}
         space = {key: distribution(o) for key, o in overrides.items() if o.is_sweep_override()}
         fixed = [o.input_line for o in overrides.values() if not o.is_sweep_override()]
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        sweep_dir = self.open_sweep_dir()
         if not OmegaConf.select(self.config, "data.val_split", default=0):
             log.warning("the search maximises the final test accuracy: hold out data.val_split=N images so that "
                         "no choice reads the test set")
@@ -156,7 +154,7 @@ class OptunaSearch(Sweeper):
             # (not validated apart, as Hydra's basic sweeper does: a batch of one would be composed twice)
             results = self.launch(jobs, [trial.number for trial in trials])
             for trial, ret in zip(trials, results):
-                state, value = outcome(ret)
+                state, value = outcome(ret, self.direction)
                 study.tell(trial, value, state=optuna.trial.TrialState[state.upper()])
                 log.info("trial %d: %s%s", trial.number, state, f" {value:.4f}" if value is not None else "")
             done += len(trials)

@@ -94,13 +94,23 @@ def row_objective(row: dict) -> float:
     return row["val_acc"] if row["val_acc"] is not None else row["test_acc"]
 
 
-def trial_reporter(hydra_cfg: DictConfig) -> Callable[[dict], bool] | None:
-    """The `on_evaluation` hook of a job an Optuna search launched (`TRIAL_ENV` set), else None: it
-    reports each evaluation's objective (`row_objective`) to the trial at its `epoch_step` and returns
-    whether the study's pruner stops the trial there (Optuna's Trial.report and Trial.should_prune)."""
+def never_prunes(row: dict) -> bool:
+    """The `on_evaluation` hook of a trial's DDP ranks other than 0: it reports nothing and never stops the
+    run on its own (rank 0's verdict, shared by engine/loop.py, decides for all of them)."""
+    return False
+
+
+def trial_reporter(hydra_cfg: DictConfig, main_rank: bool = True) -> Callable[[dict], bool] | None:
+    """The `on_evaluation` hook of a job an Optuna search launched (`TRIAL_ENV` set), else None: on the main
+    rank it reports each evaluation's objective (`row_objective`) to the trial at its `epoch_step` and
+    returns whether the study's pruner stops the trial there (Optuna's Trial.report and Trial.should_prune);
+    on another rank (`main_rank` false) `never_prunes`, which opens no storage but still has the rank take
+    part in agreeing on the verdict."""
     number = os.environ.get(TRIAL_ENV)
     if number is None:
         return None
+    if not main_rank:
+        return never_prunes
     optuna = require_optuna()
     sweeper = hydra_cfg.sweeper
     storage = open_storage(storage_url(sweeper.get("storage"), hydra_cfg.sweep.dir))

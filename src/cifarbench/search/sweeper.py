@@ -1,0 +1,57 @@
+"""What both of cifarbench's sweepers share (search/optuna_search.py, search/halving.py): the launcher
+made at setup, the search space read from `hydra.sweeper.params` and the command line, and the sweep
+folder with its `multirun.yaml` (which report/rungs.py and commands/train.py's resume hint read back)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig, OmegaConf
+
+from cifarbench.core.files import atomic_write_text
+
+
+def sweep_overrides(parser: OverridesParser, params: dict | None, arguments: list[str]) -> list[Override]:
+    """The overrides a sweep searches or fixes: `params` (`hydra.sweeper.params`, {key: override text})
+    first, then the command line's `arguments`, parsed by Hydra's `parser`. Raises Hydra's
+    OverrideParseException for text that is not an override."""
+    return parser.parse_overrides([*(f"{key}={value}" for key, value in (params or {}).items()), *arguments])
+
+
+def cartesian(overrides: list[Override]) -> list[list[str]]:
+    """Every job (its overrides) of the cartesian product of the parsed `overrides`' sweeps, in Hydra's
+    basic sweeper's order (`a=1,2 b=x,y`: a=1 b=x, a=1 b=y, a=2 b=x, a=2 b=y)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+class CifarbenchSweeper(Sweeper):
+    """A Hydra sweeper that launches its jobs through the configured launcher. params: more sweeps
+    (`hydra.sweeper.params`). Subclasses implement `sweep(arguments)`."""
+
+    def __init__(self, params: dict | None = None):
+        super().__init__()
+        self.params = params or {}
+        self.hydra_context = self.config = self.launcher = None
+
+    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                                task_function=task_function, config=config)
+
+    def overrides(self, arguments: list[str]) -> list[Override]:
+        """`sweep_overrides` of this sweeper's params and the command line's `arguments`."""
+        return sweep_overrides(OverridesParser.create(config_loader=self.hydra_context.config_loader),
+                               self.params, arguments)
+
+    def open_sweep_dir(self) -> Path:
+        """The sweep folder (`hydra.sweep.dir`), made, with the sweep's config written atomically into its
+        multirun.yaml (a reader never sees half of it)."""
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        atomic_write_text(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
+        return sweep_dir
