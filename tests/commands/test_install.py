@@ -1,5 +1,6 @@
 """A wheel install holds every module and finds its Hydra configs: conf/ ships inside the package as
 cifarbench.conf, and pyproject.toml's package list (by hand, for that mapping) names every package."""
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -33,9 +34,16 @@ def test_pyproject_lists_every_package():
 
 
 def test_wheel_install_runs_from_anywhere(tmp_path):
-    wheels = tmp_path / "wheels"
+    wheels, source = tmp_path / "wheels", tmp_path / "source"
+    # Built from a copy of what the wheel is made of: setuptools reuses a build/ folder beside the sources,
+    # where a module deleted since an earlier build would still be packed.
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    for name in ("src", "conf"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels,
-                    REPO], check=True, capture_output=True)
+                    source], check=True, capture_output=True)
     venv = tmp_path / "venv"
     # The packages of the interpreter running the tests supply torch & co: its site-packages, named in a .pth
     # (--system-site-packages alone shows the base interpreter's, which in a virtual environment, as the
