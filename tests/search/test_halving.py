@@ -95,3 +95,17 @@ def test_a_sweep_of_the_budget_itself_is_refused_in_one_line(tmp_path, monkeypat
                             f"hydra.sweep.dir={tmp_path / 'refused'}")
     err = capsys.readouterr().err
     assert status == 2 and "successive halving sets trainer.epochs itself" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sweeper_fields_that_cannot_work_are_one_line_before_any_job(tmp_path, monkeypatch, capsys):
+    """Seen: hydra.sweeper.budget=trainer.batch_size trained rungs at batch sizes 1 and 3; eta=1 was refused
+    inside Hydra's "Error in call to target ..." text. Each is one line, exit 2, before any job."""
+    for field, message in (("hydra.sweeper.budget=trainer.batch_size", "hydra.sweeper.budget=trainer.batch_size; "
+                            "choose trainer.epochs or trainer.budget_min"),
+                           ("hydra.sweeper.eta=1", "hydra.sweeper.eta=1, min_budget=1: successive halving needs "
+                            "eta >= 2 and a positive min_budget")):
+        assert cli_in_process(monkeypatch, "-m", "hydra/sweeper=successive_halving", field, "optim.lr=0.1,0.01",
+                              f"hydra.sweep.dir={tmp_path / 'sweep'}") == 2
+        err = [line for line in "".join(capsys.readouterr()).splitlines() if line.strip()]
+        assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
+        assert not (tmp_path / "sweep").exists()

@@ -128,7 +128,7 @@ def test_a_failed_trial_is_never_the_best_whichever_the_direction(direction):
     # the best of 0.25, (failed), 0.5: trial 2 when maximising, trial 0 when minimising; never trial 1
     assert study.best_trial.number == (2 if direction == "maximize" else 0)
     with pytest.raises(HydraException, match="hydra.sweeper.direction='max'; choose maximize"):
-        OptunaSearch(direction="max")
+        OptunaSearch(direction="max").check()  # (at setup, before any job)
 
 
 def test_a_trials_other_ddp_ranks_never_prune_and_open_no_storage(tmp_path, monkeypatch):
@@ -144,3 +144,16 @@ def test_a_trials_other_ddp_ranks_never_prune_and_open_no_storage(tmp_path, monk
     report = trial_reporter(hydra_cfg, main_rank=False)
     assert report({"epoch": 1.0, "val_acc": 0.0, "test_acc": 0.0}) is False
     assert list(tmp_path.iterdir()) == []  # no optuna.db
+
+
+def test_a_search_whose_every_trial_is_refused_says_why_in_one_line(tmp_path, data, monkeypatch, capsys):
+    """Seen: `hparams_search=lenet_optuna debug=quick` (its 5,000 validation images out of quick's 256) printed
+    `trial N: fail` or `complete -inf` for every trial and exited 0. Each trial's line says why, and a search
+    of which no trial trained stops with the first error, in one line, exit 2."""
+    code = cli_in_process(monkeypatch, "hparams_search=lenet_optuna", "debug=quick", "hydra.sweeper.n_trials=2",
+                          f"data.root={data}", f"hydra.sweep.dir={tmp_path / 'search'}")
+    output = "".join(capsys.readouterr())
+    assert code == 2, output[-2000:]
+    assert output.count("data.val_split=5000; it must be an integer in 0..255") >= 3  # each trial's line and the end
+    last = [line for line in output.splitlines() if line.strip()][-1]
+    assert "every job of this search failed; the first: " in last and "data.val_split=5000" in last

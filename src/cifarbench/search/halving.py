@@ -24,9 +24,10 @@ from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 
-from cifarbench.search.sweeper import CifarbenchSweeper, cartesian
+from cifarbench.search.sweeper import CifarbenchSweeper, cartesian, require_some_result
 
 log = logging.getLogger(__name__)
+BUDGETS = ("trainer.epochs", "trainer.budget_min")  # what a rung's budget may be
 
 
 def rung_sizes(configurations: int, eta: int) -> list[int]:
@@ -70,15 +71,21 @@ class SuccessiveHalvingSearch(CifarbenchSweeper):
     """Hydra sweeper `successive_halving` (hydra_plugins.cifarbench_sweepers.SuccessiveHalvingSweeper): see
     the module docstring. eta: the reduction factor (≥ 2); budget: the config key each rung sets;
     min_budget: rung 0's budget (epochs, or minutes for trainer.budget_min); params: more sweeps. Raises
-    HydraException when the command line or params sweep or set the budget key itself, or eta < 2."""
+    HydraException when the command line or params sweep or set the budget key itself, eta < 2, the
+    budget is neither of BUDGETS, or every job of a rung failed."""
 
     def __init__(self, eta: int = 3, budget: str = "trainer.epochs", min_budget: float = 1,
                  params: dict | None = None):
         super().__init__(params)
-        if eta < 2 or min_budget <= 0:
-            raise HydraException(f"hydra.sweeper.eta={eta}, min_budget={min_budget}: successive halving needs "
-                                 f"eta >= 2 and a positive min_budget")
         self.eta, self.budget, self.min_budget = eta, budget, min_budget
+
+    def check(self):
+        if self.eta < 2 or self.min_budget <= 0:
+            raise HydraException(f"hydra.sweeper.eta={self.eta}, min_budget={self.min_budget:g}: successive halving "
+                                 f"needs eta >= 2 and a positive min_budget")
+        if self.budget not in BUDGETS:
+            raise HydraException(f"hydra.sweeper.budget={self.budget}; choose {' or '.join(BUDGETS)} (what a "
+                                 f"schedule runs over: each rung's runs anneal fully within it)")
 
     def sweep(self, arguments: list[str]) -> Any:
         compared = configurations(self.overrides(arguments), self.budget)
@@ -91,6 +98,7 @@ class SuccessiveHalvingSearch(CifarbenchSweeper):
             # (not composed apart first, as Hydra's basic sweeper does, which doubles a small job's start: `--plan`
             # checks every job of the sweep before it runs)
             results = list(self.launcher.launch(jobs, initial_job_idx=job_idx))
+            require_some_result(results, f"rung {rung}")
             job_idx, returns = job_idx + len(jobs), [*returns, results]
             alive = [alive[i] for i in survivors([job_value(ret) for ret in results], self.eta)]
         log.info("successive halving: %s won (objective %.4f at %s=%s)", " ".join(compared[alive[0]]),

@@ -33,7 +33,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from cifarbench.run.layout import RunFolder
-from cifarbench.search.sweeper import CifarbenchSweeper
+from cifarbench.search.sweeper import CifarbenchSweeper, job_error, require_some_result
 from cifarbench.search.trial import TRIAL_ENV, make_pruner, make_sampler, open_storage, require_optuna, storage_url
 
 log = logging.getLogger(__name__)
@@ -121,9 +121,11 @@ class OptunaSearch(CifarbenchSweeper):
                  n_trials: int = 20, n_jobs: int = 1, sampler: dict | None = None, pruner: dict | None = None,
                  params: dict | None = None):
         super().__init__(params)
-        worst(direction)  # (a direction Optuna does not know: one line, at once)
         self.direction, self.study_name, self.n_trials, self.n_jobs = direction, study_name, n_trials, n_jobs
         self.storage, self.sampler, self.pruner = storage, dict(sampler or {}), pruner
+
+    def check(self):
+        worst(self.direction)  # (a direction Optuna does not know: one line, at once)
 
     def sweep(self, arguments: list[str]) -> Any:
         optuna = require_optuna()
@@ -156,9 +158,12 @@ class OptunaSearch(CifarbenchSweeper):
             for trial, ret in zip(trials, results):
                 state, value = outcome(ret, self.direction)
                 study.tell(trial, value, state=optuna.trial.TrialState[state.upper()])
-                log.info("trial %d: %s%s", trial.number, state, f" {value:.4f}" if value is not None else "")
+                error = job_error(ret)
+                log.info("trial %d: %s%s%s", trial.number, state, f" {value:.4f}" if value is not None else "",
+                         f" ({error})" if error else "")
             done += len(trials)
             returns.append(results)
+        require_some_result([ret for results in returns for ret in results], "this search")
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if completed:
             log.info("optuna: best trial %d: %.4f with %s", study.best_trial.number, study.best_value,

@@ -7,10 +7,13 @@ from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from cifarbench.core.files import atomic_write_text
+from cifarbench.run.layout import RunFolder
 
 
 def sweep_overrides(parser: OverridesParser, params: dict | None, arguments: list[str]) -> list[Override]:
@@ -28,6 +31,27 @@ def cartesian(overrides: list[Override]) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
+def job_error(ret: JobReturn) -> str | None:
+    """Why a job gave no result, in one line: the exception it raised, else the error its summary.json
+    records (a job refused by the config checks returns -inf and records why); None for a job that ran."""
+    if ret.status == JobStatus.FAILED:
+        try:
+            ret.return_value  # (re-raises what the job raised)
+        except BaseException as e:  # noqa: BLE001 - any exception a job raised is its error
+            return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+    folder = RunFolder(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
+    summary = (folder.read_summary() if folder else None) or {}
+    return summary.get("error") if summary.get("status") == "failed" else None
+
+
+def require_some_result(results: list[JobReturn], what: str):
+    """Raise HydraException, in one line naming the first job's error, when not one of `results` trained
+    (each raised or was refused: a config every job shares is wrong, and the sweep would go on for nothing)."""
+    errors = [job_error(ret) for ret in results]
+    if results and all(errors):
+        raise HydraException(f"every job of {what} failed; the first: {errors[0]}")
+
+
 class CifarbenchSweeper(Sweeper):
     """A Hydra sweeper that launches its jobs through the configured launcher. params: more sweeps
     (`hydra.sweeper.params`). Subclasses implement `sweep(arguments)`."""
@@ -40,9 +64,13 @@ class CifarbenchSweeper(Sweeper):
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
+        self.check()  # (here, not in __init__: Hydra would wrap the message in its own)
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)
+
+    def check(self):
+        """Raise HydraException, in one line, for fields that cannot work (subclasses)."""
 
     def overrides(self, arguments: list[str]) -> list[Override]:
         """`sweep_overrides` of this sweeper's params and the command line's `arguments`."""
