@@ -149,11 +149,13 @@ def experiment_name(configured: str | None) -> str:
 
 
 def user_folder() -> Path:
-    """The folder the user ran the command in, from which a relative path they typed is taken: Hydra's
-    `hydra.runtime.cwd` (with `hydra.job.chdir=true` a job runs in its own folder), else the current one."""
+    """The folder the user ran the command in, from which a relative path they typed is taken: the current
+    one, or in a job run with `hydra.job.chdir=true` (in a folder of its own) Hydra's `hydra.runtime.cwd`.
+    (Not runtime.cwd always: Hydra's config outlives its job in a process, and the process may move on.)"""
     from hydra.core.hydra_config import HydraConfig
 
-    return Path(HydraConfig.get().runtime.cwd if HydraConfig.initialized() else os.getcwd())
+    chdir = HydraConfig.initialized() and HydraConfig.get().job.chdir
+    return Path(HydraConfig.get().runtime.cwd if chdir else os.getcwd())
 
 
 def tracking_uri(configured: str | None, base: str | Path | None = None) -> str:
