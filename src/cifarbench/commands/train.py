@@ -52,6 +52,7 @@ def resume_hint(hydra_cfg, run_dir: Path, multirun: bool) -> str:
     from cifarbench.report.runs import sweep_of
     from cifarbench.run.layout import RunFolder
     from cifarbench.run.provenance import command_line
+    from cifarbench.run.recorder import resume_override
 
     def kept(overrides) -> list[str]:
         return [o for o in overrides if not o.lstrip("+~").startswith(("trainer.resume=", "hydra.sweep.dir=",
@@ -68,11 +69,10 @@ def resume_hint(hydra_cfg, run_dir: Path, multirun: bool) -> str:
                 *kept(overrides.get("task") or []), f"hydra.sweep.dir={sweep}", "trainer.resume=auto"]
         return ("to finish the sweep, run its command again in its folder with trainer.resume=auto: "
                 + command_line(argv))
-    last = RunFolder(run_dir).last
-    command = kept(hydra_cfg.overrides.task)
-    if not last.is_file():
+    folder, command = RunFolder(run_dir), kept(hydra_cfg.overrides.task)
+    if not folder.last.is_file():
         return f"no checkpoint was written yet; to start again: {command_line(command)}"
-    return f"resume with trainer.resume={last}: {command_line([*command, f'trainer.resume={last}'])}"
+    return f"resume with {resume_override(folder)}: {command_line([*command, resume_override(folder)])}"
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -105,9 +105,10 @@ class Training:
     """Everything the loop works with, built before it starts. `train_forward` is `model` or its
     torch.compile wrapper (same parameters), around DDP's under several processes; `eval_model` is what
     evaluation reads (the EMA's weights when there is one, never DDP's wrapper); under
-    trainer.precision=half `model` holds the fp32 master weights and `train_forward` and `eval_model`
-    wrap its half copy (`master`); `val_loader` holds the
-    validation split (None without one); the evaluation loaders hold this rank's share of their images."""
+    trainer.precision=half `model` holds the fp32 master weights and `train_forward` wraps its half copy
+    (`master`), which `eval_model` is too unless there is an EMA (fp32 weights, evaluated in fp32);
+    `val_loader` holds the validation split (None without one); the evaluation loaders hold this rank's
+    share of their images."""
     model: torch.nn.Module
     train_forward: torch.nn.Module
     eval_model: torch.nn.Module
