@@ -148,12 +148,34 @@ def test_a_trials_other_ddp_ranks_never_prune_and_open_no_storage(tmp_path, monk
 
 def test_a_search_whose_every_trial_is_refused_says_why_in_one_line(tmp_path, data, monkeypatch, capsys):
     """Seen: `hparams_search=lenet_optuna debug=quick` (its 5,000 validation images out of quick's 256) printed
-    `trial N: fail` or `complete -inf` for every trial and exited 0. Each trial's line says why, and a search
-    of which no trial trained stops with the first error, in one line, exit 2."""
+    `trial N: fail` or `complete -inf` for every trial and exited 0. What every trial shares is checked before
+    the first: one line, exit 2, no sweep folder, no trial."""
     code = cli_in_process(monkeypatch, "hparams_search=lenet_optuna", "debug=quick", "hydra.sweeper.n_trials=2",
                           f"data.root={data}", f"hydra.sweep.dir={tmp_path / 'search'}")
     output = "".join(capsys.readouterr())
     assert code == 2, output[-2000:]
-    assert output.count("data.val_split=5000; it must be an integer in 0..255") >= 3  # each trial's line and the end
-    last = [line for line in output.splitlines() if line.strip()][-1]
-    assert "every job of this search failed; the first: " in last and "data.val_split=5000" in last
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines == ["error: data.val_split=5000; it must be an integer in 0..255 (the held-out part of the 256 "
+                     "training images, data.train_subset included)"], lines
+    assert not (tmp_path / "search").exists()
+
+
+def test_a_search_of_which_no_trial_trained_stops_with_the_first_error(monkeypatch):
+    """A failure no check could see before (here every job raises): each trial's line says why, and the
+    search stops with the first error rather than ending 0."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.errors import HydraException
+
+    from cifarbench.search.sweeper import job_error, require_some_result
+
+    def failed(message):
+        ret = JobReturn(hydra_cfg=None, status=JobStatus.FAILED)
+        ret.return_value = RuntimeError(message + "\nmore")
+        return ret
+
+    ok = JobReturn(hydra_cfg=None, status=JobStatus.COMPLETED)
+    ok.return_value = 0.5
+    assert job_error(failed("disk full")) == "RuntimeError: disk full" and job_error(ok) is None
+    require_some_result([failed("a"), ok], "this search")  # one trained: the search goes on
+    with pytest.raises(HydraException, match="^every job of this search failed; the first: RuntimeError: a$"):
+        require_some_result([failed("a"), failed("b")], "this search")

@@ -111,7 +111,9 @@ class Recorder:
     def best_is(self) -> str:
         """What best_test_acc is, for the log: the best test accuracy, or with a validation split the test
         accuracy of the evaluation the validation accuracy chose (best.pt's; it may be below the final)."""
-        return "at the best validation accuracy" if self.selected_by == "val_acc" else "best"
+        if self.selected_by == "val_acc" and self.summary.get("best_val_acc") is not None:
+            return f"best.pt, chosen by its validation accuracy {100 * self.summary['best_val_acc']:.2f}%, tests at"
+        return "best"
 
     def draw_curves(self, state: RunState):
         draw(plot_curves, self.folder.curves, list(state.rows), title=curves_title(self.summary))

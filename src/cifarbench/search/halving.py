@@ -89,6 +89,7 @@ class SuccessiveHalvingSearch(CifarbenchSweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         compared = configurations(self.overrides(arguments), self.budget)
+        self.check_job([*compared[0], f"{self.budget}={self.min_budget}"])  # (before the first job)
         self.open_sweep_dir()
         alive, job_idx, returns = list(range(len(compared))), 0, []
         for rung in range(len(rung_sizes(len(compared), self.eta))):

@@ -133,6 +133,7 @@ class OptunaSearch(CifarbenchSweeper):
         overrides = {o.get_key_element(): o for o in self.overrides(arguments)}
         space = {key: distribution(o) for key, o in overrides.items() if o.is_sweep_override()}
         fixed = [o.input_line for o in overrides.values() if not o.is_sweep_override()]
+        self.check_job(fixed)  # (what every trial shares, before the first)
         sweep_dir = self.open_sweep_dir()
         if not OmegaConf.select(self.config, "data.val_split", default=0):
             log.warning("the search maximises the final test accuracy: hold out data.val_split=N images so that "

@@ -72,6 +72,30 @@ class CifarbenchSweeper(Sweeper):
     def check(self):
         """Raise HydraException, in one line, for fields that cannot work (subclasses)."""
 
+    def check_job(self, overrides: list[str]):
+        """Compose one job of this sweep (the sweep's config with `overrides`) as the launcher will and check
+        it as every run is checked (validate.py), before any job starts: a value every job shares that
+        cannot work (a validation split larger than debug=quick's training images) is one line, exit 2,
+        not a search of failed trials. Raises HydraException with the check's message."""
+        import copy
+
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import open_dict
+
+        from cifarbench.core.registry import ConfigError
+        from cifarbench.validate import validate_config
+
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        HydraConfig.instance().set_config(cfg)  # (for ${hydra:...} in the task's config)
+        task = copy.deepcopy(cfg)
+        with open_dict(task):
+            del task["hydra"]
+        try:
+            OmegaConf.resolve(task)
+            validate_config(task, 1)
+        except ConfigError as e:
+            raise HydraException(str(e)) from e
+
     def overrides(self, arguments: list[str]) -> list[Override]:
         """`sweep_overrides` of this sweeper's params and the command line's `arguments`."""
         return sweep_overrides(OverridesParser.create(config_loader=self.hydra_context.config_loader),
