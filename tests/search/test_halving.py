@@ -102,8 +102,10 @@ def test_sweeper_fields_that_cannot_work_are_one_line_before_any_job(tmp_path, m
     inside Hydra's "Error in call to target ..." text. Each is one line, exit 2, before any job."""
     for field, message in (("hydra.sweeper.budget=trainer.batch_size", "hydra.sweeper.budget=trainer.batch_size; "
                             "choose trainer.epochs or trainer.budget_min"),
-                           ("hydra.sweeper.eta=1", "hydra.sweeper.eta=1, min_budget=1: successive halving needs "
-                            "eta >= 2 and a positive min_budget")):
+                           ("hydra.sweeper.eta=1", "hydra.sweeper.eta=1; successive halving keeps 1/eta of each "
+                            "rung: eta >= 2 (3 is usual)"),
+                           ("hydra.sweeper.min_budget=0", "hydra.sweeper.min_budget=0; rung 0's budget must be "
+                            "positive")):
         assert cli_in_process(monkeypatch, "-m", "hydra/sweeper=successive_halving", field, "optim.lr=0.1,0.01",
                               f"hydra.sweep.dir={tmp_path / 'sweep'}") == 2
         err = [line for line in "".join(capsys.readouterr()).splitlines() if line.strip()]

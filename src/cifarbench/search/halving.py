@@ -80,9 +80,11 @@ class SuccessiveHalvingSearch(CifarbenchSweeper):
         self.eta, self.budget, self.min_budget = eta, budget, min_budget
 
     def check(self):
-        if self.eta < 2 or self.min_budget <= 0:
-            raise HydraException(f"hydra.sweeper.eta={self.eta}, min_budget={self.min_budget:g}: successive halving "
-                                 f"needs eta >= 2 and a positive min_budget")
+        if self.eta < 2:
+            raise HydraException(f"hydra.sweeper.eta={self.eta}; successive halving keeps 1/eta of each rung: "
+                                 f"eta >= 2 (3 is usual)")
+        if self.min_budget <= 0:
+            raise HydraException(f"hydra.sweeper.min_budget={self.min_budget:g}; rung 0's budget must be positive")
         if self.budget not in BUDGETS:
             raise HydraException(f"hydra.sweeper.budget={self.budget}; choose {' or '.join(BUDGETS)} (what a "
                                  f"schedule runs over: each rung's runs anneal fully within it)")
