@@ -112,7 +112,7 @@ class Recorder:
         """What best_test_acc is, for the log: the best test accuracy, or with a validation split the test
         accuracy of the evaluation the validation accuracy chose (best.pt's; it may be below the final)."""
         if self.selected_by == "val_acc" and self.summary.get("best_val_acc") is not None:
-            return f"best.pt, chosen by its validation accuracy {100 * self.summary['best_val_acc']:.2f}%, tests at"
+            return f"the best checkpoint, chosen by its validation accuracy {100 * self.summary['best_val_acc']:.2f}%, tests at"
         return "best"
 
     def draw_curves(self, state: RunState):
