@@ -75,16 +75,14 @@ def sweep_jobs(overrides: list[str]) -> tuple[list[Job], Path, str]:
     does not compose."""
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from hydra.types import RunMode
-    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     from cifarbench.commands.cli import one_line
     from cifarbench.commands.train import user_errors
-    from cifarbench.search.sweeper import cartesian, sweep_overrides
+    from cifarbench.search.sweeper import cartesian, compose_job, sweep_overrides
     from cifarbench.validate import validate_config
 
     with initialize_config_module("cifarbench.conf", version_base="1.3", job_name="train"):
@@ -109,15 +107,8 @@ def sweep_jobs(overrides: list[str]) -> tuple[list[Job], Path, str]:
         jobs = []
         for num, job_overrides in enumerate(lists):
             try:
-                cfg = loader.load_sweep_config(master, list(job_overrides))
-                with open_dict(cfg):
-                    cfg.hydra.job.num = cfg.hydra.job.id = num
-                HydraConfig.instance().set_config(cfg)
+                cfg, task = compose_job(loader, master, job_overrides, num)
                 folder = sweep_dir / str(cfg.hydra.sweep.subdir)
-                task = copy.deepcopy(cfg)
-                with open_dict(task):
-                    del task["hydra"]
-                OmegaConf.resolve(task)
                 validate_config(task, 1)
                 jobs.append(Job(num, list(job_overrides), folder, task))
             except (HydraException, OmegaConfBaseException) as e:

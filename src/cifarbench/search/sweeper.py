@@ -31,6 +31,26 @@ def cartesian(overrides: list[Override]) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
+def compose_job(loader, sweep_config: DictConfig, overrides: list[str], num: int = 0) -> tuple[DictConfig, DictConfig]:
+    """Job `num` of a sweep as Hydra's launchers compose it: (its config, hydra node included, made Hydra's
+    current config so that ${hydra:...} resolves; its task config: without the hydra node, resolved).
+    Raises what Hydra and OmegaConf raise for an override or interpolation that does not hold."""
+    import copy
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    cfg = loader.load_sweep_config(sweep_config, list(overrides))
+    with open_dict(cfg):
+        cfg.hydra.job.num = cfg.hydra.job.id = num
+    HydraConfig.instance().set_config(cfg)
+    task = copy.deepcopy(cfg)
+    with open_dict(task):
+        del task["hydra"]
+    OmegaConf.resolve(task)
+    return cfg, task
+
+
 def job_error(ret: JobReturn) -> str | None:
     """Why a job gave no result, in one line: the exception it raised, else the error its summary.json
     records (a job refused by the config checks returns -inf and records why); None for a job that ran."""
@@ -77,22 +97,11 @@ class CifarbenchSweeper(Sweeper):
         it as every run is checked (validate.py), before any job starts: a value every job shares that
         cannot work (a validation split larger than debug=quick's training images) is one line, exit 2,
         not a search of failed trials. Raises HydraException with the check's message."""
-        import copy
-
-        from hydra.core.hydra_config import HydraConfig
-        from omegaconf import open_dict
-
         from cifarbench.core.registry import ConfigError
         from cifarbench.validate import validate_config
 
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        HydraConfig.instance().set_config(cfg)  # (for ${hydra:...} in the task's config)
-        task = copy.deepcopy(cfg)
-        with open_dict(task):
-            del task["hydra"]
         try:
-            OmegaConf.resolve(task)
-            validate_config(task, 1)
+            validate_config(compose_job(self.hydra_context.config_loader, self.config, overrides)[1], 1)
         except ConfigError as e:
             raise HydraException(str(e)) from e
 
