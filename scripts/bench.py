@@ -135,6 +135,7 @@ from cifarbench.core.files import atomic_write_json, atomic_write_text, csv_text
 from cifarbench.core.registry import ConfigError
 from cifarbench.models import build_model, list_models
 from cifarbench.optim import build_optimizer
+from cifarbench.engine.build import configure_determinism
 from cifarbench.engine.loop import train
 from cifarbench.run.figures import new_figure, save_png
 from cifarbench.run.layout import RunFolder
@@ -168,6 +169,7 @@ def loop_images_per_s(cfg, run_dir: Path) -> float:
 def step_images_per_s(cfg, batches, device: torch.device, warmup: int) -> float:
     """Train on `batches` (an iterable of (images, labels) pairs, any source); images/s after `warmup` steps."""
     t = cfg.trainer
+    configure_determinism(t.deterministic, device)  # the loop's cuDNN settings (autotuning on unless deterministic)
     amp_dtype = resolve_amp(t.amp, device)
     memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
     model = build_model(cfg.model).to(device, memory_format=memory_format).train()

@@ -192,3 +192,15 @@ def test_ops_are_counted_one_by_one_and_per_step_from_two_runs():
     result = module.per_step(run)
     assert (result["ops_per_step"], result["kernels_per_step"], result["syncs_per_step"], result["steps"]) == (3.5, 3.5, 0, 8)
 
+
+
+def test_the_floor_runs_under_the_loops_cudnn_settings(compose_with, monkeypatch):
+    """Issue 25: the throughput floor ran with cudnn.benchmark off, the loop with it on (set_up's
+    configure_determinism), so loop/floor was not like for like. The floor now sets what the loop sets."""
+    import torch
+
+    cfg = compose_with("model=lenet5", "trainer.batch_size=4", "trainer.device=cpu")
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))] * 3
+    assert bench_module().step_images_per_s(cfg, batches, torch.device("cpu"), warmup=1) > 0
+    assert torch.backends.cudnn.benchmark is True  # as train() sets it for a run that is not deterministic
