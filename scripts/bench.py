@@ -92,6 +92,10 @@ number of ops depends neither on the batch size nor on the widths, so --ops-batc
 --widths may shrink both networks (speednet's and airbench94's).
 
     python scripts/bench.py ops --recipe speedrun94 --widths 8,8,8 [--steps-per-epoch 48] [hydra overrides ...]
+    python scripts/bench.py ops --recipe speedrun94 --device cuda --profile --ops-batch-size 1024   # + CUDA profile
+
+On CUDA, --profile also measures each loop's steps with torch.profiler by the same two-run difference:
+host µs per step, GPU-busy µs per step (the union of its kernels' spans) and kernel launches per step.
 
 All of them print Markdown tables and write JSON (--json, default outputs/bench/<mode>-<time>.json).
 Data: `data.root` as in the configs ($CIFAR10_ROOT or ~/.cache/cifarbench); --data overrides it.
@@ -633,6 +637,9 @@ class OpCounter(TorchDispatchMode):
         super().__init__()
         self.ops, self.views, self.syncs, self.names = 0, 0, 0, Counter()
 
+    def figures(self) -> dict[str, float]:
+        return {"ops": self.ops, "kernels": self.ops - self.views, "syncs": self.syncs}
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops += 1
         self.views += func.is_view
@@ -653,25 +660,65 @@ def foreach_optimizers():
         yield
 
 
-def per_step(run: Callable[[float], int], epochs: tuple[float, float] = (2, 4)) -> dict:
-    """Ops and host syncs per step of `run(epochs) -> steps taken`: one uncounted warm-up run (`run(0)`:
-    a single step; first-use caches), then a counted run of each length; (long − short) / (its steps −
-    short's), so the per-run setup cancels and per-epoch work is shared out over the steps. Returns
-    {"ops_per_step", "kernels_per_step" (ops less views), "syncs_per_step", "steps", "top_ops" (the ops
-    with most calls per step)}."""
+def busy_seconds(intervals: list[tuple[float, float]]) -> float:
+    """The time covered by the union of (start, end) `intervals` (overlapping kernels counted once)."""
+    busy, reach = 0.0, -math.inf
+    for start, end in sorted(intervals):
+        if end > reach:
+            busy += end - max(start, reach)
+            reach = end
+    return busy
+
+
+class CudaProfile:
+    """While active (`with CudaProfile() as profile:`), torch.profiler records the host and the CUDA device;
+    `figures()`: the host's wall µs, the µs the GPU was busy (the union of its kernels' and copies' spans,
+    `busy_seconds`) and the kernels launched (device events). CUDA only."""
+
+    def __enter__(self):
+        from torch.profiler import ProfilerActivity, profile
+
+        torch.cuda.synchronize()
+        self.profile = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+        self.profile.__enter__()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        torch.cuda.synchronize()
+        self.host_us = (time.perf_counter() - self.start) * 1e6
+        self.profile.__exit__(*exc)
+
+    def figures(self) -> dict[str, float]:
+        from torch.autograd import DeviceType
+
+        device = [e for e in self.profile.events() if e.device_type == DeviceType.CUDA]
+        return {"host_us": self.host_us, "gpu_busy_us": busy_seconds([(e.time_range.start, e.time_range.end)
+                                                                       for e in device]),
+                "kernel_launches": len(device)}
+
+
+def per_step(run: Callable[[float], int], measure: Callable = OpCounter, epochs: tuple[float, float] = (2, 4)) -> dict:
+    """What one more step of `run(epochs) -> steps taken` costs, by `measure` (OpCounter: ops, kernels (ops
+    less views) and host syncs; CudaProfile: host µs, GPU-busy µs and kernel launches): one unmeasured
+    warm-up run (`run(0)`: a single step; first-use caches), then a measured run of each length; (long −
+    short) / (its steps − short's), so the per-run setup cancels and per-epoch work is shared out over the
+    steps. Returns {"<figure>_per_step" ..., "steps", and for OpCounter "top_ops" (the ops with most calls
+    per step)}."""
     run(0)
-    counted = []
+    measured = []
     for length in epochs:
-        with OpCounter() as counter:
+        with measure() as counter:
             steps = run(length)
-        counted.append((counter, steps))
-    (short, short_steps), (long, long_steps) = counted
+        measured.append((counter, steps))
+    (short, short_steps), (long, long_steps) = measured
     steps = long_steps - short_steps
-    top = (long.names - short.names).most_common(8)
-    return {"ops_per_step": round((long.ops - short.ops) / steps, 2),
-            "kernels_per_step": round((long.ops - long.views - short.ops + short.views) / steps, 2),
-            "syncs_per_step": round((long.syncs - short.syncs) / steps, 3),
-            "steps": steps, "top_ops": ", ".join(f"{name} {count / steps:.1f}" for name, count in top)}
+    row = {f"{name}_per_step": round((value - short.figures()[name]) / steps, 3)
+           for name, value in long.figures().items()}
+    if isinstance(long, OpCounter):
+        top = (long.names - short.names).most_common(8)
+        row["top_ops"] = ", ".join(f"{name} {count / steps:.1f}" for name, count in top)
+    return {**row, "steps": steps}
 
 
 def ops(args) -> list[dict]:
@@ -705,14 +752,20 @@ def ops(args) -> list[dict]:
         return ceil(epochs * args.steps_per_epoch)
 
     device = resolve_device(args.device)
+    if args.profile and device.type != "cuda":
+        raise SystemExit("bench.py ops --profile: the CUDA profile needs --device cuda")
+    measures = [OpCounter, *([CudaProfile] if args.profile else [])]
     with foreach_optimizers():
-        rows = [{"loop": args.recipe, **per_step(ours)}]
         if args.airbench:  # on the same CIFAR-10 images
             data = load_cifar10(config(overrides).data.root, download=False)
             train_images = torch.from_numpy(data.train_images[:images]).to(device)
             train_labels = torch.from_numpy(data.train_labels[:images]).to(device)
-            rows.append({"loop": "airbench94", **per_step(airbench)})
-    print_table(rows, ["loop", "ops_per_step", "kernels_per_step", "syncs_per_step", "steps", "top_ops"])
+        loops = [(args.recipe, ours), *([("airbench94", airbench)] if args.airbench else [])]
+        rows = [{"loop": name, **{k: v for measure in measures for k, v in per_step(run, measure).items()}}
+                for name, run in loops]
+    print_table(rows, ["loop", "ops_per_step", "kernels_per_step", "syncs_per_step",
+                       *(["host_us_per_step", "gpu_busy_us_per_step", "kernel_launches_per_step"] if args.profile
+                         else []), "steps", "top_ops"])
     if not args.airbench:
         return rows
     ratio = rows[0]["ops_per_step"] / rows[1]["ops_per_step"]
@@ -896,6 +949,9 @@ def main(argv=None):
                           help="steps per epoch of the counted runs (48: airbench94's at batch 1024)")
     ops_args.add_argument("--ops-batch-size", type=int, default=4,
                           help="images per step of the counted runs (the op count does not depend on it)")
+    ops_args.add_argument("--profile", action="store_true",
+                          help="CUDA: also profile each loop's steps (torch.profiler): host µs, GPU-busy µs and "
+                               "kernel launches per step, by the same two-run difference")
     ops_args.add_argument("--airbench", action=argparse.BooleanOptionalAction, default=True,
                           help="count airbench94's step too (--no-airbench: the recipe's alone)")
     ops_args.add_argument("--widths", type=lambda text: tuple(map(int, text.split(","))),

@@ -193,6 +193,18 @@ def test_ops_are_counted_one_by_one_and_per_step_from_two_runs():
     assert (result["ops_per_step"], result["kernels_per_step"], result["syncs_per_step"], result["steps"]) == (3.5, 3.5, 0, 8)
 
 
+def test_the_gpu_busy_time_counts_overlapping_kernels_once(tmp_path, monkeypatch, capsys):
+    """bench.py ops --profile (issue 25: host µs, GPU-busy µs and kernel launches per step): the busy time
+    is the union of the kernels' spans, by hand: [0, 2] ∪ [1, 3] ∪ [5, 6] ∪ [5.5, 5.7] = 3 + 1 = 4; a span
+    inside another adds nothing. Without CUDA, --profile is refused in one line before any run."""
+    module = bench_module()
+    assert module.busy_seconds([(5, 6), (0, 2), (1, 3), (5.5, 5.7)]) == 4
+    assert module.busy_seconds([(0, 10), (2, 3), (4, 4)]) == 10 and module.busy_seconds([]) == 0
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="the CUDA profile needs --device cuda"):
+        bench("ops", "--recipe", "speedrun94", "--device", "cpu", "--profile", "--no-airbench")
+    assert not (tmp_path / "outputs").exists()
+
 
 def test_the_floor_runs_under_the_loops_cudnn_settings(compose_with, monkeypatch):
     """Issue 25: the throughput floor ran with cudnn.benchmark off, the loop with it on (set_up's
